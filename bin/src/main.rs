@@ -1,0 +1,149 @@
+//! `rewind`: the Kinesis Rewind engine on the command line.
+//!
+//! Subcommands parse arguments and call into `rewind-engine`; nothing about
+//! Kinesis is decided here.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use rewind_engine::Record;
+use rewind_engine::chunk::{ChunkReader, ChunkWriter, Compression};
+
+#[derive(Parser)]
+#[command(
+    name = "rewind",
+    version,
+    about = "Archive, scrape and replay Amazon Kinesis Data Streams"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the records of record-line chunks (gzip, zstd or plain JSON
+    /// Lines, recognised by content), in order.
+    Cat {
+        /// Chunk files to read; `-` reads standard input.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// What to print for each record.
+        #[arg(long, value_enum, default_value_t = Output::Lines)]
+        output: Output,
+        /// Split KPL aggregates into their user records (sub-sequence
+        /// numbers set, partition keys their own).
+        #[arg(long)]
+        deaggregate: bool,
+    },
+    /// Rewrite record-line chunks into one chunk with another compression,
+    /// checking every line on the way.
+    Convert {
+        /// Chunk files to read, concatenated in the order given.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where to write the chunk.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Compression of the output.
+        #[arg(long, default_value_t = Compression::Gzip)]
+        compression: Compression,
+        /// Split KPL aggregates into their user records.
+        #[arg(long)]
+        deaggregate: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    /// Record lines: JSON with all metadata and base64 data.
+    Lines,
+    /// Only the payloads, one per line, as UTF-8 text (invalid bytes replaced).
+    Data,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("rewind: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Cat {
+            files,
+            output,
+            deaggregate,
+        } => {
+            let stdout = io::stdout().lock();
+            let mut out = BufWriter::new(stdout);
+            let mut line = Vec::new();
+            for_each_record(&files, deaggregate, |record| {
+                line.clear();
+                match output {
+                    Output::Lines => record.write_line(&mut line),
+                    Output::Data => {
+                        line.extend_from_slice(String::from_utf8_lossy(&record.data).as_bytes());
+                        line.push(b'\n');
+                    }
+                }
+                out.write_all(&line).context("writing to standard output")
+            })?;
+            out.flush().context("writing to standard output")
+        }
+        Command::Convert {
+            files,
+            output,
+            compression,
+            deaggregate,
+        } => {
+            let name = output.display().to_string();
+            let file = File::create(&output).with_context(|| format!("creating {name}"))?;
+            let mut writer = ChunkWriter::new(name.clone(), BufWriter::new(file), compression)?;
+            for_each_record(&files, deaggregate, |record| Ok(writer.write(&record)?))?;
+            let (sink, summary) = writer.finish()?;
+            sink.into_inner()
+                .map_err(io::IntoInnerError::into_error)
+                .and_then(|file| file.sync_all())
+                .with_context(|| format!("writing {name}"))?;
+            eprintln!("{name}: {} records", summary.records);
+            Ok(())
+        }
+    }
+}
+
+/// Streams every record of `files` in order, one at a time.
+fn for_each_record(
+    files: &[PathBuf],
+    deaggregate: bool,
+    mut f: impl FnMut(Record) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for path in files {
+        let name = path.display().to_string();
+        let reader = if name == "-" {
+            ChunkReader::new("<stdin>", io::stdin())?
+        } else {
+            let file = File::open(path).with_context(|| format!("opening {name}"))?;
+            ChunkReader::new(name, file)?
+        };
+        for record in reader {
+            let record = record?;
+            if deaggregate {
+                for user in record.deaggregate()? {
+                    f(user)?;
+                }
+            } else {
+                f(record)?;
+            }
+        }
+    }
+    Ok(())
+}

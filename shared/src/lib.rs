@@ -1,0 +1,30 @@
+//! The Kinesis Rewind engine: everything the archiver, scraper and replay
+//! functions and the `rewind` CLI share. Entry points only parse input, build
+//! clients and call in here, so no Kinesis semantic is written twice.
+//!
+//! A tour of where each concept lives:
+//!
+//! - [`seqno`]: sequence numbers and sub-sequence numbers. Kinesis sequence
+//!   numbers are decimal strings of up to 129 digits; they order
+//!   *numerically*, and [`seqno::SequenceNumber::to_padded`] gives the
+//!   fixed-width form for stores that compare strings.
+//! - [`record`]: the record model ([`record::Record`]: one Kinesis record, or
+//!   one user record of a KPL aggregate, with all of its metadata) and the
+//!   record-line JSON format used in S3 chunks and local files.
+//! - [`chunk`]: streaming writer and reader of compressed record-line chunks
+//!   (gzip by default, zstd as an option), with errors that name the object
+//!   and line of a corrupt or truncated chunk.
+//! - [`kpl`]: the KPL aggregation format: deaggregate what producers
+//!   aggregated, aggregate again for re-injection, byte-compatible with the
+//!   reference implementation.
+//! - [`event`]: the Kinesis event exactly as a Lambda event source mapping
+//!   delivers it, built from records, serialised as the mapping serialises it.
+
+pub mod chunk;
+pub mod event;
+pub mod kpl;
+pub mod record;
+pub mod seqno;
+
+pub use record::{ArrivalTime, Record};
+pub use seqno::{SequenceNumber, UserRecordId};
