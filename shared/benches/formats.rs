@@ -59,7 +59,10 @@ fn chunks(c: &mut Criterion) {
     let bytes: u64 = input.iter().map(|r| r.data.len() as u64).sum();
     let mut group = c.benchmark_group("chunk");
     for compression in [Compression::Gzip, Compression::Zstd] {
-        group.throughput(Throughput::Bytes(bytes));
+        group.throughput(Throughput::ElementsAndBytes {
+            elements: RECORDS as u64,
+            bytes,
+        });
         group.bench_with_input(
             BenchmarkId::new("encode", compression),
             &compression,
@@ -96,7 +99,10 @@ fn deaggregation(c: &mut Criterion) {
     let bytes: u64 = users.iter().map(|u| u.data.len() as u64).sum();
     let aggregates = kpl::aggregate(users).expect("aggregate");
     let mut group = c.benchmark_group("kpl");
-    group.throughput(Throughput::Bytes(bytes));
+    group.throughput(Throughput::ElementsAndBytes {
+        elements: RECORDS as u64,
+        bytes,
+    });
     group.bench_function("deaggregate", |b| {
         b.iter(|| {
             aggregates

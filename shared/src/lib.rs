@@ -18,13 +18,21 @@
 //!   aggregated, aggregate again for re-injection, byte-compatible with the
 //!   reference implementation.
 //! - [`event`]: the Kinesis event exactly as a Lambda event source mapping
-//!   delivers it, built from records, serialised as the mapping serialises it.
+//!   delivers it, built from records, serialised as the mapping serialises it,
+//!   and parsed from what a mapping delivered.
+//! - [`archive`]: the S3 archive layout (Hive-style stream / day / hour /
+//!   shard partitions) and the batch writer behind the archiver function,
+//!   with the partial batch response the mapping expects.
+//! - [`store`]: the object-store seam ([`store::ObjectStore`]) and its S3
+//!   adapter.
 
+pub mod archive;
 pub mod chunk;
 pub mod event;
 pub mod kpl;
 pub mod record;
 pub mod seqno;
+pub mod store;
 
 pub use record::{ArrivalTime, Record};
 pub use seqno::{SequenceNumber, UserRecordId};

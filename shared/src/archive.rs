@@ -1,0 +1,383 @@
+//! The S3 archive: where each record of a stream is kept, and the batch
+//! writer the archiver function runs on every delivered batch.
+//!
+//! Layout (Hive-style, so Athena and Glue can prune by stream, day and hour):
+//!
+//! ```text
+//! <prefix>/stream=<name>/dt=YYYY-MM-DD/hour=HH/<shardId>/<first>-<last>.jsonl.gz
+//! ```
+//!
+//! `dt` and `hour` are the records' arrival time (UTC); `<first>` and
+//! `<last>` their positions in the shard. The key is derived from the batch
+//! alone, so a retried invocation with the same batch rewrites the same
+//! object instead of adding a duplicate. (A batch the mapping bisected or
+//! resumed mid-way can overlap an earlier object: readers deduplicate.)
+
+use std::ops::Range;
+
+use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+
+use crate::chunk::{ChunkError, ChunkSummary, ChunkWriter, Compression};
+use crate::record::Record;
+use crate::seqno::UserRecordId;
+use crate::store::{ObjectStore, PutObject, StoreError};
+
+/// Uncompressed record-line bytes one archive object holds at most. A
+/// delivered batch is at most 6 MB of event (10,000 records), so this only
+/// splits batches whose records were deaggregated or are unusually large; it
+/// keeps each object small enough for one in-memory upload and a quick read.
+pub const DEFAULT_MAX_OBJECT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Where and how the archive stores records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveLayout {
+    /// Key prefix without a trailing slash; empty for the bucket root.
+    pub prefix: String,
+    pub compression: Compression,
+    pub max_object_bytes: usize,
+}
+
+impl Default for ArchiveLayout {
+    fn default() -> Self {
+        Self {
+            prefix: "archive".to_owned(),
+            compression: Compression::Gzip,
+            max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+        }
+    }
+}
+
+impl ArchiveLayout {
+    /// The partition folder of a stream's records that arrived in `hour`.
+    pub fn partition(&self, stream: &str, hour: DateTime<Utc>) -> String {
+        let folder = format!(
+            "stream={stream}/dt={}/hour={}",
+            hour.format("%Y-%m-%d"),
+            hour.format("%H")
+        );
+        if self.prefix.is_empty() {
+            folder
+        } else {
+            format!("{}/{folder}", self.prefix)
+        }
+    }
+
+    /// The key of the object holding a shard's records `first..=last`.
+    pub fn object_key(
+        &self,
+        stream: &str,
+        hour: DateTime<Utc>,
+        first: &UserRecordId,
+        last: &UserRecordId,
+    ) -> String {
+        format!(
+            "{}/{}/{}-{}.{}",
+            self.partition(stream, hour),
+            first.shard_id,
+            position(first),
+            position(last),
+            self.compression.extension()
+        )
+    }
+
+    /// Splits a delivered batch into the objects that will hold it: one per
+    /// run of records sharing stream, shard and arrival hour, cut further
+    /// where an object would pass `max_object_bytes`. Order is kept.
+    pub fn plan(&self, records: &[Record]) -> Vec<Range<usize>> {
+        let mut plan = Vec::new();
+        let mut start = 0;
+        let mut bytes = 0usize;
+        for (i, record) in records.iter().enumerate() {
+            let size = line_size_estimate(record);
+            if i > start {
+                let head = &records[start];
+                let same_place = head.stream == record.stream
+                    && head.shard_id == record.shard_id
+                    && hour_of(head) == hour_of(record);
+                if !same_place || bytes + size > self.max_object_bytes {
+                    plan.push(start..i);
+                    start = i;
+                    bytes = 0;
+                }
+            }
+            bytes += size;
+        }
+        if start < records.len() {
+            plan.push(start..records.len());
+        }
+        plan
+    }
+}
+
+/// `<sequence>` or `<sequence>.<sub-sequence>`: sorts and reads as the
+/// position it names.
+fn position(id: &UserRecordId) -> String {
+    match id.sub_sequence_number {
+        Some(sub) => format!("{}.{sub}", id.sequence_number),
+        None => id.sequence_number.to_string(),
+    }
+}
+
+/// The start of the hour the record arrived in.
+pub fn hour_of(record: &Record) -> DateTime<Utc> {
+    let millis = record.approximate_arrival_timestamp.epoch_millis();
+    crate::record::ArrivalTime::from_epoch_millis(millis - millis.rem_euclid(3_600_000))
+        .to_datetime()
+}
+
+/// A record line's size, near enough to bound an object: base64 grows data
+/// by 4/3, and metadata is a few hundred bytes at most.
+fn line_size_estimate(record: &Record) -> usize {
+    record.data.len().div_ceil(3) * 4 + record.partition_key.len() + 256
+}
+
+/// One object written for a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedObject {
+    pub key: String,
+    pub summary: ChunkSummary,
+    pub compressed_bytes: usize,
+}
+
+/// What became of a batch.
+#[derive(Debug, Default)]
+pub struct ArchiveOutcome {
+    pub written: Vec<ArchivedObject>,
+    /// The first record that is not stored, per shard, with why. The
+    /// mapping resumes a shard from its lowest failed sequence number, so
+    /// nothing after it in that shard counts as stored either.
+    pub failed: Vec<(UserRecordId, ArchiveError)>,
+}
+
+/// Why part of a batch was not archived.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Encode(#[from] ChunkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Writes a delivered batch to the archive, object by object, in order.
+///
+/// On the first failure in a shard it stops writing that shard (its later
+/// records are re-delivered from the failed one and rewritten under the same
+/// keys) and goes on with the other shards.
+pub async fn archive_batch<S: ObjectStore>(
+    store: &S,
+    layout: &ArchiveLayout,
+    records: &[Record],
+) -> ArchiveOutcome {
+    let mut outcome = ArchiveOutcome::default();
+    for range in layout.plan(records) {
+        let group = &records[range];
+        let first = &group[0];
+        if outcome
+            .failed
+            .iter()
+            .any(|(id, _)| id.shard_id == first.shard_id)
+        {
+            continue;
+        }
+        match write_object(store, layout, group).await {
+            Ok(object) => {
+                info!(
+                    key = %object.key,
+                    records = object.summary.records,
+                    bytes = object.compressed_bytes,
+                    "archived"
+                );
+                outcome.written.push(object);
+            }
+            Err(error) => {
+                warn!(shard = %first.shard_id, first = %first.sequence_number, %error, "archive write failed");
+                outcome.failed.push((first.id(), error));
+            }
+        }
+    }
+    outcome
+}
+
+/// The mapping's partial batch response for `outcome`: for each shard with
+/// a failure, the sequence number of its first record not stored. With
+/// `ReportBatchItemFailures` the mapping re-delivers from the lowest one, so
+/// nothing unstored is ever checkpointed past.
+pub fn batch_response(outcome: &ArchiveOutcome) -> KinesisEventResponse {
+    let mut response = KinesisEventResponse::default();
+    response.batch_item_failures = outcome
+        .failed
+        .iter()
+        .map(|(id, _)| {
+            let mut failure = KinesisBatchItemFailure::default();
+            failure.item_identifier = Some(id.sequence_number.to_string());
+            failure
+        })
+        .collect();
+    response
+}
+
+async fn write_object<S: ObjectStore>(
+    store: &S,
+    layout: &ArchiveLayout,
+    group: &[Record],
+) -> Result<ArchivedObject, ArchiveError> {
+    let (first, last) = (&group[0], &group[group.len() - 1]);
+    let key = layout.object_key(&first.stream, hour_of(first), &first.id(), &last.id());
+    let mut writer = ChunkWriter::new(key.clone(), Vec::new(), layout.compression)?;
+    for record in group {
+        writer.write(record)?;
+    }
+    let (body, summary) = writer.finish()?;
+    let compressed_bytes = body.len();
+    store
+        .put(PutObject {
+            key: key.clone(),
+            body,
+            content_type: layout.compression.content_type(),
+            content_encoding: layout.compression.content_encoding(),
+        })
+        .await?;
+    Ok(ArchivedObject {
+        key,
+        summary,
+        compressed_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk;
+    use crate::record::ArrivalTime;
+    use crate::seqno::SequenceNumber;
+    use crate::store::MemoryStore;
+
+    fn record(shard: u32, seq: u32, millis: i64) -> Record {
+        Record {
+            stream: "orders".into(),
+            shard_id: format!("shardId-{shard:012}"),
+            sequence_number: SequenceNumber::parse(&format!(
+                "4959033827149025660855969253836157109592157598913{seq:07}"
+            ))
+            .unwrap(),
+            sub_sequence_number: None,
+            partition_key: format!("k{seq}"),
+            explicit_hash_key: None,
+            encryption_type: None,
+            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(millis),
+            data: vec![seq as u8; 100],
+        }
+    }
+
+    // 2024-11-22T00:59:59.000Z
+    const BEFORE_HOUR: i64 = 1_732_237_199_000;
+
+    #[test]
+    fn keys_follow_the_hive_layout() {
+        let layout = ArchiveLayout::default();
+        let r = record(3, 1, BEFORE_HOUR);
+        let mut last = r.id();
+        last.sub_sequence_number = Some(4);
+        assert_eq!(
+            layout.object_key("orders", hour_of(&r), &r.id(), &last),
+            "archive/stream=orders/dt=2024-11-22/hour=00/shardId-000000000003/\
+             49590338271490256608559692538361571095921575989130000001-\
+             49590338271490256608559692538361571095921575989130000001.4.jsonl.gz"
+        );
+        let root = ArchiveLayout {
+            prefix: String::new(),
+            compression: Compression::Zstd,
+            ..ArchiveLayout::default()
+        };
+        assert!(
+            root.object_key("s", hour_of(&r), &r.id(), &r.id())
+                .starts_with("stream=s/dt=2024-11-22/hour=00/")
+        );
+    }
+
+    #[test]
+    fn plan_cuts_at_hour_shard_and_size() {
+        let records = vec![
+            record(0, 1, BEFORE_HOUR),
+            record(0, 2, BEFORE_HOUR + 999),
+            record(0, 3, BEFORE_HOUR + 1000), // 01:00:00.000, next hour
+            record(1, 4, BEFORE_HOUR + 1001),
+            record(1, 5, BEFORE_HOUR + 1002),
+        ];
+        let layout = ArchiveLayout::default();
+        assert_eq!(layout.plan(&records), vec![0..2, 2..3, 3..5]);
+        let small = ArchiveLayout {
+            max_object_bytes: 2 * line_size_estimate(&records[0]),
+            ..ArchiveLayout::default()
+        };
+        assert_eq!(small.plan(&records), vec![0..2, 2..3, 3..5]);
+        let tiny = ArchiveLayout {
+            max_object_bytes: 1,
+            ..ArchiveLayout::default()
+        };
+        assert_eq!(tiny.plan(&records), vec![0..1, 1..2, 2..3, 3..4, 4..5]);
+        assert!(layout.plan(&[]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn retried_batch_rewrites_the_same_keys() {
+        let store = MemoryStore::default();
+        let layout = ArchiveLayout::default();
+        let records: Vec<Record> = (0..10)
+            .map(|i| record(0, i, BEFORE_HOUR + i as i64 * 400))
+            .collect();
+        let first = archive_batch(&store, &layout, &records).await;
+        let again = archive_batch(&store, &layout, &records).await;
+        assert!(first.failed.is_empty() && again.failed.is_empty());
+        let keys = |o: &ArchiveOutcome| o.written.iter().map(|w| w.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&first), keys(&again));
+        assert_eq!(first.written.len(), 2, "the batch spans an hour boundary");
+        let objects = store.objects();
+        assert_eq!(objects.len(), 2, "a retry adds no object");
+        let mut stored = Vec::new();
+        for (key, object) in &objects {
+            assert_eq!(object.content_encoding.as_deref(), Some("gzip"));
+            stored.extend(chunk::decode(key, &object.body).unwrap());
+        }
+        assert_eq!(stored, records);
+    }
+
+    #[tokio::test]
+    async fn a_failed_object_fails_the_rest_of_its_shard_only() {
+        let records = vec![
+            record(0, 1, BEFORE_HOUR),
+            record(0, 2, BEFORE_HOUR + 1000),
+            record(0, 3, BEFORE_HOUR + 1001),
+            record(1, 4, BEFORE_HOUR),
+        ];
+        let layout = ArchiveLayout::default();
+        let failing_key = layout.object_key(
+            "orders",
+            hour_of(&records[1]),
+            &records[1].id(),
+            &records[2].id(),
+        );
+        let store = MemoryStore::default().failing_on(&failing_key);
+        let outcome = archive_batch(&store, &layout, &records).await;
+        let failed: Vec<_> = outcome.failed.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(failed, vec![records[1].id()]);
+        let written: Vec<_> = outcome
+            .written
+            .iter()
+            .map(|w| w.summary.first.clone().unwrap())
+            .collect();
+        assert_eq!(written, vec![records[0].id(), records[3].id()]);
+        let response = serde_json::to_value(batch_response(&outcome)).unwrap();
+        assert_eq!(
+            response,
+            serde_json::json!({"batchItemFailures": [{"itemIdentifier": records[1].sequence_number.to_string()}]})
+        );
+        let all_good = archive_batch(&MemoryStore::default(), &layout, &records).await;
+        assert_eq!(
+            serde_json::to_value(batch_response(&all_good)).unwrap(),
+            serde_json::json!({"batchItemFailures": []})
+        );
+    }
+}
