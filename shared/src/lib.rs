@@ -23,11 +23,15 @@
 //! - [`archive`]: the S3 archive layout (Hive-style stream / day / hour /
 //!   shard partitions) and the batch writer behind the archiver function,
 //!   with the partial batch response the mapping expects.
+//! - [`dynamo`]: the DynamoDB archive (`ALL` records or the `LATEST` per
+//!   partition key, numerically ordered keys, TTL, S3 overflow for items
+//!   past 400 KB).
 //! - [`store`]: the object-store seam ([`store::ObjectStore`]) and its S3
 //!   adapter.
 
 pub mod archive;
 pub mod chunk;
+pub mod dynamo;
 pub mod event;
 pub mod kpl;
 pub mod record;
