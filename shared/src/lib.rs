@@ -23,6 +23,9 @@
 //! - [`archive`]: the S3 archive layout (Hive-style stream / day / hour /
 //!   shard partitions) and the batch writer behind the archiver function,
 //!   with the partial batch response the mapping expects.
+//! - [`archiver`]: one delivered batch into every configured archive sink,
+//!   per-stream settings (environment, stream tags), and the partial batch
+//!   response.
 //! - [`dynamo`]: the DynamoDB archive (`ALL` records or the `LATEST` per
 //!   partition key, numerically ordered keys, TTL, S3 overflow for items
 //!   past 400 KB).
@@ -30,6 +33,7 @@
 //!   adapter.
 
 pub mod archive;
+pub mod archiver;
 pub mod chunk;
 pub mod dynamo;
 pub mod event;

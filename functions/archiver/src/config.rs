@@ -1,14 +1,37 @@
-//! The archiver's settings, read once from the environment.
+//! The archiver's settings, read once from the environment (failing fast
+//! with the variable's name and what it accepts):
+//!
+//! - `ARCHIVE_BUCKET` (required): the archive bucket.
+//! - `ARCHIVE_PREFIX` (default `archive`): key prefix.
+//! - `ARCHIVE_COMPRESSION` (`gzip` default, `zstd`).
+//! - `ARCHIVE_DEAGGREGATE` (`false` default): store KPL user records one per
+//!   line in S3 instead of the aggregates as received.
+//! - `ARCHIVE_TABLE` (optional): the DynamoDB archive table; unset, no
+//!   DynamoDB archive.
+//! - `ARCHIVE_MODE` (`ALL` default, `LATEST`, `ALL,LATEST`, `NONE`): what the
+//!   table keeps for streams without a `StreamArchiveMode` tag.
+//! - `ARCHIVE_TTL_SECONDS` (default none): items expire this long after
+//!   archival, unless the stream's `ArchiveTTL` tag says otherwise.
+//! - `ARCHIVE_USE_STREAM_TAGS` (`false` default): read `StreamArchiveMode`
+//!   and `ArchiveTTL` from each stream's tags, once per container.
+//! - `ARCHIVE_MAX_ATTEMPTS` (default 5): attempts per AWS request, with the
+//!   SDK's jittered backoff, before records are reported as failed.
+
+use std::time::Duration;
 
 use rewind_engine::archive::{ArchiveLayout, DEFAULT_MAX_OBJECT_BYTES};
 use rewind_engine::chunk::Compression;
+use rewind_engine::dynamo::{ArchiveMode, StreamSettings};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub bucket: String,
     pub layout: ArchiveLayout,
     pub deaggregate: bool,
-    pub s3_max_attempts: u32,
+    pub table: Option<String>,
+    pub dynamo_defaults: StreamSettings,
+    pub use_stream_tags: bool,
+    pub max_attempts: u32,
 }
 
 /// A setting the function can't start with; names the variable and what it
@@ -56,24 +79,48 @@ impl Config {
                 }
             },
         };
-        let deaggregate = match var("ARCHIVE_DEAGGREGATE").as_deref() {
-            None | Some("") | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "ARCHIVE_DEAGGREGATE",
-                    value: other.to_owned(),
-                    accepted: "true, false",
-                });
+        let deaggregate = flag(&var, "ARCHIVE_DEAGGREGATE")?;
+        let use_stream_tags = flag(&var, "ARCHIVE_USE_STREAM_TAGS")?;
+        let table = var("ARCHIVE_TABLE").filter(|t| !t.is_empty());
+        let modes = match var("ARCHIVE_MODE") {
+            None => vec![ArchiveMode::All],
+            Some(value) if value.trim().eq_ignore_ascii_case("NONE") => Vec::new(),
+            Some(value) => {
+                let mut modes = value
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<Vec<ArchiveMode>, _>>()
+                    .map_err(|_| ConfigError::Invalid {
+                        name: "ARCHIVE_MODE",
+                        value: value.clone(),
+                        accepted: "ALL, LATEST, ALL,LATEST, NONE",
+                    })?;
+                modes.sort();
+                modes.dedup();
+                modes
             }
         };
-        let s3_max_attempts = match var("ARCHIVE_S3_MAX_ATTEMPTS") {
+        let ttl = match var("ARCHIVE_TTL_SECONDS").filter(|v| !v.is_empty()) {
+            None => None,
+            Some(value) => match value.parse::<u64>() {
+                Ok(0) => None,
+                Ok(n) => Some(Duration::from_secs(n)),
+                Err(_) => {
+                    return Err(ConfigError::Invalid {
+                        name: "ARCHIVE_TTL_SECONDS",
+                        value,
+                        accepted: "a whole number of seconds (0: no expiry)",
+                    });
+                }
+            },
+        };
+        let max_attempts = match var("ARCHIVE_MAX_ATTEMPTS") {
             None => 5,
             Some(value) => match value.parse::<u32>() {
                 Ok(n @ 1..=20) => n,
                 _ => {
                     return Err(ConfigError::Invalid {
-                        name: "ARCHIVE_S3_MAX_ATTEMPTS",
+                        name: "ARCHIVE_MAX_ATTEMPTS",
                         value,
                         accepted: "a whole number from 1 to 20",
                     });
@@ -88,8 +135,23 @@ impl Config {
                 max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
             },
             deaggregate,
-            s3_max_attempts,
+            table,
+            dynamo_defaults: StreamSettings { modes, ttl },
+            use_stream_tags,
+            max_attempts,
         })
+    }
+}
+
+fn flag(var: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, ConfigError> {
+    match var(name).as_deref() {
+        None | Some("") | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ConfigError::Invalid {
+            name,
+            value: other.to_owned(),
+            accepted: "true, false",
+        }),
     }
 }
 
@@ -113,7 +175,11 @@ mod tests {
         assert_eq!(c.layout.prefix, "archive");
         assert_eq!(c.layout.compression, Compression::Gzip);
         assert!(!c.deaggregate);
-        assert_eq!(c.s3_max_attempts, 5);
+        assert_eq!(c.max_attempts, 5);
+        assert_eq!(c.table, None);
+        assert_eq!(c.dynamo_defaults.modes, vec![ArchiveMode::All]);
+        assert_eq!(c.dynamo_defaults.ttl, None);
+        assert!(!c.use_stream_tags);
     }
 
     #[test]
@@ -123,13 +189,26 @@ mod tests {
             ("ARCHIVE_PREFIX", "/data/kinesis/"),
             ("ARCHIVE_COMPRESSION", "zstd"),
             ("ARCHIVE_DEAGGREGATE", "true"),
-            ("ARCHIVE_S3_MAX_ATTEMPTS", "8"),
+            ("ARCHIVE_MAX_ATTEMPTS", "8"),
+            ("ARCHIVE_TABLE", "archive"),
+            ("ARCHIVE_MODE", "latest,ALL,LATEST"),
+            ("ARCHIVE_TTL_SECONDS", "86400"),
+            ("ARCHIVE_USE_STREAM_TAGS", "true"),
         ])
         .unwrap();
+        assert_eq!(c.table.as_deref(), Some("archive"));
+        assert_eq!(
+            c.dynamo_defaults.modes,
+            vec![ArchiveMode::All, ArchiveMode::Latest]
+        );
+        assert_eq!(c.dynamo_defaults.ttl, Some(Duration::from_secs(86400)));
+        assert!(c.use_stream_tags);
+        let none = config(&[("ARCHIVE_BUCKET", "b"), ("ARCHIVE_MODE", "none")]).unwrap();
+        assert!(none.dynamo_defaults.modes.is_empty());
         assert_eq!(c.layout.prefix, "data/kinesis");
         assert_eq!(c.layout.compression, Compression::Zstd);
         assert!(c.deaggregate);
-        assert_eq!(c.s3_max_attempts, 8);
+        assert_eq!(c.max_attempts, 8);
     }
 
     #[test]
@@ -146,8 +225,20 @@ mod tests {
                 "ARCHIVE_DEAGGREGATE is \"yes\"; accepted values: true, false",
             ),
             (
-                vec![("ARCHIVE_BUCKET", "b"), ("ARCHIVE_S3_MAX_ATTEMPTS", "0")],
-                "ARCHIVE_S3_MAX_ATTEMPTS is \"0\"; accepted values: a whole number from 1 to 20",
+                vec![("ARCHIVE_BUCKET", "b"), ("ARCHIVE_MAX_ATTEMPTS", "0")],
+                "ARCHIVE_MAX_ATTEMPTS is \"0\"; accepted values: a whole number from 1 to 20",
+            ),
+            (
+                vec![("ARCHIVE_BUCKET", "b"), ("ARCHIVE_MODE", "ALL,SOME")],
+                "ARCHIVE_MODE is \"ALL,SOME\"; accepted values: ALL, LATEST, ALL,LATEST, NONE",
+            ),
+            (
+                vec![("ARCHIVE_BUCKET", "b"), ("ARCHIVE_TTL_SECONDS", "1d")],
+                "ARCHIVE_TTL_SECONDS is \"1d\"; accepted values: a whole number of seconds",
+            ),
+            (
+                vec![("ARCHIVE_BUCKET", "b"), ("ARCHIVE_USE_STREAM_TAGS", "1")],
+                "ARCHIVE_USE_STREAM_TAGS is \"1\"; accepted values: true, false",
             ),
         ];
         for (vars, expected) in cases {

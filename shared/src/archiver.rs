@@ -1,0 +1,468 @@
+//! What the archiver function does with one delivered batch: keep it in the
+//! S3 archive and, per stream settings, in the DynamoDB archive, then tell
+//! the mapping which records to deliver again.
+//!
+//! A record counts as stored only when every sink configured for its stream
+//! stored it. The partial batch response names, per shard, the lowest
+//! sequence number not stored; the mapping resumes from there, so a record
+//! is never checkpointed before it is kept (at-least-once: records after it
+//! that were stored are written again, under the same keys).
+//!
+//! Per-stream DynamoDB settings come from the environment and, when enabled,
+//! from the stream's tags as the Node.js Kinesis archiver reads them
+//! (`StreamArchiveMode` = `all` | `latest`, `ArchiveTTL` =
+//! `expireSeconds=<n>`), looked up once per stream per container.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use aws_sdk_kinesis::error::DisplayErrorContext;
+use tracing::{info, warn};
+
+use crate::archive::{self, ArchiveLayout};
+use crate::dynamo::{ArchiveMode, DynamoArchive, StreamSettings};
+use crate::record::Record;
+use crate::seqno::UserRecordId;
+use crate::store::ObjectStore;
+
+pub const MODE_TAG: &str = "StreamArchiveMode";
+pub const TTL_TAG: &str = "ArchiveTTL";
+
+/// Reading a stream's tags failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TagError {
+    #[error("listing the tags of stream {stream} failed: {message}")]
+    Lookup {
+        stream: String,
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("stream {stream}: tag {tag}={value:?} is invalid; accepted values: {accepted}")]
+    Invalid {
+        stream: String,
+        tag: &'static str,
+        value: String,
+        accepted: &'static str,
+    },
+}
+
+/// Where a stream's tags come from.
+pub trait StreamTags: Send + Sync {
+    fn tags(
+        &self,
+        stream_arn: &str,
+    ) -> impl Future<Output = Result<HashMap<String, String>, TagError>> + Send;
+}
+
+/// `ListTagsForStream`, all pages.
+#[derive(Debug, Clone)]
+pub struct KinesisTags {
+    client: aws_sdk_kinesis::Client,
+}
+
+impl KinesisTags {
+    pub fn new(client: aws_sdk_kinesis::Client) -> Self {
+        Self { client }
+    }
+}
+
+impl StreamTags for KinesisTags {
+    async fn tags(&self, stream_arn: &str) -> Result<HashMap<String, String>, TagError> {
+        let mut tags = HashMap::new();
+        let mut start: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_tags_for_stream()
+                .stream_arn(stream_arn)
+                .set_exclusive_start_tag_key(start.take())
+                .send()
+                .await
+                .map_err(|error| TagError::Lookup {
+                    stream: stream_arn.to_owned(),
+                    message: DisplayErrorContext(&error).to_string(),
+                    source: Box::new(error),
+                })?;
+            for tag in page.tags() {
+                tags.insert(
+                    tag.key().to_owned(),
+                    tag.value().unwrap_or_default().to_owned(),
+                );
+            }
+            match page.tags().last() {
+                Some(last) if page.has_more_tags() => start = Some(last.key().to_owned()),
+                _ => return Ok(tags),
+            }
+        }
+    }
+}
+
+/// `None`: no tag lookups, the environment's settings apply to every stream.
+impl<T: StreamTags> StreamTags for Option<T> {
+    async fn tags(&self, stream_arn: &str) -> Result<HashMap<String, String>, TagError> {
+        match self {
+            Some(tags) => tags.tags(stream_arn).await,
+            None => Ok(HashMap::new()),
+        }
+    }
+}
+
+/// Applies a stream's tags over the defaults. A stream without the tags
+/// keeps the defaults.
+pub fn settings_from_tags(
+    stream: &str,
+    defaults: &StreamSettings,
+    tags: &HashMap<String, String>,
+) -> Result<StreamSettings, TagError> {
+    let mut settings = defaults.clone();
+    if let Some(value) = tags.get(MODE_TAG) {
+        let mode: ArchiveMode = value.parse().map_err(|_| TagError::Invalid {
+            stream: stream.to_owned(),
+            tag: MODE_TAG,
+            value: value.clone(),
+            accepted: "all, latest",
+        })?;
+        settings.modes = vec![mode];
+    }
+    if let Some(value) = tags.get(TTL_TAG) {
+        let invalid = || TagError::Invalid {
+            stream: stream.to_owned(),
+            tag: TTL_TAG,
+            value: value.clone(),
+            accepted: "expireSeconds=<seconds> (optionally attributeName=<name>:expireSeconds=<seconds>), or <seconds>",
+        };
+        // The Node archiver's setup writes `expireSeconds=<n>` or
+        // `attributeName=<a>:expireSeconds=<n>`; the table's TTL attribute
+        // here is always `expireAfter`.
+        let seconds = if let Ok(n) = value.trim().parse::<u64>() {
+            n
+        } else {
+            value
+                .split(':')
+                .filter_map(|part| part.split_once('='))
+                .find(|(k, _)| k.trim() == "expireSeconds")
+                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+                .ok_or_else(invalid)?
+        };
+        settings.ttl = (seconds > 0).then(|| Duration::from_secs(seconds));
+    }
+    Ok(settings)
+}
+
+/// The archive's sinks and settings, built once per container.
+pub struct Archiver<S, T> {
+    pub s3: S,
+    pub layout: ArchiveLayout,
+    /// Store KPL user records one per line in S3 instead of the aggregates.
+    pub deaggregate_s3: bool,
+    pub dynamo: Option<DynamoArchive<S>>,
+    pub defaults: StreamSettings,
+    pub tags: T,
+    cache: Mutex<HashMap<String, StreamSettings>>,
+}
+
+impl<S: ObjectStore, T: StreamTags> Archiver<S, T> {
+    pub fn new(
+        s3: S,
+        layout: ArchiveLayout,
+        deaggregate_s3: bool,
+        dynamo: Option<DynamoArchive<S>>,
+        defaults: StreamSettings,
+        tags: T,
+    ) -> Self {
+        Self {
+            s3,
+            layout,
+            deaggregate_s3,
+            dynamo,
+            defaults,
+            tags,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn settings(&self, stream_arn: &str, stream: &str) -> Result<StreamSettings, TagError> {
+        if let Some(found) = self.cache.lock().expect("cache lock").get(stream_arn) {
+            return Ok(found.clone());
+        }
+        let tags = self.tags.tags(stream_arn).await?;
+        let settings = settings_from_tags(stream, &self.defaults, &tags)?;
+        info!(stream, modes = ?settings.modes, ttl = ?settings.ttl, "archive settings");
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(stream_arn.to_owned(), settings.clone());
+        Ok(settings)
+    }
+
+    /// Archives one delivered batch (records of one stream, as delivered).
+    pub async fn archive(
+        &self,
+        stream_arn: &str,
+        records: Vec<Record>,
+        now_epoch_seconds: i64,
+    ) -> KinesisEventResponse {
+        let mut failed: Vec<UserRecordId> = Vec::new();
+
+        let s3_records = if self.deaggregate_s3 {
+            deaggregate_all(&records)
+        } else {
+            records.clone()
+        };
+        let outcome = archive::archive_batch(&self.s3, &self.layout, &s3_records).await;
+        failed.extend(outcome.failed.into_iter().map(|(id, _)| id));
+
+        if let (Some(dynamo), Some(first)) = (&self.dynamo, records.first()) {
+            match self.settings(stream_arn, &first.stream).await {
+                Ok(settings) if settings.modes.is_empty() => {}
+                Ok(settings) => {
+                    let users = deaggregate_all(&records);
+                    let errors = dynamo.write(&users, &settings, now_epoch_seconds).await;
+                    for (id, error) in errors {
+                        warn!(record = %id, %error, "DynamoDB archive write failed");
+                        failed.push(id);
+                    }
+                }
+                Err(error) => {
+                    // Without the stream's settings nothing can be stored
+                    // correctly: have the whole batch delivered again.
+                    warn!(%error, "stream settings unavailable");
+                    failed.extend(records.iter().map(Record::id));
+                }
+            }
+        }
+        batch_response(&failed)
+    }
+}
+
+/// User records for keys and lines; a corrupt aggregate is kept whole
+/// rather than dropped: the archive never loses what the stream held.
+pub fn deaggregate_all(records: &[Record]) -> Vec<Record> {
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        match record.clone().deaggregate() {
+            Ok(users) => out.extend(users),
+            Err(error) => {
+                warn!(%error, "keeping a corrupt KPL aggregate as received");
+                out.push(record.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The mapping's partial batch response: per shard, the lowest Kinesis
+/// sequence number not stored. With `ReportBatchItemFailures` the mapping
+/// re-delivers from the lowest one, so nothing unstored is ever
+/// checkpointed past.
+pub fn batch_response(failed: &[UserRecordId]) -> KinesisEventResponse {
+    let mut lowest: BTreeMap<&str, &UserRecordId> = BTreeMap::new();
+    for id in failed {
+        let entry = lowest.entry(id.shard_id.as_str()).or_insert(id);
+        if id.sequence_number < entry.sequence_number {
+            *entry = id;
+        }
+    }
+    let mut response = KinesisEventResponse::default();
+    response.batch_item_failures = lowest
+        .into_values()
+        .map(|id| {
+            let mut failure = KinesisBatchItemFailure::default();
+            failure.item_identifier = Some(id.sequence_number.to_string());
+            failure
+        })
+        .collect();
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seqno::SequenceNumber;
+
+    fn defaults() -> StreamSettings {
+        StreamSettings {
+            modes: vec![ArchiveMode::All],
+            ttl: None,
+        }
+    }
+
+    fn tags(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn tags_as_the_node_archiver_writes_them() {
+        let s = settings_from_tags(
+            "s",
+            &defaults(),
+            &tags(&[(MODE_TAG, "latest"), (TTL_TAG, "expireSeconds=3600")]),
+        )
+        .unwrap();
+        assert_eq!(s.modes, vec![ArchiveMode::Latest]);
+        assert_eq!(s.ttl, Some(Duration::from_secs(3600)));
+        let s = settings_from_tags(
+            "s",
+            &defaults(),
+            &tags(&[(TTL_TAG, "attributeName=expireAfter:expireSeconds=60")]),
+        )
+        .unwrap();
+        assert_eq!(s.modes, vec![ArchiveMode::All]);
+        assert_eq!(s.ttl, Some(Duration::from_secs(60)));
+        assert_eq!(
+            settings_from_tags("s", &defaults(), &tags(&[])).unwrap(),
+            defaults()
+        );
+    }
+
+    #[test]
+    fn bad_tags_name_the_tag_and_accepted_values() {
+        let err =
+            settings_from_tags("orders", &defaults(), &tags(&[(MODE_TAG, "some")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "stream orders: tag StreamArchiveMode=\"some\" is invalid; accepted values: all, latest"
+        );
+        let err =
+            settings_from_tags("orders", &defaults(), &tags(&[(TTL_TAG, "forever")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("tag ArchiveTTL=\"forever\" is invalid"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn response_names_the_lowest_failure_per_shard_numerically() {
+        let id = |shard: &str, seq: &str, sub| UserRecordId {
+            shard_id: shard.into(),
+            sequence_number: SequenceNumber::parse(seq).unwrap(),
+            sub_sequence_number: sub,
+        };
+        let failed = vec![
+            id(
+                "shardId-000000000001",
+                "100000000000000000000000000000000000000000000000000000000",
+                Some(2),
+            ),
+            id(
+                "shardId-000000000001",
+                "99999999999999999999999999999999999999999999999999999999",
+                Some(5),
+            ),
+            id("shardId-000000000002", "7", None),
+        ];
+        let json = serde_json::to_value(batch_response(&failed)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"batchItemFailures": [
+                {"itemIdentifier": "99999999999999999999999999999999999999999999999999999999"},
+                {"itemIdentifier": "7"},
+            ]})
+        );
+        assert_eq!(
+            serde_json::to_value(batch_response(&[])).unwrap(),
+            serde_json::json!({"batchItemFailures": []})
+        );
+    }
+
+    fn sample() -> Vec<Record> {
+        let text = include_str!("../../events/kinesis-batch.json");
+        crate::event::DeliveredEvent::from_slice(text.as_bytes())
+            .unwrap()
+            .records
+    }
+
+    #[test]
+    fn corrupt_aggregates_are_kept_whole() {
+        let mut records = sample();
+        let total = records.len();
+        assert_eq!(
+            deaggregate_all(&records).len(),
+            total - 1 + 3,
+            "the sample aggregate holds three"
+        );
+        // Flip a byte inside the aggregate's protobuf: its MD5 no longer matches.
+        records.iter_mut().find(|r| r.is_aggregated()).unwrap().data[10] ^= 1;
+        assert_eq!(
+            deaggregate_all(&records),
+            records,
+            "nothing split, nothing dropped"
+        );
+    }
+
+    /// Every sink must store a record before it counts: here S3 takes the
+    /// whole batch and DynamoDB refuses one user record of the aggregate, so
+    /// the mapping is told to re-deliver from that aggregate.
+    #[tokio::test]
+    async fn a_record_counts_only_when_every_sink_stored_it() {
+        use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
+        use aws_sdk_dynamodb::types::AttributeValue;
+        use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+        let rule = mock!(aws_sdk_dynamodb::Client::batch_write_item).then_compute_output(|input| {
+            let requests = input.request_items().unwrap()["archive"].clone();
+            let refused: Vec<_> = requests
+                .into_iter()
+                .filter(|r| {
+                    r.put_request().unwrap().item()["pk"]
+                        == AttributeValue::S("orders#sensor-9".into())
+                })
+                .collect();
+            BatchWriteItemOutput::builder()
+                .unprocessed_items("archive", refused)
+                .build()
+        });
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&rule]);
+        let dynamo = DynamoArchive::new(
+            client,
+            "archive",
+            crate::store::MemoryStore::default(),
+            "archive",
+        )
+        .with_unprocessed_retry(2, Duration::ZERO);
+        let archiver = Archiver::new(
+            crate::store::MemoryStore::default(),
+            ArchiveLayout::default(),
+            false,
+            Some(dynamo),
+            defaults(),
+            None::<KinesisTags>,
+        );
+        let records = sample();
+        let aggregate = records
+            .iter()
+            .find(|r| r.is_aggregated())
+            .unwrap()
+            .sequence_number
+            .to_string();
+        let response = archiver
+            .archive(
+                "arn:aws:kinesis:us-east-1:123456789012:stream/orders",
+                records.clone(),
+                0,
+            )
+            .await;
+        assert_eq!(
+            serde_json::to_value(response).unwrap(),
+            serde_json::json!({"batchItemFailures": [{"itemIdentifier": aggregate}]})
+        );
+        let objects = archiver.s3.objects();
+        assert_eq!(objects.len(), 1);
+        let stored: Vec<Record> = objects
+            .iter()
+            .flat_map(|(k, o)| crate::chunk::decode(k, &o.body).unwrap())
+            .collect();
+        assert_eq!(
+            stored, records,
+            "S3 keeps the batch as received, aggregate whole"
+        );
+    }
+}
