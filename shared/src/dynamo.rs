@@ -639,6 +639,177 @@ pub fn record_from_item(
     ))
 }
 
+/// Where a paged read resumes (DynamoDB's `LastEvaluatedKey`).
+pub type PageKey = HashMap<String, AttributeValue>;
+
+/// One page of archive items read back.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Records in key order; the data of an overflowed record is empty and
+    /// its S3 key is given beside it.
+    pub records: Vec<(Record, Option<String>)>,
+    /// `Some` when there is more to read.
+    pub next: Option<PageKey>,
+}
+
+/// Reading the DynamoDB archive back, a page at a time (bounded memory
+/// whatever the table's size).
+#[derive(Debug, Clone)]
+pub struct DynamoReader {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+/// A read of the archive table that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("reading DynamoDB table {table} failed: {message}")]
+    Request {
+        table: String,
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("DynamoDB table {table}: {source}")]
+    Item {
+        table: String,
+        #[source]
+        source: ItemError,
+    },
+}
+
+impl DynamoReader {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn request_error<E>(&self, error: aws_sdk_dynamodb::error::SdkError<E>) -> ReadError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        ReadError::Request {
+            table: self.table.clone(),
+            message: DisplayErrorContext(&error).to_string(),
+            source: Box::new(error),
+        }
+    }
+
+    fn records(
+        &self,
+        items: &[HashMap<String, AttributeValue>],
+    ) -> Result<Vec<(Record, Option<String>)>, ReadError> {
+        items
+            .iter()
+            .map(|item| {
+                record_from_item(item).map_err(|source| ReadError::Item {
+                    table: self.table.clone(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    /// `ALL` items of one partition key, in sequence order, with sequence
+    /// numbers in `from..=to` (either bound optional).
+    pub async fn query(
+        &self,
+        stream: &str,
+        partition_key: &str,
+        from: Option<&SequenceNumber>,
+        to: Option<&SequenceNumber>,
+        limit: i32,
+        start: Option<PageKey>,
+    ) -> Result<Page, ReadError> {
+        let zero = SequenceNumber::parse("0").expect("0 is a sequence number");
+        let max =
+            SequenceNumber::parse(&"9".repeat(MAX_DIGITS)).expect("129 nines is a sequence number");
+        let (low, high) = position_range(from.unwrap_or(&zero), to.unwrap_or(&max));
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
+            .expression_attribute_values(":pk", AttributeValue::S(hash_key(stream, partition_key)))
+            .expression_attribute_values(":low", AttributeValue::S(low))
+            .expression_attribute_values(":high", AttributeValue::S(high))
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| self.request_error(e))?;
+        Ok(Page {
+            records: self.records(output.items())?,
+            next: output.last_evaluated_key().cloned(),
+        })
+    }
+
+    /// The `LATEST` item of one partition key.
+    pub async fn latest(
+        &self,
+        stream: &str,
+        partition_key: &str,
+    ) -> Result<Option<(Record, Option<String>)>, ReadError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(hash_key(stream, partition_key)))
+            .key("sk", AttributeValue::S(LATEST_SORT_KEY.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.request_error(e))?;
+        match output.item() {
+            Some(item) => Ok(self.records(std::slice::from_ref(item))?.pop()),
+            None => Ok(None),
+        }
+    }
+
+    /// Items of a stream that arrived in `from..to`, in table order (a
+    /// scan: use it when the partition key is unknown). `latest` chooses the
+    /// `LATEST` items instead of the `ALL` ones.
+    pub async fn scan(
+        &self,
+        stream: &str,
+        from: ArrivalTime,
+        to: ArrivalTime,
+        latest: bool,
+        limit: i32,
+        start: Option<PageKey>,
+    ) -> Result<Page, ReadError> {
+        let seconds = |t: ArrivalTime| serde_json::to_string(&t).expect("an f64 always serialises");
+        let sk_test = if latest {
+            "sk = :latest"
+        } else {
+            "sk <> :latest"
+        };
+        let output = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression(format!(
+                "#stream = :stream AND {sk_test} AND approximateArrivalTimestamp >= :from AND approximateArrivalTimestamp < :to"
+            ))
+            .expression_attribute_names("#stream", "stream")
+            .expression_attribute_values(":stream", AttributeValue::S(stream.to_owned()))
+            .expression_attribute_values(":latest", AttributeValue::S(LATEST_SORT_KEY.to_owned()))
+            .expression_attribute_values(":from", AttributeValue::N(seconds(from)))
+            .expression_attribute_values(":to", AttributeValue::N(seconds(to)))
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| self.request_error(e))?;
+        Ok(Page {
+            records: self.records(output.items())?,
+            next: output.last_evaluated_key().cloned(),
+        })
+    }
+}
+
 /// An archive item that isn't one this engine wrote.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ItemError {

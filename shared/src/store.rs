@@ -1,6 +1,7 @@
-//! Object storage as the engine needs it: put a finished object under a key.
+//! Object storage as the engine needs it: put a finished object under a
+//! key, list the keys under a prefix, get an object back.
 //!
-//! [`ObjectStore`] is the seam; [`S3Store`] is the adapter over the official
+//! [`ObjectStore`] and [`ObjectReader`] are the seams; [`S3Store`] is the adapter over the official
 //! SDK client. Retrying throttled or failed requests (`SlowDown`, 5xx) is the
 //! SDK's job: its standard retry strategy backs off with jitter, and the
 //! caller sets how many attempts fit its time budget on the client config.
@@ -34,6 +35,15 @@ pub struct StoreError {
 /// Where finished objects go.
 pub trait ObjectStore: Send + Sync {
     fn put(&self, object: PutObject) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Where archived objects are read back from.
+pub trait ObjectReader: Send + Sync {
+    /// Every key under `prefix`, in key order (all pages).
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// One object's bytes.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
 }
 
 /// An S3 bucket.
@@ -83,6 +93,56 @@ impl ObjectStore for S3Store {
     }
 }
 
+impl ObjectReader for S3Store {
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|error| StoreError {
+                bucket: self.bucket.clone(),
+                key: format!("{prefix}*"),
+                message: DisplayErrorContext(&error).to_string(),
+                source: Box::new(error),
+            })?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        Ok(keys)
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let fail = |message: String, source: Box<dyn std::error::Error + Send + Sync>| StoreError {
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            message,
+            source,
+        };
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|error| fail(DisplayErrorContext(&error).to_string(), Box::new(error)))?;
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|error| fail(error.to_string(), Box::new(error)))?;
+        Ok(body.into_bytes().to_vec())
+    }
+}
+
 /// An in-memory store for the engine's own tests.
 #[cfg(test)]
 #[derive(Debug, Default)]
@@ -108,6 +168,34 @@ impl MemoryStore {
 
     pub(crate) fn objects(&self) -> std::collections::BTreeMap<String, StoredObject> {
         self.objects.lock().unwrap().clone()
+    }
+}
+
+#[cfg(test)]
+impl ObjectReader for MemoryStore {
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .objects
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.objects
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|o| o.body.clone())
+            .ok_or_else(|| StoreError {
+                bucket: "memory".into(),
+                key: key.to_owned(),
+                message: "NoSuchKey".into(),
+                source: "NoSuchKey".into(),
+            })
     }
 }
 

@@ -346,3 +346,80 @@ fn modes_parse_with_a_clear_error() {
         "unknown archive mode \"SOME\"; accepted values: ALL, LATEST"
     );
 }
+
+#[tokio::test]
+async fn query_pages_through_a_numeric_sequence_range() {
+    let stored: Vec<Record> = (0..5)
+        .map(|i| record("k", &format!("{}", 10 + i), None, vec![i as u8]))
+        .collect();
+    let items: Vec<_> = stored
+        .iter()
+        .map(|r| item(r, ArchiveMode::All, 0, None, Ok(&r.data)))
+        .collect();
+    let (first, second) = (items[..3].to_vec(), items[3..].to_vec());
+    let from = seq(&"9".repeat(2));
+    let to = seq("1000");
+    let (low, high) = position_range(&from, &to);
+    let rule = mock!(aws_sdk_dynamodb::Client::query)
+        .match_requests(move |q| {
+            q.key_condition_expression() == Some("pk = :pk AND sk BETWEEN :low AND :high")
+                && q.expression_attribute_values().unwrap()[":pk"]
+                    == AttributeValue::S("orders#k".into())
+                && q.expression_attribute_values().unwrap()[":low"]
+                    == AttributeValue::S(low.clone())
+                && q.expression_attribute_values().unwrap()[":high"]
+                    == AttributeValue::S(high.clone())
+        })
+        .sequence()
+        .output(move || {
+            aws_sdk_dynamodb::operation::query::QueryOutput::builder()
+                .set_items(Some(first.clone()))
+                .last_evaluated_key("pk", AttributeValue::S("orders#k".into()))
+                .build()
+        })
+        .output(move || {
+            aws_sdk_dynamodb::operation::query::QueryOutput::builder()
+                .set_items(Some(second.clone()))
+                .build()
+        })
+        .build();
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
+    let reader = DynamoReader::new(client, "archive");
+    let mut read = Vec::new();
+    let mut start = None;
+    loop {
+        let page = reader
+            .query("orders", "k", Some(&from), Some(&to), 3, start)
+            .await
+            .unwrap();
+        read.extend(page.records.into_iter().map(|(r, overflow)| {
+            assert!(overflow.is_none());
+            r
+        }));
+        match page.next {
+            Some(next) => start = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(read, stored);
+    assert_eq!(rule.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn a_foreign_item_is_an_error_naming_the_attribute() {
+    let rule = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| {
+        aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder()
+            .item("pk", AttributeValue::S("orders#k".into()))
+            .item("sk", AttributeValue::S(LATEST_SORT_KEY.into()))
+            .build()
+    });
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
+    let err = DynamoReader::new(client, "archive")
+        .latest("orders", "k")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "DynamoDB table archive: archive item has no sequenceNumber attribute of the expected type"
+    );
+}
