@@ -29,6 +29,9 @@
 //! - [`dynamo`]: the DynamoDB archive (`ALL` records or the `LATEST` per
 //!   partition key, numerically ordered keys, TTL, S3 overflow for items
 //!   past 400 KB).
+//! - [`shard`]: reading a window of one shard (every start position and
+//!   stop condition, paced to the shard's limits, through throttling and
+//!   expired iterators) one bounded step at a time.
 //! - [`store`]: the object-store seam ([`store::ObjectStore`]) and its S3
 //!   adapter.
 
@@ -40,6 +43,7 @@ pub mod event;
 pub mod kpl;
 pub mod record;
 pub mod seqno;
+pub mod shard;
 pub mod store;
 
 pub use record::{ArrivalTime, Record};

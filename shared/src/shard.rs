@@ -1,0 +1,664 @@
+//! Reading a window of one shard: every start position and stop condition,
+//! at the shard's full read rate, through throttling and expired iterators,
+//! one bounded step at a time.
+//!
+//! Stop semantics (the bound is numeric for sequence numbers):
+//!
+//! | stop | records kept |
+//! |---|---|
+//! | `TOTAL_RECORDS_PER_SHARD n` | the first `n` |
+//! | `AT_SEQUENCE_NUMBER x` | sequence `<= x` (inclusive) |
+//! | `BEFORE_SEQUENCE_NUMBER x` | sequence `< x` (exclusive) |
+//! | `AFTER_SEQUENCE_NUMBER x` | sequence `<= x`, and the first record past `x` |
+//! | `AT_TIMESTAMP t` | arrival `<= t` |
+//! | `BEFORE_TIMESTAMP t` | arrival `< t` |
+//! | `AFTER_TIMESTAMP t` | arrival `<= t`, and the first record past `t` |
+//! | `LATEST` | up to the shard's tip when the read started |
+//!
+//! An empty `GetRecords` response is not the end of a shard (Kinesis
+//! answers empty pages across gaps and at the tip); a closed shard's end is
+//! (no next iterator). At the tip, `maxEmptyPolls` consecutive empty
+//! responses end the read for stop conditions the data has not reached yet.
+//!
+//! Shard iterators are never kept past one step (they expire after five
+//! minutes): a step ends with the last sequence number read, and the next
+//! one starts `AFTER_SEQUENCE_NUMBER` it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_kinesis::operation::get_records::GetRecordsError;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::record::{ArrivalTime, EncryptionType, Record};
+use crate::seqno::SequenceNumber;
+
+/// GetRecords returns at most 10,000 records per call.
+pub const MAX_LIMIT: i32 = 10_000;
+/// Per-shard read limits, shared by every consumer of the shard.
+pub const SHARD_CALLS_PER_SECOND: f64 = 5.0;
+pub const SHARD_BYTES_PER_SECOND: f64 = 2.0 * 1024.0 * 1024.0;
+
+/// Where a read starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StartPosition {
+    TrimHorizon,
+    Latest,
+    AtSequenceNumber {
+        #[serde(rename = "sequenceNumber")]
+        sequence_number: SequenceNumber,
+    },
+    AfterSequenceNumber {
+        #[serde(rename = "sequenceNumber")]
+        sequence_number: SequenceNumber,
+    },
+    AtTimestamp {
+        #[serde(rename = "timestamp")]
+        timestamp: ArrivalTime,
+    },
+}
+
+/// Where a read stops. See the module docs for the exact bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StopCondition {
+    TotalRecordsPerShard {
+        #[serde(rename = "count")]
+        count: u64,
+    },
+    AtSequenceNumber {
+        #[serde(rename = "sequenceNumber")]
+        sequence_number: SequenceNumber,
+    },
+    AfterSequenceNumber {
+        #[serde(rename = "sequenceNumber")]
+        sequence_number: SequenceNumber,
+    },
+    BeforeSequenceNumber {
+        #[serde(rename = "sequenceNumber")]
+        sequence_number: SequenceNumber,
+    },
+    AtTimestamp {
+        #[serde(rename = "timestamp")]
+        timestamp: ArrivalTime,
+    },
+    BeforeTimestamp {
+        #[serde(rename = "timestamp")]
+        timestamp: ArrivalTime,
+    },
+    AfterTimestamp {
+        #[serde(rename = "timestamp")]
+        timestamp: ArrivalTime,
+    },
+    /// Up to the tip as of `asOf` (set when the read starts).
+    Latest {
+        #[serde(rename = "asOf", default, skip_serializing_if = "Option::is_none")]
+        as_of: Option<ArrivalTime>,
+    },
+}
+
+/// What the stop condition says of the next record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Take,
+    /// Take it, and it is the last.
+    TakeAndStop,
+    /// Leave it: the window ended before it.
+    Stop,
+}
+
+/// Judges one record; `taken` is how many the read kept before it.
+pub fn judge(stop: &StopCondition, record: &Record, taken: u64) -> Verdict {
+    use Verdict::*;
+    let seq = &record.sequence_number;
+    let at = record.approximate_arrival_timestamp;
+    match stop {
+        StopCondition::TotalRecordsPerShard { count } => {
+            if taken >= *count {
+                Stop
+            } else if taken + 1 == *count {
+                TakeAndStop
+            } else {
+                Take
+            }
+        }
+        StopCondition::AtSequenceNumber { sequence_number: x } => match seq.cmp(x) {
+            std::cmp::Ordering::Less => Take,
+            std::cmp::Ordering::Equal => TakeAndStop,
+            std::cmp::Ordering::Greater => Stop,
+        },
+        StopCondition::AfterSequenceNumber { sequence_number: x } => {
+            if seq <= x {
+                Take
+            } else {
+                TakeAndStop
+            }
+        }
+        StopCondition::BeforeSequenceNumber { sequence_number: x } => {
+            if seq < x {
+                Take
+            } else {
+                Stop
+            }
+        }
+        // Several records can share a millisecond: an inclusive time bound
+        // only stops at the first record past it.
+        StopCondition::AtTimestamp { timestamp: t } => {
+            if at <= *t {
+                Take
+            } else {
+                Stop
+            }
+        }
+        StopCondition::BeforeTimestamp { timestamp: t } => {
+            if at < *t {
+                Take
+            } else {
+                Stop
+            }
+        }
+        StopCondition::AfterTimestamp { timestamp: t } => {
+            if at <= *t {
+                Take
+            } else {
+                TakeAndStop
+            }
+        }
+        StopCondition::Latest { as_of } => match as_of {
+            Some(t) if at > *t => Stop,
+            _ => Take,
+        },
+    }
+}
+
+/// Why a shard's read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StopReason {
+    /// The stop condition was met.
+    StopCondition,
+    /// The shard is closed and every record was read.
+    ShardEnd,
+    /// Caught up with the tip (`LATEST`), or `maxEmptyPolls` empty responses
+    /// at the tip.
+    ReachedTip,
+}
+
+/// A child shard reported at a closed shard's end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildShard {
+    pub shard_id: String,
+    pub parent_shards: Vec<String>,
+}
+
+/// One GetRecords response.
+#[derive(Debug, Clone, Default)]
+pub struct RecordsPage {
+    pub records: Vec<Record>,
+    /// `None` at a closed shard's end.
+    pub next_iterator: Option<String>,
+    pub millis_behind_latest: Option<i64>,
+    pub child_shards: Vec<ChildShard>,
+    /// Payload bytes in the response, for pacing.
+    pub bytes: usize,
+}
+
+/// A failed shard read call.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("throttled: {message}")]
+    Throttled { message: String },
+    #[error("shard iterator expired")]
+    ExpiredIterator,
+    #[error("{message}")]
+    Other {
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// The two calls a shard read makes.
+pub trait ShardSource: Send + Sync {
+    fn shard_iterator(
+        &self,
+        shard_id: &str,
+        start: &StartPosition,
+    ) -> impl Future<Output = Result<String, SourceError>> + Send;
+
+    fn records(
+        &self,
+        shard_id: &str,
+        iterator: &str,
+        limit: i32,
+    ) -> impl Future<Output = Result<RecordsPage, SourceError>> + Send;
+}
+
+/// A shard read call that gave up.
+#[derive(Debug, thiserror::Error)]
+#[error("reading {stream}/{shard_id}: {source}")]
+pub struct ReadError {
+    pub stream: String,
+    pub shard_id: String,
+    #[source]
+    pub source: SourceError,
+}
+
+/// How hard a read pulls on a shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadOptions {
+    /// GetRecords `Limit`, 1 to 10,000.
+    pub limit: i32,
+    /// Extra wait between calls, on top of pacing.
+    pub poll_delay: Duration,
+    /// Consecutive empty responses at the tip before the read ends.
+    pub max_empty_polls: u32,
+    /// Share of the shard's 5 calls/s and 2 MiB/s this read may use, so a
+    /// live consumer keeps its part. 1.0 takes all of it.
+    pub share: f64,
+    /// Throttled or failed calls retried (with jittered backoff) before the
+    /// read gives up.
+    pub max_retries: u32,
+    pub base_backoff: Duration,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self {
+            limit: MAX_LIMIT,
+            poll_delay: Duration::ZERO,
+            max_empty_polls: 3,
+            share: 1.0,
+            max_retries: 10,
+            base_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Where one shard's read stands between steps: small enough for a state
+/// machine payload, and never a shard iterator.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardCursor {
+    pub shard_id: String,
+    /// The last record read (kept or not); the next step starts after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sequence_number: Option<SequenceNumber>,
+    /// Records kept so far.
+    pub records: u64,
+    /// Consecutive empty responses at the tip.
+    #[serde(default)]
+    pub empty_polls: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<StopReason>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ChildShard>,
+}
+
+impl ShardCursor {
+    pub fn new(shard_id: impl Into<String>) -> Self {
+        Self {
+            shard_id: shard_id.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.stopped.is_some()
+    }
+}
+
+/// Limits of one step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepBudget {
+    /// Stop issuing calls after this instant.
+    pub deadline: Instant,
+    /// Stop after this many kept records (the step's chunk budget).
+    pub max_records: u64,
+}
+
+/// Spaces calls to a share of the shard's limits: at most 5 calls/s, and
+/// after a response of `b` bytes, no call until `b` bytes' worth of the
+/// 2 MiB/s has elapsed.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    share: f64,
+    next_call: Option<Instant>,
+}
+
+impl Pacer {
+    pub fn new(share: f64) -> Self {
+        Self {
+            share: share.clamp(0.01, 1.0),
+            next_call: None,
+        }
+    }
+
+    /// Waits until the next call may go.
+    pub async fn wait(&self) {
+        if let Some(at) = self.next_call {
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
+    /// Records a call issued at `at` that returned `bytes`.
+    pub fn called(&mut self, at: Instant, bytes: usize) {
+        let calls = Duration::from_secs_f64(1.0 / (SHARD_CALLS_PER_SECOND * self.share));
+        let volume = Duration::from_secs_f64(bytes as f64 / (SHARD_BYTES_PER_SECOND * self.share));
+        self.next_call = Some(at + calls.max(volume));
+    }
+}
+
+/// What one shard read is asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardWindow {
+    /// Stream name, for the records and errors.
+    pub stream: String,
+    pub start: StartPosition,
+    pub stop: StopCondition,
+    pub options: ReadOptions,
+}
+
+/// Reads one step of one shard's window into `sink`.
+///
+/// Returns the updated cursor: `stopped` is set when the shard's window is
+/// complete. Records are handed over in order, each once: a step resumes
+/// after `last_sequence_number`, whatever happened to the previous step.
+pub async fn read_step<S: ShardSource>(
+    source: &S,
+    window: &ShardWindow,
+    cursor: &ShardCursor,
+    budget: StepBudget,
+    mut sink: impl FnMut(Record),
+) -> Result<ShardCursor, ReadError> {
+    let ShardWindow {
+        stream,
+        start,
+        stop,
+        options,
+    } = window;
+    let mut cursor = cursor.clone();
+    if cursor.is_done() {
+        return Ok(cursor);
+    }
+    if matches!(stop, StopCondition::TotalRecordsPerShard { count: 0 }) {
+        cursor.stopped = Some(StopReason::StopCondition);
+        return Ok(cursor);
+    }
+    let shard_id = cursor.shard_id.clone();
+    let fail = |source: SourceError| ReadError {
+        stream: stream.clone(),
+        shard_id: shard_id.clone(),
+        source,
+    };
+    let resume = |cursor: &ShardCursor| match &cursor.last_sequence_number {
+        Some(last) => StartPosition::AfterSequenceNumber {
+            sequence_number: last.clone(),
+        },
+        None => start.clone(),
+    };
+    let mut pacer = Pacer::new(options.share);
+    let position = resume(&cursor);
+    let mut iterator = with_retries(options, || source.shard_iterator(&shard_id, &position))
+        .await
+        .map_err(fail)?;
+    let mut taken_this_step = 0u64;
+    let mut throttles = 0u32;
+    loop {
+        if Instant::now() >= budget.deadline || taken_this_step >= budget.max_records {
+            return Ok(cursor);
+        }
+        pacer.wait().await;
+        if !options.poll_delay.is_zero() {
+            tokio::time::sleep(options.poll_delay).await;
+        }
+        let called_at = Instant::now();
+        let page = match source.records(&shard_id, &iterator, options.limit).await {
+            Ok(page) => page,
+            Err(SourceError::ExpiredIterator) => {
+                debug!(shard = %cursor.shard_id, "iterator expired; re-acquiring after the last record read");
+                let position = resume(&cursor);
+                iterator = with_retries(options, || source.shard_iterator(&shard_id, &position))
+                    .await
+                    .map_err(fail)?;
+                continue;
+            }
+            Err(error @ SourceError::Throttled { .. }) => {
+                // Another consumer is using the shard's share: back off,
+                // then go on from the same iterator (a throttled call reads
+                // nothing and does not move it).
+                throttles += 1;
+                if throttles > options.max_retries {
+                    return Err(fail(error));
+                }
+                pacer.called(called_at, 0);
+                warn!(shard = %cursor.shard_id, %error, throttles, "GetRecords throttled");
+                tokio::time::sleep(crate::dynamo::backoff(options.base_backoff, throttles)).await;
+                continue;
+            }
+            Err(error) => return Err(fail(error)),
+        };
+        throttles = 0;
+        pacer.called(called_at, page.bytes);
+        let empty = page.records.is_empty();
+        for record in page.records {
+            let verdict = judge(stop, &record, cursor.records);
+            cursor.last_sequence_number = Some(record.sequence_number.clone());
+            match verdict {
+                Verdict::Stop => {
+                    cursor.stopped = Some(StopReason::StopCondition);
+                    return Ok(cursor);
+                }
+                Verdict::Take | Verdict::TakeAndStop => {
+                    sink(record);
+                    cursor.records += 1;
+                    taken_this_step += 1;
+                    if verdict == Verdict::TakeAndStop {
+                        cursor.stopped = Some(StopReason::StopCondition);
+                        return Ok(cursor);
+                    }
+                }
+            }
+        }
+        let Some(next) = page.next_iterator else {
+            cursor.stopped = Some(StopReason::ShardEnd);
+            cursor.children = page.child_shards;
+            return Ok(cursor);
+        };
+        iterator = next;
+        let at_tip = page.millis_behind_latest == Some(0);
+        if at_tip && matches!(stop, StopCondition::Latest { .. }) {
+            cursor.stopped = Some(StopReason::ReachedTip);
+            return Ok(cursor);
+        }
+        if empty && at_tip {
+            cursor.empty_polls += 1;
+            if cursor.empty_polls >= options.max_empty_polls {
+                cursor.stopped = Some(StopReason::ReachedTip);
+                return Ok(cursor);
+            }
+        } else if !empty {
+            cursor.empty_polls = 0;
+        }
+    }
+}
+
+/// Retries throttled and transient failures with jittered backoff.
+async fn with_retries<T, F, Fut>(options: &ReadOptions, mut call: F) -> Result<T, SourceError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SourceError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(SourceError::Throttled { message }) if attempt < options.max_retries => {
+                attempt += 1;
+                debug!(%message, attempt, "throttled; backing off");
+                tokio::time::sleep(crate::dynamo::backoff(options.base_backoff, attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The Kinesis API as a [`ShardSource`].
+#[derive(Debug, Clone)]
+pub struct KinesisSource {
+    client: aws_sdk_kinesis::Client,
+    stream_arn: String,
+    stream: String,
+}
+
+impl KinesisSource {
+    pub fn new(client: aws_sdk_kinesis::Client, stream_arn: impl Into<String>) -> Self {
+        let stream_arn = stream_arn.into();
+        let stream = crate::record::stream_name_from_arn(&stream_arn)
+            .unwrap_or(&stream_arn)
+            .to_owned();
+        Self {
+            client,
+            stream_arn,
+            stream,
+        }
+    }
+}
+
+fn classify<E>(error: aws_sdk_kinesis::error::SdkError<E>) -> SourceError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match error.code() {
+        Some(
+            "ProvisionedThroughputExceededException"
+            | "LimitExceededException"
+            | "KMSThrottlingException",
+        ) => SourceError::Throttled {
+            message: DisplayErrorContext(&error).to_string(),
+        },
+        Some("ExpiredIteratorException") => SourceError::ExpiredIterator,
+        _ => SourceError::Other {
+            message: DisplayErrorContext(&error).to_string(),
+            source: Box::new(error),
+        },
+    }
+}
+
+impl ShardSource for KinesisSource {
+    async fn shard_iterator(
+        &self,
+        shard_id: &str,
+        start: &StartPosition,
+    ) -> Result<String, SourceError> {
+        let request = self
+            .client
+            .get_shard_iterator()
+            .stream_arn(&self.stream_arn)
+            .shard_id(shard_id);
+        let request = match start {
+            StartPosition::TrimHorizon => {
+                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
+            }
+            StartPosition::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
+            StartPosition::AtSequenceNumber { sequence_number } => request
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(sequence_number.as_str()),
+            StartPosition::AfterSequenceNumber { sequence_number } => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(sequence_number.as_str()),
+            StartPosition::AtTimestamp { timestamp } => request
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(aws_sdk_kinesis::primitives::DateTime::from_millis(
+                    timestamp.epoch_millis(),
+                )),
+        };
+        let output = request.send().await.map_err(classify)?;
+        output
+            .shard_iterator()
+            .map(str::to_owned)
+            .ok_or_else(|| SourceError::Other {
+                message: format!("GetShardIterator for {shard_id} returned no iterator"),
+                source: "no iterator".into(),
+            })
+    }
+
+    async fn records(
+        &self,
+        shard_id: &str,
+        iterator: &str,
+        limit: i32,
+    ) -> Result<RecordsPage, SourceError> {
+        let output = self
+            .client
+            .get_records()
+            .stream_arn(&self.stream_arn)
+            .shard_iterator(iterator)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|error| {
+                if matches!(
+                    error.as_service_error(),
+                    Some(GetRecordsError::ExpiredIteratorException(_))
+                ) {
+                    SourceError::ExpiredIterator
+                } else {
+                    classify(error)
+                }
+            })?;
+        let mut bytes = 0;
+        let mut records = Vec::with_capacity(output.records().len());
+        for r in output.records() {
+            let sequence_number =
+                SequenceNumber::parse(r.sequence_number()).map_err(|e| SourceError::Other {
+                    message: format!(
+                        "GetRecords on {shard_id} returned a bad sequence number: {e}"
+                    ),
+                    source: Box::new(e),
+                })?;
+            let data = r.data().as_ref().to_vec();
+            bytes += data.len() + r.partition_key().map_or(0, str::len);
+            records.push(Record {
+                stream: self.stream.clone(),
+                shard_id: shard_id.to_owned(),
+                sequence_number,
+                sub_sequence_number: None,
+                partition_key: r.partition_key().unwrap_or_default().to_owned(),
+                explicit_hash_key: None,
+                encryption_type: match r.encryption_type() {
+                    Some(aws_sdk_kinesis::types::EncryptionType::Kms) => Some(EncryptionType::Kms),
+                    _ => None,
+                },
+                approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
+                    r.approximate_arrival_timestamp()
+                        .and_then(|t| t.to_millis().ok())
+                        .unwrap_or_default(),
+                ),
+                data,
+            });
+        }
+        Ok(RecordsPage {
+            records,
+            next_iterator: output.next_shard_iterator().map(str::to_owned),
+            millis_behind_latest: output.millis_behind_latest(),
+            child_shards: output
+                .child_shards()
+                .iter()
+                .map(|c| ChildShard {
+                    shard_id: c.shard_id().to_owned(),
+                    parent_shards: c.parent_shards().to_vec(),
+                })
+                .collect(),
+            bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
