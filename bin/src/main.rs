@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use rewind_engine::Record;
 use rewind_engine::chunk::{ChunkReader, ChunkWriter, Compression};
 
+mod local;
+
 #[derive(Parser)]
 #[command(
     name = "rewind",
@@ -55,6 +57,11 @@ enum Command {
         /// Split KPL aggregates into their user records.
         #[arg(long)]
         deaggregate: bool,
+    },
+    /// The local stack: emulators behind one loopback endpoint.
+    Local {
+        #[command(subcommand)]
+        command: local::LocalCommand,
     },
 }
 
@@ -117,6 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{name}: {} records", summary.records);
             Ok(())
         }
+        Command::Local { command } => local::run(command),
     }
 }
 

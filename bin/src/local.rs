@@ -1,0 +1,136 @@
+//! `rewind local …`: the local stack on the command line. `up` starts it in
+//! the background (this same binary, `local serve`), `down` stops it, and
+//! `status` says where it is.
+
+use clap::{Subcommand, ValueEnum};
+use rewind_local::daemon::{self, State};
+use rewind_local::{KinesisBackend, Layout, Options};
+
+#[derive(Subcommand)]
+pub enum LocalCommand {
+    /// Start the stack in the background (installing and building what is
+    /// missing) and print its endpoint and environment exports.
+    Up(UpArgs),
+    /// Stop the stack and every process it started.
+    Down,
+    /// Print the running stack's endpoint, or fail if none runs.
+    Status,
+    /// Install the pinned emulators into .tools/local without starting them.
+    Install,
+    /// Run the stack in the foreground until SIGTERM or Ctrl-C.
+    #[command(hide = true)]
+    Serve(UpArgs),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct UpArgs {
+    /// Which emulator serves Kinesis: kinesis-mock (faithful) or moto (fast,
+    /// for volume).
+    #[arg(long, value_enum, default_value_t = Kinesis::KinesisMock)]
+    kinesis: Kinesis,
+    /// Don't enforce Kinesis per-shard limits at the endpoint.
+    #[arg(long)]
+    no_shard_limits: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kinesis {
+    KinesisMock,
+    Moto,
+}
+
+impl UpArgs {
+    fn options(&self) -> Options {
+        Options {
+            kinesis: match self.kinesis {
+                Kinesis::KinesisMock => KinesisBackend::KinesisMock,
+                Kinesis::Moto => KinesisBackend::Moto,
+            },
+            shard_limits: !self.no_shard_limits,
+        }
+    }
+
+    fn to_args(&self) -> Vec<&'static str> {
+        let mut args = vec!["local", "serve", "--kinesis"];
+        args.push(match self.kinesis {
+            Kinesis::KinesisMock => "kinesis-mock",
+            Kinesis::Moto => "moto",
+        });
+        if self.no_shard_limits {
+            args.push("--no-shard-limits");
+        }
+        args
+    }
+}
+
+pub fn run(command: LocalCommand) -> anyhow::Result<()> {
+    let layout = Layout::current()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let state_path = layout.state_file();
+        match command {
+            LocalCommand::Up(args) => {
+                if let Ok(state) = State::read(&state_path)
+                    && state.healthy().await
+                {
+                    eprintln!("already running (pid {})", state.pid);
+                    print_state(&state);
+                    return Ok(());
+                }
+                std::fs::create_dir_all(layout.logs())?;
+                let exe = std::env::current_exe()?;
+                let log = layout.logs().join("stack.log");
+                eprintln!(
+                    "starting (first run installs tools and builds the functions; log: {})",
+                    log.display()
+                );
+                let state = daemon::spawn(&exe, &args.to_args(), &state_path, &log).await?;
+                print_state(&state);
+                Ok(())
+            }
+            LocalCommand::Serve(args) => {
+                std::fs::create_dir_all(layout.run_dir())?;
+                daemon::serve(&layout, args.options(), &state_path, None).await?;
+                Ok(())
+            }
+            LocalCommand::Down => {
+                let state = daemon::down(&state_path).await?;
+                eprintln!("stopped (pid {}, {})", state.pid, state.endpoint);
+                Ok(())
+            }
+            LocalCommand::Status => {
+                let state = State::read(&state_path)?;
+                anyhow::ensure!(
+                    state.healthy().await,
+                    "the stack of pid {} does not answer at {}",
+                    state.pid,
+                    state.endpoint
+                );
+                print_state(&state);
+                Ok(())
+            }
+            LocalCommand::Install => {
+                let tools = rewind_local::install::ensure(&layout).await?;
+                eprintln!(
+                    "installed: {}, {}, {}",
+                    tools.moto_server.display(),
+                    tools.cargo_lambda.display(),
+                    tools.kinesis_main.display()
+                );
+                Ok(())
+            }
+        }
+    })
+}
+
+fn print_state(state: &State) {
+    eprintln!(
+        "endpoint {} (pid {}, logs in {})",
+        state.endpoint,
+        state.pid,
+        state.logs.display()
+    );
+    print!("{}", state.exports());
+}

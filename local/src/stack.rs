@@ -1,0 +1,320 @@
+//! Starting and stopping the whole stack: install, build the functions, start
+//! moto, kinesis-mock and `cargo lambda watch` on free loopback ports, wait
+//! until each answers, then serve the one endpoint in front of them.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::process::Command;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::process::{Service, free_port};
+use crate::proxy::faults::Fault;
+use crate::proxy::{ACCOUNT, Backends, Proxy};
+use crate::{Error, Layout, functions, install};
+
+const READY_LIMIT: Duration = Duration::from_secs(120);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Which emulator serves Kinesis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KinesisBackend {
+    /// kinesis-mock: faithful sequence numbers, iterators and resharding.
+    #[default]
+    KinesisMock,
+    /// moto: much faster for volume, toy sequence numbers.
+    Moto,
+}
+
+/// How to run the stack.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub kinesis: KinesisBackend,
+    /// Enforce Kinesis per-shard limits at the endpoint.
+    pub shard_limits: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            kinesis: KinesisBackend::KinesisMock,
+            shard_limits: true,
+        }
+    }
+}
+
+/// A running local stack; dropping it kills every process it started.
+pub struct LocalStack {
+    endpoint: SocketAddr,
+    services: Vec<Service>,
+    shutdown: watch::Sender<bool>,
+    proxy: JoinHandle<()>,
+}
+
+impl LocalStack {
+    /// Installs what is missing, builds the functions and starts everything.
+    pub async fn start(layout: &Layout, options: Options) -> Result<Self, Error> {
+        let started = Instant::now();
+        let tools = install::ensure(layout).await?;
+        let functions = functions::discover(layout).await?;
+        functions::build(layout, &functions).await?;
+        let built = started.elapsed();
+
+        // Bound first: moto's Step Functions engine needs the endpoint's port
+        // before it starts (MOTO_PORT), so its Lambda calls come back here.
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(Error::io("binding the endpoint", "127.0.0.1:0"))?;
+        let endpoint = listener
+            .local_addr()
+            .map_err(Error::io("binding the endpoint", "127.0.0.1:0"))?;
+        let logs = layout.logs();
+
+        let moto_port = free_port()?;
+        let mut moto = Command::new(&tools.moto_server);
+        moto.args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
+            .env("MOTO_PORT", endpoint.port().to_string())
+            .env("MOTO_ACCOUNT_ID", ACCOUNT);
+        let mut services = vec![Service::spawn(
+            "moto",
+            moto_port,
+            moto,
+            logs.join("moto.log"),
+        )?];
+
+        let kinesis_port = match options.kinesis {
+            KinesisBackend::Moto => moto_port,
+            KinesisBackend::KinesisMock => {
+                let port = free_port()?;
+                let mut node = Command::new("node");
+                node.arg(&tools.kinesis_main)
+                    .env(
+                        "KINESIS_MOCK_CERT_PATH",
+                        tools.kinesis_package.join("server.json"),
+                    )
+                    .env("KINESIS_MOCK_PLAIN_PORT", port.to_string())
+                    .env("KINESIS_MOCK_TLS_PORT", free_port()?.to_string())
+                    .env("AWS_ACCOUNT_ID", ACCOUNT)
+                    .env("LOG_LEVEL", "WARN");
+                services.push(Service::spawn(
+                    "kinesis-mock",
+                    port,
+                    node,
+                    logs.join("kinesis-mock.log"),
+                )?);
+                port
+            }
+        };
+
+        let lambda_port = free_port()?;
+        let mut watch = Command::new(&tools.cargo_lambda);
+        watch
+            .args([
+                "lambda",
+                "watch",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &lambda_port.to_string(),
+            ])
+            // Serve what was built: other work in the tree must not restart
+            // functions under a running test.
+            .arg("--ignore-changes")
+            .current_dir(&layout.root);
+        services.push(Service::spawn(
+            "cargo-lambda",
+            lambda_port,
+            watch,
+            logs.join("cargo-lambda.log"),
+        )?);
+
+        for service in &mut services {
+            let addr = SocketAddr::from(([127, 0, 0, 1], service.port));
+            service.wait_listening(addr, READY_LIMIT).await?;
+        }
+        let moto_addr = SocketAddr::from(([127, 0, 0, 1], moto_port));
+        enable_state_machine_execution(moto_addr).await?;
+
+        let backends = Backends {
+            moto: moto_addr,
+            kinesis: SocketAddr::from(([127, 0, 0, 1], kinesis_port)),
+            lambda: SocketAddr::from(([127, 0, 0, 1], lambda_port)),
+        };
+        let names: BTreeSet<String> = functions.into_iter().map(|f| f.name).collect();
+        let proxy = Arc::new(Proxy::new(backends, names, options.shard_limits));
+        let (shutdown, signal) = watch::channel(false);
+        let proxy = tokio::spawn(proxy.serve(listener, signal));
+        info!(
+            %endpoint,
+            build_ms = built.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "local stack ready"
+        );
+        Ok(LocalStack {
+            endpoint,
+            services,
+            shutdown,
+            proxy,
+        })
+    }
+
+    /// The endpoint URL for every SDK client (`http://127.0.0.1:PORT`).
+    pub fn endpoint_url(&self) -> String {
+        format!("http://{}", self.endpoint)
+    }
+
+    pub fn endpoint(&self) -> SocketAddr {
+        self.endpoint
+    }
+
+    /// The endpoint's admin interface (faults, shard limits).
+    pub fn admin(&self) -> Admin {
+        Admin::new(&self.endpoint_url())
+    }
+
+    /// Process ids of the servers (each leads its own process group).
+    pub fn pids(&self) -> Vec<u32> {
+        self.services.iter().filter_map(Service::pid).collect()
+    }
+
+    /// Every port the stack listens on, the endpoint's first.
+    pub fn ports(&self) -> Vec<u16> {
+        let mut ports = vec![self.endpoint.port()];
+        ports.extend(self.services.iter().map(|s| s.port));
+        ports
+    }
+
+    /// Stops the endpoint and every process, waiting until they are gone.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.proxy.await;
+        for service in self.services {
+            service.stop(STOP_GRACE).await;
+        }
+        info!("local stack stopped");
+    }
+}
+
+/// moto executes state machines only when asked to.
+async fn enable_state_machine_execution(moto: SocketAddr) -> Result<(), Error> {
+    let admin = Admin::new(&format!("http://{moto}"));
+    admin
+        .call(
+            Method::POST,
+            "/moto-api/config",
+            Some(serde_json::json!({"stepfunctions": {"execute_state_machine": true}})),
+        )
+        .await
+        .map(drop)
+}
+
+/// A client of the endpoint's `/__rewind/` admin paths, for tests and the CLI
+/// (works for a stack in this process or one `rewind local up` started).
+#[derive(Clone)]
+pub struct Admin {
+    base: String,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Admin {
+    pub fn new(endpoint_url: &str) -> Self {
+        Admin {
+            base: endpoint_url.trim_end_matches('/').to_owned(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// Adds a fault rule.
+    pub async fn inject(&self, fault: &Fault) -> Result<(), Error> {
+        let body = serde_json::to_value(fault).map_err(|source| Error::State {
+            path: "fault".into(),
+            source,
+        })?;
+        self.call(Method::POST, "/__rewind/faults", Some(body))
+            .await
+            .map(drop)
+    }
+
+    /// The fault rules still in force (count rules not used up).
+    pub async fn faults(&self) -> Result<Vec<Fault>, Error> {
+        let value = self.call(Method::GET, "/__rewind/faults", None).await?;
+        serde_json::from_value(value).map_err(|source| Error::State {
+            path: "faults".into(),
+            source,
+        })
+    }
+
+    pub async fn clear_faults(&self) -> Result<(), Error> {
+        self.call(Method::DELETE, "/__rewind/faults", None)
+            .await
+            .map(drop)
+    }
+
+    /// Turns the Kinesis per-shard limits on or off.
+    pub async fn set_shard_limits(&self, enabled: bool) -> Result<(), Error> {
+        let body = serde_json::json!({ "enabled": enabled });
+        self.call(Method::PUT, "/__rewind/shard-limits", Some(body))
+            .await
+            .map(drop)
+    }
+
+    /// The endpoint's health: the functions it serves and whether limits are on.
+    pub async fn health(&self) -> Result<serde_json::Value, Error> {
+        self.call(Method::GET, "/__rewind/health", None).await
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, Error> {
+        let url = format!("{}{path}", self.base);
+        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = url.parse().map_err(|_| Error::Admin {
+            endpoint: self.base.clone(),
+            message: format!("invalid URL {url}"),
+        })?;
+        request.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|source| Error::Http {
+                url: url.clone(),
+                source,
+            })?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|error| Error::Admin {
+                endpoint: self.base.clone(),
+                message: error.to_string(),
+            })?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(Error::Admin {
+                endpoint: self.base.clone(),
+                message: format!("{status}: {}", String::from_utf8_lossy(&bytes)),
+            });
+        }
+        Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+}

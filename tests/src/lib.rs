@@ -1,0 +1,151 @@
+//! Helpers for the integration tests: one local stack shared by the whole
+//! test run, SDK configuration pointing at it, and unique resource names so
+//! tests running side by side never meet.
+//!
+//! nextest runs every test in its own process, so the shared stack runs in a
+//! process of its own (`local-stack`, this package's binary). Each test
+//! process holds a shared lock on a lease file for as long as it lives; the
+//! stack stops itself once nobody has held it for a moment, so a test run
+//! leaves nothing running behind it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_kinesis::config::Credentials;
+use rewind_local::daemon::State;
+use rewind_local::{Admin, Layout};
+use rustix::fs::{FlockOperation, flock};
+
+/// The shared local stack, as a test sees it.
+pub struct Stack {
+    pub endpoint: String,
+    pub layout: Layout,
+    /// Held for the life of the test process: keeps the stack up.
+    _lease: File,
+}
+
+impl Stack {
+    pub fn admin(&self) -> Admin {
+        Admin::new(&self.endpoint)
+    }
+
+    /// SDK configuration for every client of the stack.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        sdk_config(&self.endpoint).await
+    }
+}
+
+/// SDK configuration pointing at a local stack endpoint.
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "local-stack"))
+        .load()
+        .await
+}
+
+/// The test run's shared stack, started by the first caller with `daemon`
+/// (the integration tests pass `env!("CARGO_BIN_EXE_local-stack")`).
+pub fn stack(daemon: &'static str) -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| start_or_join(Path::new(daemon)).expect("the shared local stack"))
+}
+
+fn start_or_join(daemon: &Path) -> anyhow::Result<Stack> {
+    let layout = Layout::find(Path::new(env!("CARGO_MANIFEST_DIR")))?;
+    let dir = layout.run_dir().join("test-stack");
+    std::fs::create_dir_all(&dir)?;
+    // Shared lease first: from here on the stack can't decide to stop. If it
+    // is stopping right now, this waits until it is gone.
+    let lease = open(&dir.join("lease"))?;
+    flock(&lease, FlockOperation::LockShared)?;
+    let starting = open(&dir.join("start.lock"))?;
+    flock(&starting, FlockOperation::LockExclusive)?;
+    let state_path = dir.join("stack.json");
+    let state = match State::read(&state_path) {
+        Ok(state) if listening(&state.endpoint) => state,
+        _ => spawn(daemon, &state_path, &dir.join("lease"), &layout)?,
+    };
+    flock(&starting, FlockOperation::Unlock)?;
+    Ok(Stack {
+        endpoint: state.endpoint,
+        layout,
+        _lease: lease,
+    })
+}
+
+fn spawn(daemon: &Path, state_path: &Path, lease: &Path, layout: &Layout) -> anyhow::Result<State> {
+    let _ = std::fs::remove_file(state_path);
+    std::fs::create_dir_all(layout.logs())?;
+    let log = layout.logs().join("test-stack.log");
+    let out = File::create(&log)?;
+    let mut command = std::process::Command::new(daemon);
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    // Own process group and no inherited pipes: the test runner neither
+    // waits for it nor kills it with the test that happened to start it.
+    let mut child = command
+        .arg(state_path)
+        .arg(lease)
+        .current_dir(&layout.root)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("starting local-stack")?;
+    let started = Instant::now();
+    loop {
+        if let Ok(state) = State::read(state_path) {
+            return Ok(state);
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("local-stack exited ({status}); see {}", log.display());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "local-stack not ready after 15 minutes; see {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn open(path: &Path) -> anyhow::Result<File> {
+    Ok(std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?)
+}
+
+fn listening(endpoint: &str) -> bool {
+    endpoint
+        .strip_prefix("http://")
+        .and_then(|addr| addr.parse().ok())
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+        })
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() % 1_000_000_000);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{millis}-{n}", std::process::id())
+}
+
+/// A fresh scratch file path under `.local/` for a test to have a function
+/// write into.
+pub fn scratch_file(layout: &Layout, prefix: &str) -> PathBuf {
+    let dir = layout.run_dir().join("scratch");
+    let _ = std::fs::create_dir_all(&dir);
+    dir.join(unique(prefix))
+}

@@ -1,0 +1,12 @@
+//! Integration tests against the local stack (one test binary; each module a
+//! part of the system).
+
+mod lambda;
+mod lifecycle;
+mod limits;
+mod stepfunctions;
+
+/// The run's shared local stack.
+fn stack() -> &'static rewind_tests::Stack {
+    rewind_tests::stack(env!("CARGO_BIN_EXE_local-stack"))
+}

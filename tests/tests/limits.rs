@@ -1,0 +1,141 @@
+//! Kinesis per-shard limits at the endpoint, and injected faults.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use rewind_local::{Fault, FaultKind};
+use rewind_tests::unique;
+
+use crate::stack;
+
+async fn one_shard_stream(kinesis: &Client) -> anyhow::Result<(String, String)> {
+    let name = unique("limits");
+    kinesis
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(1)
+        .send()
+        .await?;
+    let started = Instant::now();
+    loop {
+        let summary = kinesis
+            .describe_stream_summary()
+            .stream_name(&name)
+            .send()
+            .await?;
+        let status = summary
+            .stream_description_summary()
+            .map(|s| s.stream_status().clone());
+        if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "stream never became active"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shards = kinesis.list_shards().stream_name(&name).send().await?;
+    let shard = shards.shards()[0].shard_id().to_owned();
+    Ok((name, shard))
+}
+
+/// A client that surfaces every throttle (no retries), to count them.
+async fn counting_client() -> Client {
+    let config = stack().sdk_config().await;
+    let config = aws_sdk_kinesis::config::Builder::from(&config)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .build();
+    Client::from_conf(config)
+}
+
+async fn get_records_throttled(kinesis: &Client, iterator: &str) -> anyhow::Result<bool> {
+    match kinesis.get_records().shard_iterator(iterator).send().await {
+        Ok(_) => Ok(false),
+        Err(error) => {
+            let error = error.into_service_error();
+            anyhow::ensure!(
+                error.is_provisioned_throughput_exceeded_exception(),
+                "{error:?}"
+            );
+            let message = error.to_string();
+            anyhow::ensure!(message.contains("Rate exceeded for shard"), "{message}");
+            Ok(true)
+        }
+    }
+}
+
+#[tokio::test]
+async fn get_records_above_five_per_second_is_throttled() -> anyhow::Result<()> {
+    let kinesis = counting_client().await;
+    let (stream, shard) = one_shard_stream(&kinesis).await?;
+    let iterator = kinesis
+        .get_shard_iterator()
+        .stream_name(&stream)
+        .shard_id(&shard)
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await?
+        .shard_iterator()
+        .unwrap()
+        .to_owned();
+
+    // A burst: ten calls back to back.
+    let mut throttled = 0;
+    for _ in 0..10 {
+        if get_records_throttled(&kinesis, &iterator).await? {
+            throttled += 1;
+        }
+    }
+    assert!(
+        throttled >= 4,
+        "a burst of 10 calls got {throttled} throttles"
+    );
+
+    // Let the shard's budget refill, then stay at 5 calls/s for two seconds.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let start = Instant::now();
+    for i in 0..10 {
+        let due = start + Duration::from_millis(200 * i);
+        tokio::time::sleep_until(due.into()).await;
+        assert!(
+            !get_records_throttled(&kinesis, &iterator).await?,
+            "call {i} at 5/s throttled"
+        );
+    }
+    kinesis.delete_stream().stream_name(&stream).send().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn injected_throttles_are_retried_by_the_sdk() -> anyhow::Result<()> {
+    let stack = stack();
+    // The default client: standard retries (3 attempts).
+    let kinesis = Client::new(&stack.sdk_config().await);
+    let (stream, _) = one_shard_stream(&kinesis).await?;
+    let admin = stack.admin();
+    admin
+        .inject(
+            &Fault::count("kinesis", "DescribeStreamSummary", FaultKind::Throttle, 2)
+                .matching(&stream),
+        )
+        .await?;
+    let summary = kinesis
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await?;
+    assert_eq!(
+        summary.stream_description_summary().unwrap().stream_name(),
+        stream
+    );
+    let left = admin.faults().await?;
+    assert!(
+        left.iter()
+            .all(|fault| fault.matching.as_deref() != Some(stream.as_str())),
+        "both injected throttles were answered: {left:?}"
+    );
+    kinesis.delete_stream().stream_name(&stream).send().await?;
+    Ok(())
+}
