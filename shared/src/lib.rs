@@ -29,6 +29,9 @@
 //! - [`dynamo`]: the DynamoDB archive (`ALL` records or the `LATEST` per
 //!   partition key, numerically ordered keys, TTL, S3 overflow for items
 //!   past 400 KB).
+//! - [`scrape`]: the scrape request (validated, errors naming the field),
+//!   the plan (shards and lineage), one scrape step (a chunk per step, in
+//!   S3), and the manifest.
 //! - [`shard`]: reading a window of one shard (every start position and
 //!   stop condition, paced to the shard's limits, through throttling and
 //!   expired iterators) one bounded step at a time.
@@ -42,6 +45,7 @@ pub mod dynamo;
 pub mod event;
 pub mod kpl;
 pub mod record;
+pub mod scrape;
 pub mod seqno;
 pub mod shard;
 pub mod store;

@@ -45,7 +45,11 @@ pub const SHARD_BYTES_PER_SECOND: f64 = 2.0 * 1024.0 * 1024.0;
 
 /// Where a read starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(
+    tag = "type",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    try_from = "RawBound<StartType>"
+)]
 pub enum StartPosition {
     TrimHorizon,
     Latest,
@@ -65,7 +69,11 @@ pub enum StartPosition {
 
 /// Where a read stops. See the module docs for the exact bounds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(
+    tag = "type",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    try_from = "RawBound<StopType>"
+)]
 pub enum StopCondition {
     TotalRecordsPerShard {
         #[serde(rename = "count")]
@@ -100,6 +108,168 @@ pub enum StopCondition {
         #[serde(rename = "asOf", default, skip_serializing_if = "Option::is_none")]
         as_of: Option<ArrivalTime>,
     },
+}
+
+/// The JSON form of a start or stop, read as a plain struct so that a bad
+/// value is reported at its own field (`stop.timestamp`), then checked for
+/// the fields its type needs.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawBound<T> {
+    r#type: T,
+    sequence_number: Option<SequenceNumber>,
+    timestamp: Option<ArrivalTime>,
+    count: Option<u64>,
+    as_of: Option<ArrivalTime>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum StartType {
+    TrimHorizon,
+    Latest,
+    AtSequenceNumber,
+    AfterSequenceNumber,
+    AtTimestamp,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum StopType {
+    TotalRecordsPerShard,
+    AtSequenceNumber,
+    AfterSequenceNumber,
+    BeforeSequenceNumber,
+    AtTimestamp,
+    BeforeTimestamp,
+    AfterTimestamp,
+    Latest,
+}
+
+/// `AtTimestamp` → `AT_TIMESTAMP`, the name the request uses.
+fn type_name(kind: impl std::fmt::Debug) -> String {
+    let mut name = String::new();
+    for (i, c) in format!("{kind:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
+fn required<T>(value: Option<T>, field: &str, kind: impl std::fmt::Debug) -> Result<T, String> {
+    value.ok_or_else(|| format!("{field} is required with type {}", type_name(kind)))
+}
+
+fn unused<T>(value: &Option<T>, field: &str, kind: impl std::fmt::Debug) -> Result<(), String> {
+    match value {
+        Some(_) => Err(format!("{field} does not go with type {}", type_name(kind))),
+        None => Ok(()),
+    }
+}
+
+impl TryFrom<RawBound<StartType>> for StartPosition {
+    type Error = String;
+
+    fn try_from(raw: RawBound<StartType>) -> Result<Self, String> {
+        let kind = raw.r#type;
+        unused(&raw.count, "count", kind)?;
+        unused(&raw.as_of, "asOf", kind)?;
+        let (seq, ts) = (raw.sequence_number, raw.timestamp);
+        let no_seq = |s: &Option<SequenceNumber>| unused(s, "sequenceNumber", kind);
+        let no_ts = |t: &Option<ArrivalTime>| unused(t, "timestamp", kind);
+        Ok(match kind {
+            StartType::TrimHorizon => {
+                no_seq(&seq)?;
+                no_ts(&ts)?;
+                Self::TrimHorizon
+            }
+            StartType::Latest => {
+                no_seq(&seq)?;
+                no_ts(&ts)?;
+                Self::Latest
+            }
+            StartType::AtSequenceNumber => {
+                no_ts(&ts)?;
+                Self::AtSequenceNumber {
+                    sequence_number: required(seq, "sequenceNumber", kind)?,
+                }
+            }
+            StartType::AfterSequenceNumber => {
+                no_ts(&ts)?;
+                Self::AfterSequenceNumber {
+                    sequence_number: required(seq, "sequenceNumber", kind)?,
+                }
+            }
+            StartType::AtTimestamp => {
+                no_seq(&seq)?;
+                Self::AtTimestamp {
+                    timestamp: required(ts, "timestamp", kind)?,
+                }
+            }
+        })
+    }
+}
+
+impl TryFrom<RawBound<StopType>> for StopCondition {
+    type Error = String;
+
+    fn try_from(raw: RawBound<StopType>) -> Result<Self, String> {
+        use StopType as T;
+        let kind = raw.r#type;
+        let RawBound {
+            sequence_number: seq,
+            timestamp: ts,
+            count,
+            as_of,
+            ..
+        } = raw;
+        let wants_seq = matches!(
+            kind,
+            T::AtSequenceNumber | T::AfterSequenceNumber | T::BeforeSequenceNumber
+        );
+        let wants_ts = matches!(
+            kind,
+            T::AtTimestamp | T::BeforeTimestamp | T::AfterTimestamp
+        );
+        if !wants_seq {
+            unused(&seq, "sequenceNumber", kind)?;
+        }
+        if !wants_ts {
+            unused(&ts, "timestamp", kind)?;
+        }
+        if !matches!(kind, T::TotalRecordsPerShard) {
+            unused(&count, "count", kind)?;
+        }
+        if !matches!(kind, T::Latest) {
+            unused(&as_of, "asOf", kind)?;
+        }
+        Ok(match kind {
+            T::TotalRecordsPerShard => Self::TotalRecordsPerShard {
+                count: required(count, "count", kind)?,
+            },
+            T::AtSequenceNumber => Self::AtSequenceNumber {
+                sequence_number: required(seq, "sequenceNumber", kind)?,
+            },
+            T::AfterSequenceNumber => Self::AfterSequenceNumber {
+                sequence_number: required(seq, "sequenceNumber", kind)?,
+            },
+            T::BeforeSequenceNumber => Self::BeforeSequenceNumber {
+                sequence_number: required(seq, "sequenceNumber", kind)?,
+            },
+            T::AtTimestamp => Self::AtTimestamp {
+                timestamp: required(ts, "timestamp", kind)?,
+            },
+            T::BeforeTimestamp => Self::BeforeTimestamp {
+                timestamp: required(ts, "timestamp", kind)?,
+            },
+            T::AfterTimestamp => Self::AfterTimestamp {
+                timestamp: required(ts, "timestamp", kind)?,
+            },
+            T::Latest => Self::Latest { as_of },
+        })
+    }
 }
 
 /// What the stop condition says of the next record.
@@ -319,7 +489,8 @@ impl ShardCursor {
 pub struct StepBudget {
     /// Stop issuing calls after this instant.
     pub deadline: Instant,
-    /// Stop after this many kept records (the step's chunk budget).
+    /// Stop after this many kept records (the step's chunk budget). Checked
+    /// between calls: a step can go past it by at most one page.
     pub max_records: u64,
 }
 
@@ -661,4 +832,4 @@ impl ShardSource for KinesisSource {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

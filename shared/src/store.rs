@@ -35,6 +35,9 @@ pub struct StoreError {
 /// Where finished objects go.
 pub trait ObjectStore: Send + Sync {
     fn put(&self, object: PutObject) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes an object; removing one that isn't there succeeds.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Where archived objects are read back from.
@@ -87,6 +90,28 @@ impl ObjectStore for S3Store {
             .map_err(|error| StoreError {
                 bucket: self.bucket.clone(),
                 key,
+                message: DisplayErrorContext(&error).to_string(),
+                source: Box::new(error),
+            })
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.delete_object(key).await
+    }
+}
+
+impl S3Store {
+    async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|error| StoreError {
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
                 message: DisplayErrorContext(&error).to_string(),
                 source: Box::new(error),
             })
@@ -217,6 +242,11 @@ impl ObjectStore for MemoryStore {
                 content_encoding: object.content_encoding.map(str::to_owned),
             },
         );
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.objects.lock().unwrap().remove(key);
         Ok(())
     }
 }

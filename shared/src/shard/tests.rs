@@ -15,7 +15,7 @@ fn seq(s: &str) -> SequenceNumber {
 /// Sequence numbers grow from 55 to 56 digits in the middle of the shard,
 /// and arrival times repeat within a millisecond: both bounds are tested
 /// where string order and numeric order disagree.
-fn shard_records() -> Vec<Record> {
+pub(crate) fn shard_records() -> Vec<Record> {
     (0..40u32)
         .map(|i| {
             let sequence = if i < 20 {
@@ -58,7 +58,7 @@ struct Faults {
     empty: BTreeSet<u32>,
 }
 
-struct MemoryShard {
+pub(crate) struct MemoryShard {
     records: Vec<Record>,
     closed: bool,
     page: usize,
@@ -68,7 +68,7 @@ struct MemoryShard {
 }
 
 impl MemoryShard {
-    fn new(records: Vec<Record>, closed: bool) -> Self {
+    pub(crate) fn new(records: Vec<Record>, closed: bool) -> Self {
         Self {
             records,
             closed,

@@ -1,0 +1,353 @@
+use std::time::Duration;
+
+use super::*;
+use crate::record::Record;
+use crate::shard::tests::{MemoryShard, shard_records};
+use crate::store::MemoryStore;
+
+fn request(json: &str) -> Result<ScrapeRequest, RequestError> {
+    ScrapeRequest::parse(json.as_bytes())
+}
+
+const GOOD: &str = r#"{
+    "stream": "orders",
+    "start": {"type": "TRIM_HORIZON"},
+    "stop": {"type": "AT_TIMESTAMP", "timestamp": 1700000000.010},
+    "output": {"bucket": "scrapes-bucket"}
+}"#;
+
+#[test]
+fn a_minimal_request_gets_the_documented_defaults() {
+    let r = request(GOOD).unwrap();
+    assert_eq!(r.shards, ShardSelection::All);
+    assert_eq!(r.poll_batch_size, 10_000);
+    assert_eq!(r.max_empty_polls, 3);
+    assert_eq!(r.read_share, 1.0);
+    assert_eq!(r.output.prefix, "scrapes");
+    assert_eq!(r.compression, Compression::Gzip);
+    assert_eq!(r.run_folder("run-1"), "scrapes/run-1");
+    let round: ScrapeRequest = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(round, r);
+}
+
+#[test]
+fn bad_requests_name_the_field_and_the_accepted_values() {
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            GOOD.replace("TRIM_HORIZON", "BEGINNING"),
+            "start.type",
+            "unknown variant `BEGINNING`, expected one of `TRIM_HORIZON`",
+        ),
+        (
+            GOOD.replace("AT_TIMESTAMP", "WHENEVER"),
+            "stop.type",
+            "expected one of `TOTAL_RECORDS_PER_SHARD`",
+        ),
+        (
+            GOOD.replace("\"orders\"", "\"orders\", \"shards\": \"SOME\""),
+            "shards",
+            "accepted values: \"ALL\" or a list of shard ids",
+        ),
+        (
+            GOOD.replace("\"orders\"", "\"orders\", \"pollBatchSize\": 20000"),
+            "pollBatchSize",
+            "accepted values: 1 to 10000",
+        ),
+        (
+            GOOD.replace("\"orders\"", "\"orders\", \"readShare\": 0"),
+            "readShare",
+            "more than 0, at most 1",
+        ),
+        (
+            GOOD.replace("\"orders\"", "\"orders\", \"compression\": \"lz4\""),
+            "compression",
+            "unknown variant `lz4`",
+        ),
+        (
+            GOOD.replace("\"orders\"", "\"orders\", \"shard\": \"x\""),
+            "shard",
+            "unknown field `shard`, expected one of `stream`, `shards`",
+        ),
+        (
+            GOOD.replace("\"orders\"", "\"or ders\""),
+            "stream",
+            "neither a stream name",
+        ),
+        (
+            GOOD.replace("\"scrapes-bucket\"", "\"\""),
+            "output.bucket",
+            "is empty",
+        ),
+        (
+            GOOD.replace(
+                "{\"type\": \"TRIM_HORIZON\"}",
+                "{\"type\": \"AT_SEQUENCE_NUMBER\", \"sequenceNumber\": \"12\"}",
+            ),
+            "shards",
+            "name exactly one shard",
+        ),
+        (
+            GOOD.replace("\"timestamp\": 1700000000.010", "\"timestamp\": \"soon\""),
+            "stop.timestamp",
+            "invalid type",
+        ),
+        (
+            GOOD.replace("\"timestamp\": 1700000000.010", "\"sequenceNumber\": \"5\""),
+            "stop",
+            "sequenceNumber does not go with type AT_TIMESTAMP",
+        ),
+        (
+            GOOD.replace(", \"timestamp\": 1700000000.010", ""),
+            "stop",
+            "timestamp is required with type AT_TIMESTAMP",
+        ),
+        (
+            GOOD.replace(
+                "{\"type\": \"TRIM_HORIZON\"}",
+                "{\"type\": \"TRIM_HORIZON\", \"count\": 5}",
+            ),
+            "start",
+            "count does not go with type TRIM_HORIZON",
+        ),
+    ];
+    for (json, field, message) in cases {
+        let err = request(&json).unwrap_err();
+        assert_eq!(err.field, field, "{err}");
+        assert!(err.message.contains(message), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("invalid scrape request: {field}: "))
+        );
+    }
+}
+
+#[test]
+fn parents_come_before_children() {
+    let shard = |id: &str, parents: &[&str]| PlannedShard {
+        shard_id: id.into(),
+        parent_shard_ids: parents.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    // 0 split into 2 and 3; 1 and 3 merged into 4; 5 has a parent outside the list.
+    let shards = vec![
+        shard("shardId-4", &["shardId-1", "shardId-3"]),
+        shard("shardId-3", &["shardId-0"]),
+        shard("shardId-2", &["shardId-0"]),
+        shard("shardId-5", &["shardId-9"]),
+        shard("shardId-1", &[]),
+        shard("shardId-0", &[]),
+    ];
+    let order: Vec<String> = parents_first(shards)
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "shardId-0",
+            "shardId-1",
+            "shardId-5",
+            "shardId-2",
+            "shardId-3",
+            "shardId-4"
+        ]
+    );
+}
+
+async fn run_shard(
+    shard: &MemoryShard,
+    store: &MemoryStore,
+    request: &ScrapeRequest,
+    step_records: u64,
+) -> ShardProgress {
+    let window = request.window("orders");
+    let planned = PlannedShard {
+        shard_id: "shardId-000000000000".into(),
+        parent_shard_ids: vec![],
+    };
+    let mut progress = ShardProgress::new(&planned);
+    let mut steps = 0;
+    while !progress.is_done() {
+        steps += 1;
+        assert!(steps < 100);
+        let budget = StepBudget {
+            deadline: Instant::now() + Duration::from_secs(600),
+            max_records: step_records,
+        };
+        // Through JSON, as through the state machine.
+        let carried: ShardProgress =
+            serde_json::from_slice(&serde_json::to_vec(&progress).unwrap()).unwrap();
+        progress = scrape_step(
+            shard,
+            store,
+            &window,
+            &request.run_folder("run-1"),
+            request.compression,
+            &carried,
+            budget,
+        )
+        .await
+        .unwrap();
+    }
+    progress
+}
+
+#[tokio::test(start_paused = true)]
+async fn steps_write_chunks_and_the_manifest_describes_them() {
+    let records = shard_records();
+    let shard = MemoryShard::new(records.clone(), true);
+    let store = MemoryStore::default();
+    let mut req = request(GOOD).unwrap();
+    req.compression = Compression::Zstd;
+    let progress = run_shard(&shard, &store, &req, 7).await;
+    // AT_TIMESTAMP 1700000000.010: two records per millisecond, 0..=10 ms.
+    let expected: Vec<Record> = records[..22].to_vec();
+    assert_eq!(progress.cursor.records, 22);
+    // The budget is checked between GetRecords calls (pages of 3 here): 9 + 9 + 4.
+    assert_eq!(progress.chunks, 3);
+
+    let planned = vec![PlannedShard {
+        shard_id: "shardId-000000000000".into(),
+        parent_shard_ids: vec![],
+    }];
+    let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/orders";
+    let (manifest, key) = write_manifest(&store, &req, arn, "run-1", &planned)
+        .await
+        .unwrap();
+    assert_eq!(key, "scrapes/run-1/manifest.json");
+    assert_eq!(manifest.records, 22);
+    let shard_manifest = &manifest.shards[0];
+    assert_eq!(shard_manifest.chunks.len(), 3);
+    assert!(
+        shard_manifest.chunks[0]
+            .key
+            .starts_with("scrapes/run-1/shardId-000000000000/0-")
+    );
+    assert!(shard_manifest.chunks[0].key.ends_with(".jsonl.zst"));
+    assert_eq!(shard_manifest.stop_reason, Some(StopReason::StopCondition));
+    assert_eq!(
+        shard_manifest.first_sequence_number.as_ref(),
+        Some(&expected[0].sequence_number)
+    );
+    assert_eq!(
+        shard_manifest.last_sequence_number.as_ref(),
+        Some(&expected[21].sequence_number)
+    );
+    assert_eq!(
+        shard_manifest.last_arrival,
+        Some(expected[21].approximate_arrival_timestamp)
+    );
+    let mut read = Vec::new();
+    read_shard_chunks(&store, shard_manifest, |r| read.push(r))
+        .await
+        .unwrap();
+    assert_eq!(read, expected, "each record once, in order");
+    let stored: Manifest = serde_json::from_slice(&store.objects()[&key].body).unwrap();
+    assert_eq!(stored, manifest);
+}
+
+/// A step killed after storing its chunk but before the state machine got
+/// its result runs again from the same progress: the leftover chunk is
+/// replaced, not kept beside the new one.
+#[tokio::test(start_paused = true)]
+async fn a_retried_step_replaces_its_leftover_chunk() {
+    let records = shard_records();
+    let shard = MemoryShard::new(records.clone(), true);
+    let store = MemoryStore::default();
+    let req = request(&GOOD.replace(
+        "{\"type\": \"AT_TIMESTAMP\", \"timestamp\": 1700000000.010}",
+        "{\"type\": \"TOTAL_RECORDS_PER_SHARD\", \"count\": 30}",
+    ))
+    .unwrap();
+    let window = req.window("orders");
+    let planned = PlannedShard {
+        shard_id: "shardId-000000000000".into(),
+        parent_shard_ids: vec![],
+    };
+    let start = ShardProgress::new(&planned);
+    let budget = |n| StepBudget {
+        deadline: Instant::now() + Duration::from_secs(600),
+        max_records: n,
+    };
+    // The lost attempt read 12 records into chunk 0.
+    let lost = scrape_step(
+        &shard,
+        &store,
+        &window,
+        "scrapes/run-1",
+        req.compression,
+        &start,
+        budget(12),
+    )
+    .await
+    .unwrap();
+    assert_eq!(lost.chunks, 1);
+    // The retry reads 5 into chunk 0, then the run goes on from there.
+    let mut progress = scrape_step(
+        &shard,
+        &store,
+        &window,
+        "scrapes/run-1",
+        req.compression,
+        &start,
+        budget(5),
+    )
+    .await
+    .unwrap();
+    let chunk0: Vec<String> = store
+        .objects()
+        .keys()
+        .filter(|k| k.contains("/0-"))
+        .cloned()
+        .collect();
+    assert_eq!(chunk0.len(), 1, "one chunk 0: {chunk0:?}");
+    while !progress.is_done() {
+        progress = scrape_step(
+            &shard,
+            &store,
+            &window,
+            "scrapes/run-1",
+            req.compression,
+            &progress,
+            budget(9),
+        )
+        .await
+        .unwrap();
+    }
+    let (manifest, _) = write_manifest(
+        &store,
+        &req,
+        "arn:aws:kinesis:us-east-1:1:stream/orders",
+        "run-1",
+        &[planned],
+    )
+    .await
+    .unwrap();
+    let mut read = Vec::new();
+    read_shard_chunks(&store, &manifest.shards[0], |r| read.push(r))
+        .await
+        .unwrap();
+    assert_eq!(read, records[..30].to_vec());
+}
+
+#[tokio::test]
+async fn a_manifest_of_an_unfinished_shard_is_refused() {
+    let store = MemoryStore::default();
+    let req = request(GOOD).unwrap();
+    let planned = vec![PlannedShard {
+        shard_id: "shardId-000000000007".into(),
+        parent_shard_ids: vec![],
+    }];
+    let err = write_manifest(
+        &store,
+        &req,
+        "arn:aws:kinesis:us-east-1:1:stream/orders",
+        "run-1",
+        &planned,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "shard shardId-000000000007 has no final progress at scrapes/run-1/shardId-000000000007/_progress.json: its scrape did not finish"
+    );
+}
