@@ -749,3 +749,304 @@ pub fn step_budget(deadline: Instant, max_records: u64) -> StepBudget {
 
 #[cfg(test)]
 mod tests;
+
+/// What the scraper function is asked to do. The scrape state machine sends
+/// `plan`, then `step` per shard until done, then `manifest`; a person
+/// invoking the function directly sends a bare [`ScrapeRequest`] (read as
+/// `run`) and, while the answer says `IN_PROGRESS`, sends its `next` back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ScraperEvent {
+    Plan {
+        request: ScrapeRequest,
+    },
+    #[serde(rename_all = "camelCase")]
+    Step {
+        request: ScrapeRequest,
+        stream_arn: String,
+        run_id: String,
+        progress: ShardProgress,
+    },
+    #[serde(rename_all = "camelCase")]
+    Manifest {
+        request: ScrapeRequest,
+        stream_arn: String,
+        run_id: String,
+        shards: Vec<PlannedShard>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Run {
+        request: ScrapeRequest,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream_arn: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shards: Option<Vec<ShardProgress>>,
+    },
+}
+
+impl ScraperEvent {
+    /// Parses an invocation payload: an action, or a bare scrape request.
+    /// Every request is validated before any work.
+    pub fn parse(json: &[u8]) -> Result<Self, RequestError> {
+        let value: serde_json::Value = parse_json(json)?;
+        let event = if value.get("action").is_some() {
+            parse_json::<ScraperEvent>(json)?
+        } else {
+            ScraperEvent::Run {
+                request: parse_json(json)?,
+                stream_arn: None,
+                run_id: None,
+                shards: None,
+            }
+        };
+        let request = match &event {
+            ScraperEvent::Plan { request }
+            | ScraperEvent::Step { request, .. }
+            | ScraperEvent::Manifest { request, .. }
+            | ScraperEvent::Run { request, .. } => request,
+        };
+        request.validate()?;
+        Ok(event)
+    }
+}
+
+/// The plan: the run's identity and where each shard starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub stream_arn: String,
+    pub run_id: String,
+    /// Parents before children.
+    pub shards: Vec<PlannedShard>,
+    pub progress: Vec<ShardProgress>,
+}
+
+/// A finished scrape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestLocation {
+    pub bucket: String,
+    pub key: String,
+    pub records: u64,
+    pub shards: usize,
+}
+
+/// What a `run` invocation answers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunOutcome {
+    Succeeded {
+        manifest: ManifestLocation,
+    },
+    InProgress {
+        /// Send this back to go on.
+        next: Box<ScraperEvent>,
+        records: u64,
+    },
+}
+
+/// Why a scraper invocation failed, with a stable type name that the state
+/// machine matches.
+#[derive(Debug, thiserror::Error)]
+pub enum ScraperError {
+    #[error(transparent)]
+    InvalidRequest(#[from] RequestError),
+    #[error(transparent)]
+    ListShards(#[from] ListShardsError),
+    #[error(transparent)]
+    Scrape(#[from] ScrapeError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+impl ScraperError {
+    /// `InvalidRequest` fails the execution at once; the others are retried.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "InvalidRequest",
+            Self::ListShards(_) => "ListShardsFailed",
+            Self::Scrape(ScrapeError::Read(_)) => "ShardReadFailed",
+            Self::Scrape(_) => "OutputWriteFailed",
+            Self::Manifest(ManifestError::Unfinished { .. }) => "ShardUnfinished",
+            Self::Manifest(_) => "OutputWriteFailed",
+        }
+    }
+}
+
+/// The scraper's clients and budget, built once per container.
+#[derive(Debug, Clone)]
+pub struct Scraper {
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub s3: aws_sdk_s3::Client,
+    /// Records per chunk (and so per step) at most.
+    pub max_records_per_chunk: u64,
+}
+
+impl Scraper {
+    fn store(&self, request: &ScrapeRequest) -> crate::store::S3Store {
+        crate::store::S3Store::new(self.s3.clone(), request.output.bucket.clone())
+    }
+
+    async fn plan(&self, request: &ScrapeRequest, run_id: &str) -> Result<Plan, ScraperError> {
+        let stream_arn = resolve_stream_arn(&self.kinesis, &request.stream).await?;
+        let mut shards = list_shards(&self.kinesis, &stream_arn, &request.start).await?;
+        if let ShardSelection::List(wanted) = &request.shards {
+            if let Some(missing) = wanted
+                .iter()
+                .find(|w| !shards.iter().any(|s| &s.shard_id == *w))
+            {
+                return Err(RequestError::new(
+                    "shards",
+                    format!("{missing:?} is not a shard of {stream_arn} that can hold the window"),
+                )
+                .into());
+            }
+            shards.retain(|s| wanted.contains(&s.shard_id));
+        }
+        Ok(Plan {
+            progress: shards.iter().map(ShardProgress::new).collect(),
+            stream_arn,
+            run_id: run_id.to_owned(),
+            shards,
+        })
+    }
+
+    async fn step(
+        &self,
+        request: &ScrapeRequest,
+        stream_arn: &str,
+        run_id: &str,
+        progress: &ShardProgress,
+        deadline: Instant,
+    ) -> Result<ShardProgress, ScraperError> {
+        let source = crate::shard::KinesisSource::new(self.kinesis.clone(), stream_arn);
+        let stream = stream_name_from_arn(stream_arn).unwrap_or(&request.stream);
+        let window = request.window(stream);
+        let budget = step_budget(deadline, self.max_records_per_chunk);
+        Ok(scrape_step(
+            &source,
+            &self.store(request),
+            &window,
+            &request.run_folder(run_id),
+            request.compression,
+            progress,
+            budget,
+        )
+        .await?)
+    }
+
+    async fn manifest(
+        &self,
+        request: &ScrapeRequest,
+        stream_arn: &str,
+        run_id: &str,
+        shards: &[PlannedShard],
+    ) -> Result<ManifestLocation, ScraperError> {
+        let (manifest, key) =
+            write_manifest(&self.store(request), request, stream_arn, run_id, shards).await?;
+        Ok(ManifestLocation {
+            bucket: request.output.bucket.clone(),
+            key,
+            records: manifest.records,
+            shards: manifest.shards.len(),
+        })
+    }
+
+    /// Handles one invocation; `deadline` is the Lambda's, `invocation_id`
+    /// names a run that the event doesn't name.
+    pub async fn handle(
+        &self,
+        event: ScraperEvent,
+        deadline: Instant,
+        invocation_id: &str,
+    ) -> Result<serde_json::Value, ScraperError> {
+        match event {
+            ScraperEvent::Plan { request } => {
+                let run_id = request
+                    .run_id
+                    .clone()
+                    .unwrap_or_else(|| invocation_id.to_owned());
+                Ok(to_json(&self.plan(&request, &run_id).await?))
+            }
+            ScraperEvent::Step {
+                request,
+                stream_arn,
+                run_id,
+                progress,
+            } => {
+                let progress = self
+                    .step(&request, &stream_arn, &run_id, &progress, deadline)
+                    .await?;
+                Ok(serde_json::json!({ "done": progress.is_done(), "progress": progress }))
+            }
+            ScraperEvent::Manifest {
+                request,
+                stream_arn,
+                run_id,
+                shards,
+            } => Ok(to_json(
+                &self
+                    .manifest(&request, &stream_arn, &run_id, &shards)
+                    .await?,
+            )),
+            ScraperEvent::Run {
+                request,
+                stream_arn,
+                run_id,
+                shards,
+            } => {
+                let run_id = run_id
+                    .or_else(|| request.run_id.clone())
+                    .unwrap_or_else(|| invocation_id.to_owned());
+                let (stream_arn, mut progress) = match (stream_arn, shards) {
+                    (Some(arn), Some(shards)) => (arn, shards),
+                    _ => {
+                        let plan = self.plan(&request, &run_id).await?;
+                        (plan.stream_arn, plan.progress)
+                    }
+                };
+                // Shards one after the other, parents first, each to its end
+                // or the deadline.
+                for shard in progress.iter_mut() {
+                    while !shard.is_done() && Instant::now() + STEP_MARGIN < deadline {
+                        *shard = self
+                            .step(&request, &stream_arn, &run_id, shard, deadline)
+                            .await?;
+                    }
+                }
+                if progress.iter().all(ShardProgress::is_done) {
+                    let planned: Vec<PlannedShard> = progress
+                        .iter()
+                        .map(|p| PlannedShard {
+                            shard_id: p.cursor.shard_id.clone(),
+                            parent_shard_ids: p.parent_shard_ids.clone(),
+                        })
+                        .collect();
+                    let manifest = self
+                        .manifest(&request, &stream_arn, &run_id, &planned)
+                        .await?;
+                    Ok(to_json(&RunOutcome::Succeeded { manifest }))
+                } else {
+                    let records = progress.iter().map(|p| p.cursor.records).sum();
+                    let next = ScraperEvent::Run {
+                        request,
+                        stream_arn: Some(stream_arn),
+                        run_id: Some(run_id),
+                        shards: Some(progress),
+                    };
+                    Ok(to_json(&RunOutcome::InProgress {
+                        next: Box::new(next),
+                        records,
+                    }))
+                }
+            }
+        }
+    }
+}
+
+/// The scraper's outputs are plain data: serialising them can't fail.
+fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).expect("scraper outputs always serialise")
+}

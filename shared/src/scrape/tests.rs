@@ -351,3 +351,63 @@ async fn a_manifest_of_an_unfinished_shard_is_refused() {
         "shard shardId-000000000007 has no final progress at scrapes/run-1/shardId-000000000007/_progress.json: its scrape did not finish"
     );
 }
+
+#[test]
+fn scraper_events_parse_as_actions_or_a_bare_request() {
+    let bare = ScraperEvent::parse(GOOD.as_bytes()).unwrap();
+    assert!(matches!(
+        bare,
+        ScraperEvent::Run {
+            stream_arn: None,
+            shards: None,
+            ..
+        }
+    ));
+    let plan = format!(r#"{{"action": "plan", "request": {GOOD}}}"#);
+    assert!(matches!(
+        ScraperEvent::parse(plan.as_bytes()).unwrap(),
+        ScraperEvent::Plan { .. }
+    ));
+    let err =
+        ScraperEvent::parse(format!(r#"{{"action": "scrape", "request": {GOOD}}}"#).as_bytes())
+            .unwrap_err();
+    assert!(
+        err.message.contains(
+            "unknown variant `scrape`, expected one of `plan`, `step`, `manifest`, `run`"
+        ),
+        "{err}"
+    );
+    // The request inside an action is validated too, naming its path.
+    let bad = format!(
+        r#"{{"action": "plan", "request": {}}}"#,
+        GOOD.replace("\"orders\"", "\"orders\", \"pollBatchSize\": 0")
+    );
+    let err = ScraperEvent::parse(bad.as_bytes()).unwrap_err();
+    assert_eq!(err.field, "pollBatchSize");
+    let step = format!(
+        r#"{{"action": "step", "request": {GOOD}, "streamArn": "arn:aws:kinesis:us-east-1:1:stream/orders", "runId": "r", "progress": {{"cursor": {{"shardId": "shardId-000000000000", "records": 0}}, "chunks": 0}}}}"#
+    );
+    assert!(matches!(
+        ScraperEvent::parse(step.as_bytes()).unwrap(),
+        ScraperEvent::Step { .. }
+    ));
+}
+
+#[test]
+fn sample_scrape_events_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("scrape-") && name.ends_with(".json") {
+            let bytes = std::fs::read(&path).unwrap();
+            ScraperEvent::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 4,
+        "events/ holds sample scrape requests by time, sequence range, count and all shards"
+    );
+}
