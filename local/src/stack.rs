@@ -25,6 +25,8 @@ use crate::{Error, Layout, functions, install};
 
 const READY_LIMIT: Duration = Duration::from_secs(120);
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// `SCRAPER_MAX_RECORDS_PER_CHUNK` of the locally served scraper.
+pub const LOCAL_SCRAPER_CHUNK: u64 = 100;
 
 /// Which emulator serves Kinesis.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -131,6 +133,12 @@ impl LocalStack {
             // functions under a running test.
             .arg("--ignore-changes")
             .current_dir(&layout.root);
+        // The functions inherit this environment. Small scraper chunks make
+        // every local scrape of a few hundred records take several steps, so
+        // continuations are always exercised; set the variable to override.
+        if std::env::var_os("SCRAPER_MAX_RECORDS_PER_CHUNK").is_none() {
+            watch.env("SCRAPER_MAX_RECORDS_PER_CHUNK", LOCAL_SCRAPER_CHUNK.to_string());
+        }
         services.push(Service::spawn(
             "cargo-lambda",
             lambda_port,

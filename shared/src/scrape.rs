@@ -128,7 +128,15 @@ pub struct ScrapeRequest {
     /// Names the run's folder; the state machine passes its execution name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// Shards scraped at the same time by the scrape state machine (its Map's
+    /// `MaxConcurrency`, 10 when absent); the scraper itself ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
 }
+
+/// The most shards the scrape state machine reads at once (an inline Map
+/// runs at most 40 iterations concurrently).
+pub const MAX_CONCURRENCY: u32 = 40;
 
 fn default_poll_batch_size() -> i32 {
     crate::shard::MAX_LIMIT
@@ -258,6 +266,14 @@ impl ScrapeRequest {
                     "{:?} must not start with / or contain //",
                     self.output.prefix
                 ),
+            ));
+        }
+        if let Some(n) = self.max_concurrency
+            && !(1..=MAX_CONCURRENCY).contains(&n)
+        {
+            return Err(RequestError::new(
+                "maxConcurrency",
+                format!("{n} is out of range; accepted values: 1 to {MAX_CONCURRENCY}"),
             ));
         }
         if let Some(run_id) = &self.run_id
@@ -831,6 +847,11 @@ pub struct ManifestLocation {
     pub key: String,
     pub records: u64,
     pub shards: usize,
+    /// Children of scraped shards that were not in the plan (the stream was
+    /// resharded after the plan listed its shards): their records are not in
+    /// this scrape. Scrape them with another request naming them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unscraped_child_shard_ids: Vec<String>,
 }
 
 /// What a `run` invocation answers.
@@ -946,11 +967,20 @@ impl Scraper {
     ) -> Result<ManifestLocation, ScraperError> {
         let (manifest, key) =
             write_manifest(&self.store(request), request, stream_arn, run_id, shards).await?;
+        let planned: BTreeSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
+        let unscraped: BTreeSet<String> = manifest
+            .shards
+            .iter()
+            .flat_map(|s| s.child_shard_ids.iter())
+            .filter(|id| !planned.contains(id.as_str()))
+            .cloned()
+            .collect();
         Ok(ManifestLocation {
             bucket: request.output.bucket.clone(),
             key,
             records: manifest.records,
             shards: manifest.shards.len(),
+            unscraped_child_shard_ids: unscraped.into_iter().collect(),
         })
     }
 
