@@ -26,6 +26,10 @@
 //! - [`archiver`]: one delivered batch into every configured archive sink,
 //!   per-stream settings (environment, stream tags), and the partial batch
 //!   response.
+//! - [`delivery`]: a shard's records to a function exactly as the event
+//!   source mapping delivers them (batching under 6 MB, retries, bisect,
+//!   partial batch responses, record age, parallel lanes per partition key,
+//!   the on-failure record).
 //! - [`dynamo`]: the DynamoDB archive (`ALL` records or the `LATEST` per
 //!   partition key, numerically ordered keys, TTL, S3 overflow for items
 //!   past 400 KB).
@@ -41,6 +45,7 @@
 pub mod archive;
 pub mod archiver;
 pub mod chunk;
+pub mod delivery;
 pub mod dynamo;
 pub mod event;
 pub mod kpl;

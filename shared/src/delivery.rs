@@ -1,0 +1,564 @@
+//! Delivering one shard's records to a function exactly as a Kinesis event
+//! source mapping does: batches of `BatchSize` under Lambda's 6 MB payload,
+//! retries up to `MaximumRetryAttempts`, `BisectBatchOnFunctionError`
+//! (halving does not consume retries), `ReportBatchItemFailures` partial
+//! responses, `MaximumRecordAgeInSeconds`, `ParallelizationFactor` lanes
+//! that keep each partition key's order, and an on-failure destination that
+//! gets the mapping's invocation record.
+//!
+//! Throttling and service errors of the invoke call itself are retried with
+//! backoff and never count as function errors, as the mapping does.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use crate::event::{self, EventSource, PAYLOAD_ENVELOPE_LEN};
+use crate::record::{ArrivalTime, Record};
+
+/// Lambda's synchronous invocation payload limit (6 MB).
+pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+
+/// The mapping's error-handling options, named and defaulted as the mapping
+/// names and defaults them (see the README for replay's own defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct MappingOptions {
+    /// 1 to 10,000; default 100.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// -1 (until the record expires) or 0 to 10,000; default -1.
+    #[serde(default = "minus_one")]
+    pub maximum_retry_attempts: i64,
+    #[serde(default)]
+    pub bisect_batch_on_function_error: bool,
+    /// `["ReportBatchItemFailures"]` or empty.
+    #[serde(default)]
+    pub function_response_types: Vec<FunctionResponseType>,
+    /// -1 (never) or 60 to 604,800; default -1.
+    #[serde(default = "minus_one")]
+    pub maximum_record_age_in_seconds: i64,
+    /// 1 to 10; default 1.
+    #[serde(default = "one")]
+    pub parallelization_factor: usize,
+}
+
+fn default_batch_size() -> usize {
+    100
+}
+
+fn minus_one() -> i64 {
+    -1
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for MappingOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: default_batch_size(),
+            maximum_retry_attempts: -1,
+            bisect_batch_on_function_error: false,
+            function_response_types: Vec::new(),
+            maximum_record_age_in_seconds: -1,
+            parallelization_factor: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FunctionResponseType {
+    ReportBatchItemFailures,
+}
+
+impl MappingOptions {
+    /// The ranges the mapping accepts, checked before any work.
+    pub fn validate(&self) -> Result<(), crate::scrape::RequestError> {
+        let bad = |field: &str, message: String| crate::scrape::RequestError {
+            field: field.to_owned(),
+            message,
+        };
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(bad(
+                "BatchSize",
+                format!("{}; accepted values: 1 to 10000", self.batch_size),
+            ));
+        }
+        if !(self.maximum_retry_attempts == -1
+            || (0..=10_000).contains(&self.maximum_retry_attempts))
+        {
+            return Err(bad(
+                "MaximumRetryAttempts",
+                format!(
+                    "{}; accepted values: -1 (retry until the record expires) or 0 to 10000",
+                    self.maximum_retry_attempts
+                ),
+            ));
+        }
+        if !(self.maximum_record_age_in_seconds == -1
+            || (60..=604_800).contains(&self.maximum_record_age_in_seconds))
+        {
+            return Err(bad(
+                "MaximumRecordAgeInSeconds",
+                format!(
+                    "{}; accepted values: -1 (never) or 60 to 604800",
+                    self.maximum_record_age_in_seconds
+                ),
+            ));
+        }
+        if !(1..=10).contains(&self.parallelization_factor) {
+            return Err(bad(
+                "ParallelizationFactor",
+                format!("{}; accepted values: 1 to 10", self.parallelization_factor),
+            ));
+        }
+        Ok(())
+    }
+
+    fn reports_item_failures(&self) -> bool {
+        self.function_response_types
+            .contains(&FunctionResponseType::ReportBatchItemFailures)
+    }
+
+    fn retries_exhausted(&self, retries: i64) -> bool {
+        self.maximum_retry_attempts >= 0 && retries > self.maximum_retry_attempts
+    }
+}
+
+/// What one invoke returned (a function error is still an answer).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Invocation {
+    pub request_id: String,
+    pub status_code: i32,
+    pub executed_version: Option<String>,
+    /// `Unhandled` or `Handled` when the function failed.
+    pub function_error: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+/// An invoke that got no answer from the function.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// Throttling, service errors, timeouts of the call: retried, and not a
+    /// function error.
+    #[error("invoke failed, will retry: {message}")]
+    Retryable { message: String },
+    /// Access denied, no such function, payload refused: retrying can't help.
+    #[error("invoke failed: {message}")]
+    Fatal {
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Calls the target function.
+pub trait Invoker: Send + Sync {
+    fn invoke(
+        &self,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<Invocation, InvokeError>> + Send;
+    /// The function's ARN, as the on-failure record names it.
+    fn function_arn(&self) -> &str;
+}
+
+/// Why a batch went to the on-failure destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureCondition {
+    RetryAttemptsExhausted,
+    RecordAgeExceeded,
+}
+
+/// The mapping's on-failure invocation record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureRecord {
+    pub request_context: RequestContext,
+    pub response_context: ResponseContext,
+    pub version: String,
+    /// ISO 8601, milliseconds, UTC.
+    pub timestamp: String,
+    #[serde(rename = "KinesisBatchInfo")]
+    pub kinesis_batch_info: KinesisBatchInfo,
+    /// The whole invocation event, as JSON text (S3 destinations only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestContext {
+    pub request_id: String,
+    pub function_arn: String,
+    pub condition: FailureCondition,
+    pub approximate_invoke_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseContext {
+    pub status_code: i32,
+    pub executed_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KinesisBatchInfo {
+    pub shard_id: String,
+    pub start_sequence_number: String,
+    pub end_sequence_number: String,
+    pub approximate_arrival_of_first_record: String,
+    pub approximate_arrival_of_last_record: String,
+    pub batch_size: usize,
+    pub stream_arn: String,
+}
+
+/// Where exhausted batches go.
+pub trait FailureDestination: Send + Sync {
+    /// Stores one record; returns where (an S3 key or an SQS message id).
+    fn send(
+        &self,
+        record: FailureRecord,
+    ) -> impl Future<Output = Result<String, DeliveryError>> + Send;
+    /// Whether records carry the full event payload (S3 destinations do).
+    fn wants_payload(&self) -> bool;
+}
+
+/// A delivery that can't go on.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+    #[error("storing a failed batch in the on-failure destination failed: {message}")]
+    Destination {
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// What happened to a shard's records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryReport {
+    /// Records acknowledged by a successful invocation.
+    pub delivered: u64,
+    pub invocations: u64,
+    pub function_errors: u64,
+    /// Batches (and their records) sent to the on-failure destination.
+    pub failed_batches: u64,
+    pub failed_records: u64,
+    /// Where each failed batch went.
+    pub failure_locations: Vec<String>,
+}
+
+impl DeliveryReport {
+    fn add(&mut self, other: &Self) {
+        self.delivered += other.delivered;
+        self.invocations += other.invocations;
+        self.function_errors += other.function_errors;
+        self.failed_batches += other.failed_batches;
+        self.failed_records += other.failed_records;
+        self.failure_locations
+            .extend(other.failure_locations.iter().cloned());
+    }
+}
+
+/// What the function said of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Success,
+    /// Records before this index are done; retry from it.
+    PartialFrom(usize),
+    Failure,
+}
+
+/// Reads a response as the mapping does with `ReportBatchItemFailures`: an
+/// empty or absent list is success; an identifier that is missing, empty,
+/// or not a sequence number of the batch fails the whole batch; otherwise
+/// the lowest reported record is where the retry starts.
+fn judge_response(invocation: &Invocation, batch: &[Record], reports: bool) -> Verdict {
+    if invocation.function_error.is_some() {
+        return Verdict::Failure;
+    }
+    if !reports {
+        return Verdict::Success;
+    }
+    let text = String::from_utf8_lossy(&invocation.payload);
+    let trimmed = text.trim();
+    if trimmed.is_empty() || trimmed == "null" {
+        return Verdict::Success;
+    }
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(trimmed) else {
+        return Verdict::Failure;
+    };
+    let failures = match value.get("batchItemFailures") {
+        None | Some(serde_json::Value::Null) => return Verdict::Success,
+        Some(serde_json::Value::Array(items)) if items.is_empty() => return Verdict::Success,
+        Some(serde_json::Value::Array(items)) => items,
+        Some(_) => return Verdict::Failure,
+    };
+    let mut lowest: Option<usize> = None;
+    for item in failures {
+        let Some(id) = item
+            .get("itemIdentifier")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+        else {
+            return Verdict::Failure;
+        };
+        let Some(index) = batch.iter().position(|r| r.sequence_number.as_str() == id) else {
+            return Verdict::Failure;
+        };
+        lowest = Some(lowest.map_or(index, |l| l.min(index)));
+    }
+    match lowest {
+        Some(index) => Verdict::PartialFrom(index),
+        None => Verdict::Success,
+    }
+}
+
+/// The mapping's lane for a partition key: the same key always lands in the
+/// same lane, so its records stay in order.
+pub fn lane_of(partition_key: &str, lanes: usize) -> usize {
+    // FNV-1a: stable across runs and platforms, unlike the std hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in partition_key.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % lanes.max(1) as u64) as usize
+}
+
+/// Cuts the next batch: at most `BatchSize` records and a payload under
+/// 6 MB (one record always fits: Kinesis records are at most 1 MiB).
+fn next_batch(
+    queue: &mut VecDeque<Record>,
+    options: &MappingOptions,
+    source: &EventSource,
+) -> Vec<Record> {
+    let mut batch = Vec::new();
+    let mut bytes = PAYLOAD_ENVELOPE_LEN;
+    while let Some(record) = queue.front() {
+        if batch.len() >= options.batch_size {
+            break;
+        }
+        let size = event::record_payload_len(record, source) + usize::from(!batch.is_empty());
+        if !batch.is_empty() && bytes + size > MAX_PAYLOAD_BYTES {
+            break;
+        }
+        bytes += size;
+        batch.push(queue.pop_front().expect("front exists"));
+    }
+    batch
+}
+
+/// Delivers one shard's records (in sequence order) to the function.
+pub struct Delivery<'a, I, D> {
+    pub invoker: &'a I,
+    pub destination: &'a D,
+    pub source: &'a EventSource,
+    pub options: &'a MappingOptions,
+    /// "Now" for record age, and the on-failure record's timestamp.
+    pub now: fn() -> ArrivalTime,
+    /// First backoff after a throttled or failed invoke call.
+    pub base_backoff: Duration,
+}
+
+impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
+    /// Delivers every record, lanes in parallel, each lane in order.
+    pub async fn deliver(&self, records: Vec<Record>) -> Result<DeliveryReport, DeliveryError> {
+        let lanes = self.options.parallelization_factor.max(1);
+        let mut queues: Vec<VecDeque<Record>> = vec![VecDeque::new(); lanes];
+        for record in records {
+            queues[lane_of(&record.partition_key, lanes)].push_back(record);
+        }
+        let results =
+            futures_util::future::join_all(queues.into_iter().map(|q| self.deliver_lane(q))).await;
+        let mut report = DeliveryReport::default();
+        for result in results {
+            report.add(&result?);
+        }
+        Ok(report)
+    }
+
+    async fn deliver_lane(
+        &self,
+        mut queue: VecDeque<Record>,
+    ) -> Result<DeliveryReport, DeliveryError> {
+        let mut report = DeliveryReport::default();
+        while !queue.is_empty() {
+            let batch = next_batch(&mut queue, self.options, self.source);
+            self.deliver_batch(batch, 0, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// One batch until it succeeds or goes to the destination. Bisecting
+    /// handles each half the same way, with the retries already used.
+    async fn deliver_batch(
+        &self,
+        batch: Vec<Record>,
+        retries: i64,
+        report: &mut DeliveryReport,
+    ) -> Result<(), DeliveryError> {
+        let mut pending = vec![(batch, retries)];
+        while let Some((mut batch, mut retries)) = pending.pop() {
+            loop {
+                if batch.is_empty() {
+                    break;
+                }
+                if self.too_old(&batch) {
+                    self.fail(
+                        &batch,
+                        FailureCondition::RecordAgeExceeded,
+                        None,
+                        retries as u64,
+                        report,
+                    )
+                    .await?;
+                    break;
+                }
+                let invocation = self.invoke(&batch, report).await?;
+                match judge_response(&invocation, &batch, self.options.reports_item_failures()) {
+                    Verdict::Success => {
+                        report.delivered += batch.len() as u64;
+                        break;
+                    }
+                    Verdict::PartialFrom(index) => {
+                        report.delivered += index as u64;
+                        batch.drain(..index);
+                        retries += 1;
+                        if self.options.retries_exhausted(retries) {
+                            self.fail(
+                                &batch,
+                                FailureCondition::RetryAttemptsExhausted,
+                                Some(&invocation),
+                                retries as u64,
+                                report,
+                            )
+                            .await?;
+                            break;
+                        }
+                    }
+                    Verdict::Failure => {
+                        report.function_errors += 1;
+                        if self.options.bisect_batch_on_function_error && batch.len() > 1 {
+                            // Halving doesn't consume the retry quota. The
+                            // second half waits until the first is settled,
+                            // keeping the shard's order.
+                            let second = batch.split_off(batch.len() / 2);
+                            pending.push((second, retries));
+                            pending.push((batch, retries));
+                            break;
+                        }
+                        retries += 1;
+                        if self.options.retries_exhausted(retries) {
+                            self.fail(
+                                &batch,
+                                FailureCondition::RetryAttemptsExhausted,
+                                Some(&invocation),
+                                retries as u64,
+                                report,
+                            )
+                            .await?;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn too_old(&self, batch: &[Record]) -> bool {
+        let max = self.options.maximum_record_age_in_seconds;
+        max >= 0
+            && batch.first().is_some_and(|r| {
+                (self.now)().epoch_millis() - r.approximate_arrival_timestamp.epoch_millis()
+                    > max * 1000
+            })
+    }
+
+    async fn invoke(
+        &self,
+        batch: &[Record],
+        report: &mut DeliveryReport,
+    ) -> Result<Invocation, DeliveryError> {
+        let payload = event::payload(&event::kinesis_event(batch, self.source));
+        let mut attempt = 0u32;
+        loop {
+            report.invocations += 1;
+            match self.invoker.invoke(payload.clone()).await {
+                Ok(invocation) => return Ok(invocation),
+                Err(InvokeError::Retryable { message }) => {
+                    // Not an invocation of the function: don't count it.
+                    report.invocations -= 1;
+                    attempt += 1;
+                    warn!(%message, attempt, "invoke throttled or failed; retrying");
+                    tokio::time::sleep(crate::dynamo::backoff(self.base_backoff, attempt.min(8)))
+                        .await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    async fn fail(
+        &self,
+        batch: &[Record],
+        condition: FailureCondition,
+        last: Option<&Invocation>,
+        invokes: u64,
+        report: &mut DeliveryReport,
+    ) -> Result<(), DeliveryError> {
+        let (first, last_record) = (&batch[0], &batch[batch.len() - 1]);
+        let iso = |t: ArrivalTime| t.to_string();
+        let record = FailureRecord {
+            request_context: RequestContext {
+                request_id: last.map(|i| i.request_id.clone()).unwrap_or_default(),
+                function_arn: self.invoker.function_arn().to_owned(),
+                condition,
+                approximate_invoke_count: invokes,
+            },
+            response_context: ResponseContext {
+                status_code: last.map_or(0, |i| i.status_code),
+                executed_version: last
+                    .and_then(|i| i.executed_version.clone())
+                    .unwrap_or_else(|| "$LATEST".to_owned()),
+                function_error: last.and_then(|i| i.function_error.clone()),
+            },
+            version: "1.0".to_owned(),
+            timestamp: iso((self.now)()),
+            kinesis_batch_info: KinesisBatchInfo {
+                shard_id: first.shard_id.clone(),
+                start_sequence_number: first.sequence_number.to_string(),
+                end_sequence_number: last_record.sequence_number.to_string(),
+                approximate_arrival_of_first_record: iso(first.approximate_arrival_timestamp),
+                approximate_arrival_of_last_record: iso(last_record.approximate_arrival_timestamp),
+                batch_size: batch.len(),
+                stream_arn: self.source.stream_arn.clone(),
+            },
+            payload: self.destination.wants_payload().then(|| {
+                String::from_utf8(event::payload(&event::kinesis_event(batch, self.source)))
+                    .expect("JSON is UTF-8")
+            }),
+        };
+        let location = self.destination.send(record).await?;
+        debug!(%location, records = batch.len(), ?condition, "batch sent to the on-failure destination");
+        report.failed_batches += 1;
+        report.failed_records += batch.len() as u64;
+        report.failure_locations.push(location);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

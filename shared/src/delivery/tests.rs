@@ -1,0 +1,507 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use super::*;
+use crate::event::DeliveredEvent;
+use crate::seqno::SequenceNumber;
+
+/// A target function: fails (Unhandled) on batches holding a poison
+/// record, or reports it as a batch item failure; keeps every batch it
+/// accepted, as the integration fixture does.
+#[derive(Default)]
+struct Target {
+    poison: BTreeSet<String>,
+    /// Report poison records as batchItemFailures instead of failing.
+    partial: bool,
+    /// A fixed response body overriding the above.
+    response: Option<&'static str>,
+    /// Transport failures to answer before each real invoke.
+    transport_failures: Mutex<u32>,
+    accepted: Mutex<Vec<Vec<Record>>>,
+    invokes: Mutex<u64>,
+    largest_payload: Mutex<usize>,
+}
+
+impl Invoker for Target {
+    async fn invoke(&self, payload: Vec<u8>) -> Result<Invocation, InvokeError> {
+        {
+            let mut left = self.transport_failures.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err(InvokeError::Retryable {
+                    message: "TooManyRequestsException".into(),
+                });
+            }
+        }
+        *self.invokes.lock().unwrap() += 1;
+        let mut largest = self.largest_payload.lock().unwrap();
+        *largest = (*largest).max(payload.len());
+        let records = DeliveredEvent::from_slice(&payload).unwrap().records;
+        let poisoned: Vec<&Record> = records
+            .iter()
+            .filter(|r| self.poison.contains(r.sequence_number.as_str()))
+            .collect();
+        let ok = |body: String| Invocation {
+            request_id: "req".into(),
+            status_code: 200,
+            executed_version: Some("$LATEST".into()),
+            function_error: None,
+            payload: body.into_bytes(),
+        };
+        if let Some(body) = self.response {
+            return Ok(ok(body.to_owned()));
+        }
+        if poisoned.is_empty() {
+            self.accepted.lock().unwrap().push(records);
+            return Ok(ok(r#"{"batchItemFailures":[]}"#.into()));
+        }
+        if self.partial {
+            let first = records
+                .iter()
+                .position(|r| self.poison.contains(r.sequence_number.as_str()))
+                .unwrap();
+            self.accepted
+                .lock()
+                .unwrap()
+                .push(records[..first].to_vec());
+            let ids: Vec<String> = poisoned
+                .iter()
+                .map(|r| format!(r#"{{"itemIdentifier":"{}"}}"#, r.sequence_number))
+                .collect();
+            return Ok(ok(format!(
+                r#"{{"batchItemFailures":[{}]}}"#,
+                ids.join(",")
+            )));
+        }
+        Ok(Invocation {
+            function_error: Some("Unhandled".into()),
+            ..ok(r#"{"errorType":"Poison","errorMessage":"poison record"}"#.into())
+        })
+    }
+
+    fn function_arn(&self) -> &str {
+        "arn:aws:lambda:eu-west-1:111122223333:function:consumer"
+    }
+}
+
+#[derive(Default)]
+struct Dlq {
+    records: Mutex<Vec<FailureRecord>>,
+    with_payload: bool,
+}
+
+impl FailureDestination for Dlq {
+    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+        let mut records = self.records.lock().unwrap();
+        records.push(record);
+        Ok(format!("dlq-{}", records.len()))
+    }
+
+    fn wants_payload(&self) -> bool {
+        self.with_payload
+    }
+}
+
+fn source() -> EventSource {
+    EventSource::new(
+        "arn:aws:kinesis:eu-west-1:111122223333:stream/orders",
+        "arn:aws:iam::111122223333:role/consumer",
+    )
+    .unwrap()
+}
+
+fn records(n: usize, size: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            stream: "orders".into(),
+            shard_id: "shardId-000000000004".into(),
+            sequence_number: SequenceNumber::parse(&format!(
+                "4959033827149025660855969253836157109592157598913{i:07}"
+            ))
+            .unwrap(),
+            sub_sequence_number: None,
+            partition_key: format!("key-{}", i % 13),
+            explicit_hash_key: None,
+            encryption_type: None,
+            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
+                1_700_000_000_000 + i as i64,
+            ),
+            data: vec![b'x'; size],
+        })
+        .collect()
+}
+
+fn now() -> ArrivalTime {
+    ArrivalTime::from_epoch_millis(1_700_000_100_000)
+}
+
+async fn run(
+    target: &Target,
+    dlq: &Dlq,
+    options: MappingOptions,
+    input: Vec<Record>,
+) -> DeliveryReport {
+    options.validate().unwrap();
+    let source = source();
+    Delivery {
+        invoker: target,
+        destination: dlq,
+        source: &source,
+        options: &options,
+        now,
+        base_backoff: Duration::ZERO,
+    }
+    .deliver(input)
+    .await
+    .unwrap()
+}
+
+fn accepted_ids(target: &Target) -> Vec<String> {
+    target
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(|r| r.sequence_number.to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn bisect_isolates_exactly_the_poison_records_in_logarithmic_invokes() {
+    let input = records(10_000, 8);
+    let poison: BTreeSet<String> = [1234, 8765]
+        .iter()
+        .map(|&i| input[i].sequence_number.to_string())
+        .collect();
+    let target = Target {
+        poison: poison.clone(),
+        ..Target::default()
+    };
+    let dlq = Dlq::default();
+    let options = MappingOptions {
+        batch_size: 10_000,
+        maximum_retry_attempts: 2,
+        bisect_batch_on_function_error: true,
+        ..MappingOptions::default()
+    };
+    let report = run(&target, &dlq, options, input.clone()).await;
+    assert_eq!(report.delivered, 9_998);
+    assert_eq!(report.failed_records, 2);
+    let dead: Vec<String> = dlq
+        .records
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                r.kinesis_batch_info.batch_size, 1,
+                "bisected down to the failing record"
+            );
+            assert_eq!(
+                r.request_context.condition,
+                FailureCondition::RetryAttemptsExhausted
+            );
+            assert_eq!(
+                r.request_context.approximate_invoke_count, 3,
+                "first try and two retries"
+            );
+            r.kinesis_batch_info.start_sequence_number.clone()
+        })
+        .collect();
+    assert_eq!(dead.into_iter().collect::<BTreeSet<_>>(), poison);
+    // Every other record acknowledged once, in order.
+    let expected: Vec<String> = input
+        .iter()
+        .map(|r| r.sequence_number.to_string())
+        .filter(|s| !poison.contains(s))
+        .collect();
+    assert_eq!(accepted_ids(&target), expected);
+    // ~2 × log2(10,000) halvings per poison record plus the retries: far
+    // from the 10,000 a record-by-record search would take.
+    assert!(
+        report.invocations <= 2 * 2 * 14 + 2 * 3 + 2,
+        "{} invokes",
+        report.invocations
+    );
+}
+
+#[tokio::test]
+async fn retries_are_counted_and_then_the_batch_goes_to_the_destination() {
+    let input = records(10, 8);
+    let target = Target {
+        poison: [input[3].sequence_number.to_string()].into(),
+        ..Target::default()
+    };
+    let dlq = Dlq {
+        with_payload: true,
+        ..Dlq::default()
+    };
+    let options = MappingOptions {
+        batch_size: 5,
+        maximum_retry_attempts: 3,
+        ..MappingOptions::default()
+    };
+    let report = run(&target, &dlq, options, input.clone()).await;
+    assert_eq!(
+        report.invocations,
+        4 + 1,
+        "the failing batch 4 times, the next once"
+    );
+    assert_eq!(report.function_errors, 4);
+    assert_eq!(report.delivered, 5);
+    let dead = dlq.records.lock().unwrap();
+    assert_eq!(dead.len(), 1);
+    let info = &dead[0].kinesis_batch_info;
+    assert_eq!(
+        (info.batch_size, info.start_sequence_number.as_str()),
+        (5, input[0].sequence_number.as_str())
+    );
+    assert_eq!(
+        info.end_sequence_number,
+        input[4].sequence_number.to_string()
+    );
+    assert_eq!(
+        info.approximate_arrival_of_first_record,
+        "2023-11-14T22:13:20.000Z"
+    );
+    assert_eq!(
+        dead[0].response_context.function_error.as_deref(),
+        Some("Unhandled")
+    );
+    assert_eq!(dead[0].request_context.approximate_invoke_count, 4);
+    // The S3 form carries the whole event the function was sent.
+    let payload = DeliveredEvent::from_slice(dead[0].payload.as_ref().unwrap().as_bytes()).unwrap();
+    assert_eq!(payload.records, input[..5].to_vec());
+    let json = serde_json::to_value(&dead[0]).unwrap();
+    for field in [
+        "requestContext",
+        "responseContext",
+        "version",
+        "timestamp",
+        "KinesisBatchInfo",
+    ] {
+        assert!(json.get(field).is_some(), "{field}");
+    }
+}
+
+#[tokio::test]
+async fn partial_batch_responses_move_the_checkpoint_to_the_lowest_failure() {
+    let input = records(10, 8);
+    let target = Target {
+        poison: [
+            input[6].sequence_number.to_string(),
+            input[4].sequence_number.to_string(),
+        ]
+        .into(),
+        partial: true,
+        ..Target::default()
+    };
+    let dlq = Dlq::default();
+    let options = MappingOptions {
+        batch_size: 10,
+        maximum_retry_attempts: 1,
+        function_response_types: vec![FunctionResponseType::ReportBatchItemFailures],
+        ..MappingOptions::default()
+    };
+    let report = run(&target, &dlq, options, input.clone()).await;
+    // First call: 0..4 acknowledged; retry from 4 once; then 4..10 to the DLQ.
+    assert_eq!(report.delivered, 4);
+    assert_eq!(report.invocations, 2);
+    let dead = dlq.records.lock().unwrap();
+    assert_eq!(
+        dead[0].kinesis_batch_info.start_sequence_number,
+        input[4].sequence_number.to_string()
+    );
+    assert_eq!(dead[0].kinesis_batch_info.batch_size, 6);
+    assert_eq!(dead[0].response_context.function_error, None);
+}
+
+#[tokio::test]
+async fn malformed_partial_responses_fail_the_whole_batch() {
+    for body in [
+        r#"{"batchItemFailures":[{"itemIdentifier":""}]}"#,
+        r#"{"batchItemFailures":[{"itemIdentifier":null}]}"#,
+        r#"{"batchItemFailures":[{"id":"1"}]}"#,
+        r#"{"batchItemFailures":[{"itemIdentifier":"123"}]}"#,
+        r#"{"batchItemFailures":"all"}"#,
+        "not json",
+    ] {
+        let target = Target {
+            response: Some(body),
+            ..Target::default()
+        };
+        let dlq = Dlq::default();
+        let options = MappingOptions {
+            batch_size: 10,
+            maximum_retry_attempts: 0,
+            function_response_types: vec![FunctionResponseType::ReportBatchItemFailures],
+            ..MappingOptions::default()
+        };
+        let report = run(&target, &dlq, options, records(3, 8)).await;
+        assert_eq!((report.delivered, report.failed_records), (0, 3), "{body}");
+    }
+    for body in [
+        "",
+        "null",
+        "{}",
+        r#"{"batchItemFailures":[]}"#,
+        r#"{"batchItemFailures":null}"#,
+    ] {
+        let target = Target {
+            response: Some(body),
+            ..Target::default()
+        };
+        let options = MappingOptions {
+            function_response_types: vec![FunctionResponseType::ReportBatchItemFailures],
+            ..MappingOptions::default()
+        };
+        let report = run(&target, &Dlq::default(), options, records(3, 8)).await;
+        assert_eq!(report.delivered, 3, "{body:?} is a success");
+    }
+}
+
+#[tokio::test]
+async fn batches_are_split_to_stay_under_six_megabytes() {
+    let input = records(9, 1024 * 1024);
+    let target = Target::default();
+    let report = run(
+        &target,
+        &Dlq::default(),
+        MappingOptions {
+            batch_size: 10_000,
+            ..MappingOptions::default()
+        },
+        input.clone(),
+    )
+    .await;
+    assert_eq!(report.delivered, 9);
+    assert!(*target.largest_payload.lock().unwrap() <= MAX_PAYLOAD_BYTES);
+    let sizes: Vec<usize> = target
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(sizes, [4, 4, 1], "1 MiB records are ~1.4 MB of base64 each");
+    assert_eq!(
+        accepted_ids(&target),
+        input
+            .iter()
+            .map(|r| r.sequence_number.to_string())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn parallel_lanes_keep_each_partition_keys_order() {
+    let input = records(500, 8);
+    let target = Target::default();
+    let options = MappingOptions {
+        batch_size: 7,
+        parallelization_factor: 4,
+        ..MappingOptions::default()
+    };
+    let report = run(&target, &Dlq::default(), options, input.clone()).await;
+    assert_eq!(report.delivered, 500);
+    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for record in target.accepted.lock().unwrap().iter().flatten() {
+        by_key
+            .entry(record.partition_key.clone())
+            .or_default()
+            .push(record.sequence_number.to_string());
+    }
+    for (key, seen) in by_key {
+        let expected: Vec<String> = input
+            .iter()
+            .filter(|r| r.partition_key == key)
+            .map(|r| r.sequence_number.to_string())
+            .collect();
+        assert_eq!(seen, expected, "{key}");
+    }
+    for batch in target.accepted.lock().unwrap().iter() {
+        let lanes: BTreeSet<usize> = batch.iter().map(|r| lane_of(&r.partition_key, 4)).collect();
+        assert_eq!(lanes.len(), 1, "a batch holds one lane's records");
+    }
+}
+
+#[tokio::test]
+async fn records_past_the_maximum_age_go_to_the_destination_unsent() {
+    let mut input = records(6, 8);
+    // The last three arrived within the minute before "now".
+    for r in &mut input[3..] {
+        r.approximate_arrival_timestamp =
+            ArrivalTime::from_epoch_millis(now().epoch_millis() - 30_000);
+    }
+    let target = Target::default();
+    let dlq = Dlq::default();
+    let options = MappingOptions {
+        batch_size: 3,
+        maximum_record_age_in_seconds: 60,
+        ..MappingOptions::default()
+    };
+    let report = run(&target, &dlq, options, input).await;
+    assert_eq!(
+        (report.delivered, report.failed_records, report.invocations),
+        (3, 3, 1)
+    );
+    assert_eq!(
+        dlq.records.lock().unwrap()[0].request_context.condition,
+        FailureCondition::RecordAgeExceeded
+    );
+}
+
+#[tokio::test]
+async fn throttled_invokes_are_retried_and_not_function_errors() {
+    let target = Target {
+        transport_failures: Mutex::new(3),
+        ..Target::default()
+    };
+    let report = run(
+        &target,
+        &Dlq::default(),
+        MappingOptions::default(),
+        records(5, 8),
+    )
+    .await;
+    assert_eq!(
+        (report.delivered, report.invocations, report.function_errors),
+        (5, 1, 0)
+    );
+}
+
+#[test]
+fn options_are_validated_with_the_mapping_ranges() {
+    let err = MappingOptions {
+        batch_size: 0,
+        ..MappingOptions::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid scrape request: BatchSize: 0; accepted values: 1 to 10000"
+    );
+    let err = MappingOptions {
+        maximum_record_age_in_seconds: 10,
+        ..MappingOptions::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert_eq!(err.field, "MaximumRecordAgeInSeconds");
+    let err = MappingOptions {
+        parallelization_factor: 11,
+        ..MappingOptions::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert_eq!(err.field, "ParallelizationFactor");
+    let parsed: MappingOptions = serde_json::from_str(
+        r#"{"BatchSize": 500, "FunctionResponseTypes": ["ReportBatchItemFailures"]}"#,
+    )
+    .unwrap();
+    assert_eq!(parsed.batch_size, 500);
+    assert!(parsed.reports_item_failures());
+    assert_eq!(parsed.maximum_retry_attempts, -1);
+}
