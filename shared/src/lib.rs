@@ -30,6 +30,8 @@
 //!   source mapping delivers them (batching under 6 MB, retries, bisect,
 //!   partial batch responses, record age, parallel lanes per partition key,
 //!   the on-failure record).
+//! - [`invoke`]: the Lambda invoker and the S3 on-failure destination
+//!   behind [`delivery`].
 //! - [`dynamo`]: the DynamoDB archive (`ALL` records or the `LATEST` per
 //!   partition key, numerically ordered keys, TTL, S3 overflow for items
 //!   past 400 KB).
@@ -48,6 +50,7 @@ pub mod chunk;
 pub mod delivery;
 pub mod dynamo;
 pub mod event;
+pub mod invoke;
 pub mod kpl;
 pub mod record;
 pub mod scrape;

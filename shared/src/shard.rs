@@ -465,6 +465,9 @@ pub struct ShardCursor {
     /// Consecutive empty responses at the tip.
     #[serde(default)]
     pub empty_polls: u32,
+    /// Throttled GetRecords calls so far (each backed off and retried).
+    #[serde(default)]
+    pub throttles: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<StopReason>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -605,6 +608,7 @@ pub async fn read_step<S: ShardSource>(
                 // then go on from the same iterator (a throttled call reads
                 // nothing and does not move it).
                 throttles += 1;
+                cursor.throttles += 1;
                 if throttles > options.max_retries {
                     return Err(fail(error));
                 }
