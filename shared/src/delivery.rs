@@ -503,7 +503,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                     report.invocations -= 1;
                     attempt += 1;
                     warn!(%message, attempt, "invoke throttled or failed; retrying");
-                    tokio::time::sleep(crate::dynamo::backoff(self.base_backoff, attempt.min(8)))
+                    tokio::time::sleep(crate::backoff::backoff(self.base_backoff, attempt.min(8)))
                         .await;
                 }
                 Err(error) => return Err(error.into()),

@@ -474,7 +474,7 @@ impl<S: ObjectStore> DynamoArchive<S> {
                             }
                             break;
                         }
-                        let delay = backoff(self.base_backoff, attempt);
+                        let delay = crate::backoff::backoff(self.base_backoff, attempt);
                         debug!(table = %self.table, unprocessed = pending.len(), ?delay, "retrying unprocessed items");
                         tokio::time::sleep(delay).await;
                     }
@@ -567,15 +567,6 @@ fn clone_error(error: &DynamoError, table: &str) -> DynamoError {
         message: error.to_string(),
         source: error.to_string().into(),
     }
-}
-
-/// Full jitter over an exponential ceiling (AWS architecture blog's
-/// recommendation): spreads retries of many containers apart.
-pub fn backoff(base: Duration, attempt: u32) -> Duration {
-    let ceiling = base
-        .saturating_mul(1 << attempt.min(10))
-        .min(Duration::from_secs(5));
-    ceiling.mul_f64(fastrand::f64())
 }
 
 /// Reads an item written by [`item`] back as a record. `data` is empty when

@@ -46,6 +46,7 @@
 
 pub mod archive;
 pub mod archiver;
+pub mod backoff;
 pub mod chunk;
 pub mod delivery;
 pub mod dynamo;

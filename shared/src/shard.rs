@@ -614,7 +614,7 @@ pub async fn read_step<S: ShardSource>(
                 }
                 pacer.called(called_at, 0);
                 warn!(shard = %cursor.shard_id, %error, throttles, "GetRecords throttled");
-                tokio::time::sleep(crate::dynamo::backoff(options.base_backoff, throttles)).await;
+                tokio::time::sleep(crate::backoff::backoff(options.base_backoff, throttles)).await;
                 continue;
             }
             Err(error) => return Err(fail(error)),
@@ -648,7 +648,11 @@ pub async fn read_step<S: ShardSource>(
         };
         iterator = next;
         let at_tip = page.millis_behind_latest == Some(0);
-        if at_tip && matches!(stop, StopCondition::Latest { .. }) {
+        // Only an empty page at the tip ends a LATEST read: records that
+        // arrived in the same millisecond as the last one returned leave
+        // MillisBehindLatest at 0 while they are still ahead (kinesis-mock
+        // answers so on a full page of a closed shard).
+        if at_tip && empty && matches!(stop, StopCondition::Latest { .. }) {
             cursor.stopped = Some(StopReason::ReachedTip);
             return Ok(cursor);
         }
@@ -676,7 +680,7 @@ where
             Err(SourceError::Throttled { message }) if attempt < options.max_retries => {
                 attempt += 1;
                 debug!(%message, attempt, "throttled; backing off");
-                tokio::time::sleep(crate::dynamo::backoff(options.base_backoff, attempt)).await;
+                tokio::time::sleep(crate::backoff::backoff(options.base_backoff, attempt)).await;
             }
             other => return other,
         }
