@@ -133,11 +133,24 @@ impl LocalStack {
             // functions under a running test.
             .arg("--ignore-changes")
             .current_dir(&layout.root);
-        // The functions inherit this environment. Small scraper chunks make
+        // The functions inherit this environment: their SDK clients call the
+        // endpoint, with the local stack's region and dummy credentials.
+        watch
+            .env("AWS_ENDPOINT_URL", format!("http://{endpoint}"))
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE");
+        // Small scraper chunks make
         // every local scrape of a few hundred records take several steps, so
         // continuations are always exercised; set the variable to override.
         if std::env::var_os("SCRAPER_MAX_RECORDS_PER_CHUNK").is_none() {
-            watch.env("SCRAPER_MAX_RECORDS_PER_CHUNK", LOCAL_SCRAPER_CHUNK.to_string());
+            watch.env(
+                "SCRAPER_MAX_RECORDS_PER_CHUNK",
+                LOCAL_SCRAPER_CHUNK.to_string(),
+            );
         }
         services.push(Service::spawn(
             "cargo-lambda",

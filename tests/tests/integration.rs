@@ -4,6 +4,7 @@
 mod lambda;
 mod lifecycle;
 mod limits;
+mod scrape;
 mod stepfunctions;
 
 /// The run's shared local stack.

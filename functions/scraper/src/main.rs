@@ -37,6 +37,9 @@ async fn main() -> Result<(), Error> {
     .await
 }
 
+/// The time a step assumes when the invocation carries no usable deadline.
+const NO_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn handle(scraper: &Scraper, event: LambdaEvent<Value>) -> Result<Value, Failure> {
     let payload = serde_json::to_vec(&event.payload).expect("a JSON value always serialises");
     let parsed = ScraperEvent::parse(&payload).map_err(ScraperError::from)?;
@@ -45,6 +48,18 @@ async fn handle(scraper: &Scraper, event: LambdaEvent<Value>) -> Result<Value, F
         .deadline()
         .duration_since(SystemTime::now())
         .unwrap_or_default();
+    // Lambda always sets a deadline ahead; an emulator may not (cargo lambda
+    // watch hands out one already passed). A step with no time left would
+    // read nothing, and the state machine would loop on it.
+    let remaining = if remaining.is_zero() {
+        lambda_runtime::tracing::warn!(
+            "the invocation's deadline has already passed; assuming {} s",
+            NO_DEADLINE.as_secs()
+        );
+        NO_DEADLINE
+    } else {
+        remaining
+    };
     Ok(scraper
         .handle(
             parsed,

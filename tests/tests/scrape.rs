@@ -1,0 +1,592 @@
+//! The scrape state machine, created from template.yaml's own definition
+//! (`ScrapeStateMachine`), runs the real scraper function against
+//! kinesis-mock with the endpoint's shard limits enforced. Each test puts
+//! records on a fresh two-shard stream, reshards it (UpdateShardCount 2 -> 4:
+//! both shards split) and puts more, keeping every PutRecords answer (shard
+//! and sequence number) as the oracle; a window's manifest must list exactly
+//! the oracle's records of that window, each once, in sequence order per
+//! shard, parents before children.
+//!
+//! The local stack serves the scraper with `SCRAPER_MAX_RECORDS_PER_CHUNK`
+//! = 100 and the requests poll 25 records per call, so shards with more
+//! than 100 records in the window take several steps (several chunks).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ScalingType, StreamStatus};
+use aws_sdk_sfn::types::ExecutionStatus;
+use rewind_engine::chunk::ChunkReader;
+use rewind_engine::scrape::Manifest;
+use rewind_engine::seqno::SequenceNumber;
+use rewind_local::statemachine::{self, Context};
+use rewind_local::{Fault, FaultKind};
+use rewind_tests::unique;
+use serde_json::{Value, json};
+
+use crate::stack;
+
+/// One record the stream accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Put {
+    shard: String,
+    sequence: SequenceNumber,
+    data: Vec<u8>,
+}
+
+/// A resharded stream and what was put on it.
+struct Fixture {
+    kinesis: aws_sdk_kinesis::Client,
+    s3: aws_sdk_s3::Client,
+    sfn: aws_sdk_sfn::Client,
+    machine: String,
+    stream: String,
+    bucket: String,
+    /// Every accepted record, in put order.
+    puts: Vec<Put>,
+    /// Wall-clock instants (epoch ms) between the put batches: `marks[i]` is
+    /// after batch `i` and before batch `i + 1`.
+    marks: Vec<u64>,
+    /// Parents of each shard (from ListShards after the reshard).
+    parents: BTreeMap<String, Vec<String>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let summary = kinesis
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await?;
+        if summary
+            .stream_description_summary()
+            .map(|s| s.stream_status())
+            == Some(&StreamStatus::Active)
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "stream {stream} never became active"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Fixture {
+    /// Puts `batches[0]` records, reshards 2 -> 4, then the other batches,
+    /// with a second between batches (and a mark in the middle of each gap).
+    async fn new(name: &str, batches: &[usize]) -> anyhow::Result<Self> {
+        let stack = stack();
+        let config = stack.sdk_config().await;
+        let kinesis = aws_sdk_kinesis::Client::new(&config);
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&config)
+                .force_path_style(true)
+                .build(),
+        );
+        let sfn = aws_sdk_sfn::Client::new(&config);
+        let bucket = unique(name).to_lowercase();
+        s3.create_bucket().bucket(&bucket).send().await?;
+        let template = stack.layout.root.join("template.yaml");
+        let definition = statemachine::load(&template, "ScrapeStateMachine", &Context::default())?;
+        let machine = statemachine::create(&sfn, &unique(name), &definition).await?;
+
+        let stream = unique(name);
+        kinesis
+            .create_stream()
+            .stream_name(&stream)
+            .shard_count(2)
+            .send()
+            .await?;
+        wait_active(&kinesis, &stream).await?;
+        let mut fixture = Fixture {
+            kinesis,
+            s3,
+            sfn,
+            machine,
+            stream,
+            bucket,
+            puts: Vec::new(),
+            marks: Vec::new(),
+            parents: BTreeMap::new(),
+        };
+        for (i, &count) in batches.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                fixture.marks.push(now_ms());
+                tokio::time::sleep(Duration::from_millis(600)).await;
+            }
+            if i == 1 {
+                fixture
+                    .kinesis
+                    .update_shard_count()
+                    .stream_name(&fixture.stream)
+                    .target_shard_count(4)
+                    .scaling_type(ScalingType::UniformScaling)
+                    .send()
+                    .await?;
+                wait_active(&fixture.kinesis, &fixture.stream).await?;
+            }
+            fixture.put(i, count).await?;
+        }
+        let shards = fixture
+            .kinesis
+            .list_shards()
+            .stream_name(&fixture.stream)
+            .send()
+            .await?;
+        for shard in shards.shards() {
+            fixture.parents.insert(
+                shard.shard_id().to_owned(),
+                shard
+                    .parent_shard_id()
+                    .into_iter()
+                    .chain(shard.adjacent_parent_shard_id())
+                    .map(str::to_owned)
+                    .collect(),
+            );
+        }
+        Ok(fixture)
+    }
+
+    /// Puts `count` records (random partition keys), retrying only the
+    /// entries that failed, and keeps what the stream answered.
+    async fn put(&mut self, batch: usize, count: usize) -> anyhow::Result<()> {
+        let mut pending: Vec<(String, Vec<u8>)> = (0..count)
+            .map(|n| {
+                (
+                    format!("key-{}", fastrand_key(batch * 100_000 + n)),
+                    format!("batch {batch} record {n}").into_bytes(),
+                )
+            })
+            .collect();
+        let started = Instant::now();
+        while !pending.is_empty() {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "puts never succeeded"
+            );
+            let chunk: Vec<(String, Vec<u8>)> = pending.drain(..pending.len().min(100)).collect();
+            let entries = chunk
+                .iter()
+                .map(|(key, data)| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(key)
+                        .data(Blob::new(data.clone()))
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let output = self
+                .kinesis
+                .put_records()
+                .stream_name(&self.stream)
+                .set_records(Some(entries))
+                .send()
+                .await?;
+            let mut failed = Vec::new();
+            for (entry, (key, data)) in output.records().iter().zip(chunk) {
+                match (entry.shard_id(), entry.sequence_number()) {
+                    (Some(shard), Some(sequence)) if entry.error_code().is_none() => {
+                        self.puts.push(Put {
+                            shard: shard.to_owned(),
+                            sequence: SequenceNumber::parse(sequence)?,
+                            data,
+                        });
+                    }
+                    _ => failed.push((key, data)),
+                }
+            }
+            if !failed.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                failed.append(&mut pending);
+                pending = failed;
+            }
+        }
+        Ok(())
+    }
+
+    /// The request's common fields around `window` (stream, shards, start,
+    /// stop, ...).
+    fn request(&self, window: Value) -> Value {
+        let mut request = json!({
+            "stream": self.stream,
+            "pollBatchSize": 25,
+            "maxEmptyPolls": 2,
+            "output": { "bucket": self.bucket, "prefix": "scrapes" },
+        });
+        let object = request.as_object_mut().expect("an object");
+        for (key, value) in window.as_object().expect("an object") {
+            object.insert(key.clone(), value.clone());
+        }
+        request
+    }
+
+    /// Runs the state machine; returns its output once it succeeded.
+    async fn scrape(&self, input: &Value) -> anyhow::Result<Value> {
+        let name = unique("scrape");
+        let execution = self
+            .sfn
+            .start_execution()
+            .state_machine_arn(&self.machine)
+            .name(&name)
+            .input(input.to_string())
+            .send()
+            .await?;
+        let started = Instant::now();
+        let described = loop {
+            let described = self
+                .sfn
+                .describe_execution()
+                .execution_arn(execution.execution_arn())
+                .send()
+                .await?;
+            if *described.status() != ExecutionStatus::Running {
+                break described;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(120),
+                "execution {name} still running after 2 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        anyhow::ensure!(
+            *described.status() == ExecutionStatus::Succeeded,
+            "execution {name}: {:?} {:?} {:?}",
+            described.status(),
+            described.error(),
+            described.cause()
+        );
+        let output: Value = serde_json::from_str(described.output().unwrap_or("null"))?;
+        anyhow::ensure!(output["runId"] == json!(name), "{output}");
+        Ok(output)
+    }
+
+    /// The manifest the output names, and every record of its chunks (per
+    /// shard, in chunk order).
+    async fn read(&self, output: &Value) -> anyhow::Result<(Manifest, BTreeMap<String, Vec<Put>>)> {
+        let location = &output["manifest"];
+        anyhow::ensure!(location["bucket"] == json!(self.bucket), "{output}");
+        let key = location["key"].as_str().unwrap_or_default();
+        let manifest: Manifest = serde_json::from_slice(&self.get(key).await?)?;
+        anyhow::ensure!(
+            location["records"] == json!(manifest.records),
+            "{output} vs {}",
+            manifest.records
+        );
+        let mut read = BTreeMap::new();
+        for shard in &manifest.shards {
+            let mut records = Vec::new();
+            for chunk in &shard.chunks {
+                let bytes = self.get(&chunk.key).await?;
+                for record in ChunkReader::new(chunk.key.as_str(), bytes.as_slice())? {
+                    let record = record?;
+                    anyhow::ensure!(record.stream == self.stream, "{record:?}");
+                    anyhow::ensure!(record.shard_id == shard.shard_id, "{record:?}");
+                    records.push(Put {
+                        shard: record.shard_id,
+                        sequence: record.sequence_number,
+                        data: record.data,
+                    });
+                }
+            }
+            anyhow::ensure!(
+                records.len() as u64 == shard.records,
+                "{}: manifest says {} records, chunks hold {}",
+                shard.shard_id,
+                shard.records,
+                records.len()
+            );
+            read.insert(shard.shard_id.clone(), records);
+        }
+        Ok((manifest, read))
+    }
+
+    async fn get(&self, key: &str) -> anyhow::Result<Vec<u8>> {
+        let object = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await?;
+        Ok(object.body.collect().await?.into_bytes().to_vec())
+    }
+
+    /// Checks that the scrape read exactly `expected`: per shard, the same
+    /// records in sequence order; parents listed before their children.
+    fn check(
+        &self,
+        manifest: &Manifest,
+        read: &BTreeMap<String, Vec<Put>>,
+        expected: impl Fn(&Put) -> bool,
+    ) -> anyhow::Result<usize> {
+        let mut want: BTreeMap<String, Vec<Put>> = BTreeMap::new();
+        for put in self.puts.iter().filter(|p| expected(p)) {
+            want.entry(put.shard.clone()).or_default().push(put.clone());
+        }
+        for records in want.values_mut() {
+            records.sort_by(|a, b| a.sequence.cmp(&b.sequence));
+        }
+        let got: BTreeMap<String, Vec<Put>> = read
+            .iter()
+            .filter(|(_, records)| !records.is_empty())
+            .map(|(shard, records)| (shard.clone(), records.clone()))
+            .collect();
+        for (shard, records) in &got {
+            for pair in records.windows(2) {
+                anyhow::ensure!(
+                    pair[0].sequence < pair[1].sequence,
+                    "{shard}: {} then {} (out of order or duplicated)",
+                    pair[0].sequence,
+                    pair[1].sequence
+                );
+            }
+        }
+        for shard in want.keys().chain(got.keys()) {
+            let (w, g) = (
+                want.get(shard).map_or(&[][..], Vec::as_slice),
+                got.get(shard).map_or(&[][..], Vec::as_slice),
+            );
+            anyhow::ensure!(
+                w == g,
+                "{shard}: expected {} records, read {}; first missing {:?}, first extra {:?}",
+                w.len(),
+                g.len(),
+                w.iter().find(|p| !g.contains(p)).map(|p| &p.sequence),
+                g.iter().find(|p| !w.contains(p)).map(|p| &p.sequence)
+            );
+        }
+        let order: Vec<&str> = manifest
+            .shards
+            .iter()
+            .map(|s| s.shard_id.as_str())
+            .collect();
+        for (position, shard) in order.iter().enumerate() {
+            for parent in self.parents.get(*shard).into_iter().flatten() {
+                if let Some(at) = order.iter().position(|s| s == parent) {
+                    anyhow::ensure!(at < position, "{parent} after its child {shard}: {order:?}");
+                }
+            }
+        }
+        Ok(want.values().map(Vec::len).sum())
+    }
+
+    async fn delete(self) -> anyhow::Result<()> {
+        self.kinesis
+            .delete_stream()
+            .stream_name(&self.stream)
+            .send()
+            .await?;
+        Ok(())
+    }
+}
+
+/// A spread of partition keys (both halves of the hash range) without a
+/// random number generator.
+fn fastrand_key(n: usize) -> u64 {
+    let mut x = n as u64 ^ 0x9E37_79B9_7F4A_7C15;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^ (x >> 29)
+}
+
+fn seconds(ms: u64) -> Value {
+    json!(ms as f64 / 1000.0)
+}
+
+#[tokio::test]
+async fn all_shards_trim_horizon_to_latest_reads_parents_and_children() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let fixture = Fixture::new("scrape-all", &[150, 150]).await?;
+    let setup = started.elapsed();
+    let input = fixture.request(json!({
+        "shards": "ALL",
+        "start": { "type": "TRIM_HORIZON" },
+        "stop": { "type": "LATEST" },
+    }));
+    let output = fixture.scrape(&input).await?;
+    let (manifest, read) = fixture.read(&output).await?;
+    let expected = fixture.check(&manifest, &read, |_| true)?;
+    assert_eq!(expected, 300);
+    assert_eq!(manifest.shards.len(), 6, "2 parents and 4 children");
+    assert!(output["manifest"].get("unscrapedChildShardIds").is_none());
+    for parent in manifest
+        .shards
+        .iter()
+        .filter(|s| s.parent_shard_ids.is_empty())
+    {
+        assert_eq!(parent.child_shard_ids.len(), 2, "{parent:?}");
+    }
+    eprintln!("setup {setup:?}, scrape {:?}", started.elapsed() - setup);
+    fixture.delete().await
+}
+
+#[tokio::test]
+async fn a_time_window_spans_the_reshard() -> anyhow::Result<()> {
+    let fixture = Fixture::new("scrape-time", &[60, 60, 60]).await?;
+    // From between batches 0 and 1 (before the reshard) to between batches
+    // 1 and 2: batch 1 only, all of it in the children.
+    let (from, to) = (fixture.marks[0], fixture.marks[1]);
+    let batch1: Vec<SequenceNumber> = fixture.puts[60..120]
+        .iter()
+        .map(|p| p.sequence.clone())
+        .collect();
+    let input = fixture.request(json!({
+        "shards": "ALL",
+        "start": { "type": "AT_TIMESTAMP", "timestamp": seconds(from) },
+        "stop": { "type": "BEFORE_TIMESTAMP", "timestamp": seconds(to) },
+    }));
+    let output = fixture.scrape(&input).await?;
+    let (manifest, read) = fixture.read(&output).await?;
+    let expected = fixture.check(&manifest, &read, |p| batch1.contains(&p.sequence))?;
+    assert_eq!(expected, 60);
+    fixture.delete().await
+}
+
+#[tokio::test]
+async fn a_sequence_range_of_one_shard() -> anyhow::Result<()> {
+    let fixture = Fixture::new("scrape-seq", &[200, 40]).await?;
+    let shard = fixture.puts[0].shard.clone();
+    let mut own: Vec<&Put> = fixture.puts.iter().filter(|p| p.shard == shard).collect();
+    own.sort_by(|a, b| a.sequence.cmp(&b.sequence));
+    anyhow::ensure!(own.len() > 20, "{} records on {shard}", own.len());
+    let (first, last) = (own[3].sequence.clone(), own[own.len() - 4].sequence.clone());
+    let input = fixture.request(json!({
+        "shards": [shard],
+        "start": { "type": "AT_SEQUENCE_NUMBER", "sequenceNumber": first },
+        "stop": { "type": "AT_SEQUENCE_NUMBER", "sequenceNumber": last },
+    }));
+    let output = fixture.scrape(&input).await?;
+    let (manifest, read) = fixture.read(&output).await?;
+    let expected = fixture.check(&manifest, &read, |p| {
+        p.shard == shard && p.sequence >= first && p.sequence <= last
+    })?;
+    assert_eq!(expected, own.len() - 6);
+    assert_eq!(manifest.shards.len(), 1);
+    fixture.delete().await
+}
+
+#[tokio::test]
+async fn a_count_per_shard() -> anyhow::Result<()> {
+    let fixture = Fixture::new("scrape-count", &[100, 100]).await?;
+    let count = 30;
+    let input = fixture.request(json!({
+        "shards": "ALL",
+        "start": { "type": "TRIM_HORIZON" },
+        "stop": { "type": "TOTAL_RECORDS_PER_SHARD", "count": count },
+    }));
+    let output = fixture.scrape(&input).await?;
+    let (manifest, read) = fixture.read(&output).await?;
+    // Per shard, its first `count` records.
+    let mut firsts: BTreeMap<&str, Vec<&SequenceNumber>> = BTreeMap::new();
+    for put in &fixture.puts {
+        firsts.entry(&put.shard).or_default().push(&put.sequence);
+    }
+    for list in firsts.values_mut() {
+        list.sort();
+        list.truncate(count);
+    }
+    fixture.check(&manifest, &read, |p| {
+        firsts[p.shard.as_str()].contains(&&p.sequence)
+    })?;
+    fixture.delete().await
+}
+
+#[tokio::test]
+async fn steps_that_stop_early_or_fail_leave_no_gap_or_duplicate() -> anyhow::Result<()> {
+    let fixture = Fixture::new("scrape-steps", &[500, 60]).await?;
+    // The first chunk write of this run fails past the SDK's own retries
+    // (5 attempts): the step fails with OutputWriteFailed and the state
+    // machine retries it from the same continuation. One shard at a time, so
+    // that one step meets the five failures in a row.
+    let admin = stack().admin();
+    admin
+        .inject(
+            &Fault::count("s3", "PutObject", FaultKind::ServerError, 6).matching(&fixture.bucket),
+        )
+        .await?;
+    let input = fixture.request(json!({
+        "shards": "ALL",
+        "start": { "type": "TRIM_HORIZON" },
+        "stop": { "type": "LATEST" },
+        "maxConcurrency": 1,
+    }));
+    let output = fixture.scrape(&input).await?;
+    let left = admin.faults().await?;
+    assert!(
+        left.iter()
+            .all(|f| f.matching.as_deref() != Some(fixture.bucket.as_str())),
+        "the injected faults were all hit: {left:?}"
+    );
+    let (manifest, read) = fixture.read(&output).await?;
+    assert_eq!(fixture.check(&manifest, &read, |_| true)?, 560);
+    let parents: Vec<_> = manifest
+        .shards
+        .iter()
+        .filter(|s| s.parent_shard_ids.is_empty())
+        .collect();
+    for parent in parents {
+        // About 250 records each, at most 100 (+ one 25-record page) a step.
+        assert!(parent.chunks.len() >= 3, "{parent:?}");
+    }
+    fixture.delete().await
+}
+
+#[tokio::test]
+async fn an_invalid_request_fails_without_retries() -> anyhow::Result<()> {
+    let stack = stack();
+    let sfn = aws_sdk_sfn::Client::new(&stack.sdk_config().await);
+    let template = stack.layout.root.join("template.yaml");
+    let definition = statemachine::load(&template, "ScrapeStateMachine", &Context::default())?;
+    let machine = statemachine::create(&sfn, &unique("scrape-bad"), &definition).await?;
+    let input = json!({
+        "stream": "no-such-stream",
+        "start": { "type": "TRIM_HORIZON" },
+        "stop": { "type": "LATEST" },
+        "pollBatchSize": 20000,
+        "output": { "bucket": "b" },
+    });
+    let started = Instant::now();
+    let execution = sfn
+        .start_execution()
+        .state_machine_arn(&machine)
+        .name(unique("bad"))
+        .input(input.to_string())
+        .send()
+        .await?;
+    let described = loop {
+        let described = sfn
+            .describe_execution()
+            .execution_arn(execution.execution_arn())
+            .send()
+            .await?;
+        if *described.status() != ExecutionStatus::Running {
+            break described;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "still running");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(*described.status(), ExecutionStatus::Failed);
+    assert_eq!(described.error(), Some("InvalidRequest"));
+    assert!(
+        described
+            .cause()
+            .unwrap_or_default()
+            .contains("pollBatchSize"),
+        "{:?}",
+        described.cause()
+    );
+    // No retry: well under the first retry interval.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    Ok(())
+}
