@@ -435,18 +435,6 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                     Verdict::PartialFrom(index) => {
                         report.delivered += index as u64;
                         batch.drain(..index);
-                        retries += 1;
-                        if self.options.retries_exhausted(retries) {
-                            self.fail(
-                                &batch,
-                                FailureCondition::RetryAttemptsExhausted,
-                                Some(&invocation),
-                                retries as u64,
-                                report,
-                            )
-                            .await?;
-                            break;
-                        }
                     }
                     Verdict::Failure => {
                         report.function_errors += 1;
@@ -459,19 +447,14 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                             pending.push((batch, retries));
                             break;
                         }
-                        retries += 1;
-                        if self.options.retries_exhausted(retries) {
-                            self.fail(
-                                &batch,
-                                FailureCondition::RetryAttemptsExhausted,
-                                Some(&invocation),
-                                retries as u64,
-                                report,
-                            )
-                            .await?;
-                            break;
-                        }
                     }
+                }
+                retries += 1;
+                if self.options.retries_exhausted(retries) {
+                    let condition = FailureCondition::RetryAttemptsExhausted;
+                    self.fail(&batch, condition, Some(&invocation), retries as u64, report)
+                        .await?;
+                    break;
                 }
             }
         }
