@@ -44,6 +44,9 @@ pub struct MappingOptions {
     /// 1 to 10; default 1.
     #[serde(default = "one")]
     pub parallelization_factor: usize,
+    /// Records no filter matches are dropped (and count as processed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_criteria: Option<crate::filter::FilterCriteria>,
 }
 
 fn default_batch_size() -> usize {
@@ -67,6 +70,7 @@ impl Default for MappingOptions {
             function_response_types: Vec::new(),
             maximum_record_age_in_seconds: -1,
             parallelization_factor: 1,
+            filter_criteria: None,
         }
     }
 }
@@ -117,7 +121,13 @@ impl MappingOptions {
                 format!("{}; accepted values: 1 to 10", self.parallelization_factor),
             ));
         }
+        self.filters()?;
         Ok(())
+    }
+
+    /// The compiled `FilterCriteria` (none: every record passes).
+    pub fn filters(&self) -> Result<crate::filter::Filters, crate::scrape::RequestError> {
+        crate::filter::Filters::compile(&self.filter_criteria.clone().unwrap_or_default())
     }
 
     fn reports_item_failures(&self) -> bool {
@@ -236,6 +246,8 @@ pub trait FailureDestination: Send + Sync {
 pub enum DeliveryError {
     #[error(transparent)]
     Invoke(#[from] InvokeError),
+    #[error("invalid mapping options: {message}")]
+    Options { message: String },
     #[error("storing a failed batch in the on-failure destination failed: {message}")]
     Destination {
         message: String,
@@ -250,6 +262,10 @@ pub enum DeliveryError {
 pub struct DeliveryReport {
     /// Records acknowledged by a successful invocation.
     pub delivered: u64,
+    /// Records no filter matched: not sent, and processed as the mapping
+    /// counts them.
+    #[serde(default)]
+    pub filtered: u64,
     pub invocations: u64,
     pub function_errors: u64,
     /// Batches (and their records) sent to the on-failure destination.
@@ -262,6 +278,7 @@ pub struct DeliveryReport {
 impl DeliveryReport {
     fn add(&mut self, other: &Self) {
         self.delivered += other.delivered;
+        self.filtered += other.filtered;
         self.invocations += other.invocations;
         self.function_errors += other.function_errors;
         self.failed_batches += other.failed_batches;
@@ -375,14 +392,24 @@ pub struct Delivery<'a, I, D> {
 impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
     /// Delivers every record, lanes in parallel, each lane in order.
     pub async fn deliver(&self, records: Vec<Record>) -> Result<DeliveryReport, DeliveryError> {
+        let filters = self
+            .options
+            .filters()
+            .map_err(|error| DeliveryError::Options {
+                message: error.to_string(),
+            })?;
         let lanes = self.options.parallelization_factor.max(1);
         let mut queues: Vec<VecDeque<Record>> = vec![VecDeque::new(); lanes];
+        let mut report = DeliveryReport::default();
         for record in records {
-            queues[lane_of(&record.partition_key, lanes)].push_back(record);
+            if filters.matches(&record) {
+                queues[lane_of(&record.partition_key, lanes)].push_back(record);
+            } else {
+                report.filtered += 1;
+            }
         }
         let results =
             futures_util::future::join_all(queues.into_iter().map(|q| self.deliver_lane(q))).await;
-        let mut report = DeliveryReport::default();
         for result in results {
             report.add(&result?);
         }

@@ -30,6 +30,7 @@
 //!   source mapping delivers them (batching under 6 MB, retries, bisect,
 //!   partial batch responses, record age, parallel lanes per partition key,
 //!   the on-failure record).
+//! - [`filter`]: the mapping's `FilterCriteria` patterns on Kinesis records.
 //! - [`invoke`]: the Lambda invoker and the S3 on-failure destination
 //!   behind [`delivery`].
 //! - [`dynamo`]: the DynamoDB archive (`ALL` records or the `LATEST` per
@@ -51,6 +52,7 @@ pub mod chunk;
 pub mod delivery;
 pub mod dynamo;
 pub mod event;
+pub mod filter;
 pub mod invoke;
 pub mod kpl;
 pub mod record;

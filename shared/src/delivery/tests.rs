@@ -505,3 +505,40 @@ fn options_are_validated_with_the_mapping_ranges() {
     assert!(parsed.reports_item_failures());
     assert_eq!(parsed.maximum_retry_attempts, -1);
 }
+
+#[tokio::test]
+async fn filtered_records_are_not_sent_and_count_as_processed() {
+    let mut input = records(6, 8);
+    for (i, r) in input.iter_mut().enumerate() {
+        r.data = format!(
+            r#"{{"kind": "{}", "n": {i}}}"#,
+            if i % 2 == 0 { "order" } else { "ping" }
+        )
+        .into_bytes();
+    }
+    let target = Target::default();
+    let options: MappingOptions = serde_json::from_str(
+        r#"{"BatchSize": 10, "FilterCriteria": {"Filters": [{"Pattern": "{\"data\": {\"kind\": [\"order\"]}}"}]}}"#,
+    )
+    .unwrap();
+    let report = run(&target, &Dlq::default(), options, input.clone()).await;
+    assert_eq!(
+        (report.delivered, report.filtered, report.invocations),
+        (3, 3, 1)
+    );
+    let sent: Vec<String> = input
+        .iter()
+        .step_by(2)
+        .map(|r| r.sequence_number.to_string())
+        .collect();
+    assert_eq!(accepted_ids(&target), sent);
+    let bad: MappingOptions =
+        serde_json::from_str(r#"{"FilterCriteria": {"Filters": [{"Pattern": "{\"body\": {}}"}]}}"#)
+            .unwrap();
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("FilterCriteria.Filters[0].Pattern")
+    );
+}
