@@ -36,6 +36,8 @@
 //! - [`dynamo`]: the DynamoDB archive (`ALL` records or the `LATEST` per
 //!   partition key, numerically ordered keys, TTL, S3 overflow for items
 //!   past 400 KB).
+//! - [`reinject`]: records back onto a stream (PutRecords within its limits,
+//!   failed entries retried, per-key order kept, the archiver's envelope).
 //! - [`scrape`]: the scrape request (validated, errors naming the field),
 //!   the plan (shards and lineage), one scrape step (a chunk per step, in
 //!   S3), and the manifest.
@@ -56,6 +58,7 @@ pub mod filter;
 pub mod invoke;
 pub mod kpl;
 pub mod record;
+pub mod reinject;
 pub mod scrape;
 pub mod seqno;
 pub mod shard;

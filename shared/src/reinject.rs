@@ -1,0 +1,499 @@
+//! Putting records back onto a stream: `PutRecords` within its call limits
+//! (500 records, 5 MiB), retrying only the entries that failed, never
+//! reordering the records of one partition key, optionally wrapped in the
+//! Node.js Kinesis archiver's metadata envelope.
+//!
+//! `PutRecords` gives no order between the entries of one call: if the
+//! second of two records of a key succeeded and the first was throttled,
+//! retrying the first would put it behind the second. So a call holds at most
+//! one record per partition key, and a key's next record waits until the one
+//! before it is stored. Throughput per key is one record per call, which is
+//! what ordering costs; different keys fill a call.
+
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_kinesis::error::DisplayErrorContext;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use serde::Serialize;
+use tracing::debug;
+
+use crate::record::Record;
+
+/// PutRecords limits: entries per call and bytes per call (data plus keys).
+pub const MAX_ENTRIES: usize = 500;
+pub const MAX_CALL_BYTES: usize = 5 * 1024 * 1024;
+
+/// One entry to put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub partition_key: String,
+    pub explicit_hash_key: Option<String>,
+    pub data: Vec<u8>,
+}
+
+impl Entry {
+    fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
+
+/// What PutRecords said of one entry: `None` stored, `Some(code)` failed.
+pub type EntryResult = Option<String>;
+
+/// A PutRecords call that failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error("PutRecords throttled or failed, will retry: {message}")]
+    Retryable { message: String },
+    #[error("PutRecords failed: {message}")]
+    Fatal {
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Where records are put.
+pub trait RecordSink: Send + Sync {
+    /// One `PutRecords` call; one result per entry, in order.
+    fn put_records(
+        &self,
+        entries: Vec<Entry>,
+    ) -> impl Future<Output = Result<Vec<EntryResult>, PutError>> + Send;
+}
+
+/// The Node.js archiver's envelope:
+/// `<sep>{"originalApproximateArrivalTimestamp",…}<sep><payload>`, the
+/// payload's bytes untouched, so consumers can tell a replayed record by its
+/// first byte.
+pub fn envelope(record: &Record, separator: &[u8]) -> Vec<u8> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Metadata<'a> {
+        original_approximate_arrival_timestamp: f64,
+        original_shard_id: &'a str,
+        original_sequence_number: &'a str,
+        original_stream_name: &'a str,
+    }
+    let metadata = serde_json::to_vec(&Metadata {
+        original_approximate_arrival_timestamp: record
+            .approximate_arrival_timestamp
+            .as_epoch_seconds(),
+        original_shard_id: &record.shard_id,
+        original_sequence_number: record.sequence_number.as_str(),
+        original_stream_name: &record.stream,
+    })
+    .expect("metadata always serialises");
+    let mut out = Vec::with_capacity(separator.len() * 2 + metadata.len() + record.data.len());
+    out.extend_from_slice(separator);
+    out.extend_from_slice(&metadata);
+    out.extend_from_slice(separator);
+    out.extend_from_slice(&record.data);
+    out
+}
+
+/// How to re-inject.
+#[derive(Debug, Clone)]
+pub struct ReinjectOptions {
+    /// Wrap payloads in the metadata envelope with this separator.
+    pub envelope_separator: Option<Vec<u8>>,
+    /// Keep the records' explicit hash keys (their original shards' ranges).
+    pub keep_explicit_hash_key: bool,
+    /// Attempts per entry (throttled entries back off between attempts).
+    pub max_attempts: u32,
+    pub base_backoff: Duration,
+}
+
+impl Default for ReinjectOptions {
+    fn default() -> Self {
+        Self {
+            envelope_separator: None,
+            keep_explicit_hash_key: false,
+            max_attempts: 20,
+            base_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReinjectReport {
+    pub put: u64,
+    pub calls: u64,
+    /// Entries retried after a per-entry failure (throttling, mostly).
+    pub retried_entries: u64,
+}
+
+/// Why re-injection stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReinjectError {
+    #[error(transparent)]
+    Put(#[from] PutError),
+    #[error("record {partition_key:?} could not be put after {attempts} attempts: {code}")]
+    Exhausted {
+        partition_key: String,
+        attempts: u32,
+        code: String,
+    },
+}
+
+struct Pending {
+    entry: Entry,
+    attempts: u32,
+}
+
+/// Puts `records` in order per partition key.
+pub async fn reinject<S: RecordSink>(
+    sink: &S,
+    records: impl IntoIterator<Item = Record>,
+    options: &ReinjectOptions,
+) -> Result<ReinjectReport, ReinjectError> {
+    let mut input = records.into_iter().map(|record| Entry {
+        data: match &options.envelope_separator {
+            Some(separator) => envelope(&record, separator),
+            None => record.data,
+        },
+        explicit_hash_key: record
+            .explicit_hash_key
+            .filter(|_| options.keep_explicit_hash_key),
+        partition_key: record.partition_key,
+    });
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut report = ReinjectReport::default();
+    let mut failing_rounds = 0u32;
+    loop {
+        // Keep a window of records to choose from: enough to fill a call
+        // with distinct keys, bounded whatever the input's size.
+        while pending.len() < MAX_ENTRIES * 4 {
+            match input.next() {
+                Some(entry) => pending.push_back(Pending { entry, attempts: 0 }),
+                None => break,
+            }
+        }
+        if pending.is_empty() {
+            return Ok(report);
+        }
+        let chosen = choose(&pending);
+        let entries: Vec<Entry> = chosen.iter().map(|&i| pending[i].entry.clone()).collect();
+        report.calls += 1;
+        let results = match sink.put_records(entries).await {
+            Ok(results) => results,
+            Err(PutError::Retryable { message }) => {
+                failing_rounds += 1;
+                debug!(%message, "PutRecords failed as a whole; retrying");
+                tokio::time::sleep(crate::backoff::backoff(
+                    options.base_backoff,
+                    failing_rounds,
+                ))
+                .await;
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let mut stored = Vec::new();
+        let mut any_failed = false;
+        for (&index, result) in chosen.iter().zip(results) {
+            match result {
+                None => stored.push(index),
+                Some(code) => {
+                    any_failed = true;
+                    let item = &mut pending[index];
+                    item.attempts += 1;
+                    report.retried_entries += 1;
+                    if item.attempts >= options.max_attempts {
+                        return Err(ReinjectError::Exhausted {
+                            partition_key: item.entry.partition_key.clone(),
+                            attempts: item.attempts,
+                            code,
+                        });
+                    }
+                }
+            }
+        }
+        report.put += stored.len() as u64;
+        for index in stored.into_iter().rev() {
+            pending.remove(index);
+        }
+        if any_failed {
+            failing_rounds += 1;
+            tokio::time::sleep(crate::backoff::backoff(
+                options.base_backoff,
+                failing_rounds.min(6),
+            ))
+            .await;
+        } else {
+            failing_rounds = 0;
+        }
+    }
+}
+
+/// The entries of the next call, by index into `pending`: in order, at most
+/// one per partition key, and none of a key whose earlier record is not in
+/// this call (it must be stored first).
+fn choose(pending: &VecDeque<Pending>) -> Vec<usize> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut chosen = Vec::new();
+    let mut bytes = 0;
+    for (index, item) in pending.iter().enumerate() {
+        let key = item.entry.partition_key.as_str();
+        if !seen.insert(key) {
+            continue;
+        }
+        if chosen.len() == MAX_ENTRIES
+            || (!chosen.is_empty() && bytes + item.entry.size() > MAX_CALL_BYTES)
+        {
+            break;
+        }
+        bytes += item.entry.size();
+        chosen.push(index);
+    }
+    chosen
+}
+
+/// A stream, through the official client.
+#[derive(Debug, Clone)]
+pub struct KinesisSink {
+    client: aws_sdk_kinesis::Client,
+    stream_arn: String,
+}
+
+impl KinesisSink {
+    pub fn new(client: aws_sdk_kinesis::Client, stream_arn: impl Into<String>) -> Self {
+        Self {
+            client,
+            stream_arn: stream_arn.into(),
+        }
+    }
+}
+
+impl RecordSink for KinesisSink {
+    async fn put_records(&self, entries: Vec<Entry>) -> Result<Vec<EntryResult>, PutError> {
+        let count = entries.len();
+        let request: Vec<PutRecordsRequestEntry> = entries
+            .into_iter()
+            .map(|e| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(e.partition_key)
+                    .set_explicit_hash_key(e.explicit_hash_key)
+                    .data(Blob::new(e.data))
+                    .build()
+                    .expect("partition key and data are set")
+            })
+            .collect();
+        let output = self
+            .client
+            .put_records()
+            .stream_arn(&self.stream_arn)
+            .set_records(Some(request))
+            .send()
+            .await
+            .map_err(|error| {
+                let message = DisplayErrorContext(&error).to_string();
+                let retryable = matches!(
+                    aws_sdk_kinesis::error::ProvideErrorMetadata::code(&error),
+                    Some(
+                        "ProvisionedThroughputExceededException"
+                            | "LimitExceededException"
+                            | "InternalFailure"
+                            | "KMSThrottlingException"
+                    )
+                ) || matches!(
+                    error,
+                    aws_sdk_kinesis::error::SdkError::TimeoutError(_)
+                        | aws_sdk_kinesis::error::SdkError::DispatchFailure(_)
+                );
+                if retryable {
+                    PutError::Retryable { message }
+                } else {
+                    PutError::Fatal {
+                        message,
+                        source: Box::new(error),
+                    }
+                }
+            })?;
+        let results: Vec<EntryResult> = output
+            .records()
+            .iter()
+            .map(|r| r.error_code().map(str::to_owned))
+            .collect();
+        if results.len() != count {
+            return Err(PutError::Retryable {
+                message: format!(
+                    "PutRecords answered {} results for {count} entries",
+                    results.len()
+                ),
+            });
+        }
+        Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::record::ArrivalTime;
+    use crate::seqno::SequenceNumber;
+
+    /// A stream that throttles every `nth` entry it is offered, and keeps
+    /// what it stored in order.
+    struct Stream {
+        nth: usize,
+        offered: Mutex<usize>,
+        stored: Mutex<Vec<Entry>>,
+        calls: Mutex<Vec<usize>>,
+    }
+
+    impl RecordSink for Stream {
+        async fn put_records(&self, entries: Vec<Entry>) -> Result<Vec<EntryResult>, PutError> {
+            assert!(entries.len() <= MAX_ENTRIES);
+            assert!(
+                entries.iter().map(Entry::size).sum::<usize>() <= MAX_CALL_BYTES
+                    || entries.len() == 1
+            );
+            self.calls.lock().unwrap().push(entries.len());
+            let mut results = Vec::new();
+            for entry in entries {
+                let mut offered = self.offered.lock().unwrap();
+                *offered += 1;
+                if (*offered).is_multiple_of(self.nth) {
+                    results.push(Some("ProvisionedThroughputExceededException".to_owned()));
+                } else {
+                    self.stored.lock().unwrap().push(entry);
+                    results.push(None);
+                }
+            }
+            Ok(results)
+        }
+    }
+
+    fn records(n: usize, keys: usize) -> Vec<Record> {
+        (0..n)
+            .map(|i| Record {
+                stream: "orders".into(),
+                shard_id: "shardId-000000000001".into(),
+                sequence_number: SequenceNumber::parse(&format!(
+                    "4959033827149025660855969253836157109592157598913{i:07}"
+                ))
+                .unwrap(),
+                sub_sequence_number: None,
+                partition_key: format!("key-{}", i % keys),
+                explicit_hash_key: Some(format!("{}", i * 1000)),
+                encryption_type: None,
+                approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(1_700_000_000_123),
+                data: vec![i as u8, 0, 255],
+            })
+            .collect()
+    }
+
+    fn fast() -> ReinjectOptions {
+        ReinjectOptions {
+            base_backoff: Duration::ZERO,
+            ..ReinjectOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn partial_failures_are_retried_and_per_key_order_is_kept() {
+        let input = records(3_000, 40);
+        let stream = Stream {
+            nth: 7,
+            offered: Mutex::new(0),
+            stored: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
+        };
+        let report = reinject(&stream, input.clone(), &fast()).await.unwrap();
+        assert_eq!(report.put, 3_000);
+        assert!(report.retried_entries > 0);
+        let stored = stream.stored.lock().unwrap();
+        assert_eq!(stored.len(), 3_000, "each record stored once");
+        let mut by_key: BTreeMap<&str, Vec<&[u8]>> = BTreeMap::new();
+        for e in stored.iter() {
+            by_key.entry(&e.partition_key).or_default().push(&e.data);
+        }
+        for (key, seen) in by_key {
+            let expected: Vec<&[u8]> = input
+                .iter()
+                .filter(|r| r.partition_key == key)
+                .map(|r| r.data.as_slice())
+                .collect();
+            assert_eq!(seen, expected, "{key}");
+        }
+        assert!(
+            stored.iter().all(|e| e.explicit_hash_key.is_none()),
+            "not kept unless asked"
+        );
+    }
+
+    #[tokio::test]
+    async fn calls_hold_distinct_keys_up_to_the_limits() {
+        let stream = Stream {
+            nth: usize::MAX,
+            offered: Mutex::new(0),
+            stored: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
+        };
+        let options = ReinjectOptions {
+            keep_explicit_hash_key: true,
+            ..fast()
+        };
+        reinject(&stream, records(1_200, 1_000), &options)
+            .await
+            .unwrap();
+        assert_eq!(stream.calls.lock().unwrap()[0], MAX_ENTRIES);
+        assert!(
+            stream
+                .stored
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|e| e.explicit_hash_key.is_some())
+        );
+    }
+
+    #[tokio::test]
+    async fn an_entry_that_never_goes_through_is_an_error() {
+        let stream = Stream {
+            nth: 1,
+            offered: Mutex::new(0),
+            stored: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
+        };
+        let options = ReinjectOptions {
+            max_attempts: 3,
+            ..fast()
+        };
+        let err = reinject(&stream, records(2, 2), &options)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "record \"key-0\" could not be put after 3 attempts: ProvisionedThroughputExceededException"
+        );
+    }
+
+    #[test]
+    fn the_envelope_is_binary_safe_and_decodable() {
+        let record = &records(1, 1)[0];
+        let wrapped = envelope(record, b"|");
+        assert_eq!(wrapped[0], b'|');
+        let end = 1 + wrapped[1..].iter().position(|&b| b == b'|').unwrap();
+        let metadata: serde_json::Value = serde_json::from_slice(&wrapped[1..end]).unwrap();
+        assert_eq!(
+            metadata,
+            serde_json::json!({
+                "originalApproximateArrivalTimestamp": 1700000000.123,
+                "originalShardId": "shardId-000000000001",
+                "originalSequenceNumber": record.sequence_number.as_str(),
+                "originalStreamName": "orders",
+            })
+        );
+        assert_eq!(&wrapped[end + 1..], record.data.as_slice());
+    }
+}
