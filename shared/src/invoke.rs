@@ -1,6 +1,6 @@
 //! The adapters behind [`crate::delivery`]: invoking the target function
-//! with the official Lambda client, and storing failed batches in S3 as the
-//! mapping's S3 on-failure destination does.
+//! with the official Lambda client, and storing failed batches as the
+//! mapping's S3 and SQS on-failure destinations do.
 
 use aws_sdk_lambda::error::{DisplayErrorContext, SdkError};
 use aws_sdk_lambda::operation::invoke::InvokeError as SdkInvokeError;
@@ -156,6 +156,45 @@ impl<S: ObjectStore> FailureDestination for S3FailureDestination<S> {
     }
 }
 
+/// The SQS on-failure destination: the mapping's invocation record (no
+/// payload; the records are read back from the stream or the archive by
+/// their `KinesisBatchInfo`).
+#[derive(Debug, Clone)]
+pub struct SqsFailureDestination {
+    pub client: aws_sdk_sqs::Client,
+    pub queue_url: String,
+}
+
+impl FailureDestination for SqsFailureDestination {
+    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+        let body = serde_json::to_string(&record).expect("a failure record always serialises");
+        let output = self
+            .client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|error| DeliveryError::Destination {
+                message: format!(
+                    "{}: {}",
+                    self.queue_url,
+                    aws_sdk_sqs::error::DisplayErrorContext(&error)
+                ),
+                source: Box::new(error),
+            })?;
+        Ok(format!(
+            "{}#{}",
+            self.queue_url,
+            output.message_id().unwrap_or_default()
+        ))
+    }
+
+    fn wants_payload(&self) -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +291,42 @@ mod tests {
         let stored = destination.store.objects();
         let back: FailureRecord = serde_json::from_slice(&stored[&key].body).unwrap();
         assert_eq!(back, record);
+    }
+
+    #[tokio::test]
+    async fn sqs_destination_sends_the_record_without_payload() {
+        use aws_sdk_sqs::operation::send_message::SendMessageOutput;
+        let rule = mock!(aws_sdk_sqs::Client::send_message)
+            .match_requests(|r| {
+                let body: serde_json::Value =
+                    serde_json::from_str(r.message_body().unwrap()).unwrap();
+                r.queue_url() == Some("https://sqs.local/q")
+                    && body["KinesisBatchInfo"]["shardId"] == "shardId-000000000009"
+                    && body.get("payload").is_none()
+            })
+            .then_output(|| SendMessageOutput::builder().message_id("m-1").build());
+        let client = mock_client!(aws_sdk_sqs, RuleMode::Sequential, [&rule]);
+        let destination = SqsFailureDestination {
+            client,
+            queue_url: "https://sqs.local/q".into(),
+        };
+        assert!(!destination.wants_payload());
+        let record: FailureRecord = serde_json::from_value(serde_json::json!({
+            "requestContext": {"requestId": "r", "functionArn": "f", "condition": "RecordAgeExceeded", "approximateInvokeCount": 0},
+            "responseContext": {"statusCode": 0, "executedVersion": "$LATEST"},
+            "version": "1.0",
+            "timestamp": "2024-11-22T10:04:05.123Z",
+            "KinesisBatchInfo": {
+                "shardId": "shardId-000000000009", "startSequenceNumber": "1", "endSequenceNumber": "1",
+                "approximateArrivalOfFirstRecord": "2024-11-22T10:00:00.000Z", "approximateArrivalOfLastRecord": "2024-11-22T10:00:00.000Z",
+                "batchSize": 1, "streamArn": "arn:aws:kinesis:us-east-1:1:stream/s"
+            }
+        }))
+        .unwrap();
+        assert_eq!(
+            destination.send(record).await.unwrap(),
+            "https://sqs.local/q#m-1"
+        );
+        assert_eq!(rule.num_calls(), 1);
     }
 }
