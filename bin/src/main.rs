@@ -14,6 +14,7 @@ use rewind_engine::Record;
 use rewind_engine::chunk::{ChunkReader, ChunkWriter, Compression};
 
 mod local;
+mod scrape;
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +59,9 @@ enum Command {
         #[arg(long)]
         deaggregate: bool,
     },
+    /// Scrape a window of a stream into chunks and a manifest, locally:
+    /// the scraper function's engine, with no deployment.
+    Scrape(scrape::ScrapeArgs),
     /// The local stack: emulators behind one loopback endpoint.
     Local {
         #[command(subcommand)]
@@ -124,6 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{name}: {} records", summary.records);
             Ok(())
         }
+        Command::Scrape(args) => scrape::run(args),
         Command::Local { command } => local::run(command),
     }
 }

@@ -156,3 +156,40 @@ fn bad_flags_are_usage_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("opening /nonexistent/file.jsonl.gz"));
 }
+
+#[test]
+fn scrape_rejects_a_bad_request_before_connecting() {
+    let scratch = Scratch::new("scrape-bad");
+    let file = scratch.path("request.json");
+    std::fs::write(
+        &file,
+        r#"{"stream": "orders", "start": {"type": "TRIM_HORIZON"}, "stop": {"type": "LATEST"},
+            "pollBatchSize": 20000, "output": {"bucket": "b"}}"#,
+    )
+    .unwrap();
+    // An endpoint nothing listens on: the request must fail before any call.
+    let out = rewind(&[
+        "scrape",
+        "--request",
+        &file,
+        "--endpoint-url",
+        "http://127.0.0.1:9",
+        "--region",
+        "us-east-1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid scrape request: pollBatchSize: 20000 is out of range; accepted values: 1 to 10000"),
+        "{stderr}"
+    );
+    let out = rewind(&["scrape", "--request", "/nonexistent/request.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading /nonexistent/request.json"));
+    let out = rewind(&["scrape"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing flag is a usage error"
+    );
+}

@@ -901,18 +901,42 @@ impl ScraperError {
     }
 }
 
-/// The scraper's clients and budget, built once per container.
+/// Where a scrape's output goes: S3 (the bucket the request names) for the
+/// function, or a local folder for the CLI.
+pub trait Outputs: Send + Sync {
+    type Store: ObjectStore + ObjectReader;
+    fn for_request(&self, request: &ScrapeRequest) -> Self::Store;
+}
+
+impl Outputs for aws_sdk_s3::Client {
+    type Store = crate::store::S3Store;
+
+    fn for_request(&self, request: &ScrapeRequest) -> Self::Store {
+        crate::store::S3Store::new(self.clone(), request.output.bucket.clone())
+    }
+}
+
+impl Outputs for crate::store::DirStore {
+    type Store = crate::store::DirStore;
+
+    fn for_request(&self, _request: &ScrapeRequest) -> Self::Store {
+        self.clone()
+    }
+}
+
+/// The scraper's clients and budget, built once per container (or once
+/// per CLI run).
 #[derive(Debug, Clone)]
-pub struct Scraper {
+pub struct Scraper<O = aws_sdk_s3::Client> {
     pub kinesis: aws_sdk_kinesis::Client,
-    pub s3: aws_sdk_s3::Client,
+    pub outputs: O,
     /// Records per chunk (and so per step) at most.
     pub max_records_per_chunk: u64,
 }
 
-impl Scraper {
-    fn store(&self, request: &ScrapeRequest) -> crate::store::S3Store {
-        crate::store::S3Store::new(self.s3.clone(), request.output.bucket.clone())
+impl<O: Outputs> Scraper<O> {
+    fn store(&self, request: &ScrapeRequest) -> O::Store {
+        self.outputs.for_request(request)
     }
 
     async fn plan(&self, request: &ScrapeRequest, run_id: &str) -> Result<Plan, ScraperError> {

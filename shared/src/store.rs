@@ -168,6 +168,97 @@ impl ObjectReader for S3Store {
     }
 }
 
+/// A local folder as an object store, for the CLI: a key is a path under
+/// the root (`/` separated). Writes go to a temporary file first and are
+/// renamed into place, so a reader never sees half an object.
+#[derive(Debug, Clone)]
+pub struct DirStore {
+    root: std::path::PathBuf,
+}
+
+impl DirStore {
+    pub fn new(root: impl Into<std::path::PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> std::path::PathBuf {
+        self.root.join(key)
+    }
+
+    fn error(&self, key: &str, error: std::io::Error) -> StoreError {
+        StoreError {
+            bucket: self.root.display().to_string(),
+            key: key.to_owned(),
+            message: error.to_string(),
+            source: Box::new(error),
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+impl ObjectStore for DirStore {
+    async fn put(&self, object: PutObject) -> Result<(), StoreError> {
+        let path = self.path(&object.key);
+        let write = || -> std::io::Result<()> {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let partial = path.with_extension("partial");
+            std::fs::write(&partial, &object.body)?;
+            std::fs::rename(&partial, &path)
+        };
+        write().map_err(|e| self.error(&object.key, e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match std::fs::remove_file(self.path(key)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.error(key, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ObjectReader for DirStore {
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        // Walk only the deepest folder the prefix names.
+        let folder = prefix.rsplit_once('/').map_or("", |(folder, _)| folder);
+        let mut files = Vec::new();
+        walk(&self.path(folder), &mut files).map_err(|e| self.error(prefix, e))?;
+        let mut keys: Vec<String> = files
+            .iter()
+            .filter_map(|p| p.strip_prefix(&self.root).ok())
+            .map(|p| p.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/"))
+            .filter(|k| k.starts_with(prefix) && !k.ends_with(".partial"))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        std::fs::read(self.path(key)).map_err(|e| self.error(key, e))
+    }
+}
+
 /// An in-memory store for the engine's own tests.
 #[cfg(test)]
 #[derive(Debug, Default)]
@@ -306,5 +397,50 @@ mod tests {
                 .starts_with("putting s3://b/archive/k.jsonl.gz failed: "),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_folder_works_as_a_store() {
+        let root = std::env::temp_dir().join(format!("rewind-dirstore-{}", std::process::id()));
+        let store = DirStore::new(&root);
+        for key in [
+            "run/shard-1/0-1-2.jsonl.gz",
+            "run/shard-1/1-3-4.jsonl.gz",
+            "run/shard-2/0-1-1.jsonl.gz",
+            "runner/x",
+        ] {
+            store
+                .put(PutObject {
+                    key: key.into(),
+                    body: key.as_bytes().to_vec(),
+                    content_type: "x",
+                    content_encoding: None,
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.list("run/shard-1/").await.unwrap(),
+            ["run/shard-1/0-1-2.jsonl.gz", "run/shard-1/1-3-4.jsonl.gz"]
+        );
+        assert_eq!(
+            store.list("run/shard-1/1-").await.unwrap(),
+            ["run/shard-1/1-3-4.jsonl.gz"]
+        );
+        assert_eq!(store.list("run/").await.unwrap().len(), 3);
+        assert_eq!(store.get("runner/x").await.unwrap(), b"runner/x");
+        store.delete("run/shard-1/0-1-2.jsonl.gz").await.unwrap();
+        store.delete("run/shard-1/0-1-2.jsonl.gz").await.unwrap();
+        assert_eq!(store.list("run/shard-1/").await.unwrap().len(), 1);
+        assert!(
+            store
+                .get("nope")
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("nope")
+        );
+        assert!(store.list("missing/").await.unwrap().is_empty());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

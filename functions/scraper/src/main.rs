@@ -27,7 +27,7 @@ async fn main() -> Result<(), Error> {
         .await;
     let scraper = Scraper {
         kinesis: aws_sdk_kinesis::Client::new(&sdk),
-        s3: aws_sdk_s3::Client::new(&sdk),
+        outputs: aws_sdk_s3::Client::new(&sdk),
         max_records_per_chunk,
     };
     let scraper = &scraper;

@@ -1,0 +1,134 @@
+//! `rewind scrape`: the scraper's engine on a laptop. The request is the
+//! same JSON document the scraper function takes (validated with the same
+//! errors); the output goes to the request's bucket, or to a local folder.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use rewind_engine::scrape::{Outputs, Scraper, ScraperEvent};
+use rewind_engine::store::DirStore;
+use tokio::time::Instant;
+
+/// Where the AWS clients point, as the AWS CLI takes it.
+#[derive(Args, Debug, Clone)]
+pub struct AwsArgs {
+    /// Send every request to this endpoint (for example the local stack's).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// AWS region.
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// Named profile from the AWS config files.
+    #[arg(long, env = "AWS_PROFILE")]
+    pub profile: Option<String>,
+}
+
+impl AwsArgs {
+    pub async fn config(&self) -> aws_config::SdkConfig {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(url) = &self.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some(region) = &self.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(profile) = &self.profile {
+            loader = loader.profile_name(profile);
+        }
+        loader.load().await
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ScrapeArgs {
+    /// The scrape request: a JSON file as the scraper function takes it
+    /// (`events/scrape-*.json` are examples); `-` reads standard input.
+    #[arg(long)]
+    pub request: PathBuf,
+    /// Write chunks and manifest under this folder instead of the request's
+    /// bucket (the request's prefix and run folder are kept).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Records per chunk at most.
+    #[arg(long, default_value_t = 100_000)]
+    pub chunk_records: u64,
+    /// Print the result as JSON only.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+pub fn run(args: ScrapeArgs) -> anyhow::Result<()> {
+    let bytes = if args.request.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading the request from standard input")?;
+        buf
+    } else {
+        std::fs::read(&args.request)
+            .with_context(|| format!("reading {}", args.request.display()))?
+    };
+    // Validated before anything connects anywhere.
+    let event = ScraperEvent::parse(&bytes)?;
+    anyhow::ensure!(
+        matches!(event, ScraperEvent::Run { .. }),
+        "{}: expected a scrape request (the state machine's actions are for the function)",
+        args.request.display()
+    );
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let config = args.aws.config().await;
+        let kinesis = aws_sdk_kinesis::Client::new(&config);
+        let outcome = match &args.out {
+            Some(dir) => {
+                let scraper = Scraper {
+                    kinesis,
+                    outputs: DirStore::new(dir),
+                    max_records_per_chunk: args.chunk_records,
+                };
+                drive(&scraper, event, args.json).await?
+            }
+            None => {
+                let outputs = aws_sdk_s3::Client::new(&config);
+                let scraper = Scraper {
+                    kinesis,
+                    outputs,
+                    max_records_per_chunk: args.chunk_records,
+                };
+                drive(&scraper, event, args.json).await?
+            }
+        };
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        Ok(())
+    })
+}
+
+/// Runs the request step by step until the manifest is written.
+async fn drive<O: Outputs>(
+    scraper: &Scraper<O>,
+    mut event: ScraperEvent,
+    quiet: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let run_id = format!("cli-{}", std::process::id());
+    loop {
+        // Each round runs for a few minutes, then reports progress; the
+        // engine's continuation carries the rest.
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let answer = scraper.handle(event, deadline, &run_id).await?;
+        match answer.get("status").and_then(|s| s.as_str()) {
+            Some("IN_PROGRESS") => {
+                if !quiet {
+                    eprintln!("scraped {} records so far", answer["records"]);
+                }
+                event = serde_json::from_value(answer["next"].clone())
+                    .context("the scraper's continuation")?;
+            }
+            _ => return Ok(answer),
+        }
+    }
+}
