@@ -1,0 +1,124 @@
+//! `rewind scrape` against the local stack (kinesis-mock, shard limits
+//! enforced): every record put is in the output folder's chunks, once, in
+//! order, and the manifest says so.
+
+use std::process::Command;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_kinesis::config::Credentials;
+use aws_sdk_kinesis::primitives::Blob;
+use rewind_engine::chunk;
+use rewind_engine::scrape::Manifest;
+use rewind_local::{Layout, LocalStack, Options};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrape_a_stream_into_a_local_folder() {
+    let layout = Layout::current().expect("inside the workspace");
+    let stack = LocalStack::start(&layout, Options::default())
+        .await
+        .expect("local stack");
+    let endpoint = stack.endpoint_url();
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .load()
+        .await;
+    let kinesis = aws_sdk_kinesis::Client::new(&config);
+    let stream = format!("cli-scrape-{}", std::process::id());
+    kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(1)
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let d = kinesis
+            .describe_stream_summary()
+            .stream_name(&stream)
+            .send()
+            .await
+            .unwrap();
+        if d.stream_description_summary()
+            .unwrap()
+            .stream_status()
+            .as_str()
+            == "ACTIVE"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut put = Vec::new();
+    for i in 0..30u8 {
+        let data = vec![i, 0, 255, b'x'];
+        let out = kinesis
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(format!("k{}", i % 4))
+            .data(Blob::new(data.clone()))
+            .send()
+            .await
+            .unwrap();
+        put.push((out.sequence_number().to_owned(), data));
+    }
+
+    let dir = std::env::temp_dir().join(format!("rewind-cli-scrape-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let request = dir.join("request.json");
+    std::fs::write(
+        &request,
+        serde_json::json!({
+            "stream": stream,
+            "start": {"type": "TRIM_HORIZON"},
+            "stop": {"type": "LATEST"},
+            "pollBatchSize": 7,
+            "output": {"bucket": "unused-with-out", "prefix": "scrapes"},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out_dir = dir.join("out");
+    let output = Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["scrape", "--json", "--chunk-records", "10", "--request"])
+        .arg(&request)
+        .arg("--out")
+        .arg(&out_dir)
+        .args(["--endpoint-url", &endpoint, "--region", "us-east-1"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+    stack.stop().await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["status"], "SUCCEEDED", "{answer}");
+    let key = answer["manifest"]["key"].as_str().unwrap();
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(out_dir.join(key)).unwrap()).unwrap();
+    assert_eq!(manifest.records, 30);
+    let shard = &manifest.shards[0];
+    assert!(
+        shard.chunks.len() >= 3,
+        "chunks of at most 10 records (one page over): {}",
+        shard.chunks.len()
+    );
+    let mut read = Vec::new();
+    for c in &shard.chunks {
+        read.extend(chunk::decode(&c.key, &std::fs::read(out_dir.join(&c.key)).unwrap()).unwrap());
+    }
+    let read: Vec<(String, Vec<u8>)> = read
+        .into_iter()
+        .map(|r| (r.sequence_number.to_string(), r.data))
+        .collect();
+    assert_eq!(read, put, "every record once, in order");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
