@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use rewind_engine::Record;
 use rewind_engine::chunk::{ChunkReader, ChunkWriter, Compression};
 
+mod archive;
 mod local;
 mod scrape;
 
@@ -62,6 +63,12 @@ enum Command {
     /// Scrape a window of a stream into chunks and a manifest, locally:
     /// the scraper function's engine, with no deployment.
     Scrape(scrape::ScrapeArgs),
+    /// Read the archive back: a time window from S3, or a partition key
+    /// from DynamoDB.
+    Archive {
+        #[command(subcommand)]
+        command: archive::ArchiveCommand,
+    },
     /// The local stack: emulators behind one loopback endpoint.
     Local {
         #[command(subcommand)]
@@ -69,7 +76,7 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum Output {
     /// Record lines: JSON with all metadata and base64 data.
     Lines,
@@ -129,6 +136,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Scrape(args) => scrape::run(args),
+        Command::Archive { command } => archive::run(command),
         Command::Local { command } => local::run(command),
     }
 }
