@@ -38,6 +38,9 @@
 //!   past 400 KB).
 //! - [`reinject`]: records back onto a stream (PutRecords within its limits,
 //!   failed entries retried, per-key order kept, the archiver's envelope).
+//! - [`replay`]: the replay request (a scrape manifest or an archive
+//!   window to a function), the plan, one replay step of one shard, and the
+//!   summary.
 //! - [`scrape`]: the scrape request (validated, errors naming the field),
 //!   the plan (shards and lineage), one scrape step (a chunk per step, in
 //!   S3), and the manifest.
@@ -59,6 +62,7 @@ pub mod invoke;
 pub mod kpl;
 pub mod record;
 pub mod reinject;
+pub mod replay;
 pub mod scrape;
 pub mod seqno;
 pub mod shard;

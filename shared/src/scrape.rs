@@ -314,7 +314,7 @@ impl ScrapeRequest {
     }
 }
 
-fn valid_name(value: &str, max: usize) -> bool {
+pub(crate) fn valid_name(value: &str, max: usize) -> bool {
     !value.is_empty()
         && value.len() <= max
         && value

@@ -1,0 +1,492 @@
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::chunk::{ChunkWriter, Compression};
+use crate::delivery::{Invocation, InvokeError};
+use crate::event::DeliveredEvent;
+use crate::scrape::ManifestChunk;
+use crate::shard::{StartPosition, StopCondition};
+use crate::store::MemoryStore;
+
+/// One bucket for every name.
+#[derive(Clone, Default)]
+struct Mem(Arc<MemoryStore>);
+
+impl ObjectStore for Mem {
+    async fn put(&self, object: PutObject) -> Result<(), StoreError> {
+        self.0.put(object).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.0.delete(key).await
+    }
+}
+
+impl ObjectReader for Mem {
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.0.list(prefix).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.0.get(key).await
+    }
+}
+
+impl Buckets for Mem {
+    type Store = Mem;
+
+    fn bucket(&self, _name: &str) -> Mem {
+        self.clone()
+    }
+}
+
+/// A target that fails (Unhandled) on batches holding a record whose data
+/// starts with `POISON`, and keeps every batch it accepted.
+#[derive(Clone, Default)]
+struct Target {
+    accepted: Arc<Mutex<Vec<Vec<Record>>>>,
+    invokes: Arc<Mutex<u64>>,
+}
+
+impl Invoker for Target {
+    async fn invoke(&self, payload: Vec<u8>) -> Result<Invocation, InvokeError> {
+        *self.invokes.lock().unwrap() += 1;
+        let records = DeliveredEvent::from_slice(&payload).unwrap().records;
+        let ok = Invocation {
+            request_id: "req".into(),
+            status_code: 200,
+            executed_version: Some("$LATEST".into()),
+            function_error: None,
+            payload: b"null".to_vec(),
+        };
+        if records.iter().any(|r| r.data.starts_with(b"POISON")) {
+            return Ok(Invocation {
+                function_error: Some("Unhandled".into()),
+                ..ok
+            });
+        }
+        self.accepted.lock().unwrap().push(records);
+        Ok(ok)
+    }
+
+    fn function_arn(&self) -> &str {
+        "arn:aws:lambda:eu-west-1:123456789012:function:target"
+    }
+}
+
+impl Targets for Target {
+    type Invoker = Target;
+
+    fn invoker(&self, _function_name: &str, _qualifier: Option<&str>) -> Target {
+        self.clone()
+    }
+}
+
+fn replayer() -> Replayer<Mem, Target> {
+    Replayer {
+        buckets: Mem::default(),
+        targets: Target::default(),
+        partition: "aws".into(),
+        region: "eu-west-1".into(),
+        account_id: "123456789012".into(),
+        invoke_identity_arn: "arn:aws:iam::123456789012:role/replay".into(),
+        base_backoff: std::time::Duration::from_millis(1),
+    }
+}
+
+fn records(shard: &str, n: usize, poison: &[usize]) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            stream: "orders".into(),
+            shard_id: shard.into(),
+            sequence_number: SequenceNumber::parse(&format!(
+                "4959033827149025660855969253836157109592157598913{i:07}"
+            ))
+            .unwrap(),
+            sub_sequence_number: None,
+            partition_key: format!("key-{}", i % 3),
+            explicit_hash_key: None,
+            encryption_type: None,
+            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
+                1_700_000_000_000 + i as i64 * 1000,
+            ),
+            data: if poison.contains(&i) {
+                format!("POISON {i}").into_bytes()
+            } else {
+                format!("record {i}").into_bytes()
+            },
+        })
+        .collect()
+}
+
+/// Writes `shards` as a scrape would, `per_chunk` records a chunk.
+async fn write_scrape(store: &Mem, shards: &[(&str, Vec<Record>)], per_chunk: usize) {
+    let mut manifest_shards = Vec::new();
+    for (shard_id, records) in shards {
+        let mut chunks = Vec::new();
+        for (n, piece) in records.chunks(per_chunk).enumerate() {
+            let (first, last) = (&piece[0], &piece[piece.len() - 1]);
+            let key = format!(
+                "scrapes/run/{shard_id}/{n}-{}-{}.jsonl.gz",
+                first.sequence_number, last.sequence_number
+            );
+            let mut writer = ChunkWriter::new(key.clone(), Vec::new(), Compression::Gzip).unwrap();
+            for r in piece {
+                writer.write(r).unwrap();
+            }
+            let (body, _) = writer.finish().unwrap();
+            store
+                .put(PutObject {
+                    key: key.clone(),
+                    body,
+                    content_type: "application/x-ndjson",
+                    content_encoding: None,
+                })
+                .await
+                .unwrap();
+            chunks.push(ManifestChunk {
+                key,
+                first_sequence_number: first.sequence_number.clone(),
+                last_sequence_number: last.sequence_number.clone(),
+            });
+        }
+        manifest_shards.push(ManifestShard {
+            shard_id: (*shard_id).into(),
+            parent_shard_ids: Vec::new(),
+            records: records.len() as u64,
+            chunks,
+            first_sequence_number: records.first().map(|r| r.sequence_number.clone()),
+            last_sequence_number: records.last().map(|r| r.sequence_number.clone()),
+            first_arrival: None,
+            last_arrival: None,
+            stop_reason: None,
+            child_shard_ids: Vec::new(),
+        });
+    }
+    let manifest = Manifest {
+        stream: "orders".into(),
+        stream_arn: "arn:aws:kinesis:us-east-2:210987654321:stream/orders".into(),
+        run_id: "run".into(),
+        bucket: "bucket".into(),
+        prefix: "scrapes".into(),
+        compression: Compression::Gzip,
+        start: StartPosition::TrimHorizon,
+        stop: StopCondition::Latest { as_of: None },
+        records: shards.iter().map(|(_, r)| r.len() as u64).sum(),
+        shards: manifest_shards,
+    };
+    store
+        .put(PutObject {
+            key: "scrapes/run/manifest.json".into(),
+            body: serde_json::to_vec(&manifest).unwrap(),
+            content_type: "application/json",
+            content_encoding: None,
+        })
+        .await
+        .unwrap();
+}
+
+fn manifest_request() -> ReplayRequest {
+    ReplayRequest::parse(
+        br#"{
+            "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},
+            "target": {"type": "FUNCTION", "functionName": "target"},
+            "options": {"BatchSize": 4, "BisectBatchOnFunctionError": true, "MaximumRetryAttempts": 1},
+            "dlq": {"type": "S3", "bucket": "bucket"}
+        }"#,
+    )
+    .unwrap()
+}
+
+fn far() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(600)
+}
+
+async fn run_all(replayer: &Replayer<Mem, Target>, request: &ReplayRequest) -> ReplaySummary {
+    let plan = replayer.plan(request, "run-1").await.unwrap();
+    for progress in &plan.progress {
+        let mut progress = progress.clone();
+        while !progress.done {
+            progress = replayer
+                .step(request, "run-1", &progress, far())
+                .await
+                .unwrap();
+        }
+    }
+    replayer
+        .summary(request, "run-1", &plan.shards)
+        .await
+        .unwrap()
+}
+
+fn accepted(target: &Target) -> Vec<(String, String)> {
+    target
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(|r| (r.shard_id.clone(), r.sequence_number.to_string()))
+        .collect()
+}
+
+#[test]
+fn every_sample_replay_request_parses() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("replay-") && name.ends_with(".json") {
+            let bytes = std::fs::read(&path).unwrap();
+            ReplayRequest::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "expected the sample replay requests in {dir:?}");
+}
+
+#[test]
+fn errors_name_the_field() {
+    let base = serde_json::json!({
+        "source": {"type": "ARCHIVE", "bucket": "b", "stream": "orders", "from": 1700000000, "to": 1700003600},
+        "target": {"type": "FUNCTION", "functionName": "target"},
+        "dlq": {"type": "S3", "bucket": "b"}
+    });
+    let field = |patch: &dyn Fn(&mut serde_json::Value)| {
+        let mut value = base.clone();
+        patch(&mut value);
+        ReplayRequest::parse(&serde_json::to_vec(&value).unwrap())
+            .unwrap_err()
+            .field
+    };
+    ReplayRequest::parse(&serde_json::to_vec(&base).unwrap()).unwrap();
+    assert_eq!(field(&|v| v["source"]["to"] = 1.0.into()), "source.to");
+    assert_eq!(
+        field(&|v| v["source"]["stream"] = "a b".into()),
+        "source.stream"
+    );
+    assert_eq!(field(&|v| v["source"]["extra"] = 1.into()), "source");
+    assert_eq!(
+        field(&|v| v["source"]["type"] = "KINESIS".into()),
+        "source.type"
+    );
+    assert_eq!(
+        field(&|v| v["target"]["functionName"] = "".into()),
+        "target.functionName"
+    );
+    assert_eq!(
+        field(&|v| v["options"] = serde_json::json!({"BatchSize": 0})),
+        "options.BatchSize"
+    );
+    assert_eq!(
+        field(&|v| v["options"] = serde_json::json!({"batchSize": 10})),
+        "options.batchSize"
+    );
+    assert_eq!(field(&|v| v["dlq"]["bucket"] = "".into()), "dlq.bucket");
+    assert_eq!(field(&|v| v["maxConcurrency"] = 0.into()), "maxConcurrency");
+    assert_eq!(field(&|v| v["dryRun"] = "yes".into()), "dryRun");
+    assert_eq!(field(&|v| v["surprise"] = 1.into()), "surprise");
+}
+
+#[tokio::test]
+async fn a_manifest_is_replayed_in_order_with_exactly_the_poison_records_in_the_dlq() {
+    let replayer = replayer();
+    let a = records("shardId-000000000000", 23, &[5, 17]);
+    let b = records("shardId-000000000001", 9, &[]);
+    write_scrape(
+        &replayer.buckets,
+        &[
+            ("shardId-000000000000", a.clone()),
+            ("shardId-000000000001", b.clone()),
+        ],
+        7,
+    )
+    .await;
+    let request = manifest_request();
+    let summary = run_all(&replayer, &request).await;
+
+    let expected: Vec<(String, String)> = a
+        .iter()
+        .chain(&b)
+        .filter(|r| !r.data.starts_with(b"POISON"))
+        .map(|r| (r.shard_id.clone(), r.sequence_number.to_string()))
+        .collect();
+    let mut got = accepted(&replayer.targets);
+    // Lanes run one per shard (ParallelizationFactor 1): in order.
+    assert_eq!(got, expected);
+    got.dedup();
+    assert_eq!(got.len(), expected.len());
+
+    assert_eq!(summary.totals.records, 32);
+    assert_eq!(summary.totals.delivered, 30);
+    assert_eq!(summary.totals.failed_records, 2);
+    assert_eq!(summary.totals.dlq_locations, 2);
+    assert_eq!(summary.shards[0].dlq_keys.len(), 2);
+    assert_eq!(
+        summary.shards[0].last_sequence_number.as_ref(),
+        Some(&a[22].sequence_number)
+    );
+    let mut poisoned = Vec::new();
+    for key in summary.shards[0].dlq_keys.iter() {
+        let key = key.strip_prefix("s3://bucket/").unwrap();
+        assert!(key.starts_with("dlq/aws/lambda/run-1/shardId-000000000000/"));
+        let record: crate::delivery::FailureRecord =
+            serde_json::from_slice(&replayer.buckets.get(key).await.unwrap()).unwrap();
+        assert_eq!(record.kinesis_batch_info.batch_size, 1);
+        assert_eq!(
+            record.kinesis_batch_info.stream_arn,
+            "arn:aws:kinesis:us-east-2:210987654321:stream/orders"
+        );
+        poisoned.push(record.kinesis_batch_info.start_sequence_number);
+    }
+    poisoned.sort();
+    assert_eq!(
+        poisoned,
+        vec![
+            a[5].sequence_number.to_string(),
+            a[17].sequence_number.to_string()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_step_resumes_after_the_last_settled_record() {
+    let replayer = replayer();
+    let a = records("shardId-000000000000", 20, &[]);
+    write_scrape(&replayer.buckets, &[("shardId-000000000000", a.clone())], 6).await;
+    let request = manifest_request();
+    let mut progress = ShardReplay::new("shardId-000000000000");
+    progress.last = Some(Position::of(&a[8]));
+    progress.records = 9;
+    let progress = replayer
+        .step(&request, "run-1", &progress, far())
+        .await
+        .unwrap();
+    assert!(progress.done);
+    assert_eq!(progress.records, 20);
+    let got = accepted(&replayer.targets);
+    let expected: Vec<_> = a[9..]
+        .iter()
+        .map(|r| (r.shard_id.clone(), r.sequence_number.to_string()))
+        .collect();
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn a_step_out_of_time_stops_before_delivering_and_keeps_its_place() {
+    let replayer = replayer();
+    let a = records("shardId-000000000000", 5, &[]);
+    write_scrape(&replayer.buckets, &[("shardId-000000000000", a)], 6).await;
+    let request = manifest_request();
+    let progress = ShardReplay::new("shardId-000000000000");
+    let next = replayer
+        .step(&request, "run-1", &progress, Instant::now())
+        .await
+        .unwrap();
+    assert!(!next.done);
+    assert_eq!(next, progress);
+    assert_eq!(*replayer.targets.invokes.lock().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_dry_run_counts_without_invoking() {
+    let replayer = replayer();
+    write_scrape(
+        &replayer.buckets,
+        &[(
+            "shardId-000000000000",
+            records("shardId-000000000000", 12, &[3]),
+        )],
+        5,
+    )
+    .await;
+    let mut request = manifest_request();
+    request.dry_run = true;
+    let summary = run_all(&replayer, &request).await;
+    assert_eq!(*replayer.targets.invokes.lock().unwrap(), 0);
+    assert_eq!(summary.totals.records, 12);
+    assert_eq!(summary.totals.delivered, 0);
+    assert!(summary.dry_run);
+}
+
+#[tokio::test]
+async fn an_archive_window_is_replayed_parents_first_with_the_replay_accounts_arn() {
+    let replayer = replayer();
+    let layout = ArchiveLayout::default();
+    let parent = records("shardId-000000000000", 10, &[]);
+    let child = records("shardId-000000000002", 4, &[3]);
+    for batch in [&child, &parent] {
+        let outcome =
+            crate::archive::archive_batch(&replayer.buckets, &layout, batch.as_slice()).await;
+        assert!(outcome.failed.is_empty());
+    }
+    // The window leaves each shard's first two records out.
+    let request = ReplayRequest::parse(
+        br#"{
+            "source": {"type": "ARCHIVE", "bucket": "bucket", "stream": "orders",
+                       "from": 1700000002, "to": 1700003600},
+            "target": {"type": "FUNCTION", "functionName": "target"},
+            "options": {"BatchSize": 3, "BisectBatchOnFunctionError": true, "MaximumRetryAttempts": 1},
+            "dlq": {"type": "S3", "bucket": "bucket", "prefix": "replay-dlq"}
+        }"#,
+    )
+    .unwrap();
+    let plan = replayer.plan(&request, "run-1").await.unwrap();
+    assert_eq!(
+        plan.shards,
+        ["shardId-000000000000", "shardId-000000000002"]
+    );
+    assert_eq!(
+        plan.stream_arn,
+        "arn:aws:kinesis:eu-west-1:123456789012:stream/orders"
+    );
+    let summary = run_all(&replayer, &request).await;
+    let expected: Vec<_> = parent[2..]
+        .iter()
+        .chain(&child[2..3])
+        .map(|r| (r.shard_id.clone(), r.sequence_number.to_string()))
+        .collect();
+    assert_eq!(accepted(&replayer.targets), expected);
+    assert_eq!(summary.totals.records, 10);
+    assert_eq!(summary.totals.delivered, 9);
+    assert_eq!(summary.totals.failed_records, 1);
+    assert!(
+        summary.shards[1].dlq_keys[0]
+            .starts_with("s3://bucket/replay-dlq/aws/lambda/run-1/shardId-000000000002/")
+    );
+    let events = replayer.targets.accepted.lock().unwrap().len();
+    assert!(events > 0);
+}
+
+#[tokio::test]
+async fn a_summary_before_a_shard_finished_says_which() {
+    let replayer = replayer();
+    let error = replayer
+        .summary(
+            &manifest_request(),
+            "run-1",
+            &["shardId-000000000000".into()],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.error_type(), "ShardUnfinished");
+}
+
+#[test]
+fn events_parse_by_action() {
+    let request = serde_json::to_value(manifest_request()).unwrap();
+    let step = serde_json::json!({
+        "action": "step", "request": request, "runId": "r",
+        "progress": {"shardId": "shardId-000000000000", "records": 0, "delivered": 0,
+            "filtered": 0, "failedRecords": 0, "failedBatches": 0, "invocations": 0,
+            "functionErrors": 0, "dlqLocations": 0}
+    });
+    assert!(matches!(
+        ReplayEvent::parse(&serde_json::to_vec(&step).unwrap()).unwrap(),
+        ReplayEvent::Step { .. }
+    ));
+    let bad = serde_json::json!({"action": "plan", "request": {"source": {}}});
+    let error = ReplayEvent::parse(&serde_json::to_vec(&bad).unwrap()).unwrap_err();
+    assert!(error.message.contains("`type`"), "{error}");
+}
