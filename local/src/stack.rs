@@ -142,7 +142,12 @@ impl LocalStack {
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE");
+            .env_remove("AWS_PROFILE")
+            // The replay function builds stream ARNs (archive sources,
+            // target streams named without an ARN) in the stack's account,
+            // and may read the DynamoDB archive.
+            .env("REPLAY_ACCOUNT_ID", ACCOUNT)
+            .env("REPLAY_DYNAMODB", "true");
         // Small scraper chunks make
         // every local scrape of a few hundred records take several steps, so
         // continuations are always exercised; set the variable to override.

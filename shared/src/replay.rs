@@ -1,9 +1,9 @@
 //! Replaying a window to a function exactly as the event source mapping
-//! would have delivered it: the request the replay function and the replay
-//! state machine take, the plan (the shards, parents before children), the
-//! step (one shard's records from the source, one piece at a time, into
-//! [`crate::delivery::Delivery`], until the shard ends or the step's
-//! deadline), and the summary.
+//! would have delivered it, or putting it back onto a stream: the request
+//! the replay function and the replay state machine take, the plan (the
+//! shards, in lineage groups, parents before children), the step (one
+//! shard's records from the source, one piece at a time, into the target,
+//! until the shard ends or the step's deadline), and the summary.
 //!
 //! Sources:
 //! - `MANIFEST`: a scrape's `manifest.json`; shards in the manifest's order
@@ -12,34 +12,53 @@
 //!   `from..to` (epoch seconds, `to` exclusive); shards in shard-id order,
 //!   which is lineage order (Kinesis numbers a child shard after its
 //!   parents), records read one archive object at a time.
+//! - `DYNAMODB`: the DynamoDB archive's records of one partition key, in a
+//!   sequence range, a page at a time.
+//! - `SCRAPE`: a scrape request; the replay state machine runs the scrape
+//!   first and replays its manifest (the function itself takes the other
+//!   three).
+//!
+//! Targets:
+//! - `FUNCTION`: [`crate::delivery::Delivery`], the mapping's semantics.
+//! - `STREAM`: [`crate::reinject::reinject`], optionally in the Node.js
+//!   archiver's metadata envelope and at the original pace sped up.
 //!
 //! `eventSourceARN` of the delivered events is the scraped stream's ARN
-//! (the manifest's `streamArn`) for a manifest; for the archive, which keeps
+//! (the manifest's `streamArn`) for a manifest; for the archives, which keep
 //! stream names only, it is built from the stream name and the partition,
 //! region and account the replay function runs in (see [`Replayer`]).
 //!
 //! Failed batches go to the S3 DLQ in the mapping's on-failure format, under
 //! `<dlq prefix>/aws/lambda/<runId>/<shardId>/…` (the run id stands in for
-//! the mapping's UUID). Each finished shard writes its final progress to
-//! `<dlq prefix>/replays/<runId>/<shardId>/_progress.json` in the DLQ bucket;
-//! the summary reads those back.
+//! the mapping's UUID), or to an SQS queue as the mapping's on-failure
+//! record. Each finished shard writes its final progress to
+//! `<output prefix>/<runId>/<shardId>/_progress.json` (by default the DLQ
+//! bucket and `<dlq prefix>/replays`); the summary reads those back.
 //!
-//! A step hands records to delivery in pieces of `BatchSize ×
+//! A step hands records to the target in pieces of `BatchSize ×
 //! ParallelizationFactor` and records the position of the last record of
 //! each settled piece: a step killed mid-piece is retried from the last
 //! settled piece, so records are delivered at least once, never skipped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::archive::{ArchiveLayout, ShardScan, plan_scan};
 use crate::delivery::{
-    Delivery, DeliveryError, DeliveryReport, FailureDestination, Invoker, MappingOptions,
+    Delivery, DeliveryError, DeliveryReport, FailureDestination, FailureRecord, Invoker,
+    MappingOptions,
 };
+use crate::dynamo::{DynamoReader, ReadError};
 use crate::event::{EventSource, StreamArnError};
-use crate::invoke::{LambdaInvoker, S3FailureDestination};
+use crate::invoke::{LambdaInvoker, S3FailureDestination, SqsFailureDestination};
 use crate::record::{ArrivalTime, Record};
-use crate::scrape::{Manifest, ManifestShard, RequestError, parse_json, read_shard_chunks};
+use crate::reinject::{KinesisSink, RecordSink, ReinjectError, ReinjectOptions, reinject};
+use crate::scrape::{
+    Manifest, ManifestShard, RequestError, ScrapeRequest, parse_json, read_shard_chunks,
+};
 use crate::seqno::SequenceNumber;
 use crate::store::{ObjectReader, ObjectStore, PutObject, StoreError};
 
@@ -61,6 +80,25 @@ pub enum ReplaySource {
         /// Epoch seconds, exclusive.
         to: ArrivalTime,
     },
+    /// The DynamoDB archive (`ALL` items) of one partition key, sequence
+    /// numbers in `fromSequenceNumber..=toSequenceNumber`.
+    #[serde(rename = "DYNAMODB", rename_all = "camelCase")]
+    Dynamodb {
+        table: String,
+        stream: String,
+        partition_key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_sequence_number: Option<SequenceNumber>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_sequence_number: Option<SequenceNumber>,
+        /// The archive bucket, where records too large for an item keep
+        /// their data.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        overflow_bucket: Option<String>,
+    },
+    /// A scrape request: the replay state machine scrapes first, then
+    /// replays the scrape's manifest.
+    Scrape { request: Box<ScrapeRequest> },
 }
 
 fn default_archive_prefix() -> String {
@@ -68,7 +106,7 @@ fn default_archive_prefix() -> String {
 }
 
 /// Where the records go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
 pub enum ReplayTarget {
     #[serde(rename_all = "camelCase")]
@@ -84,21 +122,65 @@ pub enum ReplayTarget {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         invoke_identity_arn: Option<String>,
     },
+    /// Re-injection: `PutRecords` onto a stream.
+    #[serde(rename_all = "camelCase")]
+    Stream {
+        /// Name or ARN.
+        stream: String,
+        /// Wrap each payload in the Node.js archiver's metadata envelope
+        /// (`<sep>{originalApproximateArrivalTimestamp,…}<sep><payload>`).
+        #[serde(default)]
+        include_metadata: bool,
+        /// The envelope's separator (1 to 16 bytes of UTF-8).
+        #[serde(default = "default_separator")]
+        separator: String,
+        /// Put records with their original explicit hash keys (to the same
+        /// hash ranges), when the record lines have them.
+        #[serde(default)]
+        keep_explicit_hash_key: bool,
+        /// Keep each shard's original inter-arrival timing, this many times
+        /// faster (2: twice as fast); absent: as fast as the limits allow.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        speedup: Option<f64>,
+    },
+}
+
+fn default_separator() -> String {
+    "|".to_owned()
 }
 
 /// Where failed batches go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
 pub enum DlqLocation {
+    /// One object per failed batch, with the whole event, as the mapping's
+    /// S3 on-failure destination writes it.
     S3 {
         bucket: String,
         #[serde(default = "default_dlq_prefix")]
         prefix: String,
     },
+    /// One message per failed batch: the mapping's on-failure record,
+    /// without the records.
+    #[serde(rename_all = "camelCase")]
+    Sqs { queue_url: String },
 }
 
 fn default_dlq_prefix() -> String {
     "dlq".to_owned()
+}
+
+/// Where a run keeps its per-shard progress (read by the summary).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RunOutput {
+    pub bucket: String,
+    #[serde(default = "default_output_prefix")]
+    pub prefix: String,
+}
+
+fn default_output_prefix() -> String {
+    "replays".to_owned()
 }
 
 /// A replay request: the replay state machine's input.
@@ -107,10 +189,22 @@ fn default_dlq_prefix() -> String {
 pub struct ReplayRequest {
     pub source: ReplaySource,
     pub target: ReplayTarget,
-    /// Named as the event source mapping names them.
+    /// Named as the event source mapping names them; `FilterCriteria`
+    /// applies to both targets, the others to `FUNCTION` targets only.
     #[serde(default)]
     pub options: MappingOptions,
-    pub dlq: DlqLocation,
+    /// Required for a `FUNCTION` target; not for a `STREAM` target, which
+    /// retries failed entries until they are stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlq: Option<DlqLocation>,
+    /// Where the run's progress goes; by default the S3 DLQ's bucket, under
+    /// `<dlq prefix>/replays`. Required without an S3 DLQ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<RunOutput>,
+    /// At most this many records per second per shard (replay's own pace
+    /// limit, so a replay leaves room for live traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_per_second: Option<f64>,
     /// Read and validate every record, invoke nothing.
     #[serde(default)]
     pub dry_run: bool,
@@ -118,9 +212,9 @@ pub struct ReplayRequest {
     /// execution name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
-    /// Shards replayed at the same time by the replay state machine (its
-    /// Map's `MaxConcurrency`, 1 when absent, so parents finish before their
-    /// children start); the function itself ignores it.
+    /// Lineage groups replayed at the same time by the replay state machine
+    /// (its Map's `MaxConcurrency`, 1 when absent); the shards of a group
+    /// go one after another, parents first. The function ignores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
 }
@@ -152,6 +246,85 @@ impl ReplayRequest {
 
     /// Checks what the types can't.
     pub fn validate(&self) -> Result<(), RequestError> {
+        self.validate_source()?;
+        self.validate_target()?;
+        self.options.validate().map_err(|error| RequestError {
+            field: format!("options.{}", error.field),
+            message: error.message,
+        })?;
+        match &self.dlq {
+            Some(DlqLocation::S3 { bucket, prefix }) => {
+                if bucket.is_empty() {
+                    return Err(invalid("dlq.bucket", "is empty; name the DLQ bucket"));
+                }
+                check_prefix("dlq.prefix", prefix)?;
+            }
+            Some(DlqLocation::Sqs { queue_url }) => {
+                if !(queue_url.starts_with("https://") || queue_url.starts_with("http://")) {
+                    return Err(invalid(
+                        "dlq.queueUrl",
+                        format!("{queue_url:?}; accepted values: an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<queue>)"),
+                    ));
+                }
+            }
+            None => {}
+        }
+        match &self.output {
+            Some(RunOutput { bucket, prefix }) => {
+                if bucket.is_empty() {
+                    return Err(invalid("output.bucket", "is empty; name the bucket"));
+                }
+                check_prefix("output.prefix", prefix)?;
+            }
+            None if !matches!(self.dlq, Some(DlqLocation::S3 { .. })) => {
+                return Err(invalid(
+                    "output",
+                    "is missing; without an S3 DLQ name where the run keeps its progress: {\"bucket\": \"...\", \"prefix\": \"replays\"}",
+                ));
+            }
+            None => {}
+        }
+        if let Some(rate) = self.records_per_second
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(invalid(
+                "recordsPerSecond",
+                format!("{rate}; accepted values: a number greater than 0"),
+            ));
+        }
+        if let Some(n) = self.max_concurrency
+            && !(1..=crate::scrape::MAX_CONCURRENCY).contains(&n)
+        {
+            return Err(invalid(
+                "maxConcurrency",
+                format!(
+                    "{n} is out of range; accepted values: 1 to {}",
+                    crate::scrape::MAX_CONCURRENCY
+                ),
+            ));
+        }
+        if let Some(run_id) = &self.run_id
+            && !crate::scrape::valid_name(run_id, 80)
+        {
+            return Err(invalid(
+                "runId",
+                format!("{run_id:?}; accepted values: 1 to 80 of a-z A-Z 0-9 _ . -"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_source(&self) -> Result<(), RequestError> {
+        let stream_name = |field: &str, stream: &str| {
+            if crate::scrape::valid_name(stream, 128) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    field,
+                    format!("{stream:?} is not a stream name ([a-zA-Z0-9_.-]{{1,128}})"),
+                ))
+            }
+        };
         match &self.source {
             ReplaySource::Manifest { bucket, key } => {
                 if bucket.is_empty() {
@@ -175,12 +348,7 @@ impl ReplayRequest {
                     return Err(invalid("source.bucket", "is empty; name the bucket"));
                 }
                 check_prefix("source.prefix", prefix)?;
-                if !crate::scrape::valid_name(stream, 128) {
-                    return Err(invalid(
-                        "source.stream",
-                        format!("{stream:?} is not a stream name ([a-zA-Z0-9_.-]{{1,128}})"),
-                    ));
-                }
+                stream_name("source.stream", stream)?;
                 if from >= to {
                     return Err(invalid(
                         "source.to",
@@ -188,82 +356,183 @@ impl ReplayRequest {
                     ));
                 }
             }
-        }
-        let ReplayTarget::Function {
-            function_name,
-            qualifier,
-            invoke_identity_arn,
-        } = &self.target;
-        if function_name.is_empty() || function_name.len() > 170 {
-            return Err(invalid(
-                "target.functionName",
-                format!(
-                    "{function_name:?}; accepted values: a function name or ARN (1 to 170 characters)"
-                ),
-            ));
-        }
-        if qualifier.as_ref().is_some_and(|q| !valid_qualifier(q)) {
-            return Err(invalid(
-                "target.qualifier",
-                format!(
-                    "{:?}; accepted values: $LATEST, a version number or an alias",
-                    qualifier.as_deref().unwrap_or_default()
-                ),
-            ));
-        }
-        if invoke_identity_arn
-            .as_ref()
-            .is_some_and(|arn| !arn.starts_with("arn:"))
-        {
-            return Err(invalid(
-                "target.invokeIdentityArn",
-                "is not an ARN (arn:aws:iam::<account>:role/<name>)",
-            ));
-        }
-        self.options.validate().map_err(|error| RequestError {
-            field: format!("options.{}", error.field),
-            message: error.message,
-        })?;
-        let DlqLocation::S3 { bucket, prefix } = &self.dlq;
-        if bucket.is_empty() {
-            return Err(invalid("dlq.bucket", "is empty; name the DLQ bucket"));
-        }
-        check_prefix("dlq.prefix", prefix)?;
-        if let Some(n) = self.max_concurrency
-            && !(1..=crate::scrape::MAX_CONCURRENCY).contains(&n)
-        {
-            return Err(invalid(
-                "maxConcurrency",
-                format!(
-                    "{n} is out of range; accepted values: 1 to {}",
-                    crate::scrape::MAX_CONCURRENCY
-                ),
-            ));
-        }
-        if let Some(run_id) = &self.run_id
-            && !crate::scrape::valid_name(run_id, 80)
-        {
-            return Err(invalid(
-                "runId",
-                format!("{run_id:?}; accepted values: 1 to 80 of a-z A-Z 0-9 _ . -"),
-            ));
+            ReplaySource::Dynamodb {
+                table,
+                stream,
+                partition_key,
+                from_sequence_number,
+                to_sequence_number,
+                overflow_bucket,
+            } => {
+                if !(3..=255).contains(&table.len()) {
+                    return Err(invalid(
+                        "source.table",
+                        format!("{table:?}; accepted values: a DynamoDB table name (3 to 255 characters)"),
+                    ));
+                }
+                stream_name("source.stream", stream)?;
+                if !(1..=256).contains(&partition_key.len()) {
+                    return Err(invalid(
+                        "source.partitionKey",
+                        "accepted values: 1 to 256 characters",
+                    ));
+                }
+                if let (Some(from), Some(to)) = (from_sequence_number, to_sequence_number)
+                    && from > to
+                {
+                    return Err(invalid(
+                        "source.toSequenceNumber",
+                        format!("{to} is before source.fromSequenceNumber ({from})"),
+                    ));
+                }
+                if overflow_bucket.as_ref().is_some_and(String::is_empty) {
+                    return Err(invalid(
+                        "source.overflowBucket",
+                        "is empty; name the archive bucket or leave it out",
+                    ));
+                }
+            }
+            ReplaySource::Scrape { request } => {
+                request.validate().map_err(|error| RequestError {
+                    field: format!("source.request.{}", error.field),
+                    message: error.message,
+                })?;
+            }
         }
         Ok(())
     }
 
-    fn dlq(&self) -> (&str, &str) {
-        let DlqLocation::S3 { bucket, prefix } = &self.dlq;
-        (bucket, prefix.trim_end_matches('/'))
+    fn validate_target(&self) -> Result<(), RequestError> {
+        match &self.target {
+            ReplayTarget::Function {
+                function_name,
+                qualifier,
+                invoke_identity_arn,
+            } => {
+                if function_name.is_empty() || function_name.len() > 170 {
+                    return Err(invalid(
+                        "target.functionName",
+                        format!(
+                            "{function_name:?}; accepted values: a function name or ARN (1 to 170 characters)"
+                        ),
+                    ));
+                }
+                if qualifier.as_ref().is_some_and(|q| !valid_qualifier(q)) {
+                    return Err(invalid(
+                        "target.qualifier",
+                        format!(
+                            "{:?}; accepted values: $LATEST, a version number or an alias",
+                            qualifier.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                }
+                if invoke_identity_arn
+                    .as_ref()
+                    .is_some_and(|arn| !arn.starts_with("arn:"))
+                {
+                    return Err(invalid(
+                        "target.invokeIdentityArn",
+                        "is not an ARN (arn:aws:iam::<account>:role/<name>)",
+                    ));
+                }
+                if self.dlq.is_none() {
+                    return Err(invalid(
+                        "dlq",
+                        "is missing; a FUNCTION target needs an on-failure destination: {\"type\": \"S3\", \"bucket\": \"...\"} or {\"type\": \"SQS\", \"queueUrl\": \"...\"}",
+                    ));
+                }
+            }
+            ReplayTarget::Stream {
+                stream,
+                separator,
+                speedup,
+                ..
+            } => {
+                let name = crate::record::stream_name_from_arn(stream).unwrap_or(stream);
+                if !crate::scrape::valid_name(name, 128) {
+                    return Err(invalid(
+                        "target.stream",
+                        format!("{stream:?}; accepted values: a stream name ([a-zA-Z0-9_.-]{{1,128}}) or ARN"),
+                    ));
+                }
+                if !(1..=16).contains(&separator.len()) {
+                    return Err(invalid(
+                        "target.separator",
+                        format!("{separator:?}; accepted values: 1 to 16 bytes (a single byte, such as \"|\", lets consumers test the first byte)"),
+                    ));
+                }
+                if let Some(speedup) = speedup
+                    && !(speedup.is_finite() && *speedup > 0.0)
+                {
+                    return Err(invalid(
+                        "target.speedup",
+                        format!("{speedup}; accepted values: a number greater than 0 (1: the original pace, 2: twice as fast)"),
+                    ));
+                }
+                if self.dlq.is_some() {
+                    return Err(invalid(
+                        "dlq",
+                        "applies to FUNCTION targets only; a STREAM target retries failed entries until they are stored (leave dlq out)",
+                    ));
+                }
+                let defaults = MappingOptions {
+                    filter_criteria: self.options.filter_criteria.clone(),
+                    ..MappingOptions::default()
+                };
+                if self.options != defaults {
+                    return Err(invalid(
+                        "options",
+                        "only FilterCriteria applies to a STREAM target (the others are the event source mapping's, for FUNCTION targets)",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// The folder of the run's per-shard progress, in the DLQ bucket.
+    /// The run's progress location: (bucket, prefix).
+    fn output(&self) -> (String, String) {
+        match (&self.output, &self.dlq) {
+            (Some(RunOutput { bucket, prefix }), _) => {
+                (bucket.clone(), prefix.trim_end_matches('/').to_owned())
+            }
+            (None, Some(DlqLocation::S3 { bucket, prefix })) => (
+                bucket.clone(),
+                join(prefix.trim_end_matches('/'), "replays"),
+            ),
+            // validate() requires one of the two.
+            (None, _) => (String::new(), "replays".to_owned()),
+        }
+    }
+
+    /// The folder of the run's per-shard progress, in the output bucket.
     pub fn progress_folder(&self, run_id: &str) -> String {
-        join(self.dlq().1, &format!("replays/{run_id}"))
+        join(&self.output().1, run_id)
     }
 
-    /// The folder of a shard's failed batches, in the DLQ bucket.
-    pub fn dlq_folder(&self, run_id: &str, shard_id: &str) -> String {
-        join(self.dlq().1, &format!("aws/lambda/{run_id}/{shard_id}/"))
+    /// The folder of a shard's failed batches, in the S3 DLQ's bucket.
+    pub fn dlq_folder(&self, run_id: &str, shard_id: &str) -> Option<String> {
+        match &self.dlq {
+            Some(DlqLocation::S3 { prefix, .. }) => Some(join(
+                prefix.trim_end_matches('/'),
+                &format!("aws/lambda/{run_id}/{shard_id}/"),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Where failures go, as a summary names it.
+    fn dlq_location(&self, run_id: &str) -> Option<String> {
+        match &self.dlq {
+            Some(DlqLocation::S3 { bucket, .. }) => Some(format!(
+                "s3://{bucket}/{}",
+                self.dlq_folder(run_id, "")
+                    .unwrap_or_default()
+                    .trim_end_matches('/')
+            )),
+            Some(DlqLocation::Sqs { queue_url }) => Some(queue_url.clone()),
+            None => None,
+        }
     }
 }
 
@@ -301,27 +570,56 @@ impl Position {
     }
 }
 
+/// Where a sped-up replay of a shard started: its first record (arrival)
+/// was put at `wall`; every later record is put at
+/// `wall + (arrival - first arrival) / speedup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaceOrigin {
+    pub wall: ArrivalTime,
+    pub arrival: ArrivalTime,
+}
+
 /// One shard's replay between steps: what the state machine carries.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardReplay {
     pub shard_id: String,
-    /// The last record handed to delivery and settled; the next step
+    /// The last record handed to the target and settled; the next step
     /// resumes after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<Position>,
     /// Records read from the source (in the window).
+    #[serde(default)]
     pub records: u64,
+    /// Records acknowledged by a successful invocation, or put on the
+    /// target stream.
+    #[serde(default)]
     pub delivered: u64,
+    #[serde(default)]
     pub filtered: u64,
+    #[serde(default)]
     pub failed_records: u64,
+    #[serde(default)]
     pub failed_batches: u64,
+    /// Invokes of the target function, or `PutRecords` calls.
+    #[serde(default)]
     pub invocations: u64,
+    #[serde(default)]
     pub function_errors: u64,
-    /// Objects written to the DLQ.
+    /// Failed batches sent to the DLQ (objects or messages).
+    #[serde(default)]
     pub dlq_locations: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_sequence_number: Option<SequenceNumber>,
+    /// When the shard's first step started and its last step ended (epoch
+    /// seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<ArrivalTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<ArrivalTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace: Option<PaceOrigin>,
     #[serde(default)]
     pub done: bool,
 }
@@ -388,14 +686,50 @@ impl ReplayEvent {
     }
 }
 
-/// The plan: the run's identity and its shards, parents before children.
+/// The plan: the run's identity and its shards, parents before children,
+/// in lineage groups: shards related by a split or a merge are in one
+/// group, replayed one after another in this order; groups are
+/// independent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayPlan {
     pub run_id: String,
     pub stream_arn: String,
     pub shards: Vec<String>,
-    pub progress: Vec<ShardReplay>,
+    pub groups: Vec<Vec<ShardReplay>>,
+}
+
+/// Groups shards by lineage (connected by parent links among `shards`),
+/// keeping the order of `shards` (parents first) inside each group and
+/// ordering groups by their first shard.
+pub fn lineage_groups(shards: &[(String, Vec<String>)]) -> Vec<Vec<String>> {
+    let index: BTreeMap<&str, usize> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (id.as_str(), i))
+        .collect();
+    let mut root: Vec<usize> = (0..shards.len()).collect();
+    fn find(root: &mut [usize], mut i: usize) -> usize {
+        while root[i] != i {
+            root[i] = root[root[i]];
+            i = root[i];
+        }
+        i
+    }
+    for (i, (_, parents)) in shards.iter().enumerate() {
+        for parent in parents {
+            if let Some(&j) = index.get(parent.as_str()) {
+                let (a, b) = (find(&mut root, i), find(&mut root, j));
+                root[a.max(b)] = a.min(b);
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for (i, (id, _)) in shards.iter().enumerate() {
+        let r = find(&mut root, i);
+        groups.entry(r).or_default().push(id.clone());
+    }
+    groups.into_values().collect()
 }
 
 /// One shard in the summary.
@@ -406,7 +740,10 @@ pub struct ShardSummary {
     pub progress: ShardReplay,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sequence_number: Option<SequenceNumber>,
-    /// `s3://<bucket>/<key>` of each failed batch (the first
+    /// From the first step's start to the last step's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+    /// `s3://<bucket>/<key>` of each failed batch in an S3 DLQ (the first
     /// [`MAX_LISTED_LOCATIONS`]; `dlqLocations` counts them all).
     pub dlq_keys: Vec<String>,
 }
@@ -419,13 +756,18 @@ pub const MAX_LISTED_LOCATIONS: usize = 100;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayTotals {
+    pub shards: u64,
     pub records: u64,
     pub delivered: u64,
     pub filtered: u64,
     pub failed_records: u64,
     pub failed_batches: u64,
     pub invocations: u64,
+    pub function_errors: u64,
     pub dlq_locations: u64,
+    /// From the first shard's start to the last shard's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
 }
 
 /// The replay's outcome.
@@ -434,8 +776,12 @@ pub struct ReplayTotals {
 pub struct ReplaySummary {
     pub run_id: String,
     pub dry_run: bool,
-    /// `s3://<bucket>/<prefix>` holding the run's failed batches.
-    pub dlq: String,
+    /// The function or stream the records went to.
+    pub target: String,
+    /// Where failed batches went: `s3://<bucket>/<prefix>` of the run's
+    /// DLQ folder, or the SQS queue URL; absent for a stream target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlq: Option<String>,
     pub shards: Vec<ShardSummary>,
     pub totals: ReplayTotals,
 }
@@ -450,16 +796,24 @@ pub enum ReplayError {
     Store(#[from] StoreError),
     #[error("reading the source failed: {0}")]
     Source(String),
+    #[error(transparent)]
+    Dynamo(#[from] ReadError),
     #[error("{key}: not a scrape manifest: {source}")]
     Manifest {
         key: String,
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "invalid replay request: source: a SCRAPE source is scraped by the replay state machine first; the replay function takes MANIFEST, ARCHIVE and DYNAMODB sources"
+    )]
+    ScrapeFirst,
     #[error(transparent)]
     StreamArn(#[from] StreamArnError),
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+    #[error("re-injection failed: {0}")]
+    Reinject(#[from] ReinjectError),
     #[error("shard {shard_id} has no final progress at {key}: its replay did not finish")]
     Unfinished { shard_id: String, key: String },
 }
@@ -468,13 +822,15 @@ impl ReplayError {
     /// `InvalidRequest` fails the execution at once; the others are retried.
     pub fn error_type(&self) -> &'static str {
         match self {
-            Self::InvalidRequest(_) | Self::Manifest { .. } | Self::StreamArn(_) => {
-                "InvalidRequest"
-            }
+            Self::InvalidRequest(_)
+            | Self::Manifest { .. }
+            | Self::StreamArn(_)
+            | Self::ScrapeFirst => "InvalidRequest",
             Self::Delivery(DeliveryError::Options { .. }) => "InvalidRequest",
             Self::Delivery(DeliveryError::Invoke(_)) => "InvokeFailed",
             Self::Delivery(DeliveryError::Destination { .. }) => "DlqWriteFailed",
-            Self::Store(_) | Self::Source(_) => "SourceReadFailed",
+            Self::Reinject(_) => "ReinjectFailed",
+            Self::Store(_) | Self::Source(_) | Self::Dynamo(_) => "SourceReadFailed",
             Self::Unfinished { .. } => "ShardUnfinished",
         }
     }
@@ -508,28 +864,95 @@ impl Targets for aws_sdk_lambda::Client {
     }
 }
 
+/// Target streams by ARN.
+pub trait Streams: Send + Sync {
+    type Sink: RecordSink;
+    fn sink(&self, stream_arn: &str) -> Self::Sink;
+}
+
+impl Streams for aws_sdk_kinesis::Client {
+    type Sink = KinesisSink;
+
+    fn sink(&self, stream_arn: &str) -> Self::Sink {
+        KinesisSink::new(self.clone(), stream_arn)
+    }
+}
+
+/// SQS DLQs by queue URL.
+pub trait Queues: Send + Sync {
+    type Destination: FailureDestination;
+    fn queue(&self, queue_url: &str) -> Self::Destination;
+}
+
+impl Queues for aws_sdk_sqs::Client {
+    type Destination = SqsFailureDestination;
+
+    fn queue(&self, queue_url: &str) -> Self::Destination {
+        SqsFailureDestination {
+            client: self.clone(),
+            queue_url: queue_url.to_owned(),
+        }
+    }
+}
+
+/// The request's DLQ, whichever kind it is.
+enum Dlq<A, B> {
+    S3(A),
+    Sqs(B),
+}
+
+impl<A: FailureDestination, B: FailureDestination> FailureDestination for Dlq<A, B> {
+    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+        match self {
+            Self::S3(destination) => destination.send(record).await,
+            Self::Sqs(destination) => destination.send(record).await,
+        }
+    }
+
+    fn wants_payload(&self) -> bool {
+        match self {
+            Self::S3(destination) => destination.wants_payload(),
+            Self::Sqs(destination) => destination.wants_payload(),
+        }
+    }
+}
+
 /// How much of a step's time is left unused before its Lambda deadline: a
 /// piece's invocations (and their retries) must fit in it.
-pub const STEP_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
+pub const STEP_MARGIN: Duration = Duration::from_secs(60);
+
+/// Records per page of a DynamoDB source.
+const DYNAMODB_PAGE: i32 = 1000;
 
 /// The replay function's clients and settings, built once per container.
 #[derive(Debug, Clone)]
-pub struct Replayer<B = aws_sdk_s3::Client, T = aws_sdk_lambda::Client> {
+pub struct Replayer<
+    B = aws_sdk_s3::Client,
+    T = aws_sdk_lambda::Client,
+    K = aws_sdk_kinesis::Client,
+    Q = aws_sdk_sqs::Client,
+> {
     pub buckets: B,
     pub targets: T,
+    pub streams: K,
+    pub queues: Q,
+    /// The DynamoDB archive's client (`DYNAMODB` sources); `None` where
+    /// there is no table to read.
+    pub tables: Option<aws_sdk_dynamodb::Client>,
     /// The partition, region and account the replay runs in: the
     /// `eventSourceARN` of records replayed from the archive is
-    /// `arn:<partition>:kinesis:<region>:<account>:stream/<stream>`.
+    /// `arn:<partition>:kinesis:<region>:<account>:stream/<stream>`, and a
+    /// target stream named without an ARN is in them too.
     pub partition: String,
     pub region: String,
     pub account_id: String,
     /// `invokeIdentityArn` when the request names none.
     pub invoke_identity_arn: String,
-    /// First backoff after a throttled invoke.
-    pub base_backoff: std::time::Duration,
+    /// First backoff after a throttled invoke or put.
+    pub base_backoff: Duration,
 }
 
-impl<B: Buckets, T: Targets> Replayer<B, T> {
+impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
     async fn manifest(&self, bucket: &str, key: &str) -> Result<Manifest, ReplayError> {
         let bytes = self.buckets.bucket(bucket).get(key).await?;
         serde_json::from_slice(&bytes).map_err(|source| ReplayError::Manifest {
@@ -538,7 +961,11 @@ impl<B: Buckets, T: Targets> Replayer<B, T> {
         })
     }
 
-    fn archive_stream_arn(&self, stream: &str) -> String {
+    /// A stream's ARN in the replay's own partition, region and account.
+    pub fn local_stream_arn(&self, stream: &str) -> String {
+        if stream.starts_with("arn:") {
+            return stream.to_owned();
+        }
         format!(
             "arn:{}:kinesis:{}:{}:stream/{stream}",
             self.partition, self.region, self.account_id
@@ -550,21 +977,38 @@ impl<B: Buckets, T: Targets> Replayer<B, T> {
             ReplaySource::Manifest { bucket, key } => {
                 Ok(self.manifest(bucket, key).await?.stream_arn)
             }
-            ReplaySource::Archive { stream, .. } => Ok(self.archive_stream_arn(stream)),
+            ReplaySource::Archive { stream, .. } | ReplaySource::Dynamodb { stream, .. } => {
+                Ok(self.local_stream_arn(stream))
+            }
+            ReplaySource::Scrape { .. } => Err(ReplayError::ScrapeFirst),
         }
     }
 
-    /// The shards to replay, parents before children.
+    fn dynamo(&self, table: &str) -> Result<DynamoReader, ReplayError> {
+        let client = self.tables.clone().ok_or_else(|| {
+            invalid(
+                "source",
+                "DYNAMODB sources are not enabled here (the stack has no archive table)",
+            )
+        })?;
+        Ok(DynamoReader::new(client, table))
+    }
+
+    /// The shards to replay, parents before children, in lineage groups.
     pub async fn plan(
         &self,
         request: &ReplayRequest,
         run_id: &str,
     ) -> Result<ReplayPlan, ReplayError> {
-        let (stream_arn, shards): (String, Vec<String>) = match &request.source {
+        let (stream_arn, groups): (String, Vec<Vec<String>>) = match &request.source {
             ReplaySource::Manifest { bucket, key } => {
                 let manifest = self.manifest(bucket, key).await?;
-                let shards = manifest.shards.iter().map(|s| s.shard_id.clone()).collect();
-                (manifest.stream_arn, shards)
+                let shards: Vec<(String, Vec<String>)> = manifest
+                    .shards
+                    .iter()
+                    .map(|s| (s.shard_id.clone(), s.parent_shard_ids.clone()))
+                    .collect();
+                (manifest.stream_arn, lineage_groups(&shards))
             }
             ReplaySource::Archive {
                 bucket,
@@ -575,21 +1019,59 @@ impl<B: Buckets, T: Targets> Replayer<B, T> {
             } => {
                 let layout = archive_layout(prefix);
                 let store = self.buckets.bucket(bucket);
-                // A BTreeMap: shard-id order, which is lineage order.
-                let shards = plan_scan(&store, &layout, stream, *from, *to)
+                // A BTreeMap: shard-id order, which is lineage order. The
+                // archive keeps no parent links, so the shards form one
+                // group: a child never starts before its parents end.
+                let shards: Vec<String> = plan_scan(&store, &layout, stream, *from, *to)
                     .await?
                     .into_keys()
                     .collect();
-                (self.archive_stream_arn(stream), shards)
+                (self.local_stream_arn(stream), one_group(shards))
             }
+            ReplaySource::Dynamodb {
+                table,
+                stream,
+                partition_key,
+                from_sequence_number,
+                to_sequence_number,
+                ..
+            } => {
+                let reader = self.dynamo(table)?;
+                let mut shards = BTreeSet::new();
+                let mut start = None;
+                loop {
+                    let page = reader
+                        .query(
+                            stream,
+                            partition_key,
+                            from_sequence_number.as_ref(),
+                            to_sequence_number.as_ref(),
+                            DYNAMODB_PAGE,
+                            start,
+                        )
+                        .await?;
+                    shards.extend(page.records.into_iter().map(|(r, _)| r.shard_id));
+                    match page.next {
+                        Some(next) => start = Some(next),
+                        None => break,
+                    }
+                }
+                (
+                    self.local_stream_arn(stream),
+                    one_group(shards.into_iter().collect()),
+                )
+            }
+            ReplaySource::Scrape { .. } => return Err(ReplayError::ScrapeFirst),
         };
         EventSource::new(stream_arn.clone(), "")?;
-        let progress = shards.iter().map(ShardReplay::new).collect();
         Ok(ReplayPlan {
             run_id: run_id.to_owned(),
             stream_arn,
-            shards,
-            progress,
+            shards: groups.iter().flatten().cloned().collect(),
+            groups: groups
+                .into_iter()
+                .map(|group| group.into_iter().map(ShardReplay::new).collect())
+                .collect(),
         })
     }
 
@@ -606,43 +1088,85 @@ impl<B: Buckets, T: Targets> Replayer<B, T> {
         if progress.done {
             return Ok(progress);
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let started = Instant::now();
+        let remaining = deadline.saturating_duration_since(started);
         let stop_at = deadline
             .checked_sub(STEP_MARGIN.min(remaining / 3))
             .unwrap_or(deadline);
-        let ReplayTarget::Function {
-            function_name,
-            qualifier,
-            invoke_identity_arn,
-        } = &request.target;
+        progress.started_at.get_or_insert_with(now);
         let stream_arn = self.stream_arn(request).await?;
-        let source = EventSource::new(
-            stream_arn,
-            invoke_identity_arn
-                .clone()
-                .unwrap_or_else(|| self.invoke_identity_arn.clone()),
-        )?;
-        let invoker = self.targets.invoker(function_name, qualifier.as_deref());
-        let (dlq_bucket, dlq_prefix) = request.dlq();
-        let dlq_store = self.buckets.bucket(dlq_bucket);
-        let destination = S3FailureDestination {
-            store: self.buckets.bucket(dlq_bucket),
-            mapping_id: run_id.to_owned(),
-            prefix: dlq_prefix.to_owned(),
+        let filters = request.options.filters()?;
+        let (invoker, source, destination);
+        let (target, speedup) = match (&request.target, request.dry_run) {
+            (_, true) => (Deliver::DryRun, None),
+            (
+                ReplayTarget::Function {
+                    function_name,
+                    qualifier,
+                    invoke_identity_arn,
+                },
+                false,
+            ) => {
+                source = EventSource::new(
+                    stream_arn,
+                    invoke_identity_arn
+                        .clone()
+                        .unwrap_or_else(|| self.invoke_identity_arn.clone()),
+                )?;
+                invoker = self.targets.invoker(function_name, qualifier.as_deref());
+                destination = match &request.dlq {
+                    Some(DlqLocation::Sqs { queue_url }) => {
+                        Dlq::Sqs(self.queues.queue(queue_url))
+                    }
+                    Some(DlqLocation::S3 { bucket, prefix }) => {
+                        Dlq::S3(S3FailureDestination {
+                            store: self.buckets.bucket(bucket),
+                            mapping_id: run_id.to_owned(),
+                            prefix: prefix.trim_end_matches('/').to_owned(),
+                        })
+                    }
+                    // validate() requires a DLQ for a function target.
+                    None => return Err(invalid("dlq", "is missing").into()),
+                };
+                let delivery = Delivery {
+                    invoker: &invoker,
+                    destination: &destination,
+                    source: &source,
+                    options: &request.options,
+                    now,
+                    base_backoff: self.base_backoff,
+                };
+                (Deliver::Function(delivery), None)
+            }
+            (
+                ReplayTarget::Stream {
+                    stream,
+                    include_metadata,
+                    separator,
+                    keep_explicit_hash_key,
+                    speedup,
+                },
+                false,
+            ) => {
+                let options = ReinjectOptions {
+                    envelope_separator: include_metadata.then(|| separator.as_bytes().to_vec()),
+                    keep_explicit_hash_key: *keep_explicit_hash_key,
+                    base_backoff: self.base_backoff,
+                    ..ReinjectOptions::default()
+                };
+                let sink = self.streams.sink(&self.local_stream_arn(stream));
+                (Deliver::Stream { sink, options }, *speedup)
+            }
         };
         let mut sink = Sink {
-            delivery: Delivery {
-                invoker: &invoker,
-                destination: &destination,
-                source: &source,
-                options: &request.options,
-                now,
-                base_backoff: self.base_backoff,
-            },
-            dry_run: request.dry_run,
-            filters: request.options.filters()?,
+            target,
+            filters,
             piece: (request.options.batch_size * request.options.parallelization_factor).max(1),
             stop_at,
+            started,
+            sent: 0,
+            records_per_second: request.records_per_second,
+            speedup,
         };
         let finished = match &request.source {
             ReplaySource::Manifest { bucket, key } => {
@@ -690,15 +1214,76 @@ impl<B: Buckets, T: Targets> Replayer<B, T> {
                 }
                 finished
             }
+            ReplaySource::Dynamodb {
+                table,
+                stream,
+                partition_key,
+                from_sequence_number,
+                to_sequence_number,
+                overflow_bucket,
+            } => {
+                let reader = self.dynamo(table)?;
+                // Resume at the last settled record (take() skips it and
+                // everything before).
+                let from = progress
+                    .last
+                    .as_ref()
+                    .map(|p| p.sequence_number.clone())
+                    .or_else(|| from_sequence_number.clone());
+                let overflow = overflow_bucket.as_ref().map(|b| self.buckets.bucket(b));
+                let mut start = None;
+                let mut finished = true;
+                loop {
+                    let page = reader
+                        .query(
+                            stream,
+                            partition_key,
+                            from.as_ref(),
+                            to_sequence_number.as_ref(),
+                            DYNAMODB_PAGE,
+                            start,
+                        )
+                        .await?;
+                    let mut records = Vec::new();
+                    for (mut record, data_key) in page.records {
+                        if record.shard_id != progress.shard_id {
+                            continue;
+                        }
+                        if let Some(key) = data_key {
+                            let Some(store) = &overflow else {
+                                return Err(invalid(
+                                    "source.overflowBucket",
+                                    format!("is missing; record {} keeps its data in S3 ({key}): name the archive bucket", record.sequence_number),
+                                )
+                                .into());
+                            };
+                            record.data = store.get(&key).await?;
+                        }
+                        records.push(record);
+                    }
+                    if !sink.take(records, &mut progress).await? {
+                        finished = false;
+                        break;
+                    }
+                    match page.next {
+                        Some(next) => start = Some(next),
+                        None => break,
+                    }
+                }
+                finished
+            }
+            ReplaySource::Scrape { .. } => return Err(ReplayError::ScrapeFirst),
         };
         if finished {
             progress.done = true;
+            progress.finished_at = Some(now());
             let key = format!(
                 "{}/{}/_progress.json",
                 request.progress_folder(run_id),
                 progress.shard_id
             );
-            dlq_store
+            self.buckets
+                .bucket(&request.output().0)
                 .put(PutObject {
                     key,
                     body: serde_json::to_vec(&progress).expect("progress always serialises"),
@@ -717,58 +1302,64 @@ impl<B: Buckets, T: Targets> Replayer<B, T> {
         run_id: &str,
         shards: &[String],
     ) -> Result<ReplaySummary, ReplayError> {
-        let (dlq_bucket, _) = request.dlq();
-        let store = self.buckets.bucket(dlq_bucket);
+        let store = self.buckets.bucket(&request.output().0);
         let mut out = Vec::new();
         let mut totals = ReplayTotals::default();
+        let (mut first_start, mut last_end) = (None::<ArrivalTime>, None::<ArrivalTime>);
         for shard_id in shards {
             let key = format!(
                 "{}/{shard_id}/_progress.json",
                 request.progress_folder(run_id)
             );
-            let progress: ShardReplay = match store.get(&key).await {
-                Ok(bytes) => {
-                    serde_json::from_slice(&bytes).map_err(|_| ReplayError::Unfinished {
-                        shard_id: shard_id.clone(),
-                        key: key.clone(),
-                    })?
-                }
-                Err(_) => {
-                    return Err(ReplayError::Unfinished {
-                        shard_id: shard_id.clone(),
-                        key,
-                    });
-                }
+            let unfinished = || ReplayError::Unfinished {
+                shard_id: shard_id.clone(),
+                key: key.clone(),
             };
-            let dlq_keys = if progress.dlq_locations > 0 {
-                let mut keys = store.list(&request.dlq_folder(run_id, shard_id)).await?;
-                keys.truncate(MAX_LISTED_LOCATIONS);
-                keys.into_iter()
-                    .map(|k| format!("s3://{dlq_bucket}/{k}"))
-                    .collect()
-            } else {
-                Vec::new()
+            let bytes = store.get(&key).await.map_err(|_| unfinished())?;
+            let progress: ShardReplay = serde_json::from_slice(&bytes).map_err(|_| unfinished())?;
+            let dlq_keys = match (&request.dlq, request.dlq_folder(run_id, shard_id)) {
+                (Some(DlqLocation::S3 { bucket, .. }), Some(folder))
+                    if progress.dlq_locations > 0 =>
+                {
+                    let mut keys = self.buckets.bucket(bucket).list(&folder).await?;
+                    keys.truncate(MAX_LISTED_LOCATIONS);
+                    keys.into_iter()
+                        .map(|k| format!("s3://{bucket}/{k}"))
+                        .collect()
+                }
+                _ => Vec::new(),
             };
+            totals.shards += 1;
             totals.records += progress.records;
             totals.delivered += progress.delivered;
             totals.filtered += progress.filtered;
             totals.failed_records += progress.failed_records;
             totals.failed_batches += progress.failed_batches;
             totals.invocations += progress.invocations;
+            totals.function_errors += progress.function_errors;
             totals.dlq_locations += progress.dlq_locations;
+            if let Some(start) = progress.started_at {
+                first_start = Some(first_start.map_or(start, |t| t.min(start)));
+            }
+            if let Some(end) = progress.finished_at {
+                last_end = Some(last_end.map_or(end, |t| t.max(end)));
+            }
             out.push(ShardSummary {
                 last_sequence_number: progress.last.as_ref().map(|p| p.sequence_number.clone()),
+                duration_ms: duration_ms(progress.started_at, progress.finished_at),
                 progress,
                 dlq_keys,
             });
         }
+        totals.duration_ms = duration_ms(first_start, last_end);
         Ok(ReplaySummary {
             run_id: run_id.to_owned(),
             dry_run: request.dry_run,
-            dlq: format!(
-                "s3://{dlq_bucket}/{}",
-                request.dlq_folder(run_id, "").trim_end_matches('/')
-            ),
+            target: match &request.target {
+                ReplayTarget::Function { function_name, .. } => function_name.clone(),
+                ReplayTarget::Stream { stream, .. } => self.local_stream_arn(stream),
+            },
+            dlq: request.dlq_location(run_id),
             shards: out,
             totals,
         })
@@ -807,6 +1398,18 @@ impl<B: Buckets, T: Targets> Replayer<B, T> {
     }
 }
 
+fn one_group(shards: Vec<String>) -> Vec<Vec<String>> {
+    if shards.is_empty() {
+        Vec::new()
+    } else {
+        vec![shards]
+    }
+}
+
+fn duration_ms(start: Option<ArrivalTime>, end: Option<ArrivalTime>) -> Option<i64> {
+    Some(end?.epoch_millis() - start?.epoch_millis())
+}
+
 /// Replay outputs are plain data: serialising them can't fail.
 fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).expect("replay outputs always serialise")
@@ -823,17 +1426,29 @@ fn archive_layout(prefix: &str) -> ArchiveLayout {
     }
 }
 
-/// Hands records to delivery (or counts them, in a dry run) one piece at a
-/// time, until the deadline.
-struct Sink<'a, I, D> {
-    delivery: Delivery<'a, I, D>,
-    dry_run: bool,
+/// What a step hands its pieces to.
+enum Deliver<'a, I, D, S> {
+    Function(Delivery<'a, I, D>),
+    Stream { sink: S, options: ReinjectOptions },
+    /// Counts (and filters), invokes nothing.
+    DryRun,
+}
+
+/// Hands records to the target (or counts them, in a dry run) one piece at
+/// a time, at the request's pace, until the deadline.
+struct Sink<'a, I, D, S> {
+    target: Deliver<'a, I, D, S>,
     filters: crate::filter::Filters,
     piece: usize,
     stop_at: Instant,
+    /// When this step started, and records it handed on since.
+    started: Instant,
+    sent: u64,
+    records_per_second: Option<f64>,
+    speedup: Option<f64>,
 }
 
-impl<I: Invoker, D: FailureDestination> Sink<'_, I, D> {
+impl<I: Invoker, D: FailureDestination, S: RecordSink> Sink<'_, I, D, S> {
     /// Takes the records after `progress.last`; `false` when the step must
     /// stop (the records not settled are taken again by the next step).
     async fn take(
@@ -852,29 +1467,92 @@ impl<I: Invoker, D: FailureDestination> Sink<'_, I, D> {
             if Instant::now() >= self.stop_at {
                 return Ok(false);
             }
-            let rest = records.split_off(self.piece.min(records.len()));
-            let piece = std::mem::replace(&mut records, rest);
-            let report = if self.dry_run {
-                let matched = piece.iter().filter(|r| self.filters.matches(r)).count() as u64;
-                DeliveryReport {
-                    filtered: piece.len() as u64 - matched,
-                    ..DeliveryReport::default()
+            let mut n = self.piece.min(records.len());
+            if let Some(speedup) = self.speedup {
+                let origin = *progress.pace.get_or_insert(PaceOrigin {
+                    wall: now(),
+                    arrival: records[0].approximate_arrival_timestamp,
+                });
+                let due = |r: &Record| {
+                    let offset = (r.approximate_arrival_timestamp.epoch_millis()
+                        - origin.arrival.epoch_millis()) as f64
+                        / speedup;
+                    origin.wall.epoch_millis() + offset.max(0.0) as i64
+                };
+                let wait = due(&records[0]) - now().epoch_millis();
+                if wait > 0 && !self.wait(Duration::from_millis(wait as u64)).await {
+                    return Ok(false);
                 }
-            } else {
-                self.delivery.deliver(piece.clone()).await?
-            };
+                let at = now().epoch_millis();
+                n = records[..n]
+                    .iter()
+                    .take_while(|r| due(r) <= at)
+                    .count()
+                    .max(1);
+            }
+            if let Some(rate) = self.records_per_second {
+                n = n.min(rate.ceil() as usize).max(1);
+                let earliest = self.started + Duration::from_secs_f64(self.sent as f64 / rate);
+                let wait = earliest.saturating_duration_since(Instant::now());
+                if !wait.is_zero() && !self.wait(wait).await {
+                    return Ok(false);
+                }
+            }
+            let rest = records.split_off(n);
+            let piece = std::mem::replace(&mut records, rest);
+            let report = self.deliver(&piece).await?;
+            self.sent += piece.len() as u64;
             progress.settle(&piece, &report);
         }
         Ok(true)
     }
+
+    /// Sleeps `wait`, unless that would pass the step's stop time: then
+    /// `false` (the step ends, the next one waits).
+    async fn wait(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        if until >= self.stop_at {
+            return false;
+        }
+        tokio::time::sleep_until(until).await;
+        true
+    }
+
+    async fn deliver(&self, piece: &[Record]) -> Result<DeliveryReport, ReplayError> {
+        match &self.target {
+            Deliver::Function(delivery) => Ok(delivery.deliver(piece.to_vec()).await?),
+            Deliver::Stream { sink, options } => {
+                let matched: Vec<Record> = piece
+                    .iter()
+                    .filter(|r| self.filters.matches(r))
+                    .cloned()
+                    .collect();
+                let filtered = (piece.len() - matched.len()) as u64;
+                let report = reinject(sink, matched, options).await?;
+                Ok(DeliveryReport {
+                    delivered: report.put,
+                    filtered,
+                    invocations: report.calls,
+                    ..DeliveryReport::default()
+                })
+            }
+            Deliver::DryRun => {
+                let matched = piece.iter().filter(|r| self.filters.matches(r)).count() as u64;
+                Ok(DeliveryReport {
+                    filtered: piece.len() as u64 - matched,
+                    ..DeliveryReport::default()
+                })
+            }
+        }
+    }
 }
 
 /// A manifest shard's records after `progress.last`, one chunk at a time.
-async fn replay_manifest_shard<R: ObjectReader, I: Invoker, D: FailureDestination>(
+async fn replay_manifest_shard<R: ObjectReader, I: Invoker, D: FailureDestination, S: RecordSink>(
     store: &R,
     shard: &ManifestShard,
     progress: &mut ShardReplay,
-    sink: &mut Sink<'_, I, D>,
+    sink: &mut Sink<'_, I, D, S>,
 ) -> Result<bool, ReplayError> {
     for chunk in &shard.chunks {
         if progress

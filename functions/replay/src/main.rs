@@ -1,7 +1,8 @@
-//! The replay Lambda: delivers a scrape manifest's or an archive window's
-//! records to a function exactly as the event source mapping would, one
-//! bounded step per invocation (see `rewind_engine::replay`). Driven by the
-//! replay state machine (`plan`, `step` per shard until done, `summary`).
+//! The replay Lambda: delivers a scrape manifest's or an archive's records
+//! to a function exactly as the event source mapping would, or puts them
+//! back onto a stream, one bounded step per invocation (see
+//! `rewind_engine::replay`). Driven by the replay state machine (`plan`,
+//! `step` per shard until done, `summary`).
 //!
 //! Settings (read once per container):
 //! - `AWS_REGION` (set by Lambda) and `REPLAY_ACCOUNT_ID`,
@@ -11,6 +12,8 @@
 //! - `REPLAY_INVOKE_IDENTITY_ARN`: the events' `invokeIdentityArn` when the
 //!   request's target names none (default: empty).
 //! - `REPLAY_MAX_ATTEMPTS` (default 5): attempts per AWS request.
+//! - `REPLAY_DYNAMODB` (`true`/`false`, default `false`): whether requests
+//!   may read the DynamoDB archive (the stack sets it when it has a table).
 
 use std::time::{Duration, SystemTime};
 
@@ -45,6 +48,10 @@ async fn main() -> Result<(), Error> {
     let replayer = Replayer {
         buckets: aws_sdk_s3::Client::new(&sdk),
         targets: aws_sdk_lambda::Client::new(&sdk),
+        streams: aws_sdk_kinesis::Client::new(&sdk),
+        queues: aws_sdk_sqs::Client::new(&sdk),
+        tables: (env("REPLAY_DYNAMODB", "false") == "true")
+            .then(|| aws_sdk_dynamodb::Client::new(&sdk)),
         partition: env("REPLAY_PARTITION", "aws"),
         region: sdk
             .region()

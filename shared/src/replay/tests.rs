@@ -4,6 +4,7 @@ use super::*;
 use crate::chunk::{ChunkWriter, Compression};
 use crate::delivery::{Invocation, InvokeError};
 use crate::event::DeliveredEvent;
+use crate::reinject::Entry;
 use crate::scrape::ManifestChunk;
 use crate::shard::{StartPosition, StopCondition};
 use crate::store::MemoryStore;
@@ -82,10 +83,81 @@ impl Targets for Target {
     }
 }
 
-fn replayer() -> Replayer<Mem, Target> {
+/// A stream that throttles every `nth` entry it is offered (0: none) and
+/// keeps what it stored, in order.
+#[derive(Clone, Default)]
+struct Stream {
+    nth: usize,
+    offered: Arc<Mutex<usize>>,
+    stored: Arc<Mutex<Vec<Entry>>>,
+    arns: Arc<Mutex<Vec<String>>>,
+}
+
+impl RecordSink for Stream {
+    async fn put_records(
+        &self,
+        entries: Vec<Entry>,
+    ) -> Result<Vec<crate::reinject::EntryResult>, crate::reinject::PutError> {
+        let mut results = Vec::new();
+        for entry in entries {
+            let mut offered = self.offered.lock().unwrap();
+            *offered += 1;
+            if self.nth > 0 && (*offered).is_multiple_of(self.nth) {
+                results.push(Some("ProvisionedThroughputExceededException".to_owned()));
+            } else {
+                self.stored.lock().unwrap().push(entry);
+                results.push(None);
+            }
+        }
+        Ok(results)
+    }
+}
+
+impl Streams for Stream {
+    type Sink = Stream;
+
+    fn sink(&self, stream_arn: &str) -> Stream {
+        self.arns.lock().unwrap().push(stream_arn.to_owned());
+        self.clone()
+    }
+}
+
+/// An SQS queue in memory.
+#[derive(Clone, Default)]
+struct Queue(Arc<Mutex<Vec<(String, FailureRecord)>>>);
+
+impl FailureDestination for Queue {
+    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+        let mut messages = self.0.lock().unwrap();
+        messages.push((String::new(), record));
+        Ok(format!("message-{}", messages.len()))
+    }
+
+    fn wants_payload(&self) -> bool {
+        false
+    }
+}
+
+impl Queues for Queue {
+    type Destination = Queue;
+
+    fn queue(&self, queue_url: &str) -> Queue {
+        for message in self.0.lock().unwrap().iter_mut() {
+            message.0 = queue_url.to_owned();
+        }
+        self.clone()
+    }
+}
+
+type TestReplayer = Replayer<Mem, Target, Stream, Queue>;
+
+fn replayer() -> TestReplayer {
     Replayer {
         buckets: Mem::default(),
         targets: Target::default(),
+        streams: Stream::default(),
+        queues: Queue::default(),
+        tables: None,
         partition: "aws".into(),
         region: "eu-west-1".into(),
         account_id: "123456789012".into(),
@@ -202,9 +274,9 @@ fn far() -> Instant {
     Instant::now() + std::time::Duration::from_secs(600)
 }
 
-async fn run_all(replayer: &Replayer<Mem, Target>, request: &ReplayRequest) -> ReplaySummary {
+async fn run_all(replayer: &TestReplayer, request: &ReplayRequest) -> ReplaySummary {
     let plan = replayer.plan(request, "run-1").await.unwrap();
-    for progress in &plan.progress {
+    for progress in plan.groups.iter().flatten() {
         let mut progress = progress.clone();
         while !progress.done {
             progress = replayer
@@ -385,7 +457,14 @@ async fn a_step_out_of_time_stops_before_delivering_and_keeps_its_place() {
         .await
         .unwrap();
     assert!(!next.done);
-    assert_eq!(next, progress);
+    assert!(next.started_at.is_some());
+    assert_eq!(
+        ShardReplay {
+            started_at: None,
+            ..next
+        },
+        progress
+    );
     assert_eq!(*replayer.targets.invokes.lock().unwrap(), 0);
 }
 
@@ -489,4 +568,296 @@ fn events_parse_by_action() {
     let bad = serde_json::json!({"action": "plan", "request": {"source": {}}});
     let error = ReplayEvent::parse(&serde_json::to_vec(&bad).unwrap()).unwrap_err();
     assert!(error.message.contains("`type`"), "{error}");
+}
+
+#[test]
+fn new_fields_are_validated_by_name() {
+    let function = serde_json::json!({
+        "source": {"type": "ARCHIVE", "bucket": "b", "stream": "orders", "from": 1700000000, "to": 1700003600},
+        "target": {"type": "FUNCTION", "functionName": "target"},
+        "dlq": {"type": "SQS", "queueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/dlq"},
+        "output": {"bucket": "b"}
+    });
+    let stream = serde_json::json!({
+        "source": {"type": "MANIFEST", "bucket": "b", "key": "scrapes/r/manifest.json"},
+        "target": {"type": "STREAM", "stream": "orders-replay", "includeMetadata": true},
+        "output": {"bucket": "b"}
+    });
+    let error = |base: &serde_json::Value, patch: &dyn Fn(&mut serde_json::Value)| {
+        let mut value = base.clone();
+        patch(&mut value);
+        ReplayRequest::parse(&serde_json::to_vec(&value).unwrap()).unwrap_err()
+    };
+    ReplayRequest::parse(&serde_json::to_vec(&function).unwrap()).unwrap();
+    ReplayRequest::parse(&serde_json::to_vec(&stream).unwrap()).unwrap();
+    let e = error(&function, &|v| {
+        v.as_object_mut().unwrap().remove("output");
+    });
+    assert_eq!(e.field, "output");
+    let e = error(&function, &|v| {
+        v.as_object_mut().unwrap().remove("dlq");
+    });
+    assert_eq!(e.field, "dlq");
+    assert!(e.message.contains("\"SQS\""), "{e}");
+    assert_eq!(
+        error(&function, &|v| v["dlq"]["queueUrl"] = "dlq".into()).field,
+        "dlq.queueUrl"
+    );
+    assert_eq!(
+        error(&function, &|v| v["recordsPerSecond"] = 0.into()).field,
+        "recordsPerSecond"
+    );
+    assert_eq!(
+        error(&stream, &|v| v["target"]["speedup"] = (-1.0).into()).field,
+        "target.speedup"
+    );
+    assert_eq!(
+        error(&stream, &|v| v["target"]["separator"] = "".into()).field,
+        "target.separator"
+    );
+    assert_eq!(
+        error(&stream, &|v| v["target"]["stream"] = "no spaces".into()).field,
+        "target.stream"
+    );
+    assert_eq!(
+        error(&stream, &|v| v["dlq"] = serde_json::json!({"type": "S3", "bucket": "b"})).field,
+        "dlq"
+    );
+    assert_eq!(
+        error(&stream, &|v| v["options"] = serde_json::json!({"BatchSize": 10})).field,
+        "options"
+    );
+    // FilterCriteria applies to streams too.
+    let mut filtered = stream.clone();
+    filtered["options"] = serde_json::json!({"FilterCriteria": {"Filters": [{"Pattern": "{\"data\": {\"kind\": [\"order\"]}}"}]}});
+    ReplayRequest::parse(&serde_json::to_vec(&filtered).unwrap()).unwrap();
+    let e = error(&stream, &|v| {
+        v["source"] = serde_json::json!({"type": "SCRAPE", "request": {
+            "stream": "orders", "start": {"type": "TRIM_HORIZON"}, "stop": {"type": "LATEST"},
+            "output": {"bucket": "b"}, "pollBatchSize": 0}})
+    });
+    assert_eq!(e.field, "source.request.pollBatchSize");
+    assert_eq!(
+        error(&function, &|v| v["source"] = serde_json::json!({
+            "type": "DYNAMODB", "table": "archive", "stream": "orders", "partitionKey": "",
+        }))
+        .field,
+        "source.partitionKey"
+    );
+}
+
+#[tokio::test]
+async fn a_scrape_source_is_left_to_the_state_machine() {
+    let request = ReplayRequest::parse(
+        br#"{
+            "source": {"type": "SCRAPE", "request": {"stream": "orders", "start": {"type": "TRIM_HORIZON"},
+                       "stop": {"type": "LATEST"}, "output": {"bucket": "b"}}},
+            "target": {"type": "FUNCTION", "functionName": "target"},
+            "dlq": {"type": "S3", "bucket": "b"}
+        }"#,
+    )
+    .unwrap();
+    let error = replayer().plan(&request, "r").await.unwrap_err();
+    assert_eq!(error.error_type(), "InvalidRequest");
+    assert!(error.to_string().contains("state machine"), "{error}");
+}
+
+#[test]
+fn lineage_groups_keep_related_shards_together_parents_first() {
+    let shards: Vec<(String, Vec<String>)> = [
+        ("shardId-0", vec![]),
+        ("shardId-1", vec![]),
+        ("shardId-2", vec![]),
+        ("shardId-3", vec!["shardId-0"]),
+        ("shardId-4", vec!["shardId-0"]),
+        ("shardId-5", vec!["shardId-4", "shardId-2"]),
+        // A parent outside the window links nothing.
+        ("shardId-6", vec!["shardId-99"]),
+    ]
+    .into_iter()
+    .map(|(id, parents)| (id.to_owned(), parents.into_iter().map(String::from).collect()))
+    .collect();
+    assert_eq!(
+        lineage_groups(&shards),
+        vec![
+            vec!["shardId-0", "shardId-2", "shardId-3", "shardId-4", "shardId-5"],
+            vec!["shardId-1"],
+            vec!["shardId-6"],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn failed_batches_go_to_an_sqs_dlq_and_progress_to_the_output_bucket() {
+    let replayer = replayer();
+    let a = records("shardId-000000000000", 10, &[4]);
+    write_scrape(&replayer.buckets, &[("shardId-000000000000", a)], 5).await;
+    let request = ReplayRequest::parse(
+        br#"{
+            "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},
+            "target": {"type": "FUNCTION", "functionName": "target"},
+            "options": {"BatchSize": 4, "BisectBatchOnFunctionError": true, "MaximumRetryAttempts": 0},
+            "dlq": {"type": "SQS", "queueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/dlq"},
+            "output": {"bucket": "bucket", "prefix": "runs"}
+        }"#,
+    )
+    .unwrap();
+    let summary = run_all(&replayer, &request).await;
+    assert_eq!(summary.totals.delivered, 9);
+    assert_eq!(summary.totals.failed_records, 1);
+    assert_eq!(
+        summary.dlq.as_deref(),
+        Some("https://sqs.eu-west-1.amazonaws.com/123456789012/dlq")
+    );
+    let messages = replayer.queues.0.lock().unwrap().clone();
+    assert_eq!(messages.len(), 1);
+    let info = &messages[0].1.kinesis_batch_info;
+    assert_eq!((info.batch_size, info.start_sequence_number.as_str()), (1, a_seq(4).as_str()));
+    assert!(messages[0].1.payload.is_none(), "SQS records carry no payload");
+    assert!(
+        replayer
+            .buckets
+            .get("runs/run-1/shardId-000000000000/_progress.json")
+            .await
+            .is_ok()
+    );
+}
+
+fn a_seq(i: usize) -> String {
+    records("shardId-000000000000", i + 1, &[])[i]
+        .sequence_number
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_stream_target_puts_every_record_once_in_key_order_in_the_envelope() {
+    let mut replayer = replayer();
+    // Every third entry offered is throttled and retried.
+    replayer.streams.nth = 3;
+    let a = records("shardId-000000000000", 40, &[]);
+    let b = records("shardId-000000000001", 25, &[]);
+    write_scrape(
+        &replayer.buckets,
+        &[
+            ("shardId-000000000000", a.clone()),
+            ("shardId-000000000001", b.clone()),
+        ],
+        9,
+    )
+    .await;
+    let request = ReplayRequest::parse(
+        br#"{
+            "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},
+            "target": {"type": "STREAM", "stream": "orders-copy", "includeMetadata": true, "separator": "\u0001"},
+            "output": {"bucket": "bucket"}
+        }"#,
+    )
+    .unwrap();
+    let summary = run_all(&replayer, &request).await;
+    assert_eq!(summary.totals.records, 65);
+    assert_eq!(summary.totals.delivered, 65);
+    assert_eq!(
+        summary.target,
+        "arn:aws:kinesis:eu-west-1:123456789012:stream/orders-copy"
+    );
+    assert!(summary.dlq.is_none());
+    let stored = replayer.streams.stored.lock().unwrap().clone();
+    assert_eq!(stored.len(), 65, "each record once");
+    // Per partition key, the original order.
+    for key in ["key-0", "key-1", "key-2"] {
+        let got: Vec<String> = stored
+            .iter()
+            .filter(|e| e.partition_key == key)
+            .map(|e| {
+                let text = String::from_utf8(e.data.clone()).unwrap();
+                let mut parts = text.splitn(3, '\u{1}');
+                assert_eq!(parts.next(), Some(""));
+                let metadata: serde_json::Value =
+                    serde_json::from_str(parts.next().unwrap()).unwrap();
+                format!(
+                    "{}/{}/{}",
+                    metadata["originalShardId"].as_str().unwrap(),
+                    metadata["originalSequenceNumber"].as_str().unwrap(),
+                    parts.next().unwrap()
+                )
+            })
+            .collect();
+        let want: Vec<String> = a
+            .iter()
+            .chain(&b)
+            .filter(|r| r.partition_key == key)
+            .map(|r| {
+                format!(
+                    "{}/{}/{}",
+                    r.shard_id,
+                    r.sequence_number,
+                    String::from_utf8_lossy(&r.data)
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "{key}");
+    }
+}
+
+#[tokio::test]
+async fn a_sped_up_stream_replay_keeps_the_order_and_resumes_its_pace() {
+    let replayer = replayer();
+    // Records one second apart, replayed 100 times faster.
+    let a = records("shardId-000000000000", 6, &[]);
+    write_scrape(&replayer.buckets, &[("shardId-000000000000", a.clone())], 6).await;
+    let request = ReplayRequest::parse(
+        br#"{
+            "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},
+            "target": {"type": "STREAM", "stream": "orders-copy", "speedup": 100},
+            "output": {"bucket": "bucket"},
+            "recordsPerSecond": 1000
+        }"#,
+    )
+    .unwrap();
+    let progress = replayer
+        .step(&request, "run-1", &ShardReplay::new("shardId-000000000000"), far())
+        .await
+        .unwrap();
+    assert!(progress.done);
+    let pace = progress.pace.expect("the pace's origin is kept");
+    assert_eq!(pace.arrival, a[0].approximate_arrival_timestamp);
+    let stored: Vec<Vec<u8>> = replayer
+        .streams
+        .stored
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.data.clone())
+        .collect();
+    let want: Vec<Vec<u8>> = a.iter().map(|r| r.data.clone()).collect();
+    assert_eq!(stored, want);
+}
+
+#[tokio::test]
+async fn a_stream_replay_that_must_wait_past_its_deadline_ends_the_step_in_place() {
+    let replayer = replayer();
+    // The second record is due 1000 s after the first: the step can't wait.
+    let mut a = records("shardId-000000000000", 2, &[]);
+    a[1].approximate_arrival_timestamp = ArrivalTime::from_epoch_millis(1_700_001_000_000);
+    write_scrape(&replayer.buckets, &[("shardId-000000000000", a.clone())], 6).await;
+    let request = ReplayRequest::parse(
+        br#"{
+            "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},
+            "target": {"type": "STREAM", "stream": "orders-copy", "speedup": 1},
+            "output": {"bucket": "bucket"}
+        }"#,
+    )
+    .unwrap();
+    let progress = replayer
+        .step(
+            &request,
+            "run-1",
+            &ShardReplay::new("shardId-000000000000"),
+            Instant::now() + std::time::Duration::from_secs(3),
+        )
+        .await
+        .unwrap();
+    assert!(!progress.done);
+    assert_eq!(progress.last, Some(Position::of(&a[0])));
+    assert_eq!(replayer.streams.stored.lock().unwrap().len(), 1);
 }
