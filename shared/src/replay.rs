@@ -263,7 +263,9 @@ impl ReplayRequest {
                 if !(queue_url.starts_with("https://") || queue_url.starts_with("http://")) {
                     return Err(invalid(
                         "dlq.queueUrl",
-                        format!("{queue_url:?}; accepted values: an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<queue>)"),
+                        format!(
+                            "{queue_url:?}; accepted values: an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<queue>)"
+                        ),
                     ));
                 }
             }
@@ -367,7 +369,9 @@ impl ReplayRequest {
                 if !(3..=255).contains(&table.len()) {
                     return Err(invalid(
                         "source.table",
-                        format!("{table:?}; accepted values: a DynamoDB table name (3 to 255 characters)"),
+                        format!(
+                            "{table:?}; accepted values: a DynamoDB table name (3 to 255 characters)"
+                        ),
                     ));
                 }
                 stream_name("source.stream", stream)?;
@@ -452,13 +456,17 @@ impl ReplayRequest {
                 if !crate::scrape::valid_name(name, 128) {
                     return Err(invalid(
                         "target.stream",
-                        format!("{stream:?}; accepted values: a stream name ([a-zA-Z0-9_.-]{{1,128}}) or ARN"),
+                        format!(
+                            "{stream:?}; accepted values: a stream name ([a-zA-Z0-9_.-]{{1,128}}) or ARN"
+                        ),
                     ));
                 }
                 if !(1..=16).contains(&separator.len()) {
                     return Err(invalid(
                         "target.separator",
-                        format!("{separator:?}; accepted values: 1 to 16 bytes (a single byte, such as \"|\", lets consumers test the first byte)"),
+                        format!(
+                            "{separator:?}; accepted values: 1 to 16 bytes (a single byte, such as \"|\", lets consumers test the first byte)"
+                        ),
                     ));
                 }
                 if let Some(speedup) = speedup
@@ -466,7 +474,9 @@ impl ReplayRequest {
                 {
                     return Err(invalid(
                         "target.speedup",
-                        format!("{speedup}; accepted values: a number greater than 0 (1: the original pace, 2: twice as fast)"),
+                        format!(
+                            "{speedup}; accepted values: a number greater than 0 (1: the original pace, 2: twice as fast)"
+                        ),
                     ));
                 }
                 if self.dlq.is_some() {
@@ -1115,16 +1125,12 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                 )?;
                 invoker = self.targets.invoker(function_name, qualifier.as_deref());
                 destination = match &request.dlq {
-                    Some(DlqLocation::Sqs { queue_url }) => {
-                        Dlq::Sqs(self.queues.queue(queue_url))
-                    }
-                    Some(DlqLocation::S3 { bucket, prefix }) => {
-                        Dlq::S3(S3FailureDestination {
-                            store: self.buckets.bucket(bucket),
-                            mapping_id: run_id.to_owned(),
-                            prefix: prefix.trim_end_matches('/').to_owned(),
-                        })
-                    }
+                    Some(DlqLocation::Sqs { queue_url }) => Dlq::Sqs(self.queues.queue(queue_url)),
+                    Some(DlqLocation::S3 { bucket, prefix }) => Dlq::S3(S3FailureDestination {
+                        store: self.buckets.bucket(bucket),
+                        mapping_id: run_id.to_owned(),
+                        prefix: prefix.trim_end_matches('/').to_owned(),
+                    }),
                     // validate() requires a DLQ for a function target.
                     None => return Err(invalid("dlq", "is missing").into()),
                 };
@@ -1429,7 +1435,10 @@ fn archive_layout(prefix: &str) -> ArchiveLayout {
 /// What a step hands its pieces to.
 enum Deliver<'a, I, D, S> {
     Function(Delivery<'a, I, D>),
-    Stream { sink: S, options: ReinjectOptions },
+    Stream {
+        sink: S,
+        options: ReinjectOptions,
+    },
     /// Counts (and filters), invokes nothing.
     DryRun,
 }
@@ -1548,7 +1557,12 @@ impl<I: Invoker, D: FailureDestination, S: RecordSink> Sink<'_, I, D, S> {
 }
 
 /// A manifest shard's records after `progress.last`, one chunk at a time.
-async fn replay_manifest_shard<R: ObjectReader, I: Invoker, D: FailureDestination, S: RecordSink>(
+async fn replay_manifest_shard<
+    R: ObjectReader,
+    I: Invoker,
+    D: FailureDestination,
+    S: RecordSink,
+>(
     store: &R,
     shard: &ManifestShard,
     progress: &mut ShardReplay,

@@ -620,11 +620,15 @@ fn new_fields_are_validated_by_name() {
         "target.stream"
     );
     assert_eq!(
-        error(&stream, &|v| v["dlq"] = serde_json::json!({"type": "S3", "bucket": "b"})).field,
+        error(&stream, &|v| v["dlq"] =
+            serde_json::json!({"type": "S3", "bucket": "b"}))
+        .field,
         "dlq"
     );
     assert_eq!(
-        error(&stream, &|v| v["options"] = serde_json::json!({"BatchSize": 10})).field,
+        error(&stream, &|v| v["options"] =
+            serde_json::json!({"BatchSize": 10}))
+        .field,
         "options"
     );
     // FilterCriteria applies to streams too.
@@ -675,12 +679,23 @@ fn lineage_groups_keep_related_shards_together_parents_first() {
         ("shardId-6", vec!["shardId-99"]),
     ]
     .into_iter()
-    .map(|(id, parents)| (id.to_owned(), parents.into_iter().map(String::from).collect()))
+    .map(|(id, parents)| {
+        (
+            id.to_owned(),
+            parents.into_iter().map(String::from).collect(),
+        )
+    })
     .collect();
     assert_eq!(
         lineage_groups(&shards),
         vec![
-            vec!["shardId-0", "shardId-2", "shardId-3", "shardId-4", "shardId-5"],
+            vec![
+                "shardId-0",
+                "shardId-2",
+                "shardId-3",
+                "shardId-4",
+                "shardId-5"
+            ],
             vec!["shardId-1"],
             vec!["shardId-6"],
         ]
@@ -712,8 +727,14 @@ async fn failed_batches_go_to_an_sqs_dlq_and_progress_to_the_output_bucket() {
     let messages = replayer.queues.0.lock().unwrap().clone();
     assert_eq!(messages.len(), 1);
     let info = &messages[0].1.kinesis_batch_info;
-    assert_eq!((info.batch_size, info.start_sequence_number.as_str()), (1, a_seq(4).as_str()));
-    assert!(messages[0].1.payload.is_none(), "SQS records carry no payload");
+    assert_eq!(
+        (info.batch_size, info.start_sequence_number.as_str()),
+        (1, a_seq(4).as_str())
+    );
+    assert!(
+        messages[0].1.payload.is_none(),
+        "SQS records carry no payload"
+    );
     assert!(
         replayer
             .buckets
@@ -815,7 +836,12 @@ async fn a_sped_up_stream_replay_keeps_the_order_and_resumes_its_pace() {
     )
     .unwrap();
     let progress = replayer
-        .step(&request, "run-1", &ShardReplay::new("shardId-000000000000"), far())
+        .step(
+            &request,
+            "run-1",
+            &ShardReplay::new("shardId-000000000000"),
+            far(),
+        )
         .await
         .unwrap();
     assert!(progress.done);
