@@ -27,6 +27,10 @@ const READY_LIMIT: Duration = Duration::from_secs(120);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// `SCRAPER_MAX_RECORDS_PER_CHUNK` of the locally served scraper.
 pub const LOCAL_SCRAPER_CHUNK: u64 = 100;
+/// `ARCHIVE_BUCKET` of the locally served archiver: created with the stack,
+/// so the archiver can run behind `rewind local mapping` (its archive keys
+/// start with the stream's name, so streams never share objects).
+pub const LOCAL_ARCHIVE_BUCKET: &str = "rewind-archive";
 
 /// Which emulator serves Kinesis.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -147,7 +151,9 @@ impl LocalStack {
             // target streams named without an ARN) in the stack's account,
             // and may read the DynamoDB archive.
             .env("REPLAY_ACCOUNT_ID", ACCOUNT)
-            .env("REPLAY_DYNAMODB", "true");
+            .env("REPLAY_DYNAMODB", "true")
+            // Where the test fixture functions keep what they received.
+            .env("REWIND_FIXTURE_DIR", layout.run_dir().join("fixtures"));
         // Small scraper chunks make
         // every local scrape of a few hundred records take several steps, so
         // continuations are always exercised; set the variable to override.
@@ -157,6 +163,7 @@ impl LocalStack {
                 LOCAL_SCRAPER_CHUNK.to_string(),
             );
         }
+        watch.env("ARCHIVE_BUCKET", LOCAL_ARCHIVE_BUCKET);
         services.push(Service::spawn(
             "cargo-lambda",
             lambda_port,
@@ -170,6 +177,7 @@ impl LocalStack {
         }
         let moto_addr = SocketAddr::from(([127, 0, 0, 1], moto_port));
         enable_state_machine_execution(moto_addr).await?;
+        create_bucket(moto_addr, LOCAL_ARCHIVE_BUCKET).await?;
 
         let backends = Backends {
             moto: moto_addr,
@@ -240,6 +248,15 @@ async fn enable_state_machine_execution(moto: SocketAddr) -> Result<(), Error> {
             "/moto-api/config",
             Some(serde_json::json!({"stepfunctions": {"execute_state_machine": true}})),
         )
+        .await
+        .map(drop)
+}
+
+/// A bucket in moto (path-style `CreateBucket`, us-east-1: no body).
+async fn create_bucket(moto: SocketAddr, bucket: &str) -> Result<(), Error> {
+    let admin = Admin::new(&format!("http://{moto}"));
+    admin
+        .call(Method::PUT, &format!("/{bucket}"), None)
         .await
         .map(drop)
 }

@@ -259,17 +259,17 @@ impl ReplayRequest {
                 }
                 check_prefix("dlq.prefix", prefix)?;
             }
-            Some(DlqLocation::Sqs { queue_url }) => {
-                if !(queue_url.starts_with("https://") || queue_url.starts_with("http://")) {
-                    return Err(invalid(
-                        "dlq.queueUrl",
-                        format!(
-                            "{queue_url:?}; accepted values: an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<queue>)"
-                        ),
-                    ));
-                }
+            Some(DlqLocation::Sqs { queue_url })
+                if !(queue_url.starts_with("https://") || queue_url.starts_with("http://")) =>
+            {
+                return Err(invalid(
+                    "dlq.queueUrl",
+                    format!(
+                        "{queue_url:?}; accepted values: an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<queue>)"
+                    ),
+                ));
             }
-            None => {}
+            Some(DlqLocation::Sqs { .. }) | None => {}
         }
         match &self.output {
             Some(RunOutput { bucket, prefix }) => {

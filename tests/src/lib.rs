@@ -149,3 +149,91 @@ pub fn scratch_file(layout: &Layout, prefix: &str) -> PathBuf {
     let _ = std::fs::create_dir_all(&dir);
     dir.join(unique(prefix))
 }
+
+/// An S3 client of the stack (path-style addressing: bucket names are not
+/// host names on a loopback endpoint).
+pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// Waits until `stream` is `ACTIVE` (after a create or a reshard).
+pub async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let summary = kinesis
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await?;
+        if summary
+            .stream_description_summary()
+            .map(|s| s.stream_status())
+            == Some(&aws_sdk_kinesis::types::StreamStatus::Active)
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "stream {stream} never became active"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs an execution named `name` of `machine` with `input` to its end;
+/// returns its output when it succeeded, and an error with the execution's
+/// error and cause otherwise.
+pub async fn execute(
+    sfn: &aws_sdk_sfn::Client,
+    machine: &str,
+    name: &str,
+    input: &serde_json::Value,
+    limit: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    use aws_sdk_sfn::types::ExecutionStatus;
+    let execution = sfn
+        .start_execution()
+        .state_machine_arn(machine)
+        .name(name)
+        .input(input.to_string())
+        .send()
+        .await?;
+    let started = Instant::now();
+    let described = loop {
+        let described = sfn
+            .describe_execution()
+            .execution_arn(execution.execution_arn())
+            .send()
+            .await?;
+        if *described.status() != ExecutionStatus::Running {
+            break described;
+        }
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "execution {name} still running after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    anyhow::ensure!(
+        *described.status() == ExecutionStatus::Succeeded,
+        "execution {name}: {:?} {:?} {:?}",
+        described.status(),
+        described.error(),
+        described.cause()
+    );
+    Ok(serde_json::from_str(described.output().unwrap_or("null"))?)
+}
+
+/// The body of an S3 object.
+pub async fn get_object(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Result<Vec<u8>> {
+    let object = s3.get_object().bucket(bucket).key(key).send().await?;
+    Ok(object.body.collect().await?.into_bytes().to_vec())
+}

@@ -15,14 +15,14 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ScalingType, StreamStatus};
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ScalingType};
 use aws_sdk_sfn::types::ExecutionStatus;
 use rewind_engine::chunk::ChunkReader;
 use rewind_engine::scrape::Manifest;
 use rewind_engine::seqno::SequenceNumber;
 use rewind_local::statemachine::{self, Context};
 use rewind_local::{Fault, FaultKind};
-use rewind_tests::unique;
+use rewind_tests::{execute, get_object, s3_client, unique, wait_active};
 use serde_json::{Value, json};
 
 use crate::stack;
@@ -59,29 +59,6 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        let summary = kinesis
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await?;
-        if summary
-            .stream_description_summary()
-            .map(|s| s.stream_status())
-            == Some(&StreamStatus::Active)
-        {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "stream {stream} never became active"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 impl Fixture {
     /// Puts `batches[0]` records, reshards 2 -> 4, then the other batches,
     /// with a second between batches (and a mark in the middle of each gap).
@@ -89,11 +66,7 @@ impl Fixture {
         let stack = stack();
         let config = stack.sdk_config().await;
         let kinesis = aws_sdk_kinesis::Client::new(&config);
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&config)
-                .force_path_style(true)
-                .build(),
-        );
+        let s3 = s3_client(&config);
         let sfn = aws_sdk_sfn::Client::new(&config);
         let bucket = unique(name).to_lowercase();
         s3.create_bucket().bucket(&bucket).send().await?;
@@ -234,39 +207,14 @@ impl Fixture {
     /// Runs the state machine; returns its output once it succeeded.
     async fn scrape(&self, input: &Value) -> anyhow::Result<Value> {
         let name = unique("scrape");
-        let execution = self
-            .sfn
-            .start_execution()
-            .state_machine_arn(&self.machine)
-            .name(&name)
-            .input(input.to_string())
-            .send()
-            .await?;
-        let started = Instant::now();
-        let described = loop {
-            let described = self
-                .sfn
-                .describe_execution()
-                .execution_arn(execution.execution_arn())
-                .send()
-                .await?;
-            if *described.status() != ExecutionStatus::Running {
-                break described;
-            }
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(120),
-                "execution {name} still running after 2 minutes"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
-        anyhow::ensure!(
-            *described.status() == ExecutionStatus::Succeeded,
-            "execution {name}: {:?} {:?} {:?}",
-            described.status(),
-            described.error(),
-            described.cause()
-        );
-        let output: Value = serde_json::from_str(described.output().unwrap_or("null"))?;
+        let output = execute(
+            &self.sfn,
+            &self.machine,
+            &name,
+            input,
+            Duration::from_secs(120),
+        )
+        .await?;
         anyhow::ensure!(output["runId"] == json!(name), "{output}");
         Ok(output)
     }
@@ -312,14 +260,7 @@ impl Fixture {
     }
 
     async fn get(&self, key: &str) -> anyhow::Result<Vec<u8>> {
-        let object = self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await?;
-        Ok(object.body.collect().await?.into_bytes().to_vec())
+        get_object(&self.s3, &self.bucket, key).await
     }
 
     /// Checks that the scrape read exactly `expected`: per shard, the same

@@ -1,0 +1,500 @@
+//! The replay state machine, created from template.yaml's own definition
+//! (`ReplayStateMachine`), runs the real replay function (and, for a SCRAPE
+//! source, the real scraper) on the local stack with shard limits enforced,
+//! into the `target` fixture function: a Kinesis consumer that keeps only
+//! the batches it accepts and fails any batch holding a record marked
+//! `POISON`. With `BisectBatchOnFunctionError` and a retry, every unmarked
+//! record must be acknowledged by exactly one successful invocation, in
+//! sequence order per shard, and exactly the marked records must be in the
+//! S3 DLQ, one batch each, in the mapping's on-failure format.
+//!
+//! Re-injection: the archive replayed onto a fresh stream; reading that
+//! stream back finds every record once, its envelope decodable, and each
+//! partition key's records in their original order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ScalingType, ShardIteratorType};
+use rewind_engine::archive::{ArchiveLayout, archive_batch};
+use rewind_engine::delivery::FailureRecord;
+use rewind_engine::record::{ArrivalTime, Record, decode_base64};
+use rewind_engine::seqno::SequenceNumber;
+use rewind_engine::store::S3Store;
+use rewind_local::proxy::ACCOUNT;
+use rewind_local::statemachine::{self, Context};
+use rewind_tests::{execute, get_object, s3_client, unique, wait_active};
+use serde_json::{Value, json};
+
+use crate::stack;
+
+/// (shard, sequence number) of a record, and its data.
+type Seen = BTreeMap<(String, SequenceNumber), Vec<u8>>;
+
+struct Replay {
+    kinesis: aws_sdk_kinesis::Client,
+    s3: aws_sdk_s3::Client,
+    sfn: aws_sdk_sfn::Client,
+    machine: String,
+    bucket: String,
+}
+
+impl Replay {
+    async fn new(name: &str) -> anyhow::Result<Self> {
+        let stack = stack();
+        let config = stack.sdk_config().await;
+        let sfn = aws_sdk_sfn::Client::new(&config);
+        let s3 = s3_client(&config);
+        let bucket = unique(name).to_lowercase();
+        s3.create_bucket().bucket(&bucket).send().await?;
+        let template = stack.layout.root.join("template.yaml");
+        let definition = statemachine::load(&template, "ReplayStateMachine", &Context::default())?;
+        let machine = statemachine::create(&sfn, &unique(name), &definition).await?;
+        Ok(Self {
+            kinesis: aws_sdk_kinesis::Client::new(&config),
+            s3,
+            sfn,
+            machine,
+            bucket,
+        })
+    }
+
+    async fn run(&self, name: &str, input: &Value) -> anyhow::Result<Value> {
+        let output = execute(
+            &self.sfn,
+            &self.machine,
+            name,
+            input,
+            Duration::from_secs(300),
+        )
+        .await?;
+        anyhow::ensure!(output["runId"] == json!(name), "{output}");
+        Ok(output)
+    }
+
+    /// The failure records of a run's S3 DLQ, by the marked record each
+    /// holds; each must hold exactly one record, with the full event.
+    async fn dlq(&self, run: &str, stream_arn: &str) -> anyhow::Result<Seen> {
+        let listed = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(format!("dlq/aws/lambda/{run}/"))
+            .send()
+            .await?;
+        let mut seen = Seen::new();
+        for object in listed.contents() {
+            let key = object.key().unwrap_or_default();
+            let record: FailureRecord =
+                serde_json::from_slice(&get_object(&self.s3, &self.bucket, key).await?)?;
+            let info = &record.kinesis_batch_info;
+            anyhow::ensure!(info.batch_size == 1, "{key}: {info:?}");
+            anyhow::ensure!(info.stream_arn == stream_arn, "{key}: {info:?}");
+            anyhow::ensure!(
+                key.starts_with(&format!("dlq/aws/lambda/{run}/{}/", info.shard_id)),
+                "{key}"
+            );
+            let event: Value = serde_json::from_str(record.payload.as_deref().unwrap_or("{}"))?;
+            let records = event["Records"].as_array().cloned().unwrap_or_default();
+            anyhow::ensure!(records.len() == 1, "{key}: {event}");
+            let data = decode_base64(records[0]["kinesis"]["data"].as_str().unwrap_or_default())?;
+            anyhow::ensure!(
+                records[0]["kinesis"]["sequenceNumber"] == json!(info.start_sequence_number),
+                "{key}"
+            );
+            seen.insert(
+                (
+                    info.shard_id.clone(),
+                    SequenceNumber::parse(&info.start_sequence_number)?,
+                ),
+                data,
+            );
+        }
+        Ok(seen)
+    }
+}
+
+/// What the `target` fixture accepted for `stream`: every record once (a
+/// duplicate fails the test), and in sequence order per shard, or per shard
+/// and partition key with `per_key` (a `ParallelizationFactor` above 1 keeps
+/// only each key's order, as the mapping does).
+fn accepted(stream: &str, per_key: bool) -> anyhow::Result<Seen> {
+    let path: PathBuf = stack()
+        .layout
+        .run_dir()
+        .join("fixtures/target")
+        .join(format!("{stream}.jsonl"));
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut seen = Seen::new();
+    let mut last: BTreeMap<String, SequenceNumber> = BTreeMap::new();
+    for line in text.lines() {
+        let batch: Value = serde_json::from_str(line)?;
+        for record in batch["records"].as_array().into_iter().flatten() {
+            let event_id = record["eventID"].as_str().unwrap_or_default();
+            let (shard, sequence) = event_id
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("eventID {event_id:?}"))?;
+            let sequence = SequenceNumber::parse(sequence)?;
+            let lane = if per_key {
+                format!("{shard} {}", record["partitionKey"])
+            } else {
+                shard.to_owned()
+            };
+            anyhow::ensure!(
+                record["sequenceNumber"] == json!(sequence.to_string()),
+                "{record}"
+            );
+            if let Some(previous) = last.get(&lane) {
+                anyhow::ensure!(
+                    *previous < sequence,
+                    "{lane}: {sequence} accepted after {previous}"
+                );
+            }
+            last.insert(lane, sequence.clone());
+            let data = decode_base64(record["data"].as_str().unwrap_or_default())?;
+            anyhow::ensure!(
+                seen.insert((shard.to_owned(), sequence), data).is_none(),
+                "{event_id} accepted twice"
+            );
+        }
+    }
+    Ok(seen)
+}
+
+fn is_marked(data: &[u8]) -> bool {
+    data.starts_with(b"POISON")
+}
+
+/// Splits `records` into (unmarked, marked).
+fn split(records: &Seen) -> (Seen, Seen) {
+    records
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(_, data)| !is_marked(data))
+}
+
+/// Puts `count` records on `stream`, every `poison_every`th marked; returns
+/// what the stream accepted.
+async fn put(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    batch: usize,
+    count: usize,
+    poison_every: usize,
+) -> anyhow::Result<Seen> {
+    let mut seen = Seen::new();
+    let mut pending: Vec<(String, Vec<u8>)> = (0..count)
+        .map(|n| {
+            let data = if n % poison_every == poison_every / 2 {
+                format!("POISON batch {batch} record {n}")
+            } else {
+                format!("{{\"batch\":{batch},\"record\":{n}}}")
+            };
+            (format!("key-{}", n % 11), data.into_bytes())
+        })
+        .collect();
+    let started = Instant::now();
+    while !pending.is_empty() {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "puts never succeeded"
+        );
+        let chunk: Vec<_> = pending.drain(..pending.len().min(100)).collect();
+        let entries = chunk
+            .iter()
+            .map(|(key, data)| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(key)
+                    .data(Blob::new(data.clone()))
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let output = kinesis
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await?;
+        let mut failed = Vec::new();
+        for (entry, (key, data)) in output.records().iter().zip(chunk) {
+            match (entry.shard_id(), entry.sequence_number()) {
+                (Some(shard), Some(sequence)) if entry.error_code().is_none() => {
+                    seen.insert((shard.to_owned(), SequenceNumber::parse(sequence)?), data);
+                }
+                _ => failed.push((key, data)),
+            }
+        }
+        if !failed.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            failed.append(&mut pending);
+            pending = failed;
+        }
+    }
+    Ok(seen)
+}
+
+#[tokio::test]
+async fn a_scrape_request_is_scraped_then_replayed_across_a_reshard() -> anyhow::Result<()> {
+    let replay = Replay::new("replay-scrape").await?;
+    let stream = unique("replay-scrape");
+    replay
+        .kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(2)
+        .send()
+        .await?;
+    wait_active(&replay.kinesis, &stream).await?;
+    let mut put_records = put(&replay.kinesis, &stream, 0, 45, 13).await?;
+    replay
+        .kinesis
+        .update_shard_count()
+        .stream_name(&stream)
+        .target_shard_count(4)
+        .scaling_type(ScalingType::UniformScaling)
+        .send()
+        .await?;
+    wait_active(&replay.kinesis, &stream).await?;
+    put_records.extend(put(&replay.kinesis, &stream, 1, 45, 13).await?);
+
+    let run = unique("run");
+    let input = json!({
+        "source": {"type": "SCRAPE", "request": {
+            "stream": stream,
+            "start": {"type": "TRIM_HORIZON"},
+            "stop": {"type": "LATEST"},
+            "pollBatchSize": 25,
+            "maxEmptyPolls": 2,
+            "output": {"bucket": replay.bucket, "prefix": "scrapes"}
+        }},
+        "target": {"type": "FUNCTION", "functionName": "target"},
+        "options": {"BatchSize": 10, "BisectBatchOnFunctionError": true, "MaximumRetryAttempts": 1},
+        "dlq": {"type": "S3", "bucket": replay.bucket, "prefix": "dlq"},
+        "maxConcurrency": 2
+    });
+    let output = replay.run(&run, &input).await?;
+    let stream_arn = format!("arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{stream}");
+    assert_eq!(output["streamArn"], json!(stream_arn), "{output}");
+    assert_eq!(
+        output["scrape"]["key"],
+        json!(format!("scrapes/{run}/manifest.json")),
+        "{output}"
+    );
+
+    let (unmarked, marked) = split(&put_records);
+    assert!(!marked.is_empty() && marked.len() < put_records.len());
+    let got = accepted(&stream, false)?;
+    assert_eq!(got, unmarked, "every unmarked record acknowledged once");
+    assert_eq!(replay.dlq(&run, &stream_arn).await?, marked);
+
+    let totals = &output["summary"]["totals"];
+    assert_eq!(totals["records"], json!(put_records.len()), "{output}");
+    assert_eq!(totals["delivered"], json!(unmarked.len()), "{output}");
+    assert_eq!(totals["failedRecords"], json!(marked.len()), "{output}");
+    assert_eq!(totals["dlqLocations"], json!(marked.len()), "{output}");
+    assert_eq!(totals["shards"], json!(6), "{output}");
+    assert_eq!(
+        output["summary"]["dlq"],
+        json!(format!("s3://{}/dlq/aws/lambda/{run}", replay.bucket))
+    );
+    Ok(())
+}
+
+/// Records of two shards, one a second apart from `t0` (epoch ms), every
+/// `poison_every`th marked; a key's records all in one shard.
+fn archived_records(stream: &str, t0: i64, per_shard: usize, poison_every: usize) -> Vec<Record> {
+    let mut records = Vec::new();
+    for shard in 0..2 {
+        for n in 0..per_shard {
+            let data = if n % poison_every == poison_every / 2 {
+                format!("POISON {shard}/{n}")
+            } else {
+                format!("{{\"shard\":{shard},\"n\":{n}}}")
+            };
+            records.push(Record {
+                stream: stream.to_owned(),
+                shard_id: format!("shardId-00000000000{shard}"),
+                sequence_number: SequenceNumber::parse(&format!(
+                    "4965662637242791438523726206339647815341865821830{:06}",
+                    n * 7 + 1
+                ))
+                .expect("a sequence number"),
+                sub_sequence_number: None,
+                partition_key: format!("key-{shard}-{}", n % 5),
+                explicit_hash_key: None,
+                encryption_type: None,
+                approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(t0 + n as i64 * 1000),
+                data: data.into_bytes(),
+            });
+        }
+    }
+    records
+}
+
+async fn archive(replay: &Replay, records: &[Record]) -> anyhow::Result<()> {
+    let store = S3Store::new(replay.s3.clone(), &replay.bucket);
+    let outcome = archive_batch(&store, &ArchiveLayout::default(), records).await;
+    anyhow::ensure!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    Ok(())
+}
+
+fn seen(records: &[&Record]) -> Seen {
+    records
+        .iter()
+        .map(|r| {
+            (
+                (r.shard_id.clone(), r.sequence_number.clone()),
+                r.data.clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_archive_window_is_replayed_with_exactly_the_marked_records_in_the_dlq()
+-> anyhow::Result<()> {
+    let replay = Replay::new("replay-archive").await?;
+    let stream = unique("replay-archive");
+    let t0 = 1_732_233_600_000;
+    let records = archived_records(&stream, t0, 40, 9);
+    archive(&replay, &records).await?;
+    // The window leaves out each shard's first 5 and last 5 records.
+    let (from, to) = (t0 / 1000 + 5, t0 / 1000 + 35);
+    let window: Vec<&Record> = records
+        .iter()
+        .filter(|r| {
+            let t = r.approximate_arrival_timestamp.epoch_millis() / 1000;
+            t >= from && t < to
+        })
+        .collect();
+
+    let run = unique("run");
+    let input = json!({
+        "source": {"type": "ARCHIVE", "bucket": replay.bucket, "stream": stream, "from": from, "to": to},
+        "target": {"type": "FUNCTION", "functionName": "target"},
+        "options": {"BatchSize": 7, "BisectBatchOnFunctionError": true, "MaximumRetryAttempts": 0,
+                    "FunctionResponseTypes": ["ReportBatchItemFailures"], "ParallelizationFactor": 2},
+        "dlq": {"type": "S3", "bucket": replay.bucket}
+    });
+    let output = replay.run(&run, &input).await?;
+    let stream_arn = format!("arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{stream}");
+    let (unmarked, marked) = split(&seen(&window));
+    assert!(!marked.is_empty());
+    assert_eq!(accepted(&stream, true)?, unmarked);
+    assert_eq!(replay.dlq(&run, &stream_arn).await?, marked);
+    let totals = &output["summary"]["totals"];
+    assert_eq!(totals["records"], json!(window.len()), "{output}");
+    assert_eq!(totals["delivered"], json!(unmarked.len()), "{output}");
+    assert_eq!(output["scrape"], Value::Null, "{output}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_archive_is_reinjected_onto_a_stream_in_key_order_with_the_envelope()
+-> anyhow::Result<()> {
+    let replay = Replay::new("reinject").await?;
+    let source = unique("reinject-src");
+    let target = unique("reinject-dst");
+    replay
+        .kinesis
+        .create_stream()
+        .stream_name(&target)
+        .shard_count(2)
+        .send()
+        .await?;
+    wait_active(&replay.kinesis, &target).await?;
+    let t0 = 1_732_240_000_000;
+    let records = archived_records(&source, t0, 60, 1000);
+    archive(&replay, &records).await?;
+
+    let run = unique("run");
+    let input = json!({
+        "source": {"type": "ARCHIVE", "bucket": replay.bucket, "stream": source,
+                   "from": t0 / 1000, "to": t0 / 1000 + 3600},
+        "target": {"type": "STREAM", "stream": target, "includeMetadata": true, "separator": "|"},
+        "output": {"bucket": replay.bucket, "prefix": "runs"}
+    });
+    let output = replay.run(&run, &input).await?;
+    assert_eq!(
+        output["summary"]["totals"]["delivered"],
+        json!(records.len()),
+        "{output}"
+    );
+
+    // Read the target stream back, shard by shard.
+    let shards = replay
+        .kinesis
+        .list_shards()
+        .stream_name(&target)
+        .send()
+        .await?;
+    let mut by_key: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let mut count = 0;
+    for shard in shards.shards() {
+        let mut iterator = replay
+            .kinesis
+            .get_shard_iterator()
+            .stream_name(&target)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await?
+            .shard_iterator
+            .unwrap_or_default();
+        let mut empty = 0;
+        while empty < 2 {
+            // 5 calls/s per shard, enforced by the endpoint.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let page = replay
+                .kinesis
+                .get_records()
+                .shard_iterator(&iterator)
+                .send()
+                .await?;
+            if page.records().is_empty() {
+                empty += 1;
+            }
+            for record in page.records() {
+                count += 1;
+                let data = record.data().as_ref();
+                anyhow::ensure!(data.first() == Some(&b'|'), "no envelope: {data:?}");
+                let text = std::str::from_utf8(data)?;
+                let mut parts = text.splitn(3, '|');
+                parts.next();
+                let metadata: Value = serde_json::from_str(parts.next().unwrap_or_default())?;
+                anyhow::ensure!(
+                    metadata["originalStreamName"] == json!(source),
+                    "{metadata}"
+                );
+                by_key
+                    .entry(record.partition_key().unwrap_or_default().to_owned())
+                    .or_default()
+                    .push((
+                        metadata["originalSequenceNumber"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        parts.next().unwrap_or_default().to_owned(),
+                    ));
+            }
+            match page.next_shard_iterator() {
+                Some(next) => iterator = next.to_owned(),
+                None => break,
+            }
+        }
+    }
+    assert_eq!(count, records.len(), "every record once");
+    let mut want: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for r in &records {
+        want.entry(r.partition_key.clone()).or_default().push((
+            r.sequence_number.to_string(),
+            String::from_utf8(r.data.clone())?,
+        ));
+    }
+    assert_eq!(by_key, want, "each key's records in their original order");
+    let keys: BTreeSet<&String> = by_key.keys().collect();
+    assert_eq!(keys.len(), 10);
+    Ok(())
+}
