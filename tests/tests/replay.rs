@@ -498,3 +498,72 @@ async fn the_archive_is_reinjected_onto_a_stream_in_key_order_with_the_envelope(
     assert_eq!(keys.len(), 10);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_partition_key_is_replayed_from_the_dynamodb_archive_large_records_included()
+-> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    use rewind_engine::dynamo::{ArchiveMode, DynamoArchive, StreamSettings};
+
+    let replay = Replay::new("replay-dynamodb").await?;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&stack().sdk_config().await);
+    let table = unique("archive");
+    let mut create = dynamodb
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (name, kind) in [("pk", KeyType::Hash), ("sk", KeyType::Range)] {
+        create = create
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(name)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(name)
+                    .key_type(kind)
+                    .build()?,
+            );
+    }
+    create.send().await?;
+    let stream = unique("replay-dynamodb");
+    let mut records = archived_records(&stream, 1_732_250_000_000, 30, 7);
+    // One record too large for an item: its data is kept in S3.
+    records[8].data = vec![b'x'; 450 * 1024];
+    let store = S3Store::new(replay.s3.clone(), &replay.bucket);
+    let archive = DynamoArchive::new(dynamodb, table.clone(), store, "archive");
+    let settings = StreamSettings {
+        modes: vec![ArchiveMode::All],
+        ttl: None,
+    };
+    let failed = archive.write(&records, &settings, 1_732_260_000).await;
+    anyhow::ensure!(failed.is_empty(), "{failed:?}");
+
+    let key = records[8].partition_key.clone();
+    let of_key: Vec<&Record> = records.iter().filter(|r| r.partition_key == key).collect();
+    let run = unique("run");
+    let input = json!({
+        "source": {"type": "DYNAMODB", "table": table, "stream": stream, "partitionKey": key,
+                   "overflowBucket": replay.bucket},
+        "target": {"type": "FUNCTION", "functionName": "target"},
+        "options": {"BatchSize": 2, "BisectBatchOnFunctionError": true, "MaximumRetryAttempts": 0},
+        "dlq": {"type": "S3", "bucket": replay.bucket}
+    });
+    let output = replay.run(&run, &input).await?;
+    let (unmarked, marked) = split(&seen(&of_key));
+    assert!(!marked.is_empty());
+    assert!(unmarked.values().any(|data| data.len() == 450 * 1024));
+    assert_eq!(accepted(&stream, false)?, unmarked);
+    let stream_arn = format!("arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{stream}");
+    assert_eq!(replay.dlq(&run, &stream_arn).await?, marked);
+    assert_eq!(
+        output["summary"]["totals"]["records"],
+        json!(of_key.len()),
+        "{output}"
+    );
+    Ok(())
+}
