@@ -15,6 +15,7 @@ use rewind_engine::chunk::{ChunkReader, ChunkWriter, Compression};
 
 mod archive;
 mod local;
+mod run;
 mod scrape;
 
 #[derive(Parser)]
@@ -69,6 +70,13 @@ enum Command {
         #[command(subcommand)]
         command: archive::ArchiveCommand,
     },
+    /// Start, describe and follow executions of the deployed scrape and
+    /// replay state machines.
+    #[command(after_help = run::EXIT_CODES)]
+    Run {
+        #[command(subcommand)]
+        command: run::RunCommand,
+    },
     /// The local stack: emulators behind one loopback endpoint.
     Local {
         #[command(subcommand)]
@@ -89,7 +97,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("rewind: {error:#}");
-            ExitCode::FAILURE
+            // `rewind run` tells a failed execution from bad input and from
+            // an unknown outcome (`rewind run --help`).
+            error
+                .downcast_ref::<run::RunError>()
+                .map_or(ExitCode::FAILURE, run::RunError::exit_code)
         }
     }
 }
@@ -137,6 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Scrape(args) => scrape::run(args),
         Command::Archive { command } => archive::run(command),
+        Command::Run { command } => run::run(command),
         Command::Local { command } => local::run(command),
     }
 }

@@ -3,7 +3,7 @@
 //! errors); the output goes to the request's bucket, or to a local folder.
 
 use std::io::Read as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -62,17 +62,21 @@ pub struct ScrapeArgs {
     pub aws: AwsArgs,
 }
 
-pub fn run(args: ScrapeArgs) -> anyhow::Result<()> {
-    let bytes = if args.request.as_os_str() == "-" {
+/// The bytes of a request file; `-` reads standard input.
+pub fn read_request(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
         let mut buf = Vec::new();
         std::io::stdin()
             .read_to_end(&mut buf)
             .context("reading the request from standard input")?;
-        buf
+        Ok(buf)
     } else {
-        std::fs::read(&args.request)
-            .with_context(|| format!("reading {}", args.request.display()))?
-    };
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+pub fn run(args: ScrapeArgs) -> anyhow::Result<()> {
+    let bytes = read_request(&args.request)?;
     // Validated before anything connects anywhere.
     let event = ScraperEvent::parse(&bytes)?;
     anyhow::ensure!(

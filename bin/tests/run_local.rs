@@ -1,0 +1,461 @@
+//! `rewind run start | status | watch` as a user runs it: against the scrape
+//! state machine created from template.yaml's own definition on the local
+//! stack (the real scraper function, kinesis-mock), and with bad flags and
+//! bad requests that must fail before anything connects.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use assert_cmd::cargo::cargo_bin_cmd;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_kinesis::config::Credentials;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::StreamStatus;
+use rewind_engine::scrape::Manifest;
+use rewind_local::statemachine::{self, Context};
+use rewind_local::{Layout, LocalStack, Options};
+use serde_json::{Value, json};
+
+/// Runs `rewind` with `args`; a run that outlives `limit` fails the test
+/// instead of hanging it.
+fn rewind(args: &[&str], limit: Duration) -> Output {
+    cargo_bin_cmd!("rewind")
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .timeout(limit)
+        .output()
+        .expect("run rewind")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A folder of its own per test, removed when the test ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("rewind-run-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn write(&self, file: &str, value: &Value) -> String {
+        let path = self.0.join(file);
+        std::fs::write(&path, value.to_string()).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A scrape request that is valid except where `change` says.
+fn scrape_request(stream: &str, bucket: &str, change: Value) -> Value {
+    let mut request = json!({
+        "stream": stream,
+        "start": {"type": "TRIM_HORIZON"},
+        "stop": {"type": "LATEST"},
+        "pollBatchSize": 10,
+        "maxEmptyPolls": 2,
+        "output": {"bucket": bucket, "prefix": "scrapes"},
+    });
+    for (key, value) in change.as_object().unwrap() {
+        request[key] = value.clone();
+    }
+    request
+}
+
+#[test]
+fn bad_flags_and_bad_requests_fail_before_connecting() {
+    let scratch = Scratch::new("bad");
+    // Nothing listens on the discard port: a command that tried to call
+    // Step Functions would fail with exit code 3, not 2.
+    let nowhere = [
+        "--endpoint-url",
+        "http://127.0.0.1:9",
+        "--region",
+        "us-east-1",
+    ];
+    let machine = "arn:aws:states:us-east-1:123456789012:stateMachine:scrape";
+    let start = |request: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "start",
+            "--state-machine",
+            machine,
+            "--request",
+            request,
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&nowhere);
+        rewind(&args, Duration::from_secs(30))
+    };
+
+    let bad = scratch.write(
+        "scrape.json",
+        &scrape_request("orders", "b", json!({"pollBatchSize": 20000})),
+    );
+    let out = start(&bad, &["--watch"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "{bad}: invalid scrape request: pollBatchSize: 20000 is out of range; accepted values: 1 to 10000"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+
+    // Detected as a replay request (source and target), checked as one.
+    let replay: Value =
+        serde_json::from_str(include_str!("../../events/replay-from-manifest.json")).unwrap();
+    let mut broken = replay.clone();
+    broken["dlq"]["type"] = json!("EMAIL");
+    let file = scratch.write("replay.json", &broken);
+    let out = start(&file, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("invalid replay request: dlq") && stderr.contains("EMAIL"),
+        "{stderr}"
+    );
+    // The same document read as a scrape request fails on its first field.
+    let file = scratch.0.join("replay-ok.json");
+    std::fs::write(
+        &file,
+        include_str!("../../events/replay-from-manifest.json"),
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let out = start(&file, &["--kind", "scrape"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("invalid scrape request: source: unknown field `source`"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let good = scratch.write("good.json", &scrape_request("orders", "b", json!({})));
+    let out = start(&good, &["--name", "not/a/run id"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--name \"not/a/run id\" is not a valid run id"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = start("/nonexistent/request.json", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("reading /nonexistent/request.json"));
+
+    let mut args = vec![
+        "run",
+        "start",
+        "--state-machine",
+        "scrape",
+        "--request",
+        &good,
+    ];
+    args.extend_from_slice(&nowhere);
+    let out = rewind(&args, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .contains("--state-machine: \"scrape\" is not a Step Functions stateMachine ARN"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let mut args = vec!["run", "status", machine];
+    args.extend_from_slice(&nowhere);
+    let out = rewind(&args, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("is not a Step Functions execution ARN"));
+
+    // Usage errors are clap's, with the same code.
+    let out = rewind(
+        &["run", "start", "--request", &good],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--state-machine <STATE_MACHINE>"));
+    let out = rewind(
+        &[
+            "run",
+            "watch",
+            "arn:aws:states:us-east-1:1:execution:m:e",
+            "--interval",
+            "0",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("accepted values: 0.1 to 600"));
+    let out = rewind(
+        &[
+            "run",
+            "start",
+            "--state-machine",
+            machine,
+            "--request",
+            &good,
+            "--kind",
+            "archive",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+
+    // The exit codes are documented where users look.
+    let out = rewind(&["run", "watch", "--help"], Duration::from_secs(30));
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for line in [
+        "0  succeeded",
+        "1  the execution failed, timed out or was aborted",
+        "2  bad input",
+        "3  Step Functions could not be asked",
+    ] {
+        assert!(help.contains(line), "{help}");
+    }
+}
+
+async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
+    for _ in 0..300 {
+        let summary = kinesis
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .unwrap();
+        if summary
+            .stream_description_summary()
+            .unwrap()
+            .stream_status()
+            == &StreamStatus::Active
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("stream {stream} never became active");
+}
+
+/// The execution ARN from `start --watch`'s stderr (`started <arn>`).
+fn started_arn(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("started "))
+        .unwrap_or_else(|| panic!("no `started` line in {stderr}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_watch_and_status_of_the_scrape_state_machine() {
+    let layout = Layout::current().expect("inside the workspace");
+    let stack = LocalStack::start(&layout, Options::default())
+        .await
+        .expect("local stack");
+    // Run as a task of its own so that a failed assertion (a panic) still
+    // stops the stack before the test ends.
+    let checks = tokio::spawn(exercise(layout.root.clone(), stack.endpoint_url())).await;
+    stack.stop().await;
+    match checks {
+        Ok(result) => result.unwrap(),
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+async fn exercise(root: PathBuf, endpoint: String) -> anyhow::Result<()> {
+    let endpoint = endpoint.as_str();
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .load()
+        .await;
+    let kinesis = aws_sdk_kinesis::Client::new(&config);
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let id = std::process::id();
+    let (stream, bucket) = (format!("run-cli-{id}"), format!("run-cli-{id}"));
+    s3.create_bucket().bucket(&bucket).send().await?;
+    kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(1)
+        .send()
+        .await?;
+    wait_active(&kinesis, &stream).await;
+    for i in 0..5u8 {
+        kinesis
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(format!("k{i}"))
+            .data(Blob::new(vec![i, b'r']))
+            .send()
+            .await?;
+    }
+    let definition = statemachine::load(
+        &root.join("template.yaml"),
+        "ScrapeStateMachine",
+        &Context::default(),
+    )?;
+    let machine = statemachine::create(&sfn, &format!("run-cli-{id}"), &definition).await?;
+
+    let scratch = Scratch::new("local");
+    let aws = ["--endpoint-url", endpoint, "--region", "us-east-1"];
+    let limit = Duration::from_secs(240);
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&aws);
+        // The stack's endpoint is served by this runtime: its other tasks
+        // move off this thread while the command runs.
+        tokio::task::block_in_place(|| rewind(&all, limit))
+    };
+
+    // A bad request against the real machine starts nothing.
+    let bad = scratch.write(
+        "bad.json",
+        &scrape_request(&stream, &bucket, json!({"start": {"type": "SOMETIME"}})),
+    );
+    let out = run(&[
+        "run",
+        "start",
+        "--state-machine",
+        &machine,
+        "--request",
+        &bad,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("invalid scrape request: start"));
+
+    // start --watch: progress on stderr, the output (naming the manifest)
+    // on stdout, exit code 0.
+    let good = scratch.write("good.json", &scrape_request(&stream, &bucket, json!({})));
+    let out = run(&[
+        "run",
+        "start",
+        "--state-machine",
+        &machine,
+        "--request",
+        &good,
+        "--watch",
+        "--interval",
+        "0.2",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let arn = started_arn(&stderr);
+    let name = arn.rsplit(':').next().unwrap().to_owned();
+    assert!(name.starts_with("rewind-"), "{arn}");
+    assert!(
+        stderr.contains(&format!("execution {name} SUCCEEDED after"))
+            && stderr.contains("shards 1/1 done"),
+        "{stderr}"
+    );
+    let output: Value = serde_json::from_slice(&out.stdout)?;
+    let key = format!("scrapes/{name}/manifest.json");
+    assert_eq!(output["manifest"]["key"], json!(key), "{output}");
+    assert_eq!(output["manifest"]["records"], json!(5), "{output}");
+    let manifest = s3.get_object().bucket(&bucket).key(&key).send().await?;
+    let manifest: Manifest = serde_json::from_slice(&manifest.body.collect().await?.into_bytes())?;
+    assert_eq!(manifest.records, 5);
+
+    // status of the finished execution: the same output, its dates.
+    let out = run(&["run", "status", &arn, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(status["status"], "SUCCEEDED");
+    assert_eq!(status["name"], json!(name));
+    assert_eq!(status["output"], output);
+    assert!(
+        status["startDate"]
+            .as_str()
+            .is_some_and(|d| d.ends_with('Z')),
+        "{status}"
+    );
+    assert!(status["stopDate"].is_string(), "{status}");
+    let out = run(&["run", "status", &arn]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("status     SUCCEEDED"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A request the engine only rejects once it sees the stream (a shard it
+    // does not have): started, then failed; watch says why, exit code 1.
+    let missing = scratch.write(
+        "missing.json",
+        &scrape_request(
+            &stream,
+            &bucket,
+            json!({"shards": ["shardId-000000000009"]}),
+        ),
+    );
+    let out = run(&[
+        "run",
+        "start",
+        "--state-machine",
+        &machine,
+        "--request",
+        &missing,
+        "--name",
+        &format!("missing-shard-{id}"),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let started: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(started["name"], json!(format!("missing-shard-{id}")));
+    assert_eq!(started["kind"], "scrape");
+    let failed = started["executionArn"].as_str().unwrap().to_owned();
+    let out = run(&["run", "watch", &failed, "--interval", "0.2"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "execution missing-shard-{id} FAILED: InvalidRequest: invalid scrape request: shards: \"shardId-000000000009\" is not a shard of"
+        )),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no output for a failed execution");
+    let out = run(&["run", "status", &failed, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let status: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(status["status"], "FAILED");
+    assert_eq!(status["error"], "InvalidRequest");
+
+    // An execution that does not exist is bad input, not an unknown outcome.
+    let out = run(&["run", "status", &format!("{failed}-nope")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    // Nothing but the two executions above was started.
+    let listed = sfn
+        .list_executions()
+        .state_machine_arn(&machine)
+        .send()
+        .await?;
+    let mut names: Vec<&str> = listed.executions().iter().map(|e| e.name()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [format!("missing-shard-{id}").as_str(), name.as_str()]
+    );
+    kinesis.delete_stream().stream_name(&stream).send().await?;
+    Ok(())
+}
