@@ -33,6 +33,10 @@
 //! - [`filter`]: the mapping's `FilterCriteria` patterns on Kinesis records.
 //! - [`invoke`]: the Lambda invoker and the S3 on-failure destination
 //!   behind [`delivery`].
+//! - [`mapping`]: a local event source mapping: every shard of a stream
+//!   polled (children after their parents), records batched by `BatchSize`
+//!   and `MaximumBatchingWindowInSeconds` and handed to [`delivery`], an
+//!   in-memory checkpoint and counters per shard.
 //! - [`dynamo`]: the DynamoDB archive (`ALL` records or the `LATEST` per
 //!   partition key, numerically ordered keys, TTL, S3 overflow for items
 //!   past 400 KB).
@@ -60,6 +64,7 @@ pub mod event;
 pub mod filter;
 pub mod invoke;
 pub mod kpl;
+pub mod mapping;
 pub mod record;
 pub mod reinject;
 pub mod replay;

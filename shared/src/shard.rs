@@ -571,56 +571,22 @@ pub async fn read_step<S: ShardSource>(
         shard_id: shard_id.clone(),
         source,
     };
-    let resume = |cursor: &ShardCursor| match &cursor.last_sequence_number {
+    let position = match &cursor.last_sequence_number {
         Some(last) => StartPosition::AfterSequenceNumber {
             sequence_number: last.clone(),
         },
         None => start.clone(),
     };
-    let mut pacer = Pacer::new(options.share);
-    let position = resume(&cursor);
-    let mut iterator = with_retries(options, || source.shard_iterator(&shard_id, &position))
-        .await
-        .map_err(fail)?;
+    let mut poller = ShardPoller::new(source, shard_id.clone(), position, options.clone());
+    let throttles_before = cursor.throttles;
     let mut taken_this_step = 0u64;
-    let mut throttles = 0u32;
     loop {
         if Instant::now() >= budget.deadline || taken_this_step >= budget.max_records {
             return Ok(cursor);
         }
-        pacer.wait().await;
-        if !options.poll_delay.is_zero() {
-            tokio::time::sleep(options.poll_delay).await;
-        }
-        let called_at = Instant::now();
-        let page = match source.records(&shard_id, &iterator, options.limit).await {
-            Ok(page) => page,
-            Err(SourceError::ExpiredIterator) => {
-                debug!(shard = %cursor.shard_id, "iterator expired; re-acquiring after the last record read");
-                let position = resume(&cursor);
-                iterator = with_retries(options, || source.shard_iterator(&shard_id, &position))
-                    .await
-                    .map_err(fail)?;
-                continue;
-            }
-            Err(error @ SourceError::Throttled { .. }) => {
-                // Another consumer is using the shard's share: back off,
-                // then go on from the same iterator (a throttled call reads
-                // nothing and does not move it).
-                throttles += 1;
-                cursor.throttles += 1;
-                if throttles > options.max_retries {
-                    return Err(fail(error));
-                }
-                pacer.called(called_at, 0);
-                warn!(shard = %cursor.shard_id, %error, throttles, "GetRecords throttled");
-                tokio::time::sleep(crate::backoff::backoff(options.base_backoff, throttles)).await;
-                continue;
-            }
-            Err(error) => return Err(fail(error)),
-        };
-        throttles = 0;
-        pacer.called(called_at, page.bytes);
+        let page = poller.next_page(options.limit).await;
+        cursor.throttles = throttles_before + poller.throttles();
+        let page = page.map_err(fail)?;
         let empty = page.records.is_empty();
         for record in page.records {
             let verdict = judge(stop, &record, cursor.records);
@@ -641,12 +607,11 @@ pub async fn read_step<S: ShardSource>(
                 }
             }
         }
-        let Some(next) = page.next_iterator else {
+        if page.next_iterator.is_none() {
             cursor.stopped = Some(StopReason::ShardEnd);
             cursor.children = page.child_shards;
             return Ok(cursor);
-        };
-        iterator = next;
+        }
         let at_tip = page.millis_behind_latest == Some(0);
         // Only an empty page at the tip ends a LATEST read: records that
         // arrived in the same millisecond as the last one returned leave
@@ -664,6 +629,121 @@ pub async fn read_step<S: ShardSource>(
             }
         } else if !empty {
             cursor.empty_polls = 0;
+        }
+    }
+}
+
+/// Successive GetRecords pages of one shard from a start position, as one
+/// consumer reads them: paced to its share of the shard's limits, throttled
+/// calls backed off and retried from the same iterator, and an expired
+/// iterator re-acquired after the last record returned. The iterator lives
+/// only in memory, for as long as the caller keeps polling.
+pub struct ShardPoller<'a, S> {
+    source: &'a S,
+    shard_id: String,
+    options: ReadOptions,
+    start: StartPosition,
+    last: Option<SequenceNumber>,
+    iterator: Option<String>,
+    pacer: Pacer,
+    throttles: u64,
+}
+
+impl<'a, S: ShardSource> ShardPoller<'a, S> {
+    pub fn new(
+        source: &'a S,
+        shard_id: impl Into<String>,
+        start: StartPosition,
+        options: ReadOptions,
+    ) -> Self {
+        Self {
+            source,
+            shard_id: shard_id.into(),
+            pacer: Pacer::new(options.share),
+            options,
+            start,
+            last: None,
+            iterator: None,
+            throttles: 0,
+        }
+    }
+
+    pub fn shard_id(&self) -> &str {
+        &self.shard_id
+    }
+
+    /// Where a new iterator starts: after the last record returned, or at
+    /// the start position before any.
+    pub fn position(&self) -> StartPosition {
+        match &self.last {
+            Some(last) => StartPosition::AfterSequenceNumber {
+                sequence_number: last.clone(),
+            },
+            None => self.start.clone(),
+        }
+    }
+
+    /// Throttled GetRecords calls so far (each backed off and retried).
+    pub fn throttles(&self) -> u64 {
+        self.throttles
+    }
+
+    /// The next page, of at most `limit` records (1 to 10,000). A page with
+    /// no next iterator is the closed shard's end; polling again after it
+    /// starts over after the last record, and meets the end again.
+    pub async fn next_page(&mut self, limit: i32) -> Result<RecordsPage, SourceError> {
+        let limit = limit.clamp(1, MAX_LIMIT);
+        let mut throttles = 0u32;
+        loop {
+            let iterator = match &self.iterator {
+                Some(iterator) => iterator.clone(),
+                None => {
+                    let position = self.position();
+                    let iterator = with_retries(&self.options, || {
+                        self.source.shard_iterator(&self.shard_id, &position)
+                    })
+                    .await?;
+                    self.iterator = Some(iterator.clone());
+                    iterator
+                }
+            };
+            self.pacer.wait().await;
+            if !self.options.poll_delay.is_zero() {
+                tokio::time::sleep(self.options.poll_delay).await;
+            }
+            let called_at = Instant::now();
+            match self.source.records(&self.shard_id, &iterator, limit).await {
+                Ok(page) => {
+                    self.pacer.called(called_at, page.bytes);
+                    if let Some(last) = page.records.last() {
+                        self.last = Some(last.sequence_number.clone());
+                    }
+                    self.iterator.clone_from(&page.next_iterator);
+                    return Ok(page);
+                }
+                Err(SourceError::ExpiredIterator) => {
+                    debug!(shard = %self.shard_id, "iterator expired; re-acquiring after the last record read");
+                    self.iterator = None;
+                }
+                Err(error @ SourceError::Throttled { .. }) => {
+                    // Another consumer is using the shard's share: back off,
+                    // then go on from the same iterator (a throttled call
+                    // reads nothing and does not move it).
+                    throttles += 1;
+                    self.throttles += 1;
+                    if throttles > self.options.max_retries {
+                        return Err(error);
+                    }
+                    self.pacer.called(called_at, 0);
+                    warn!(shard = %self.shard_id, %error, throttles, "GetRecords throttled");
+                    tokio::time::sleep(crate::backoff::backoff(
+                        self.options.base_backoff,
+                        throttles,
+                    ))
+                    .await;
+                }
+                Err(error) => return Err(error),
+            }
         }
     }
 }

@@ -1,0 +1,623 @@
+//! A local Kinesis event source mapping: what Lambda runs behind a function
+//! attached to a stream, for places where no emulator runs one.
+//!
+//! Every shard of the stream is polled from the mapping's starting position
+//! (`TRIM_HORIZON`, `LATEST`, `AT_TIMESTAMP`), open and closed shards alike;
+//! a child shard is polled only once each of its parents has been read to
+//! its end and every record of it settled, as Lambda does, so a partition
+//! key's records reach the function in order across a reshard. Reads go
+//! through [`crate::shard::ShardPoller`] (paced to the shard's limits,
+//! throttling backed off, expired iterators re-acquired).
+//!
+//! Records are gathered per shard until `BatchSize` × `ParallelizationFactor`
+//! of them are in hand or `MaximumBatchingWindowInSeconds` has passed since
+//! the first, then handed to [`crate::delivery::Delivery`], which owns every
+//! semantic of the invocation (6 MB payloads, lanes per partition key,
+//! retries, bisect, partial batch responses, record age, filters, the
+//! on-failure destination). The next batch is read only once the previous
+//! one is settled: a shard holds at most one batch in memory, and its
+//! checkpoint (the last settled sequence number, kept in memory) never
+//! passes a record the function has not acknowledged or the destination
+//! has not received.
+//!
+//! The mapping runs until `shutdown` resolves or, optionally, until every
+//! polled shard has read nothing for a while with nothing in flight.
+//! Stopping drops batches in flight without checkpointing them: a restart
+//! from the checkpoints would deliver them again (at least once, as Lambda).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::delivery::{Delivery, DeliveryError, FailureDestination, Invoker, MappingOptions};
+use crate::event::EventSource;
+use crate::record::{ArrivalTime, Record};
+use crate::scrape::{PlannedShard, RequestError};
+use crate::seqno::SequenceNumber;
+use crate::shard::{
+    ChildShard, MAX_LIMIT, ReadError, ReadOptions, ShardPoller, ShardSource, StartPosition,
+};
+
+/// `MaximumBatchingWindowInSeconds` accepts 0 to 300.
+pub const MAX_BATCHING_WINDOW: Duration = Duration::from_secs(300);
+
+/// How the mapping polls and batches, named after the mapping's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappingConfig {
+    /// `StartingPosition`: `TRIM_HORIZON`, `LATEST` or `AT_TIMESTAMP`. It
+    /// applies to the shards listed when the mapping starts; shards created
+    /// while it runs are read from their start, as Lambda reads them.
+    pub starting_position: StartPosition,
+    /// `BatchSize`, `MaximumRetryAttempts`, `BisectBatchOnFunctionError`,
+    /// `FunctionResponseTypes`, `MaximumRecordAgeInSeconds`,
+    /// `ParallelizationFactor`, `FilterCriteria`.
+    pub options: MappingOptions,
+    /// `MaximumBatchingWindowInSeconds`: how long records may wait for a
+    /// batch to fill; zero invokes with whatever one poll read.
+    pub batching_window: Duration,
+    /// Stop once every polled shard has read nothing for this long and no
+    /// batch is in flight; `None` runs until shutdown.
+    pub idle_exit: Option<Duration>,
+    /// Pacing and fault handling of the reads (`limit` is set per poll from
+    /// the room left in the batch).
+    pub read: ReadOptions,
+    /// Wait after an empty poll at the tip of a shard: Lambda polls an idle
+    /// shard about once a second.
+    pub idle_poll: Duration,
+    /// First backoff after a throttled or failed invoke call.
+    pub invoke_backoff: Duration,
+}
+
+impl Default for MappingConfig {
+    fn default() -> Self {
+        Self {
+            starting_position: StartPosition::TrimHorizon,
+            options: MappingOptions::default(),
+            batching_window: Duration::ZERO,
+            idle_exit: None,
+            read: ReadOptions {
+                // A mapping never stops polling a shard because it is busy:
+                // every throttle is logged, backed off and retried.
+                max_retries: u32::MAX,
+                ..ReadOptions::default()
+            },
+            idle_poll: Duration::from_secs(1),
+            invoke_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+impl MappingConfig {
+    /// The values the mapping accepts, checked before anything is polled.
+    pub fn validate(&self) -> Result<(), RequestError> {
+        let bad = |field: &str, message: String| RequestError {
+            field: field.to_owned(),
+            message,
+        };
+        if !matches!(
+            self.starting_position,
+            StartPosition::TrimHorizon | StartPosition::Latest | StartPosition::AtTimestamp { .. }
+        ) {
+            return Err(bad(
+                "StartingPosition",
+                format!(
+                    "{:?}; accepted values: TRIM_HORIZON, LATEST, AT_TIMESTAMP",
+                    self.starting_position
+                ),
+            ));
+        }
+        if self.batching_window > MAX_BATCHING_WINDOW {
+            return Err(bad(
+                "MaximumBatchingWindowInSeconds",
+                format!(
+                    "{}; accepted values: 0 to 300",
+                    self.batching_window.as_secs_f64()
+                ),
+            ));
+        }
+        self.options.validate()
+    }
+
+    /// Records gathered per shard before delivery: one batch per lane.
+    fn capacity(&self) -> usize {
+        self.options.batch_size.max(1) * self.options.parallelization_factor.max(1)
+    }
+}
+
+/// Where a shard stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ShardStatus {
+    /// A parent has not been read to its end yet.
+    WaitingForParents,
+    Polling,
+    /// Closed, read to its end, every record settled.
+    Ended,
+}
+
+/// One shard's counters and checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardReport {
+    pub shard_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_shard_ids: Vec<String>,
+    pub status: ShardStatus,
+    /// Records settled: delivered, filtered out, or sent to the on-failure
+    /// destination.
+    pub records: u64,
+    /// Batches gathered and handed to delivery (each up to `BatchSize` ×
+    /// `ParallelizationFactor` records; delivery may cut one into several
+    /// invocations).
+    pub batches: u64,
+    pub delivered: u64,
+    pub filtered: u64,
+    pub invocations: u64,
+    pub function_errors: u64,
+    /// Batches (and their records) sent to the on-failure destination.
+    pub failed_batches: u64,
+    pub failed_records: u64,
+    /// Where each failed batch went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failure_locations: Vec<String>,
+    /// Throttled GetRecords calls (each backed off and retried).
+    pub throttles: u64,
+    /// Records read but not settled when the mapping stopped (their
+    /// invocations so far are not counted above).
+    pub in_flight: u64,
+    /// The last settled sequence number: a restart resumes after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<SequenceNumber>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub child_shard_ids: Vec<String>,
+}
+
+impl ShardReport {
+    fn new(shard: &PlannedShard) -> Self {
+        Self {
+            shard_id: shard.shard_id.clone(),
+            parent_shard_ids: shard.parent_shard_ids.clone(),
+            status: ShardStatus::WaitingForParents,
+            records: 0,
+            batches: 0,
+            delivered: 0,
+            filtered: 0,
+            invocations: 0,
+            function_errors: 0,
+            failed_batches: 0,
+            failed_records: 0,
+            failure_locations: Vec::new(),
+            throttles: 0,
+            in_flight: 0,
+            checkpoint: None,
+            child_shard_ids: Vec::new(),
+        }
+    }
+}
+
+/// Why the mapping stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Stopped {
+    /// `shutdown` resolved.
+    Shutdown,
+    /// Every polled shard was idle for `idle_exit`.
+    Idle,
+    /// Every shard is closed and read to its end (the stream can get no
+    /// more records).
+    AllShardsEnded,
+    /// A shard could not go on (see the error).
+    Failed,
+}
+
+/// What the mapping did, per shard (parents before children).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MappingReport {
+    pub stopped: Stopped,
+    pub shards: Vec<ShardReport>,
+}
+
+impl MappingReport {
+    /// Records settled on every shard.
+    pub fn records(&self) -> u64 {
+        self.shards.iter().map(|s| s.records).sum()
+    }
+}
+
+/// Why the mapping could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// A setting out of the mapping's range (nothing was polled). The
+    /// message is the whole story: the field and what it accepts.
+    #[error("invalid mapping setting {}: {}", .0.field, .0.message)]
+    Invalid(RequestError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A fatal invoke error (no such function, access denied) or a failed
+    /// write to the on-failure destination.
+    #[error("delivering the records of {shard_id}")]
+    Delivery {
+        shard_id: String,
+        #[source]
+        source: DeliveryError,
+    },
+}
+
+/// The mapping stopped on an error; `report` is where every shard stood.
+#[derive(Debug, thiserror::Error)]
+#[error("the event source mapping stopped")]
+pub struct MappingError {
+    pub report: Box<MappingReport>,
+    #[source]
+    pub source: ShardError,
+}
+
+/// One event source mapping: a stream's shards into a function.
+pub struct EventSourceMapping<'a, S, I, D> {
+    pub source: &'a S,
+    pub invoker: &'a I,
+    pub destination: &'a D,
+    /// The stream as the events name it (`eventSourceARN`, `awsRegion`).
+    pub event_source: &'a EventSource,
+    pub config: &'a MappingConfig,
+    /// "Now" for record age and the on-failure record's timestamp.
+    pub now: fn() -> ArrivalTime,
+}
+
+/// Shared between the shard pollers of one run; never held across an await.
+struct Shared {
+    reports: BTreeMap<String, ShardReport>,
+    /// When each polling shard last read a record (or started).
+    active_at: BTreeMap<String, Instant>,
+}
+
+impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S, I, D> {
+    /// Polls `shards` (the stream's shards when the mapping starts, as
+    /// [`crate::scrape::list_shards`] lists them for the starting position)
+    /// and the children they end with, until `shutdown` resolves, every
+    /// shard is idle for `idle_exit`, or every shard has ended.
+    pub async fn run(
+        &self,
+        shards: Vec<PlannedShard>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<MappingReport, MappingError> {
+        let shared = Mutex::new(Shared {
+            reports: BTreeMap::new(),
+            active_at: BTreeMap::new(),
+        });
+        let report = |stopped: Stopped| {
+            let shared = shared.lock().expect("no poller panics holding the lock");
+            let mut shards: Vec<PlannedShard> = shared
+                .reports
+                .values()
+                .map(|r| PlannedShard {
+                    shard_id: r.shard_id.clone(),
+                    parent_shard_ids: r.parent_shard_ids.clone(),
+                })
+                .collect();
+            shards = crate::scrape::parents_first(shards);
+            MappingReport {
+                stopped,
+                shards: shards
+                    .iter()
+                    .map(|s| shared.reports[&s.shard_id].clone())
+                    .collect(),
+            }
+        };
+        if let Err(error) = self.config.validate() {
+            return Err(MappingError {
+                report: Box::new(report(Stopped::Failed)),
+                source: ShardError::Invalid(error),
+            });
+        }
+        let initial: BTreeSet<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
+        {
+            let mut shared = shared.lock().expect("not poisoned");
+            for shard in &shards {
+                shared
+                    .reports
+                    .insert(shard.shard_id.clone(), ShardReport::new(shard));
+            }
+        }
+        let mut shutdown = pin!(shutdown);
+        let mut running = FuturesUnordered::new();
+        let mut started: BTreeSet<String> = BTreeSet::new();
+        let idle_check = self
+            .config
+            .idle_exit
+            .map(|idle| (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+        loop {
+            // Start every shard whose parents have all ended. Parents missing
+            // from the shards listed at the start (expired, or closed before
+            // a LATEST start) don't hold a listed shard back; a child found
+            // at a parent's end waits for every parent it names, unless
+            // nothing else is left to poll.
+            let ready_shards = |force: bool| -> Vec<(String, StartPosition)> {
+                let shared = shared.lock().expect("not poisoned");
+                shared
+                    .reports
+                    .values()
+                    .filter(|r| !started.contains(&r.shard_id))
+                    .filter(|r| {
+                        r.parent_shard_ids
+                            .iter()
+                            .all(|p| match shared.reports.get(p) {
+                                Some(parent) => parent.status == ShardStatus::Ended,
+                                None => force || initial.contains(&r.shard_id),
+                            })
+                    })
+                    .map(|r| {
+                        let start = if initial.contains(&r.shard_id) {
+                            self.config.starting_position.clone()
+                        } else {
+                            StartPosition::TrimHorizon
+                        };
+                        (r.shard_id.clone(), start)
+                    })
+                    .collect()
+            };
+            let mut ready = ready_shards(false);
+            if ready.is_empty() && running.is_empty() {
+                ready = ready_shards(true);
+                if !ready.is_empty() {
+                    warn!(shards = ?ready, "parents never seen: polling their children anyway");
+                }
+            }
+            for (shard_id, start) in ready {
+                started.insert(shard_id.clone());
+                {
+                    let mut shared = shared.lock().expect("not poisoned");
+                    if let Some(r) = shared.reports.get_mut(&shard_id) {
+                        r.status = ShardStatus::Polling;
+                    }
+                    shared.active_at.insert(shard_id.clone(), Instant::now());
+                }
+                info!(shard = %shard_id, ?start, "polling shard");
+                running.push(self.poll_shard(shard_id, start, &shared));
+            }
+            if running.is_empty() {
+                return Ok(report(Stopped::AllShardsEnded));
+            }
+            let idle_tick = async {
+                match idle_check {
+                    Some(every) => tokio::time::sleep(every).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => {
+                    info!("shutdown: stopping the mapping");
+                    drop(running);
+                    return Ok(report(Stopped::Shutdown));
+                }
+                Some(ended) = running.next() => match ended {
+                    Ok((shard_id, children)) => {
+                        let mut shared = shared.lock().expect("not poisoned");
+                        shared.active_at.remove(&shard_id);
+                        for child in &children {
+                            shared
+                                .reports
+                                .entry(child.shard_id.clone())
+                                .or_insert_with(|| {
+                                    ShardReport::new(&PlannedShard {
+                                        shard_id: child.shard_id.clone(),
+                                        parent_shard_ids: child.parent_shards.clone(),
+                                    })
+                                });
+                        }
+                        if let Some(r) = shared.reports.get_mut(&shard_id) {
+                            r.status = ShardStatus::Ended;
+                            r.child_shard_ids = children.into_iter().map(|c| c.shard_id).collect();
+                            info!(shard = %shard_id, children = ?r.child_shard_ids, records = r.records, "shard ended");
+                        }
+                    }
+                    Err(source) => {
+                        drop(running);
+                        return Err(MappingError {
+                            report: Box::new(report(Stopped::Failed)),
+                            source,
+                        });
+                    }
+                },
+                () = idle_tick => {
+                    let idle = self.config.idle_exit.unwrap_or(Duration::MAX);
+                    let now = Instant::now();
+                    let all_idle = {
+                        let shared = shared.lock().expect("not poisoned");
+                        shared.reports.values().all(|r| r.in_flight == 0)
+                            && shared
+                                .active_at
+                                .values()
+                                .all(|at| now.duration_since(*at) >= idle)
+                    };
+                    if all_idle {
+                        info!(idle_secs = idle.as_secs_f64(), "every shard idle: stopping the mapping");
+                        drop(running);
+                        return Ok(report(Stopped::Idle));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Polls one shard to its end (or forever, while it is open); returns
+    /// its children.
+    async fn poll_shard(
+        &self,
+        shard_id: String,
+        start: StartPosition,
+        shared: &Mutex<Shared>,
+    ) -> Result<(String, Vec<ChildShard>), ShardError> {
+        let capacity = self.config.capacity();
+        let mut poller = ShardPoller::new(
+            self.source,
+            shard_id.clone(),
+            start,
+            self.config.read.clone(),
+        );
+        let mut batch: Vec<Record> = Vec::new();
+        let mut window_ends: Option<Instant> = None;
+        loop {
+            let window_over = window_ends.is_some_and(|end| Instant::now() >= end);
+            if !batch.is_empty() && (batch.len() >= capacity || window_over) {
+                self.settle(&shard_id, std::mem::take(&mut batch), shared)
+                    .await?;
+                window_ends = None;
+                continue;
+            }
+            let room = (capacity - batch.len()).min(MAX_LIMIT as usize);
+            let page = poller.next_page(room as i32).await;
+            let page = {
+                let mut shared = shared.lock().expect("not poisoned");
+                if let Some(r) = shared.reports.get_mut(&shard_id) {
+                    r.throttles = poller.throttles();
+                }
+                let page = page.map_err(|source| ReadError {
+                    stream: self.event_source.stream_arn.clone(),
+                    shard_id: shard_id.clone(),
+                    source,
+                })?;
+                if !page.records.is_empty() {
+                    shared.active_at.insert(shard_id.clone(), Instant::now());
+                    if let Some(r) = shared.reports.get_mut(&shard_id) {
+                        r.in_flight += page.records.len() as u64;
+                    }
+                }
+                page
+            };
+            let empty = page.records.is_empty();
+            if !empty && batch.is_empty() {
+                window_ends = Some(Instant::now() + self.config.batching_window);
+            }
+            batch.extend(page.records);
+            if page.next_iterator.is_none() {
+                if !batch.is_empty() {
+                    self.settle(&shard_id, std::mem::take(&mut batch), shared)
+                        .await?;
+                }
+                return Ok((shard_id, page.child_shards));
+            }
+            // Behind the tip, an empty page is a gap in the shard's data:
+            // poll again at once (paced). At the tip, wait as Lambda does,
+            // but not past the window of records already gathered.
+            if empty && page.millis_behind_latest.unwrap_or(0) == 0 {
+                let wait = match window_ends {
+                    Some(end) => self
+                        .config
+                        .idle_poll
+                        .min(end.saturating_duration_since(Instant::now())),
+                    None => self.config.idle_poll,
+                };
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    /// Hands one gathered batch to delivery; checkpoints after it once every
+    /// record is settled.
+    async fn settle(
+        &self,
+        shard_id: &str,
+        batch: Vec<Record>,
+        shared: &Mutex<Shared>,
+    ) -> Result<(), ShardError> {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(());
+        };
+        let (first, last) = (first.sequence_number.clone(), last.sequence_number.clone());
+        let records = batch.len() as u64;
+        let delivery = Delivery {
+            invoker: self.invoker,
+            destination: self.destination,
+            source: self.event_source,
+            options: &self.config.options,
+            now: self.now,
+            base_backoff: self.config.invoke_backoff,
+        };
+        debug!(shard = %shard_id, records, %first, %last, "delivering batch");
+        let delivered = delivery
+            .deliver(batch)
+            .await
+            .map_err(|source| ShardError::Delivery {
+                shard_id: shard_id.to_owned(),
+                source,
+            })?;
+        let mut shared = shared.lock().expect("not poisoned");
+        let r = shared
+            .reports
+            .get_mut(shard_id)
+            .expect("a polled shard has a report");
+        // Records come from one shard in order: the checkpoint only moves
+        // forward (numerically).
+        debug_assert!(r.checkpoint.as_ref().is_none_or(|c| *c < first));
+        r.records += records;
+        r.batches += 1;
+        r.in_flight -= records;
+        r.delivered += delivered.delivered;
+        r.filtered += delivered.filtered;
+        r.invocations += delivered.invocations;
+        r.function_errors += delivered.function_errors;
+        r.failed_batches += delivered.failed_batches;
+        r.failed_records += delivered.failed_records;
+        r.failure_locations
+            .extend(delivered.failure_locations.iter().cloned());
+        r.checkpoint = Some(last.clone());
+        info!(
+            shard = %shard_id,
+            records,
+            invocations = delivered.invocations,
+            function_errors = delivered.function_errors,
+            failed_records = delivered.failed_records,
+            checkpoint = %last,
+            "batch settled"
+        );
+        Ok(())
+    }
+}
+
+/// The system clock, as the mapping's "now" (record age, failure records).
+pub fn wall_clock() -> ArrivalTime {
+    ArrivalTime::from_datetime(chrono::Utc::now())
+}
+
+/// A destination for mappings configured without one: Lambda then drops a
+/// discarded batch, with nothing but its metrics to show. Locally it is
+/// logged (stream, shard, sequence range; never the records) at `warn`, so
+/// it is never silent, and counted as a failed batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogOnlyDestination;
+
+impl FailureDestination for LogOnlyDestination {
+    async fn send(&self, record: crate::delivery::FailureRecord) -> Result<String, DeliveryError> {
+        let info = &record.kinesis_batch_info;
+        warn!(
+            stream = %info.stream_arn,
+            shard = %info.shard_id,
+            first = %info.start_sequence_number,
+            last = %info.end_sequence_number,
+            records = info.batch_size,
+            condition = ?record.request_context.condition,
+            "batch discarded (no on-failure destination configured)"
+        );
+        Ok(format!(
+            "discarded:{}:{}-{}",
+            info.shard_id, info.start_sequence_number, info.end_sequence_number
+        ))
+    }
+
+    fn wants_payload(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests;

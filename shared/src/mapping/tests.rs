@@ -1,0 +1,865 @@
+//! The mapping against an in-memory stream that behaves as Kinesis does
+//! (pages of a few records, an empty page with `millisBehindLatest: 0` at
+//! the tip, a closed shard's end with no next iterator and its children,
+//! throttling and expiring iterators on request, records arriving while it
+//! runs) and a fake function that records every invocation it gets.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::*;
+use crate::delivery::{FailureRecord, FunctionResponseType, Invocation, InvokeError};
+use crate::event::DeliveredEvent;
+use crate::shard::{RecordsPage, SourceError};
+
+const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/orders";
+
+fn shard_name(n: u32) -> String {
+    format!("shardId-{n:012}")
+}
+
+/// Sequence numbers cross from 55 to 56 digits inside each shard, so
+/// string order and numeric order disagree.
+fn sequence(shard: u32, i: u32) -> SequenceNumber {
+    let text = if i < 5 {
+        format!("9999999999999999999999999999999999999999999999999{shard:02}{i:04}")
+    } else {
+        format!("10000000000000000000000000000000000000000000000000{shard:02}{i:04}")
+    };
+    SequenceNumber::parse(&text).unwrap()
+}
+
+fn record(shard: u32, i: u32, arrival_ms: i64) -> Record {
+    Record {
+        stream: "orders".into(),
+        shard_id: shard_name(shard),
+        sequence_number: sequence(shard, i),
+        sub_sequence_number: None,
+        partition_key: format!("key-{}", (shard * 7 + i) % 5),
+        explicit_hash_key: None,
+        encryption_type: None,
+        approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(arrival_ms),
+        data: format!("shard {shard} record {i}").into_bytes(),
+    }
+}
+
+struct MemoryShard {
+    records: Vec<Record>,
+    closed: bool,
+    children: Vec<ChildShard>,
+}
+
+/// A stream of several shards. Iterators are `<shard>:<index>`.
+#[derive(Default)]
+struct MemoryStream {
+    shards: Mutex<BTreeMap<String, MemoryShard>>,
+    page: usize,
+    /// GetRecords call numbers (all shards, from 1) answered with a throttle
+    /// or an expired-iterator error.
+    throttle: BTreeSet<u32>,
+    expire: BTreeSet<u32>,
+    calls: Mutex<u32>,
+    iterators: Mutex<Vec<(String, StartPosition)>>,
+}
+
+impl MemoryStream {
+    fn new(page: usize) -> Self {
+        Self {
+            page,
+            ..Self::default()
+        }
+    }
+
+    fn shard(self, n: u32, records: u32, children: &[(u32, &[u32])]) -> Self {
+        let closed = !children.is_empty();
+        self.shards.lock().unwrap().insert(
+            shard_name(n),
+            MemoryShard {
+                records: (0..records)
+                    .map(|i| record(n, i, 1_700_000_000_000 + i64::from(n) * 1000 + i64::from(i)))
+                    .collect(),
+                closed,
+                children: children
+                    .iter()
+                    .map(|(child, parents)| ChildShard {
+                        shard_id: shard_name(*child),
+                        parent_shards: parents.iter().map(|p| shard_name(*p)).collect(),
+                    })
+                    .collect(),
+            },
+        );
+        self
+    }
+
+    fn close(self, n: u32) -> Self {
+        self.shards
+            .lock()
+            .unwrap()
+            .get_mut(&shard_name(n))
+            .unwrap()
+            .closed = true;
+        self
+    }
+
+    fn append(&self, n: u32, count: u32, arrival_ms: i64) {
+        let mut shards = self.shards.lock().unwrap();
+        let shard = shards.get_mut(&shard_name(n)).unwrap();
+        let start = shard.records.len() as u32;
+        for i in start..start + count {
+            shard.records.push(record(n, i, arrival_ms));
+        }
+    }
+
+    fn all_records(&self) -> BTreeMap<String, Vec<SequenceNumber>> {
+        self.shards
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, s)| {
+                (
+                    id.clone(),
+                    s.records
+                        .iter()
+                        .map(|r| r.sequence_number.clone())
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl ShardSource for MemoryStream {
+    async fn shard_iterator(
+        &self,
+        shard_id: &str,
+        start: &StartPosition,
+    ) -> Result<String, SourceError> {
+        self.iterators
+            .lock()
+            .unwrap()
+            .push((shard_id.to_owned(), start.clone()));
+        let shards = self.shards.lock().unwrap();
+        let records = &shards[shard_id].records;
+        let position =
+            |f: &dyn Fn(&Record) -> bool| records.iter().position(f).unwrap_or(records.len());
+        let index = match start {
+            StartPosition::TrimHorizon => 0,
+            StartPosition::Latest => records.len(),
+            StartPosition::AtSequenceNumber { sequence_number } => {
+                position(&|r| r.sequence_number >= *sequence_number)
+            }
+            StartPosition::AfterSequenceNumber { sequence_number } => {
+                position(&|r| r.sequence_number > *sequence_number)
+            }
+            StartPosition::AtTimestamp { timestamp } => {
+                position(&|r| r.approximate_arrival_timestamp >= *timestamp)
+            }
+        };
+        Ok(format!("{shard_id}:{index}"))
+    }
+
+    async fn records(
+        &self,
+        shard_id: &str,
+        iterator: &str,
+        limit: i32,
+    ) -> Result<RecordsPage, SourceError> {
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            *calls
+        };
+        if self.throttle.contains(&call) {
+            return Err(SourceError::Throttled {
+                message: "Rate exceeded for shard".into(),
+            });
+        }
+        if self.expire.contains(&call) {
+            return Err(SourceError::ExpiredIterator);
+        }
+        let (id, index) = iterator.rsplit_once(':').unwrap();
+        assert_eq!(id, shard_id, "an iterator of another shard");
+        let index: usize = index.parse().unwrap();
+        let shards = self.shards.lock().unwrap();
+        let shard = &shards[shard_id];
+        let end = (index + self.page.min(limit as usize)).min(shard.records.len());
+        let records = shard.records[index..end].to_vec();
+        let closed_end = shard.closed && end == shard.records.len();
+        Ok(RecordsPage {
+            bytes: records.iter().map(|r| r.data.len()).sum(),
+            records,
+            next_iterator: (!closed_end).then(|| format!("{shard_id}:{end}")),
+            millis_behind_latest: Some(if end < shard.records.len() { 1000 } else { 0 }),
+            child_shards: if closed_end {
+                shard.children.clone()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+}
+
+/// The function: fails (`Unhandled`) any batch holding a poison record,
+/// or reports it as a batch item failure; keeps every invocation's records.
+#[derive(Default)]
+struct Function {
+    poison: BTreeSet<SequenceNumber>,
+    partial: bool,
+    invocations: Mutex<Vec<Vec<Record>>>,
+    /// The records of invocations that succeeded (or the part before a
+    /// reported failure).
+    acknowledged: Mutex<Vec<Record>>,
+}
+
+impl Invoker for Function {
+    async fn invoke(&self, payload: Vec<u8>) -> Result<Invocation, InvokeError> {
+        // A function takes time: lets the clock (paused in these tests) and
+        // the mapping's other futures move while a shard retries.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let records = DeliveredEvent::from_slice(&payload).unwrap().records;
+        self.invocations.lock().unwrap().push(records.clone());
+        let poisoned = records
+            .iter()
+            .position(|r| self.poison.contains(&r.sequence_number));
+        let answer = |function_error: Option<&str>, body: String| Invocation {
+            request_id: "req".into(),
+            status_code: 200,
+            executed_version: Some("$LATEST".into()),
+            function_error: function_error.map(str::to_owned),
+            payload: body.into_bytes(),
+        };
+        match poisoned {
+            None => {
+                self.acknowledged.lock().unwrap().extend(records);
+                Ok(answer(None, "{}".into()))
+            }
+            Some(index) if self.partial => {
+                self.acknowledged
+                    .lock()
+                    .unwrap()
+                    .extend(records[..index].iter().cloned());
+                Ok(answer(
+                    None,
+                    format!(
+                        r#"{{"batchItemFailures":[{{"itemIdentifier":"{}"}}]}}"#,
+                        records[index].sequence_number
+                    ),
+                ))
+            }
+            Some(_) => Ok(answer(
+                Some("Unhandled"),
+                r#"{"errorType":"Poison"}"#.into(),
+            )),
+        }
+    }
+
+    fn function_arn(&self) -> &str {
+        "arn:aws:lambda:us-east-1:123456789012:function:consumer"
+    }
+}
+
+#[derive(Default)]
+struct Dlq {
+    records: Mutex<Vec<FailureRecord>>,
+}
+
+impl FailureDestination for Dlq {
+    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+        let mut records = self.records.lock().unwrap();
+        records.push(record);
+        Ok(format!("dlq-{}", records.len()))
+    }
+
+    fn wants_payload(&self) -> bool {
+        false
+    }
+}
+
+fn now() -> ArrivalTime {
+    ArrivalTime::from_epoch_millis(1_700_000_100_000)
+}
+
+fn config(batch_size: usize, window_ms: u64) -> MappingConfig {
+    MappingConfig {
+        options: MappingOptions {
+            batch_size,
+            ..MappingOptions::default()
+        },
+        batching_window: Duration::from_millis(window_ms),
+        idle_exit: Some(Duration::from_secs(5)),
+        read: ReadOptions {
+            base_backoff: Duration::from_millis(1),
+            ..MappingConfig::default().read
+        },
+        invoke_backoff: Duration::from_millis(1),
+        ..MappingConfig::default()
+    }
+}
+
+fn planned(shards: &[(u32, &[u32])]) -> Vec<PlannedShard> {
+    shards
+        .iter()
+        .map(|(n, parents)| PlannedShard {
+            shard_id: shard_name(*n),
+            parent_shard_ids: parents.iter().map(|p| shard_name(*p)).collect(),
+        })
+        .collect()
+}
+
+async fn run_mapping(
+    stream: &MemoryStream,
+    function: &Function,
+    dlq: &Dlq,
+    config: &MappingConfig,
+    shards: Vec<PlannedShard>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<MappingReport, MappingError> {
+    let source = EventSource::new(STREAM_ARN, "arn:aws:iam::123456789012:role/consumer").unwrap();
+    EventSourceMapping {
+        source: stream,
+        invoker: function,
+        destination: dlq,
+        event_source: &source,
+        config,
+        now,
+    }
+    .run(shards, shutdown)
+    .await
+}
+
+fn by_shard(records: &[Record]) -> BTreeMap<String, Vec<SequenceNumber>> {
+    let mut out: BTreeMap<String, Vec<SequenceNumber>> = BTreeMap::new();
+    for r in records {
+        out.entry(r.shard_id.clone())
+            .or_default()
+            .push(r.sequence_number.clone());
+    }
+    out
+}
+
+fn shard_report(report: &MappingReport, n: u32) -> &ShardReport {
+    report
+        .shards
+        .iter()
+        .find(|s| s.shard_id == shard_name(n))
+        .unwrap_or_else(|| panic!("no report for shard {n}: {report:?}"))
+}
+
+/// Shard 0 splits into 2 and 3, then 2 and 1 merge into 4. Only 0 and 1
+/// are listed at the start: the children are found at their parents' ends.
+fn resharded() -> MemoryStream {
+    MemoryStream::new(3)
+        .shard(0, 11, &[(2, &[0]), (3, &[0])])
+        .shard(1, 7, &[(4, &[1, 2])])
+        .shard(2, 5, &[(4, &[1, 2])])
+        .shard(3, 9, &[])
+        .shard(4, 6, &[])
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_record_once_in_order_children_after_their_parents() {
+    let stream = resharded();
+    let function = Function::default();
+    let dlq = Dlq::default();
+    let config = config(4, 0);
+    let report = run_mapping(
+        &stream,
+        &function,
+        &dlq,
+        &config,
+        planned(&[(0, &[]), (1, &[])]),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.stopped, Stopped::Idle);
+
+    // Every record once, in order per shard.
+    let acknowledged = function.acknowledged.lock().unwrap().clone();
+    assert_eq!(by_shard(&acknowledged), stream.all_records());
+    assert_eq!(report.records(), 38);
+
+    // A child's first invocation comes after its parents' last.
+    let invocations = function.invocations.lock().unwrap().clone();
+    let first = |n: u32| {
+        invocations
+            .iter()
+            .position(|b| b.iter().any(|r| r.shard_id == shard_name(n)))
+            .unwrap()
+    };
+    let last = |n: u32| {
+        invocations
+            .iter()
+            .rposition(|b| b.iter().any(|r| r.shard_id == shard_name(n)))
+            .unwrap()
+    };
+    assert!(first(2) > last(0) && first(3) > last(0));
+    assert!(first(4) > last(1) && first(4) > last(2));
+    // One shard per invocation, at most BatchSize records; with no batching
+    // window, each invocation holds what one poll read (pages of 3).
+    for batch in &invocations {
+        assert!(batch.iter().all(|r| r.shard_id == batch[0].shard_id));
+        assert!(!batch.is_empty() && batch.len() <= 3, "{}", batch.len());
+    }
+
+    // Lineage, counters and checkpoints.
+    let order: Vec<&str> = report.shards.iter().map(|s| s.shard_id.as_str()).collect();
+    let position = |n: u32| order.iter().position(|s| *s == shard_name(n)).unwrap();
+    assert!(position(0) < position(2) && position(2) < position(4) && position(1) < position(4));
+    assert_eq!(
+        shard_report(&report, 0).child_shard_ids,
+        [shard_name(2), shard_name(3)]
+    );
+    assert_eq!(
+        shard_report(&report, 4).parent_shard_ids,
+        [shard_name(1), shard_name(2)]
+    );
+    for (n, count) in [(0, 11), (1, 7), (2, 5), (3, 9), (4, 6)] {
+        let shard = shard_report(&report, n);
+        assert_eq!(shard.records, count, "{shard:?}");
+        assert_eq!(shard.delivered, count, "{shard:?}");
+        assert_eq!(shard.invocations, shard.batches, "{shard:?}");
+        assert_eq!(shard.in_flight, 0);
+        assert_eq!(shard.checkpoint, Some(sequence(n, count as u32 - 1)));
+        let closed = n < 3;
+        assert_eq!(
+            shard.status,
+            if closed {
+                ShardStatus::Ended
+            } else {
+                ShardStatus::Polling
+            },
+            "{shard:?}"
+        );
+    }
+    assert!(dlq.records.lock().unwrap().is_empty());
+    // Children discovered at their parents' end are read from their start.
+    let iterators = stream.iterators.lock().unwrap().clone();
+    assert!(iterators.contains(&(shard_name(4), StartPosition::TrimHorizon)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn listed_children_wait_for_their_parents_and_all_closed_ends_the_run() {
+    // Every shard closed: the mapping ends by itself once all are read.
+    let stream = MemoryStream::new(4)
+        .shard(0, 6, &[(2, &[0, 1])])
+        .shard(1, 5, &[(2, &[0, 1])])
+        .shard(2, 8, &[(3, &[2])])
+        .shard(3, 3, &[])
+        .close(3);
+    let function = Function::default();
+    let dlq = Dlq::default();
+    let mut config = config(100, 0);
+    config.idle_exit = None;
+    let report = run_mapping(
+        &stream,
+        &function,
+        &dlq,
+        &config,
+        // Listed children first: the lineage, not the list, sets the order.
+        planned(&[(3, &[2]), (2, &[0, 1]), (1, &[]), (0, &[])]),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.stopped, Stopped::AllShardsEnded);
+    let acknowledged = function.acknowledged.lock().unwrap().clone();
+    assert_eq!(by_shard(&acknowledged), stream.all_records());
+    let shard_order: Vec<String> = acknowledged.iter().map(|r| r.shard_id.clone()).collect();
+    let last_of = |n: u32| {
+        shard_order
+            .iter()
+            .rposition(|s| *s == shard_name(n))
+            .unwrap()
+    };
+    let first_of = |n: u32| {
+        shard_order
+            .iter()
+            .position(|s| *s == shard_name(n))
+            .unwrap()
+    };
+    assert!(first_of(2) > last_of(0) && first_of(2) > last_of(1));
+    assert!(first_of(3) > last_of(2));
+    assert!(report.shards.iter().all(|s| s.status == ShardStatus::Ended));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_batching_window_fills_batches_up_to_batch_size() {
+    // 10 records behind the tip, then 2 more later: with a window, pages of
+    // 3 are gathered into batches of 4; the 2 late ones wait out the window.
+    let stream = MemoryStream::new(3).shard(0, 10, &[]);
+    let function = Function::default();
+    let dlq = Dlq::default();
+    let mut config = config(4, 2_000);
+    config.idle_exit = Some(Duration::from_secs(60));
+    let late = async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        stream.append(0, 2, 1_700_000_050_000);
+    };
+    let (report, ()) = tokio::join!(
+        run_mapping(
+            &stream,
+            &function,
+            &dlq,
+            &config,
+            planned(&[(0, &[])]),
+            std::future::pending(),
+        ),
+        late
+    );
+    let report = report.unwrap();
+    let sizes: Vec<usize> = function
+        .invocations
+        .lock()
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
+    // 4 + 4 full; 2 left at the tip wait the window; the late 2 likewise.
+    assert_eq!(sizes, [4, 4, 2, 2]);
+    let shard = shard_report(&report, 0);
+    assert_eq!(
+        (shard.records, shard.batches, shard.invocations),
+        (12, 4, 4)
+    );
+    assert_eq!(shard.checkpoint, Some(sequence(0, 11)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn parallelization_factor_gathers_one_batch_per_lane() {
+    let stream = MemoryStream::new(100).shard(0, 40, &[]);
+    let function = Function::default();
+    let dlq = Dlq::default();
+    let mut config = config(5, 0);
+    config.options.parallelization_factor = 3;
+    let report = run_mapping(
+        &stream,
+        &function,
+        &dlq,
+        &config,
+        planned(&[(0, &[])]),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let invocations = function.invocations.lock().unwrap().clone();
+    assert!(invocations.iter().all(|b| b.len() <= 5));
+    // Gathered 15 at a time (one poll each, limited to the room left).
+    assert_eq!(shard_report(&report, 0).batches, 3);
+    // Per partition key, the order of the shard.
+    let mut per_key: BTreeMap<String, Vec<SequenceNumber>> = BTreeMap::new();
+    for r in invocations.iter().flatten() {
+        per_key
+            .entry(r.partition_key.clone())
+            .or_default()
+            .push(r.sequence_number.clone());
+    }
+    for sequences in per_key.values() {
+        assert!(sequences.windows(2).all(|w| w[0] < w[1]));
+    }
+    assert_eq!(
+        by_shard(&function.acknowledged.lock().unwrap())
+            .values()
+            .map(Vec::len)
+            .sum::<usize>(),
+        40
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_batches_are_retried_bisected_and_sent_to_the_destination() {
+    let stream = MemoryStream::new(10).shard(0, 20, &[]);
+    let poison = sequence(0, 7);
+    let function = Function {
+        poison: [poison.clone()].into(),
+        ..Function::default()
+    };
+    let dlq = Dlq::default();
+    let mut config = config(10, 0);
+    config.options.maximum_retry_attempts = 1;
+    config.options.bisect_batch_on_function_error = true;
+    let report = run_mapping(
+        &stream,
+        &function,
+        &dlq,
+        &config,
+        planned(&[(0, &[])]),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let failed = dlq.records.lock().unwrap().clone();
+    assert_eq!(failed.len(), 1);
+    let info = &failed[0].kinesis_batch_info;
+    assert_eq!(
+        (info.batch_size, info.start_sequence_number.as_str()),
+        (1, poison.as_str())
+    );
+    let shard = shard_report(&report, 0);
+    assert_eq!(
+        (shard.records, shard.delivered, shard.failed_records),
+        (20, 19, 1)
+    );
+    assert_eq!(shard.failed_batches, 1);
+    assert_eq!(shard.failure_locations, ["dlq-1"]);
+    assert!(shard.function_errors >= 4, "{shard:?}");
+    assert_eq!(
+        shard.invocations,
+        function.invocations.lock().unwrap().len() as u64
+    );
+    // The checkpoint passes the failed record only once it is in the
+    // destination.
+    assert_eq!(shard.checkpoint, Some(sequence(0, 19)));
+    let acknowledged: Vec<SequenceNumber> = function
+        .acknowledged
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.sequence_number.clone())
+        .collect();
+    assert!(!acknowledged.contains(&poison));
+    assert_eq!(acknowledged.len(), 19);
+}
+
+#[tokio::test(start_paused = true)]
+async fn partial_batch_responses_resume_from_the_reported_record() {
+    let stream = MemoryStream::new(10).shard(0, 10, &[]);
+    let function = Function {
+        poison: [sequence(0, 6)].into(),
+        partial: true,
+        ..Function::default()
+    };
+    let dlq = Dlq::default();
+    let mut config = config(10, 0);
+    config.options.maximum_retry_attempts = 2;
+    config.options.function_response_types = vec![FunctionResponseType::ReportBatchItemFailures];
+    let report = run_mapping(
+        &stream,
+        &function,
+        &dlq,
+        &config,
+        planned(&[(0, &[])]),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let sizes: Vec<usize> = function
+        .invocations
+        .lock()
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
+    // 10, then from the reported record: 4, 4 (retries), then to the DLQ.
+    assert_eq!(sizes, [10, 4, 4]);
+    let shard = shard_report(&report, 0);
+    assert_eq!((shard.delivered, shard.failed_records), (6, 4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttles_and_expired_iterators_lose_nothing() {
+    let stream = MemoryStream {
+        throttle: [2, 3, 7].into(),
+        expire: [5, 9].into(),
+        ..MemoryStream::new(2)
+    }
+    .shard(0, 9, &[(1, &[0])])
+    .shard(1, 6, &[]);
+    let function = Function::default();
+    let dlq = Dlq::default();
+    let config = config(3, 0);
+    let report = run_mapping(
+        &stream,
+        &function,
+        &dlq,
+        &config,
+        planned(&[(0, &[])]),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let acknowledged = function.acknowledged.lock().unwrap().clone();
+    assert_eq!(by_shard(&acknowledged), stream.all_records());
+    let throttles: u64 = report.shards.iter().map(|s| s.throttles).sum();
+    assert_eq!(throttles, 3);
+    // Re-acquired after the last record read, never from the start again.
+    let iterators = stream.iterators.lock().unwrap().clone();
+    assert!(iterators.len() >= 4, "{iterators:?}");
+    assert!(
+        iterators[1..]
+            .iter()
+            .filter(|(shard, _)| *shard == shard_name(0))
+            .all(|(_, start)| matches!(start, StartPosition::AfterSequenceNumber { .. })),
+        "{iterators:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_a_blocked_shard_without_checkpointing_its_batch() {
+    // Retries forever (-1): the batch holding the poison record blocks the
+    // shard until shutdown; the earlier batch stays checkpointed.
+    let stream = MemoryStream::new(5).shard(0, 10, &[]);
+    let function = Function {
+        poison: [sequence(0, 7)].into(),
+        ..Function::default()
+    };
+    let dlq = Dlq::default();
+    let config = config(5, 0);
+    let report = run_mapping(
+        &stream,
+        &function,
+        &dlq,
+        &config,
+        planned(&[(0, &[])]),
+        tokio::time::sleep(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.stopped, Stopped::Shutdown);
+    let shard = shard_report(&report, 0);
+    assert_eq!(shard.checkpoint, Some(sequence(0, 4)));
+    assert_eq!((shard.records, shard.in_flight), (5, 5));
+    assert!(function.invocations.lock().unwrap().len() > 3);
+    assert!(dlq.records.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn latest_and_at_timestamp_start_where_asked() {
+    // LATEST: only what arrives after the mapping started.
+    let stream = MemoryStream::new(10).shard(0, 6, &[]);
+    let function = Function::default();
+    let dlq = Dlq::default();
+    let mut config = config(10, 0);
+    config.starting_position = StartPosition::Latest;
+    let later = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stream.append(0, 3, 1_700_000_060_000);
+    };
+    let (report, ()) = tokio::join!(
+        run_mapping(
+            &stream,
+            &function,
+            &dlq,
+            &config,
+            planned(&[(0, &[])]),
+            std::future::pending(),
+        ),
+        later
+    );
+    let got: Vec<SequenceNumber> = function
+        .acknowledged
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.sequence_number.clone())
+        .collect();
+    assert_eq!(got, [sequence(0, 6), sequence(0, 7), sequence(0, 8)]);
+    assert_eq!(shard_report(&report.unwrap(), 0).records, 3);
+
+    // AT_TIMESTAMP: from the first record that arrived at or after it.
+    let stream = MemoryStream::new(10).shard(0, 8, &[]);
+    let function = Function::default();
+    config.starting_position = StartPosition::AtTimestamp {
+        timestamp: ArrivalTime::from_epoch_millis(1_700_000_000_005),
+    };
+    run_mapping(
+        &stream,
+        &function,
+        &dlq,
+        &config,
+        planned(&[(0, &[])]),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let got: Vec<SequenceNumber> = function
+        .acknowledged
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.sequence_number.clone())
+        .collect();
+    assert_eq!(got, [sequence(0, 5), sequence(0, 6), sequence(0, 7)]);
+}
+
+#[tokio::test]
+async fn settings_out_of_range_are_refused_before_any_poll() {
+    let stream = MemoryStream::new(3).shard(0, 3, &[]);
+    let function = Function::default();
+    let dlq = Dlq::default();
+    let mut bad = config(10, 0);
+    bad.starting_position = StartPosition::AtSequenceNumber {
+        sequence_number: sequence(0, 1),
+    };
+    let mut window = config(10, 0);
+    window.batching_window = Duration::from_secs(301);
+    let mut size = config(10, 0);
+    size.options.batch_size = 10_001;
+    for (config, field) in [
+        (bad, "StartingPosition"),
+        (window, "MaximumBatchingWindowInSeconds"),
+        (size, "BatchSize"),
+    ] {
+        let error = run_mapping(
+            &stream,
+            &function,
+            &dlq,
+            &config,
+            planned(&[(0, &[])]),
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err();
+        assert!(error.source.to_string().contains(field), "{}", error.source);
+        assert!(matches!(error.source, ShardError::Invalid(_)));
+    }
+    assert!(stream.iterators.lock().unwrap().is_empty());
+    assert!(function.invocations.lock().unwrap().is_empty());
+}
+
+/// An invoke that can never succeed (no such function).
+struct Missing;
+
+impl Invoker for Missing {
+    async fn invoke(&self, _payload: Vec<u8>) -> Result<Invocation, InvokeError> {
+        Err(InvokeError::Fatal {
+            message: "Function not found".into(),
+            source: "ResourceNotFoundException".into(),
+        })
+    }
+
+    fn function_arn(&self) -> &str {
+        "arn:aws:lambda:us-east-1:123456789012:function:missing"
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fatal_invoke_error_stops_the_mapping_with_the_report() {
+    let stream = MemoryStream::new(10).shard(0, 4, &[]).shard(1, 0, &[]);
+    let dlq = Dlq::default();
+    let config = config(10, 0);
+    let source = EventSource::new(STREAM_ARN, "arn:aws:iam::123456789012:role/consumer").unwrap();
+    let error = EventSourceMapping {
+        source: &stream,
+        invoker: &Missing,
+        destination: &dlq,
+        event_source: &source,
+        config: &config,
+        now,
+    }
+    .run(planned(&[(0, &[]), (1, &[])]), std::future::pending())
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&error.source, ShardError::Delivery { shard_id, .. } if *shard_id == shard_name(0)),
+        "{error:?}"
+    );
+    assert_eq!(error.report.stopped, Stopped::Failed);
+    let shard = shard_report(&error.report, 0);
+    assert_eq!(
+        (shard.records, shard.in_flight, shard.checkpoint.as_ref()),
+        (0, 4, None)
+    );
+    assert!(dlq.records.lock().unwrap().is_empty());
+}
