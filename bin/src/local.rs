@@ -1,10 +1,13 @@
 //! `rewind local …`: the local stack on the command line. `up` starts it in
 //! the background (this same binary, `local serve`), `down` stops it, and
-//! `status` says where it is.
+//! `status` says where it is. `mapping` runs an event source mapping, which
+//! no emulator has.
 
 use clap::{Subcommand, ValueEnum};
 use rewind_local::daemon::{self, State};
 use rewind_local::{KinesisBackend, Layout, Options};
+
+mod mapping;
 
 #[derive(Subcommand)]
 pub enum LocalCommand {
@@ -17,6 +20,11 @@ pub enum LocalCommand {
     Status,
     /// Install the pinned emulators into .tools/local without starting them.
     Install,
+    /// Run a Kinesis event source mapping: poll every shard of a stream and
+    /// invoke a function with the mapping's batches, retries and
+    /// checkpoints, until Ctrl-C (or --idle-exit); then print each shard's
+    /// counters.
+    Mapping(Box<mapping::MappingArgs>),
     /// Run the stack in the foreground until SIGTERM or Ctrl-C.
     #[command(hide = true)]
     Serve(UpArgs),
@@ -64,6 +72,10 @@ impl UpArgs {
 }
 
 pub fn run(command: LocalCommand) -> anyhow::Result<()> {
+    // A mapping needs only an endpoint, not this checkout's stack layout.
+    if let LocalCommand::Mapping(args) = command {
+        return mapping::run(*args);
+    }
     let layout = Layout::current()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -111,6 +123,7 @@ pub fn run(command: LocalCommand) -> anyhow::Result<()> {
                 print_state(&state);
                 Ok(())
             }
+            LocalCommand::Mapping(_) => unreachable!("handled before the stack's layout"),
             LocalCommand::Install => {
                 let tools = rewind_local::install::ensure(&layout).await?;
                 eprintln!(

@@ -4,6 +4,7 @@
 mod lambda;
 mod lifecycle;
 mod limits;
+mod mapping;
 mod replay;
 mod scrape;
 mod stepfunctions;

@@ -1,0 +1,331 @@
+//! `rewind local mapping`: a Kinesis event source mapping on the laptop.
+//! No emulator runs one, so this polls the stream and invokes the function
+//! in mapping-shaped batches with the mapping's settings (the engine's
+//! [`rewind_engine::mapping`]), until Ctrl-C or, with `--idle-exit`, until
+//! the stream has been quiet for that long; then it prints what each shard
+//! did.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use rewind_engine::ArrivalTime;
+use rewind_engine::delivery::{FailureDestination, FunctionResponseType, MappingOptions};
+use rewind_engine::event::EventSource;
+use rewind_engine::invoke::{LambdaInvoker, S3FailureDestination, SqsFailureDestination};
+use rewind_engine::mapping::{
+    EventSourceMapping, LogOnlyDestination, MappingConfig, MappingError, MappingReport, wall_clock,
+};
+use rewind_engine::scrape::{list_shards, resolve_stream_arn};
+use rewind_engine::shard::{KinesisSource, StartPosition};
+use rewind_engine::store::S3Store;
+
+use crate::scrape::AwsArgs;
+
+#[derive(Args, Debug)]
+pub struct MappingArgs {
+    /// The stream: name or ARN.
+    #[arg(long)]
+    stream: String,
+    /// The function: name or ARN, as Invoke takes it.
+    #[arg(long)]
+    function: String,
+    /// The function's version or alias.
+    #[arg(long)]
+    qualifier: Option<String>,
+    /// Where the shards listed at the start are read from (shards created
+    /// later are read from their start).
+    #[arg(long, value_enum, default_value_t = StartingPosition::TrimHorizon)]
+    starting_position: StartingPosition,
+    /// With AT_TIMESTAMP: Unix epoch seconds (`1732233600`, `1732233600.5`).
+    #[arg(long, required_if_eq("starting_position", "AT_TIMESTAMP"))]
+    starting_position_timestamp: Option<f64>,
+    /// BatchSize: most records per invocation, 1 to 10000.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// MaximumBatchingWindowInSeconds: seconds to gather records before
+    /// invoking, 0 to 300.
+    #[arg(long, default_value_t = 0)]
+    batching_window: u64,
+    /// MaximumRetryAttempts: -1 (until the records expire) or 0 to 10000.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    maximum_retry_attempts: i64,
+    /// BisectBatchOnFunctionError.
+    #[arg(long)]
+    bisect_batch_on_function_error: bool,
+    /// FunctionResponseTypes.
+    #[arg(long, value_enum)]
+    function_response_types: Vec<ResponseType>,
+    /// MaximumRecordAgeInSeconds: -1 (never) or 60 to 604800.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    maximum_record_age: i64,
+    /// ParallelizationFactor: batches at once per shard, 1 to 10.
+    #[arg(long, default_value_t = 1)]
+    parallelization_factor: usize,
+    /// On-failure destination for discarded batches: `s3://BUCKET[/PREFIX]`
+    /// or an SQS queue URL. Without one, discarded batches are logged and
+    /// listed in the report (shard and sequence range).
+    #[arg(long)]
+    on_failure: Option<String>,
+    /// Stop once no shard has read a record for this many seconds (and no
+    /// batch is in flight).
+    #[arg(long)]
+    idle_exit: Option<f64>,
+    /// Print the per-shard report as JSON only.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    aws: AwsArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StartingPosition {
+    #[value(name = "TRIM_HORIZON")]
+    TrimHorizon,
+    #[value(name = "LATEST")]
+    Latest,
+    #[value(name = "AT_TIMESTAMP")]
+    AtTimestamp,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ResponseType {
+    #[value(name = "ReportBatchItemFailures")]
+    ReportBatchItemFailures,
+}
+
+impl MappingArgs {
+    /// The engine's settings, validated before anything connects.
+    fn config(&self) -> anyhow::Result<MappingConfig> {
+        let starting_position = match self.starting_position {
+            StartingPosition::TrimHorizon => StartPosition::TrimHorizon,
+            StartingPosition::Latest => StartPosition::Latest,
+            StartingPosition::AtTimestamp => {
+                let seconds = self
+                    .starting_position_timestamp
+                    .context("--starting-position-timestamp is required with AT_TIMESTAMP")?;
+                StartPosition::AtTimestamp {
+                    timestamp: ArrivalTime::from_epoch_seconds(seconds).with_context(|| {
+                        format!("--starting-position-timestamp {seconds} is not a time")
+                    })?,
+                }
+            }
+        };
+        let idle_exit = self
+            .idle_exit
+            .map(|secs| {
+                Duration::try_from_secs_f64(secs)
+                    .with_context(|| format!("--idle-exit {secs}: expected seconds, 0 or more"))
+            })
+            .transpose()?;
+        let config = MappingConfig {
+            starting_position,
+            options: MappingOptions {
+                batch_size: self.batch_size,
+                maximum_retry_attempts: self.maximum_retry_attempts,
+                bisect_batch_on_function_error: self.bisect_batch_on_function_error,
+                function_response_types: self
+                    .function_response_types
+                    .iter()
+                    .map(|ResponseType::ReportBatchItemFailures| {
+                        FunctionResponseType::ReportBatchItemFailures
+                    })
+                    .collect(),
+                maximum_record_age_in_seconds: self.maximum_record_age,
+                parallelization_factor: self.parallelization_factor,
+                filter_criteria: None,
+            },
+            batching_window: Duration::from_secs(self.batching_window),
+            idle_exit,
+            ..MappingConfig::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Where `--on-failure` points.
+enum OnFailure {
+    S3 { bucket: String, prefix: String },
+    Sqs { queue_url: String },
+}
+
+fn on_failure(value: &str) -> anyhow::Result<OnFailure> {
+    if let Some(rest) = value.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        anyhow::ensure!(
+            !bucket.is_empty(),
+            "--on-failure {value}: expected s3://BUCKET[/PREFIX] or an SQS queue URL"
+        );
+        return Ok(OnFailure::S3 {
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+        });
+    }
+    anyhow::ensure!(
+        value.starts_with("https://") || value.starts_with("http://"),
+        "--on-failure {value}: expected s3://BUCKET[/PREFIX] or an SQS queue URL"
+    );
+    Ok(OnFailure::Sqs {
+        queue_url: value.to_owned(),
+    })
+}
+
+pub fn run(args: MappingArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let on_failure = args.on_failure.as_deref().map(on_failure).transpose()?;
+    // Progress (one line per settled batch, never record payloads) and
+    // warnings on standard error; RUST_LOG overrides.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if args.json { "warn" } else { "info" })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let outcome = runtime.block_on(async {
+        let sdk = args.aws.config().await;
+        let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+        let stream_arn = resolve_stream_arn(&kinesis, &args.stream).await?;
+        // The mapping's own identity has no local equivalent: name a role in
+        // the stream's account, as the event's `invokeIdentityArn` would.
+        let account = stream_arn.split(':').nth(4).unwrap_or_default();
+        let event_source = EventSource::new(
+            stream_arn.clone(),
+            format!("arn:aws:iam::{account}:role/rewind-local-mapping"),
+        )?;
+        let shards = list_shards(&kinesis, &stream_arn, &config.starting_position).await?;
+        if !args.json {
+            eprintln!(
+                "polling {} shard(s) of {stream_arn} into {} (Ctrl-C stops)",
+                shards.len(),
+                args.function
+            );
+        }
+        let invoker = LambdaInvoker::new(
+            aws_sdk_lambda::Client::new(&sdk),
+            &args.function,
+            args.qualifier.clone(),
+        );
+        let source = KinesisSource::new(kinesis, &stream_arn);
+        let shutdown = async {
+            // If the handler can't be installed, only an idle exit or an
+            // error ends the run, as without a terminal.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let mapping = Mapping {
+            source: &source,
+            invoker: &invoker,
+            event_source: &event_source,
+            config: &config,
+        };
+        let outcome = match on_failure {
+            None => mapping.run(&LogOnlyDestination, shards, shutdown).await,
+            Some(OnFailure::S3 { bucket, prefix }) => {
+                let s3 = aws_sdk_s3::Client::from_conf(
+                    aws_sdk_s3::config::Builder::from(&sdk)
+                        .force_path_style(args.aws.endpoint_url.is_some())
+                        .build(),
+                );
+                let destination = S3FailureDestination {
+                    store: S3Store::new(s3, bucket),
+                    mapping_id: format!("rewind-local-{}", std::process::id()),
+                    prefix,
+                };
+                mapping.run(&destination, shards, shutdown).await
+            }
+            Some(OnFailure::Sqs { queue_url }) => {
+                let destination = SqsFailureDestination {
+                    client: aws_sdk_sqs::Client::new(&sdk),
+                    queue_url,
+                };
+                mapping.run(&destination, shards, shutdown).await
+            }
+        };
+        anyhow::Ok(outcome)
+    })?;
+    match outcome {
+        Ok(report) => print_report(&report, args.json),
+        Err(MappingError { report, source }) => {
+            print_report(&report, args.json)?;
+            Err(anyhow::Error::new(source).context("the event source mapping stopped"))
+        }
+    }
+}
+
+/// Everything but the failure destination, which picks the engine's type.
+struct Mapping<'a> {
+    source: &'a KinesisSource,
+    invoker: &'a LambdaInvoker,
+    event_source: &'a EventSource,
+    config: &'a MappingConfig,
+}
+
+impl Mapping<'_> {
+    async fn run<D: FailureDestination>(
+        &self,
+        destination: &D,
+        shards: Vec<rewind_engine::scrape::PlannedShard>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<MappingReport, MappingError> {
+        EventSourceMapping {
+            source: self.source,
+            invoker: self.invoker,
+            destination,
+            event_source: self.event_source,
+            config: self.config,
+            now: wall_clock,
+        }
+        .run(shards, shutdown)
+        .await
+    }
+}
+
+fn print_report(report: &MappingReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    println!("stopped: {:?}", report.stopped);
+    println!(
+        "{:<24} {:<20} {:>8} {:>8} {:>11} {:>8} {:>7} {:>9} {:>9}  checkpoint",
+        "shard",
+        "status",
+        "records",
+        "batches",
+        "invocations",
+        "fn errs",
+        "failed",
+        "throttles",
+        "in flight"
+    );
+    for shard in &report.shards {
+        println!(
+            "{:<24} {:<20} {:>8} {:>8} {:>11} {:>8} {:>7} {:>9} {:>9}  {}",
+            shard.shard_id,
+            format!("{:?}", shard.status),
+            shard.records,
+            shard.batches,
+            shard.invocations,
+            shard.function_errors,
+            shard.failed_records,
+            shard.throttles,
+            shard.in_flight,
+            shard
+                .checkpoint
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), ToString::to_string)
+        );
+    }
+    for shard in &report.shards {
+        for location in &shard.failure_locations {
+            println!("failed batch of {}: {location}", shard.shard_id);
+        }
+    }
+    Ok(())
+}

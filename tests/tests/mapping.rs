@@ -1,0 +1,236 @@
+//! The local event source mapping (`rewind_engine::mapping`) runs the real
+//! archiver function, served by the local stack with its `ARCHIVE_BUCKET`,
+//! against kinesis-mock with the endpoint's shard limits enforced. Records
+//! are put on a fresh two-shard stream, the mapping starts, and while it
+//! polls the stream is resharded (UpdateShardCount 2 -> 4: both shards
+//! split) and more records are put: the children exist only as the parents'
+//! `ChildShards`, found when the mapping reads a parent to its end. Every
+//! PutRecords answer (shard, sequence number, data) is the oracle; the S3
+//! archive, read back with the archive's own reader (which drops overlaps
+//! by shard, sequence and sub-sequence number), must hold exactly those
+//! records, each once, in sequence order per shard.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ScalingType};
+use rewind_engine::ArrivalTime;
+use rewind_engine::archive::{self, ArchiveLayout, ShardScan};
+use rewind_engine::delivery::{FunctionResponseType, MappingOptions};
+use rewind_engine::event::EventSource;
+use rewind_engine::invoke::LambdaInvoker;
+use rewind_engine::mapping::{
+    EventSourceMapping, LogOnlyDestination, MappingConfig, ShardStatus, Stopped, wall_clock,
+};
+use rewind_engine::scrape::{list_shards, resolve_stream_arn};
+use rewind_engine::seqno::SequenceNumber;
+use rewind_engine::shard::{KinesisSource, StartPosition};
+use rewind_engine::store::S3Store;
+use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
+use rewind_tests::{s3_client, unique, wait_active};
+
+use crate::stack;
+
+type Oracle = BTreeMap<String, Vec<(SequenceNumber, Vec<u8>)>>;
+
+/// Puts `count` records, retrying only failed entries; adds what the stream
+/// accepted to `oracle`.
+async fn put(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    batch: usize,
+    count: usize,
+    oracle: &mut Oracle,
+) -> anyhow::Result<()> {
+    let mut pending: Vec<(String, Vec<u8>)> = (0..count)
+        .map(|n| {
+            (
+                format!("key-{batch}-{}", n % 37),
+                format!("batch {batch} record {n}").into_bytes(),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    while !pending.is_empty() {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "puts never succeeded"
+        );
+        let chunk: Vec<(String, Vec<u8>)> = pending.drain(..pending.len().min(100)).collect();
+        let entries = chunk
+            .iter()
+            .map(|(key, data)| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(key)
+                    .data(Blob::new(data.clone()))
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let output = kinesis
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await?;
+        let mut failed = Vec::new();
+        for (entry, (key, data)) in output.records().iter().zip(chunk) {
+            match (entry.shard_id(), entry.sequence_number()) {
+                (Some(shard), Some(sequence)) if entry.error_code().is_none() => {
+                    oracle
+                        .entry(shard.to_owned())
+                        .or_default()
+                        .push((SequenceNumber::parse(sequence)?, data));
+                }
+                _ => failed.push((key, data)),
+            }
+        }
+        if !failed.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            failed.append(&mut pending);
+            pending = failed;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapping_archives_every_record_once_across_a_reshard() -> anyhow::Result<()> {
+    let stack = stack();
+    let sdk = stack.sdk_config().await;
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let s3 = s3_client(&sdk);
+    let lambda = aws_sdk_lambda::Client::new(&sdk);
+    let started_at = wall_clock();
+
+    let stream = unique("mapping");
+    kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(2)
+        .send()
+        .await?;
+    wait_active(&kinesis, &stream).await?;
+    let mut oracle = Oracle::new();
+    put(&kinesis, &stream, 0, 150, &mut oracle).await?;
+
+    let stream_arn = resolve_stream_arn(&kinesis, &stream).await?;
+    let event_source = EventSource::new(
+        stream_arn.clone(),
+        "arn:aws:iam::123456789012:role/archiver",
+    )?;
+    let config = MappingConfig {
+        starting_position: StartPosition::TrimHorizon,
+        options: MappingOptions {
+            batch_size: 40,
+            maximum_retry_attempts: 3,
+            bisect_batch_on_function_error: true,
+            function_response_types: vec![FunctionResponseType::ReportBatchItemFailures],
+            ..MappingOptions::default()
+        },
+        batching_window: Duration::from_millis(500),
+        // Longer than a reshard takes: the mapping ends once the stream has
+        // been quiet that long after the last put.
+        idle_exit: Some(Duration::from_secs(8)),
+        ..MappingConfig::default()
+    };
+    // Listed before the reshard: only the two parents.
+    let shards = list_shards(&kinesis, &stream_arn, &config.starting_position).await?;
+    anyhow::ensure!(shards.len() == 2, "{shards:?}");
+    let source = KinesisSource::new(kinesis.clone(), &stream_arn);
+    let invoker = LambdaInvoker::new(lambda, "archiver", None);
+    let mapping = EventSourceMapping {
+        source: &source,
+        invoker: &invoker,
+        destination: &LogOnlyDestination,
+        event_source: &event_source,
+        config: &config,
+        now: wall_clock,
+    };
+    // The mapping may not outlive the test.
+    let deadline = tokio::time::sleep(Duration::from_secs(240));
+    let producer = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        kinesis
+            .update_shard_count()
+            .stream_name(&stream)
+            .target_shard_count(4)
+            .scaling_type(ScalingType::UniformScaling)
+            .send()
+            .await?;
+        wait_active(&kinesis, &stream).await?;
+        put(&kinesis, &stream, 1, 150, &mut oracle).await?;
+        anyhow::Ok(())
+    };
+    let (report, produced) = tokio::join!(mapping.run(shards, deadline), producer);
+    produced?;
+    let report = report?;
+    anyhow::ensure!(report.stopped == Stopped::Idle, "{report:#?}");
+
+    // Lineage: two parents ended, four children found at their ends.
+    let ended: Vec<&str> = report
+        .shards
+        .iter()
+        .filter(|s| s.status == ShardStatus::Ended)
+        .map(|s| s.shard_id.as_str())
+        .collect();
+    anyhow::ensure!(ended.len() == 2 && report.shards.len() == 6, "{report:#?}");
+    for shard in &report.shards {
+        anyhow::ensure!(
+            shard.failed_records == 0 && shard.in_flight == 0,
+            "{shard:?}"
+        );
+        let expected = oracle.get(&shard.shard_id).map_or(0, Vec::len) as u64;
+        anyhow::ensure!(shard.records == expected, "{shard:?}: {expected} put");
+        anyhow::ensure!(
+            shard.checkpoint.as_ref()
+                == oracle
+                    .get(&shard.shard_id)
+                    .and_then(|r| r.last())
+                    .map(|r| &r.0),
+            "{shard:?}"
+        );
+    }
+
+    // The archive, read as archive readers read it.
+    let store = S3Store::new(s3, LOCAL_ARCHIVE_BUCKET);
+    let layout = ArchiveLayout::default();
+    let from = ArrivalTime::from_epoch_millis(started_at.epoch_millis() - 60_000);
+    let to = ArrivalTime::from_epoch_millis(wall_clock().epoch_millis() + 60_000);
+    let mut archived = Oracle::new();
+    for (shard_id, objects) in archive::plan_scan(&store, &layout, &stream, from, to).await? {
+        let mut scan = ShardScan::new(objects, from, to);
+        while let Some(records) = scan.next_batch(&store).await? {
+            for record in records {
+                anyhow::ensure!(record.stream == stream, "{record:?}");
+                anyhow::ensure!(record.shard_id == shard_id, "{record:?}");
+                archived
+                    .entry(shard_id.clone())
+                    .or_default()
+                    .push((record.sequence_number, record.data));
+            }
+        }
+    }
+    let total: usize = oracle.values().map(Vec::len).sum();
+    anyhow::ensure!(total == 300, "{total} records put");
+    anyhow::ensure!(oracle.len() == 6, "records on {} shards", oracle.len());
+    for (shard_id, expected) in &oracle {
+        let got = archived
+            .get(shard_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        anyhow::ensure!(
+            got == expected.as_slice(),
+            "{shard_id}: archived {} records, put {}; first difference at {:?}",
+            got.len(),
+            expected.len(),
+            got.iter().zip(expected).position(|(a, b)| a != b)
+        );
+    }
+    anyhow::ensure!(
+        archived.keys().all(|shard| oracle.contains_key(shard)),
+        "archived shards {:?}",
+        archived.keys()
+    );
+    Ok(())
+}
