@@ -15,6 +15,7 @@ use rewind_engine::chunk::{ChunkReader, ChunkWriter, Compression};
 
 mod archive;
 mod local;
+mod replay;
 mod run;
 mod scrape;
 
@@ -70,6 +71,15 @@ enum Command {
         #[command(subcommand)]
         command: archive::ArchiveCommand,
     },
+    /// Replay a window to a function exactly as the event source mapping
+    /// would (or onto a stream), locally: the replay function's engine, with
+    /// no deployment. Sources: a scrape manifest, the archive, or files.
+    #[command(after_help = replay::EXIT_CODES)]
+    Replay(replay::ReplayArgs),
+    /// Put records back onto a stream: from files, a scrape or the archive,
+    /// in order per partition key, optionally in the metadata envelope.
+    #[command(after_help = replay::EXIT_CODES)]
+    Reinject(replay::ReinjectArgs),
     /// Start, describe and follow executions of the deployed scrape and
     /// replay state machines.
     #[command(after_help = run::EXIT_CODES)]
@@ -98,10 +108,14 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("rewind: {error:#}");
             // `rewind run` tells a failed execution from bad input and from
-            // an unknown outcome (`rewind run --help`).
+            // an unknown outcome (`rewind run --help`); `rewind replay` bad
+            // input from records sent to the DLQ.
+            if let Some(error) = error.downcast_ref::<run::RunError>() {
+                return error.exit_code();
+            }
             error
-                .downcast_ref::<run::RunError>()
-                .map_or(ExitCode::FAILURE, run::RunError::exit_code)
+                .downcast_ref::<replay::ReplayCliError>()
+                .map_or(ExitCode::FAILURE, replay::ReplayCliError::exit_code)
         }
     }
 }
@@ -148,6 +162,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Scrape(args) => scrape::run(args),
+        Command::Replay(args) => replay::run_replay(args),
+        Command::Reinject(args) => replay::run_reinject(args),
         Command::Archive { command } => archive::run(command),
         Command::Run { command } => run::run(command),
         Command::Local { command } => local::run(command),

@@ -258,14 +258,16 @@ fn choose(pending: &VecDeque<Pending>) -> Vec<usize> {
 #[derive(Debug, Clone)]
 pub struct KinesisSink {
     client: aws_sdk_kinesis::Client,
-    stream_arn: String,
+    /// A name or an ARN.
+    stream: String,
 }
 
 impl KinesisSink {
-    pub fn new(client: aws_sdk_kinesis::Client, stream_arn: impl Into<String>) -> Self {
+    /// `stream` is a name (in the client's account and region) or an ARN.
+    pub fn new(client: aws_sdk_kinesis::Client, stream: impl Into<String>) -> Self {
         Self {
             client,
-            stream_arn: stream_arn.into(),
+            stream: stream.into(),
         }
     }
 }
@@ -287,7 +289,8 @@ impl RecordSink for KinesisSink {
         let output = self
             .client
             .put_records()
-            .stream_arn(&self.stream_arn)
+            .set_stream_arn(self.stream.starts_with("arn:").then(|| self.stream.clone()))
+            .set_stream_name((!self.stream.starts_with("arn:")).then(|| self.stream.clone()))
             .set_records(Some(request))
             .send()
             .await

@@ -874,17 +874,17 @@ impl Targets for aws_sdk_lambda::Client {
     }
 }
 
-/// Target streams by ARN.
+/// Target streams by name or ARN.
 pub trait Streams: Send + Sync {
     type Sink: RecordSink;
-    fn sink(&self, stream_arn: &str) -> Self::Sink;
+    fn sink(&self, stream: &str) -> Self::Sink;
 }
 
 impl Streams for aws_sdk_kinesis::Client {
     type Sink = KinesisSink;
 
-    fn sink(&self, stream_arn: &str) -> Self::Sink {
-        KinesisSink::new(self.clone(), stream_arn)
+    fn sink(&self, stream: &str) -> Self::Sink {
+        KinesisSink::new(self.clone(), stream)
     }
 }
 
@@ -1160,7 +1160,8 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                     base_backoff: self.base_backoff,
                     ..ReinjectOptions::default()
                 };
-                let sink = self.streams.sink(&self.local_stream_arn(stream));
+                // A name is put to in the replay's own account and region.
+                let sink = self.streams.sink(stream);
                 (Deliver::Stream { sink, options }, *speedup)
             }
         };
@@ -1363,7 +1364,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             dry_run: request.dry_run,
             target: match &request.target {
                 ReplayTarget::Function { function_name, .. } => function_name.clone(),
-                ReplayTarget::Stream { stream, .. } => self.local_stream_arn(stream),
+                ReplayTarget::Stream { stream, .. } => stream.clone(),
             },
             dlq: request.dlq_location(run_id),
             shards: out,

@@ -1,0 +1,272 @@
+//! `rewind replay` and `rewind reinject` against the local stack: record
+//! files replayed into the `target` fixture function (which fails any batch
+//! holding a record marked `POISON`) deliver every unmarked record once and
+//! put exactly the marked ones in the DLQ folder (exit code 3); the same
+//! files re-injected onto a stream are all there, in the envelope; bad
+//! requests and flags fail with exit code 2 before anything is sent.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_kinesis::config::Credentials;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use rewind_engine::Record;
+use rewind_engine::chunk::{ChunkWriter, Compression};
+use rewind_engine::record::ArrivalTime;
+use rewind_engine::seqno::SequenceNumber;
+use rewind_local::{Layout, LocalStack, Options};
+use serde_json::{Value, json};
+
+fn records(stream: &str, shard: &str, n: usize, marked: &[usize]) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            stream: stream.to_owned(),
+            shard_id: shard.to_owned(),
+            sequence_number: SequenceNumber::parse(&format!(
+                "49656626372427914385237262063396478153418658218305{i:06}"
+            ))
+            .unwrap(),
+            sub_sequence_number: None,
+            partition_key: format!("key-{}", i % 3),
+            explicit_hash_key: None,
+            encryption_type: None,
+            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
+                1_732_233_600_000 + i as i64,
+            ),
+            data: if marked.contains(&i) {
+                format!("POISON {shard} {i}").into_bytes()
+            } else {
+                format!("{{\"shard\":\"{shard}\",\"i\":{i}}}").into_bytes()
+            },
+        })
+        .collect()
+}
+
+fn write(path: &Path, records: &[Record]) {
+    let mut writer =
+        ChunkWriter::new(path.display().to_string(), Vec::new(), Compression::Gzip).unwrap();
+    for r in records {
+        writer.write(r).unwrap();
+    }
+    std::fs::write(path, writer.finish().unwrap().0).unwrap();
+}
+
+fn rewind(endpoint: &str, args: &[&str]) -> Output {
+    Command::cargo_bin("rewind")
+        .unwrap()
+        .args(args)
+        .args(["--endpoint-url", endpoint, "--region", "us-east-1"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_replayed_to_a_function_and_reinjected_onto_a_stream() {
+    let layout = Layout::current().expect("inside the workspace");
+    let stack = LocalStack::start(&layout, Options::default())
+        .await
+        .expect("local stack");
+    let endpoint = stack.endpoint_url();
+    let stream = format!("cli-replay-{}", std::process::id());
+    let dir = std::env::temp_dir().join(format!("rewind-cli-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let a = records(&stream, "shardId-000000000000", 20, &[4, 13]);
+    let b = records(&stream, "shardId-000000000001", 10, &[]);
+    let (file_a, file_b) = (dir.join("a.jsonl.gz"), dir.join("b.jsonl.gz"));
+    write(&file_a, &a);
+    write(&file_b, &b);
+    let files = [file_a.to_str().unwrap(), file_b.to_str().unwrap()];
+
+    // Replay into the target function, DLQ and progress in a folder.
+    let request = dir.join("request.json");
+    std::fs::write(
+        &request,
+        json!({
+            "target": {"type": "FUNCTION", "functionName": "target"},
+            "options": {"BatchSize": 5, "BisectBatchOnFunctionError": true, "MaximumRetryAttempts": 0},
+            "dlq": {"type": "S3", "bucket": "dlq-bucket", "prefix": "dlq"},
+            "runId": "cli-run"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out_dir = dir.join("out");
+    let stream_arn = format!("arn:aws:kinesis:us-east-1:123456789012:stream/{stream}");
+    let mut args = vec![
+        "replay",
+        "--request",
+        request.to_str().unwrap(),
+        "--stream-arn",
+        &stream_arn,
+        "--dir",
+        out_dir.to_str().unwrap(),
+        "--json",
+        "--files",
+    ];
+    args.extend(files);
+    let out = rewind(&endpoint, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("2 records in 2 batches went to the DLQ"),
+        "{stderr}"
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["totals"]["records"], json!(30), "{summary}");
+    assert_eq!(summary["totals"]["delivered"], json!(28), "{summary}");
+    assert_eq!(summary["totals"]["failedRecords"], json!(2), "{summary}");
+    let dlq = out_dir.join("dlq/aws/lambda/cli-run/shardId-000000000000");
+    let mut dlq_files = Vec::new();
+    for day in walk(&dlq) {
+        dlq_files.push(day);
+    }
+    assert_eq!(dlq_files.len(), 2, "{dlq_files:?}");
+    let accepted = std::fs::read_to_string(
+        layout
+            .run_dir()
+            .join(format!("fixtures/target/{stream}.jsonl")),
+    )
+    .unwrap();
+    let delivered: usize = accepted
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["records"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(delivered, 28);
+
+    // Re-inject the same files onto a stream.
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .load()
+        .await;
+    let kinesis = aws_sdk_kinesis::Client::new(&config);
+    let target = format!("cli-reinject-{}", std::process::id());
+    kinesis
+        .create_stream()
+        .stream_name(&target)
+        .shard_count(1)
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let d = kinesis
+            .describe_stream_summary()
+            .stream_name(&target)
+            .send()
+            .await
+            .unwrap();
+        if d.stream_description_summary()
+            .unwrap()
+            .stream_status()
+            .as_str()
+            == "ACTIVE"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut args = vec![
+        "reinject",
+        "--stream",
+        &target,
+        "--include-metadata",
+        "--json",
+        "--files",
+    ];
+    args.extend(files);
+    let out = rewind(&endpoint, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shards = kinesis
+        .list_shards()
+        .stream_name(&target)
+        .send()
+        .await
+        .unwrap();
+    let iterator = kinesis
+        .get_shard_iterator()
+        .stream_name(&target)
+        .shard_id(shards.shards()[0].shard_id())
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap();
+    let page = kinesis
+        .get_records()
+        .shard_iterator(iterator.shard_iterator().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.records().len(), 30);
+    for record in page.records() {
+        assert_eq!(record.data().as_ref().first(), Some(&b'|'));
+    }
+
+    // Bad input: named, exit code 2, nothing sent.
+    std::fs::write(
+        &request,
+        json!({
+            "target": {"type": "FUNCTION", "functionName": "target"},
+            "options": {"BatchSize": 0},
+            "dlq": {"type": "S3", "bucket": "dlq-bucket"}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut args = vec![
+        "replay",
+        "--request",
+        request.to_str().unwrap(),
+        "--stream-arn",
+        &stream_arn,
+        "--files",
+    ];
+    args.extend(files);
+    let out = rewind(&endpoint, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("options.BatchSize"), "{stderr}");
+    let out = rewind(
+        &endpoint,
+        &["replay", "--request", "x.json", "--files", "a"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--stream-arn"));
+    let out = rewind(&endpoint, &["reinject", "--stream", "s"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("name what to put"));
+
+    stack.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
