@@ -7,6 +7,7 @@
 //! Exit codes say how the execution ended (see [`EXIT_CODES`]), so scripts
 //! can tell a failed execution from a watch that could not ask.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -246,8 +247,11 @@ pub fn run(command: RunCommand) -> anyhow::Result<()> {
                 } else {
                     print_status(&described)?;
                 }
+                // PENDING_REDRIVE: failed, but a redrive is on its way.
                 match described.status() {
-                    ExecutionStatus::Running | ExecutionStatus::Succeeded => Ok(()),
+                    ExecutionStatus::Running
+                    | ExecutionStatus::PendingRedrive
+                    | ExecutionStatus::Succeeded => Ok(()),
                     _ => Err(ended(&described).into()),
                 }
             })
@@ -441,6 +445,7 @@ async fn describe(client: &Client, arn: &str) -> Result<DescribeExecutionOutput,
 async fn watch(client: &Client, arn: &str, every: Duration, json: bool) -> anyhow::Result<()> {
     let progress = ProgressView::new();
     let mut tally = Tally::default();
+    tally.learn_maps(client, arn).await;
     loop {
         // Described first, history second: once the description says the
         // execution ended, the history read after it is complete.
@@ -474,17 +479,23 @@ async fn watch(client: &Client, arn: &str, every: Duration, json: bool) -> anyho
     }
 }
 
-/// What the history says so far: Map iterations (one per shard in both
-/// state machines) and task steps (Lambda invocations).
+/// What the history says so far: iterations of the Maps over shards, and
+/// task steps (Lambda invocations).
 #[derive(Debug, Default)]
 struct Tally {
     /// Highest event id counted: later reads count only newer events.
     last_event: i64,
-    /// Iterations the Map states were given (`MapStateStarted.length`).
-    shards: u64,
-    shards_started: u64,
-    shards_done: u64,
-    shards_failed: u64,
+    /// The Map states that iterate over shards: those with no Map inside
+    /// (the replay machine's Map over lineage groups holds its Map over
+    /// shards). `None` counts every Map (the definition was not readable).
+    shard_maps: Option<BTreeSet<String>>,
+    /// Names of entered Map states by event id: a `MapStateStarted` event
+    /// (which carries the item count) follows its `MapStateEntered`.
+    map_entered: BTreeMap<i64, String>,
+    /// `MapStateStarted`: the entered event it follows, and the item count.
+    map_started: Vec<(i64, u64)>,
+    /// Per Map state: iterations started, succeeded, failed or aborted.
+    iterations: BTreeMap<String, Iterations>,
     /// Task invocations that returned.
     steps: u64,
     /// Task invocations that failed (then retried or caught).
@@ -493,7 +504,67 @@ struct Tally {
     state: Option<(i64, String)>,
 }
 
+#[derive(Debug, Default, Clone, Copy)]
+struct Iterations {
+    started: u64,
+    done: u64,
+    failed: u64,
+}
+
+/// Shards of one Map state (summed over its runs).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Shards {
+    total: u64,
+    done: u64,
+    failed: u64,
+}
+
+/// The Map states of an ASL definition that contain no Map, at any depth.
+fn innermost_maps(definition: &Value) -> BTreeSet<String> {
+    /// Adds the innermost Maps under `states`; true if `states` holds a Map.
+    fn walk(states: &Value, found: &mut BTreeSet<String>) -> bool {
+        let mut any = false;
+        for (name, state) in states.as_object().into_iter().flatten() {
+            let nested = |key: &str| state.get(key).and_then(|p| p.get("States"));
+            match state["Type"].as_str() {
+                Some("Map") => {
+                    any = true;
+                    let inner = nested("ItemProcessor").or_else(|| nested("Iterator"));
+                    if !inner.is_some_and(|states| walk(states, found)) {
+                        found.insert(name.clone());
+                    }
+                }
+                Some("Parallel") => {
+                    for branch in state["Branches"].as_array().into_iter().flatten() {
+                        any |= walk(&branch["States"], found);
+                    }
+                }
+                _ => {}
+            }
+        }
+        any
+    }
+    let mut found = BTreeSet::new();
+    walk(&definition["States"], &mut found);
+    found
+}
+
 impl Tally {
+    /// Reads the execution's state machine definition to tell Maps over
+    /// shards from Maps over groups of them. Without it (no permission for
+    /// DescribeStateMachineForExecution, say) every Map counts.
+    async fn learn_maps(&mut self, client: &Client, arn: &str) {
+        let described = client
+            .describe_state_machine_for_execution()
+            .execution_arn(arn)
+            .send()
+            .await;
+        self.shard_maps = described
+            .ok()
+            .and_then(|d| serde_json::from_str::<Value>(d.definition()).ok())
+            .map(|definition| innermost_maps(&definition));
+    }
+
     /// Counts the events after `last_event`. History is asked newest first,
     /// so a long execution's poll reads one page, not all of its (up to
     /// 25,000) events again.
@@ -548,16 +619,40 @@ impl Tally {
 
     fn count(&mut self, event: &HistoryEvent) {
         use HistoryEventType as T;
+        let iteration = |e: &HistoryEvent| {
+            e.map_iteration_started_event_details()
+                .or(e.map_iteration_succeeded_event_details())
+                .or(e.map_iteration_failed_event_details())
+                .or(e.map_iteration_aborted_event_details())
+                .and_then(|d| d.name())
+                .unwrap_or_default()
+                .to_owned()
+        };
         match event.r#type() {
+            T::MapStateEntered => {
+                if let Some(entered) = event.state_entered_event_details() {
+                    self.map_entered
+                        .insert(event.id(), entered.name().to_owned());
+                }
+            }
             T::MapStateStarted => {
                 let length = event
                     .map_state_started_event_details()
                     .map_or(0, |d| d.length());
-                self.shards += u64::try_from(length).unwrap_or(0);
+                self.map_started.push((
+                    event.previous_event_id(),
+                    u64::try_from(length).unwrap_or(0),
+                ));
             }
-            T::MapIterationStarted => self.shards_started += 1,
-            T::MapIterationSucceeded => self.shards_done += 1,
-            T::MapIterationFailed | T::MapIterationAborted => self.shards_failed += 1,
+            T::MapIterationStarted => {
+                self.iterations.entry(iteration(event)).or_default().started += 1
+            }
+            T::MapIterationSucceeded => {
+                self.iterations.entry(iteration(event)).or_default().done += 1
+            }
+            T::MapIterationFailed | T::MapIterationAborted => {
+                self.iterations.entry(iteration(event)).or_default().failed += 1
+            }
             T::LambdaFunctionSucceeded | T::TaskSucceeded => self.steps += 1,
             T::LambdaFunctionFailed
             | T::LambdaFunctionTimedOut
@@ -576,18 +671,56 @@ impl Tally {
         }
     }
 
+    /// Shards per Map over shards, in the order the Maps started.
+    fn shards(&self) -> Vec<(String, Shards)> {
+        let counted = |name: &str| self.shard_maps.as_ref().is_none_or(|m| m.contains(name));
+        let mut maps: Vec<(String, Shards)> = Vec::new();
+        fn entry<'a>(maps: &'a mut Vec<(String, Shards)>, name: &str) -> &'a mut Shards {
+            let at = match maps.iter().position(|(n, _)| n == name) {
+                Some(at) => at,
+                None => {
+                    maps.push((name.to_owned(), Shards::default()));
+                    maps.len() - 1
+                }
+            };
+            &mut maps[at].1
+        }
+        let mut started = self.map_started.clone();
+        started.sort_unstable();
+        for (entered, length) in started {
+            let name = self.map_entered.get(&entered).map_or("", String::as_str);
+            if counted(name) {
+                entry(&mut maps, name).total += length;
+            }
+        }
+        for (name, iterations) in &self.iterations {
+            if counted(name) {
+                let shards = entry(&mut maps, name);
+                // Iterations can be seen before the item count is.
+                shards.total = shards.total.max(iterations.started);
+                shards.done = iterations.done;
+                shards.failed = iterations.failed;
+            }
+        }
+        maps
+    }
+
     fn line(&self) -> String {
-        let mut line = if self.shards > 0 || self.shards_started > 0 {
-            format!(
-                "shards {}/{} done",
-                self.shards_done,
-                self.shards.max(self.shards_started)
-            )
-        } else {
-            "no shards planned".to_owned()
+        let maps = self.shards();
+        let mut line = match &maps[..] {
+            [] => "no shards planned".to_owned(),
+            [(_, shards)] => format!("shards {}/{} done", shards.done, shards.total),
+            _ => {
+                maps.iter()
+                    .map(|(name, shards)| format!("{name} {}/{}", shards.done, shards.total))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    + " shards done"
+            }
         };
-        if self.shards_failed > 0 {
-            line.push_str(&format!(" ({} failed)", self.shards_failed));
+        let failed: u64 = maps.iter().map(|(_, s)| s.failed).sum();
+        if failed > 0 {
+            line.push_str(&format!(" ({failed} failed)"));
         }
         line.push_str(&format!(", {} steps", self.steps));
         if self.steps_failed > 0 {
@@ -597,10 +730,17 @@ impl Tally {
     }
 
     fn json(&self) -> Value {
+        let maps: serde_json::Map<String, Value> = self
+            .shards()
+            .into_iter()
+            .map(|(name, s)| {
+                let counts =
+                    json!({"shards": s.total, "shardsDone": s.done, "shardsFailed": s.failed});
+                (name, counts)
+            })
+            .collect();
         json!({
-            "shards": self.shards.max(self.shards_started),
-            "shardsDone": self.shards_done,
-            "shardsFailed": self.shards_failed,
+            "maps": maps,
             "steps": self.steps,
             "stepsFailed": self.steps_failed,
         })
@@ -807,37 +947,115 @@ mod tests {
         assert!(arn_region("scrape", "stateMachine", "--state-machine").is_err());
     }
 
-    #[test]
-    fn tally_counts_each_event_once_whatever_the_page_order() {
+    /// A history of the replay machine's shape: a Map over shards (scrape
+    /// first), then a Map over lineage groups holding a Map over shards.
+    fn nested_history() -> Vec<HistoryEvent> {
         use HistoryEventType as T;
-        let mut tally = Tally::default();
-        let map = HistoryEvent::builder()
-            .id(3)
-            .r#type(T::MapStateStarted)
-            .timestamp(DateTime::from_secs(0))
-            .map_state_started_event_details(
-                aws_sdk_sfn::types::MapStateStartedEventDetails::builder()
-                    .length(2)
-                    .build(),
-            )
+        use aws_sdk_sfn::types::{
+            MapIterationEventDetails, MapStateStartedEventDetails, StateEnteredEventDetails,
+        };
+        let entered = |id, name: &str| {
+            HistoryEvent::builder()
+                .id(id)
+                .r#type(T::MapStateEntered)
+                .timestamp(DateTime::from_secs(0))
+                .state_entered_event_details(
+                    StateEnteredEventDetails::builder()
+                        .name(name)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap()
+        };
+        let started = |id, previous, length| {
+            HistoryEvent::builder()
+                .id(id)
+                .previous_event_id(previous)
+                .r#type(T::MapStateStarted)
+                .timestamp(DateTime::from_secs(0))
+                .map_state_started_event_details(
+                    MapStateStartedEventDetails::builder()
+                        .length(length)
+                        .build(),
+                )
+                .build()
+                .unwrap()
+        };
+        let iteration = |id, kind: T, map: &str| {
+            let details = MapIterationEventDetails::builder().name(map).build();
+            let builder = HistoryEvent::builder()
+                .id(id)
+                .r#type(kind.clone())
+                .timestamp(DateTime::from_secs(0));
+            match kind {
+                T::MapIterationStarted => builder.map_iteration_started_event_details(details),
+                T::MapIterationSucceeded => builder.map_iteration_succeeded_event_details(details),
+                _ => builder.map_iteration_failed_event_details(details),
+            }
             .build()
-            .unwrap();
-        for event in [
+            .unwrap()
+        };
+        vec![
             event(1, T::LambdaFunctionSucceeded),
-            event(2, T::LambdaFunctionFailed),
-            map,
-            event(4, T::MapIterationStarted),
-            event(5, T::MapIterationSucceeded),
-            event(6, T::MapIterationStarted),
-            event(7, T::MapIterationFailed),
-        ] {
-            tally.count(&event);
+            entered(2, "ScrapeShards"),
+            started(3, 2, 2),
+            iteration(4, T::MapIterationStarted, "ScrapeShards"),
+            iteration(5, T::MapIterationStarted, "ScrapeShards"),
+            event(6, T::LambdaFunctionFailed),
+            iteration(7, T::MapIterationSucceeded, "ScrapeShards"),
+            iteration(8, T::MapIterationSucceeded, "ScrapeShards"),
+            entered(9, "ReplayGroups"),
+            started(10, 9, 1),
+            iteration(11, T::MapIterationStarted, "ReplayGroups"),
+            entered(12, "ReplayShards"),
+            started(13, 12, 3),
+            iteration(14, T::MapIterationStarted, "ReplayShards"),
+            event(15, T::LambdaFunctionSucceeded),
+            iteration(16, T::MapIterationSucceeded, "ReplayShards"),
+            iteration(17, T::MapIterationStarted, "ReplayShards"),
+            iteration(18, T::MapIterationFailed, "ReplayShards"),
+        ]
+    }
+
+    #[test]
+    fn tally_counts_shards_of_the_innermost_maps_whatever_the_order() {
+        let definition = json!({"States": {
+            "ScrapeShards": {"Type": "Map", "ItemProcessor": {"States": {"Step": {"Type": "Task"}}}},
+            "ReplayGroups": {"Type": "Map", "ItemProcessor": {"States": {
+                "ReplayShards": {"Type": "Map", "Iterator": {"States": {"Step": {"Type": "Task"}}}}
+            }}},
+            "Summary": {"Type": "Task"},
+        }});
+        let maps = innermost_maps(&definition);
+        assert_eq!(
+            maps,
+            BTreeSet::from(["ReplayShards".into(), "ScrapeShards".into()])
+        );
+
+        // Newest first, as asked, and in two reads.
+        let mut history = nested_history();
+        history.reverse();
+        let mut tally = Tally {
+            shard_maps: Some(maps),
+            ..Tally::default()
+        };
+        for event in history.iter().skip(5).chain(&history[..5]) {
+            tally.count(event);
         }
         assert_eq!(
             tally.line(),
-            "shards 1/2 done (1 failed), 1 steps (1 failed attempts)"
+            "ScrapeShards 2/2, ReplayShards 1/3 shards done (1 failed), 2 steps (1 failed attempts)"
         );
-        assert_eq!(tally.json()["shardsFailed"], 1);
+        assert_eq!(tally.json()["maps"]["ReplayShards"]["shardsFailed"], 1);
+        assert_eq!(tally.json()["maps"]["ScrapeShards"]["shardsDone"], 2);
+
+        // Without the definition every Map counts.
+        let mut tally = Tally::default();
+        for event in &nested_history()[..8] {
+            tally.count(event);
+        }
+        assert_eq!(tally.line(), "shards 2/2 done, 1 steps (1 failed attempts)");
     }
 
     #[test]

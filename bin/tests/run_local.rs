@@ -1,7 +1,7 @@
 //! `rewind run start | status | watch` as a user runs it: against the scrape
-//! state machine created from template.yaml's own definition on the local
-//! stack (the real scraper function, kinesis-mock), and with bad flags and
-//! bad requests that must fail before anything connects.
+//! and replay state machines created from template.yaml's own definitions on
+//! the local stack (the real functions, kinesis-mock), and with bad flags
+//! and bad requests that must fail before anything connects.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -261,7 +261,7 @@ fn started_arn(stderr: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_watch_and_status_of_the_scrape_state_machine() {
+async fn start_watch_and_status_of_the_state_machines() {
     let layout = Layout::current().expect("inside the workspace");
     let stack = LocalStack::start(&layout, Options::default())
         .await
@@ -398,6 +398,21 @@ async fn exercise(root: PathBuf, endpoint: String) -> anyhow::Result<()> {
         text(&out.stdout)
     );
 
+    // watch of a finished execution: one look, the same output, and with
+    // --json the progress counted from the whole history.
+    let out = run(&["run", "watch", &arn, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let watched: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(watched["output"], output);
+    let shards = &watched["progress"]["maps"]["ScrapeShards"];
+    assert_eq!(
+        (&shards["shards"], &shards["shardsDone"]),
+        (&json!(1), &json!(1)),
+        "{watched}"
+    );
+    // Plan, one step (5 records, one chunk), manifest.
+    assert_eq!(watched["progress"]["steps"], json!(3), "{watched}");
+
     // A request the engine only rejects once it sees the stream (a shard it
     // does not have): started, then failed; watch says why, exit code 1.
     let missing = scratch.write(
@@ -444,7 +459,67 @@ async fn exercise(root: PathBuf, endpoint: String) -> anyhow::Result<()> {
     let out = run(&["run", "status", &format!("{failed}-nope")]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 
-    // Nothing but the two executions above was started.
+    // The replay machine (scrape first, then a Map over lineage groups
+    // holding a Map over shards) into a second stream: the request detected
+    // as a replay request, and progress counted per Map over shards only.
+    let copy = format!("{stream}-copy");
+    kinesis
+        .create_stream()
+        .stream_name(&copy)
+        .shard_count(1)
+        .send()
+        .await?;
+    wait_active(&kinesis, &copy).await;
+    let definition = statemachine::load(
+        &root.join("template.yaml"),
+        "ReplayStateMachine",
+        &Context::default(),
+    )?;
+    let replay_machine =
+        statemachine::create(&sfn, &format!("run-cli-replay-{id}"), &definition).await?;
+    let replay = scratch.write(
+        "replay.json",
+        &json!({
+            "source": {"type": "SCRAPE", "request": scrape_request(&stream, &bucket, json!({}))},
+            "target": {"type": "STREAM", "stream": copy},
+            "output": {"bucket": bucket, "prefix": "replays"},
+        }),
+    );
+    let out = run(&[
+        "run",
+        "start",
+        "--state-machine",
+        &replay_machine,
+        "--request",
+        &replay,
+        "--watch",
+        "--interval",
+        "0.2",
+        "--json",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("ScrapeShards 1/1, ReplayShards 1/1 shards done"),
+        "{stderr}"
+    );
+    let watched: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(watched["status"], "SUCCEEDED");
+    assert_eq!(
+        watched["output"]["summary"]["totals"]["records"],
+        json!(5),
+        "{watched}"
+    );
+    let maps = watched["progress"]["maps"].as_object().unwrap();
+    assert_eq!(
+        maps.keys().collect::<Vec<_>>(),
+        ["ReplayShards", "ScrapeShards"],
+        "{watched}"
+    );
+    kinesis.delete_stream().stream_name(&copy).send().await?;
+
+    // Nothing but the two scrape executions above was started on the scrape
+    // machine (the bad request never reached it).
     let listed = sfn
         .list_executions()
         .state_machine_arn(&machine)
