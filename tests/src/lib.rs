@@ -237,3 +237,69 @@ pub async fn get_object(
     let object = s3.get_object().bucket(bucket).key(key).send().await?;
     Ok(object.body.collect().await?.into_bytes().to_vec())
 }
+
+/// One record a stream accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub shard: String,
+    pub sequence: rewind_engine::seqno::SequenceNumber,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+}
+
+/// Puts `records` (partition key, data) on `stream`, 100 a `PutRecords`
+/// call, retrying only the entries that failed; returns what the stream
+/// accepted, in the order it accepted them.
+pub async fn put_all(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    records: Vec<(String, Vec<u8>)>,
+) -> anyhow::Result<Vec<Accepted>> {
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+    let mut accepted = Vec::with_capacity(records.len());
+    let mut pending = records;
+    let started = Instant::now();
+    while !pending.is_empty() {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "puts on {stream} never succeeded"
+        );
+        let chunk: Vec<(String, Vec<u8>)> = pending.drain(..pending.len().min(100)).collect();
+        let entries = chunk
+            .iter()
+            .map(|(key, data)| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(key)
+                    .data(Blob::new(data.clone()))
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let output = kinesis
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await?;
+        let mut failed = Vec::new();
+        for (entry, (key, data)) in output.records().iter().zip(chunk) {
+            match (entry.shard_id(), entry.sequence_number()) {
+                (Some(shard), Some(sequence)) if entry.error_code().is_none() => {
+                    accepted.push(Accepted {
+                        shard: shard.to_owned(),
+                        sequence: rewind_engine::seqno::SequenceNumber::parse(sequence)?,
+                        partition_key: key,
+                        data,
+                    });
+                }
+                _ => failed.push((key, data)),
+            }
+        }
+        if !failed.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            failed.append(&mut pending);
+            pending = failed;
+        }
+    }
+    Ok(accepted)
+}

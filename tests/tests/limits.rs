@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use rewind_local::{Fault, FaultKind};
-use rewind_tests::unique;
+use rewind_tests::{unique, wait_active};
 
 use crate::stack;
 
@@ -17,25 +17,7 @@ async fn one_shard_stream(kinesis: &Client) -> anyhow::Result<(String, String)> 
         .shard_count(1)
         .send()
         .await?;
-    let started = Instant::now();
-    loop {
-        let summary = kinesis
-            .describe_stream_summary()
-            .stream_name(&name)
-            .send()
-            .await?;
-        let status = summary
-            .stream_description_summary()
-            .map(|s| s.stream_status().clone());
-        if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "stream never became active"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_active(kinesis, &name).await?;
     let shards = kinesis.list_shards().stream_name(&name).send().await?;
     let shard = shards.shards()[0].shard_id().to_owned();
     Ok((name, shard))
@@ -137,5 +119,91 @@ async fn injected_throttles_are_retried_by_the_sdk() -> anyhow::Result<()> {
         "both injected throttles were answered: {left:?}"
     );
     kinesis.delete_stream().stream_name(&stream).send().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn put_records_above_a_shards_write_limit_fails_only_the_entries_over_it()
+-> anyhow::Result<()> {
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+    let kinesis = counting_client().await;
+    let (stream, shard) = one_shard_stream(&kinesis).await?;
+    // Three calls of 500 records at once: past 1,000 records/s on one shard
+    // (the endpoint admits entries when a call arrives, so sent together
+    // they share one second's budget however slow the backend is).
+    let call = |call: usize| {
+        let entries = (0..500)
+            .map(|n| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(format!("key-{n}"))
+                    .data(Blob::new(format!("call {call} record {n}")))
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>();
+        let kinesis = kinesis.clone();
+        let stream = stream.clone();
+        async move {
+            // A partly refused call must still be answered (its shorter
+            // body forwarded whole), never hang.
+            let output = tokio::time::timeout(
+                Duration::from_secs(30),
+                kinesis
+                    .put_records()
+                    .stream_name(&stream)
+                    .set_records(Some(entries?))
+                    .send(),
+            )
+            .await??;
+            anyhow::Ok(output)
+        }
+    };
+    let (a, b, c) = tokio::join!(call(0), call(1), call(2));
+    let mut accepted = 0usize;
+    let mut throttled = 0;
+    for output in [a?, b?, c?] {
+        let mut failed = 0;
+        for entry in output.records() {
+            match entry.error_code() {
+                None => accepted += 1,
+                Some("ProvisionedThroughputExceededException") => failed += 1,
+                Some(other) => anyhow::bail!("unexpected error code {other}"),
+            }
+        }
+        assert_eq!(output.failed_record_count(), Some(failed));
+        throttled += failed as usize;
+    }
+    assert!(
+        throttled > 0,
+        "1,500 records in well under a second on one shard"
+    );
+    assert_eq!(accepted + throttled, 1500);
+    assert!(accepted >= 1000, "the first second's budget is written");
+    // Exactly the accepted records are in the shard.
+    let mut iterator = kinesis
+        .get_shard_iterator()
+        .stream_name(&stream)
+        .shard_id(&shard)
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await?
+        .shard_iterator
+        .unwrap_or_default();
+    let mut read = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let page = kinesis
+            .get_records()
+            .shard_iterator(&iterator)
+            .send()
+            .await?;
+        read += page.records().len();
+        if page.records().is_empty() || (page.millis_behind_latest() == Some(0) && read >= accepted)
+        {
+            break;
+        }
+        iterator = page.next_shard_iterator().unwrap_or_default().to_owned();
+    }
+    assert_eq!(read, accepted);
     Ok(())
 }

@@ -11,10 +11,9 @@
 //! records, each once, in sequence order per shard.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ScalingType};
+use aws_sdk_kinesis::types::ScalingType;
 use rewind_engine::ArrivalTime;
 use rewind_engine::archive::{self, ArchiveLayout, ShardScan};
 use rewind_engine::delivery::{FunctionResponseType, MappingOptions};
@@ -28,7 +27,7 @@ use rewind_engine::seqno::SequenceNumber;
 use rewind_engine::shard::{KinesisSource, StartPosition};
 use rewind_engine::store::S3Store;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
-use rewind_tests::{s3_client, unique, wait_active};
+use rewind_tests::{put_all, s3_client, unique, wait_active};
 
 use crate::stack;
 
@@ -43,7 +42,7 @@ async fn put(
     count: usize,
     oracle: &mut Oracle,
 ) -> anyhow::Result<()> {
-    let mut pending: Vec<(String, Vec<u8>)> = (0..count)
+    let pending: Vec<(String, Vec<u8>)> = (0..count)
         .map(|n| {
             (
                 format!("key-{batch}-{}", n % 37),
@@ -51,45 +50,11 @@ async fn put(
             )
         })
         .collect();
-    let started = Instant::now();
-    while !pending.is_empty() {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "puts never succeeded"
-        );
-        let chunk: Vec<(String, Vec<u8>)> = pending.drain(..pending.len().min(100)).collect();
-        let entries = chunk
-            .iter()
-            .map(|(key, data)| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(key)
-                    .data(Blob::new(data.clone()))
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let output = kinesis
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await?;
-        let mut failed = Vec::new();
-        for (entry, (key, data)) in output.records().iter().zip(chunk) {
-            match (entry.shard_id(), entry.sequence_number()) {
-                (Some(shard), Some(sequence)) if entry.error_code().is_none() => {
-                    oracle
-                        .entry(shard.to_owned())
-                        .or_default()
-                        .push((SequenceNumber::parse(sequence)?, data));
-                }
-                _ => failed.push((key, data)),
-            }
-        }
-        if !failed.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            failed.append(&mut pending);
-            pending = failed;
-        }
+    for put in put_all(kinesis, stream, pending).await? {
+        oracle
+            .entry(put.shard)
+            .or_default()
+            .push((put.sequence, put.data));
     }
     Ok(())
 }

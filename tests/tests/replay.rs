@@ -14,10 +14,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ScalingType, ShardIteratorType};
+use aws_sdk_kinesis::types::{ScalingType, ShardIteratorType};
 use rewind_engine::archive::{ArchiveLayout, archive_batch};
 use rewind_engine::delivery::FailureRecord;
 use rewind_engine::record::{ArrivalTime, Record, decode_base64};
@@ -25,7 +24,7 @@ use rewind_engine::seqno::SequenceNumber;
 use rewind_engine::store::S3Store;
 use rewind_local::proxy::ACCOUNT;
 use rewind_local::statemachine::{self, Context};
-use rewind_tests::{execute, get_object, s3_client, unique, wait_active};
+use rewind_tests::{execute, get_object, put_all, s3_client, unique, wait_active};
 use serde_json::{Value, json};
 
 use crate::stack;
@@ -185,7 +184,7 @@ async fn put(
     poison_every: usize,
 ) -> anyhow::Result<Seen> {
     let mut seen = Seen::new();
-    let mut pending: Vec<(String, Vec<u8>)> = (0..count)
+    let pending: Vec<(String, Vec<u8>)> = (0..count)
         .map(|n| {
             let data = if n % poison_every == poison_every / 2 {
                 format!("POISON batch {batch} record {n}")
@@ -195,42 +194,8 @@ async fn put(
             (format!("key-{}", n % 11), data.into_bytes())
         })
         .collect();
-    let started = Instant::now();
-    while !pending.is_empty() {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "puts never succeeded"
-        );
-        let chunk: Vec<_> = pending.drain(..pending.len().min(100)).collect();
-        let entries = chunk
-            .iter()
-            .map(|(key, data)| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(key)
-                    .data(Blob::new(data.clone()))
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let output = kinesis
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await?;
-        let mut failed = Vec::new();
-        for (entry, (key, data)) in output.records().iter().zip(chunk) {
-            match (entry.shard_id(), entry.sequence_number()) {
-                (Some(shard), Some(sequence)) if entry.error_code().is_none() => {
-                    seen.insert((shard.to_owned(), SequenceNumber::parse(sequence)?), data);
-                }
-                _ => failed.push((key, data)),
-            }
-        }
-        if !failed.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            failed.append(&mut pending);
-            pending = failed;
-        }
+    for put in put_all(kinesis, stream, pending).await? {
+        seen.insert((put.shard, put.sequence), put.data);
     }
     Ok(seen)
 }

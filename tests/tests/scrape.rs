@@ -14,15 +14,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ScalingType};
+use aws_sdk_kinesis::types::ScalingType;
 use aws_sdk_sfn::types::ExecutionStatus;
 use rewind_engine::chunk::ChunkReader;
 use rewind_engine::scrape::Manifest;
 use rewind_engine::seqno::SequenceNumber;
 use rewind_local::statemachine::{self, Context};
 use rewind_local::{Fault, FaultKind};
-use rewind_tests::{execute, get_object, s3_client, unique, wait_active};
+use rewind_tests::{execute, get_object, put_all, s3_client, unique, wait_active};
 use serde_json::{Value, json};
 
 use crate::stack;
@@ -135,7 +134,7 @@ impl Fixture {
     /// Puts `count` records (random partition keys), retrying only the
     /// entries that failed, and keeps what the stream answered.
     async fn put(&mut self, batch: usize, count: usize) -> anyhow::Result<()> {
-        let mut pending: Vec<(String, Vec<u8>)> = (0..count)
+        let pending: Vec<(String, Vec<u8>)> = (0..count)
             .map(|n| {
                 (
                     format!("key-{}", fastrand_key(batch * 100_000 + n)),
@@ -143,47 +142,12 @@ impl Fixture {
                 )
             })
             .collect();
-        let started = Instant::now();
-        while !pending.is_empty() {
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(30),
-                "puts never succeeded"
-            );
-            let chunk: Vec<(String, Vec<u8>)> = pending.drain(..pending.len().min(100)).collect();
-            let entries = chunk
-                .iter()
-                .map(|(key, data)| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(key)
-                        .data(Blob::new(data.clone()))
-                        .build()
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let output = self
-                .kinesis
-                .put_records()
-                .stream_name(&self.stream)
-                .set_records(Some(entries))
-                .send()
-                .await?;
-            let mut failed = Vec::new();
-            for (entry, (key, data)) in output.records().iter().zip(chunk) {
-                match (entry.shard_id(), entry.sequence_number()) {
-                    (Some(shard), Some(sequence)) if entry.error_code().is_none() => {
-                        self.puts.push(Put {
-                            shard: shard.to_owned(),
-                            sequence: SequenceNumber::parse(sequence)?,
-                            data,
-                        });
-                    }
-                    _ => failed.push((key, data)),
-                }
-            }
-            if !failed.is_empty() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                failed.append(&mut pending);
-                pending = failed;
-            }
+        for put in put_all(&self.kinesis, &self.stream, pending).await? {
+            self.puts.push(Put {
+                shard: put.shard,
+                sequence: put.sequence,
+                data: put.data,
+            });
         }
         Ok(())
     }

@@ -147,6 +147,12 @@ impl Proxy {
             .parse()
             .map_err(|_| Dropped("unparsable path"))?;
         *request.headers_mut() = parts.headers.clone();
+        // The body may not be the caller's (PutRecords without its throttled
+        // entries, a ListShards of our own): its framing is hyper's to set
+        // from the body sent. A stale Content-Length would leave the backend
+        // waiting for bytes that never come.
+        request.headers_mut().remove("content-length");
+        request.headers_mut().remove("transfer-encoding");
         let response = match self.client.request(request).await {
             Ok(response) => response,
             Err(error) => {
@@ -394,7 +400,8 @@ impl Proxy {
                 }),
                 None => written.next().unwrap_or(Value::Null),
             };
-            if result.get("ErrorCode").is_some() {
+            // kinesis-mock writes `"ErrorCode": null` for stored entries.
+            if result.get("ErrorCode").is_some_and(|code| !code.is_null()) {
                 failed += 1;
             }
             results.push(result);
@@ -426,7 +433,6 @@ impl Proxy {
             "x-amz-target",
             HeaderValue::from_static("Kinesis_20131202.ListShards"),
         );
-        list.headers.remove("content-length");
         let body = json!({ "StreamName": stream }).to_string();
         let response = self
             .forward(self.backends.kinesis, &list, Bytes::from(body))
