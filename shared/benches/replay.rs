@@ -23,9 +23,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_kinesis::config::interceptors::BeforeTransmitInterceptorContextMut;
-use aws_sdk_kinesis::config::{ConfigBag, Credentials, Intercept, RuntimeComponents};
-use aws_sdk_kinesis::error::BoxError;
+use aws_sdk_kinesis::config::Credentials;
 use rewind_engine::delivery::{
     Delivery, DeliveryError, DeliveryReport, FailureDestination, FailureRecord, Invocation,
     InvokeError, Invoker, MappingOptions,
@@ -303,34 +301,6 @@ async fn bisect_invokes() {
     }
 }
 
-/// Sends request bodies chunked instead of with a `Content-Length`.
-///
-/// Works around a bug of the local endpoint: when it refuses part of a
-/// PutRecords call, it forwards the shorter body with the original
-/// `Content-Length`, and the backend waits for bytes that never come (the
-/// call hangs). A chunked request carries no length to go stale. Remove once
-/// the endpoint drops the header when it rewrites a body.
-#[derive(Debug)]
-struct ChunkedBodies;
-
-impl Intercept for ChunkedBodies {
-    fn name(&self) -> &'static str {
-        "ChunkedBodies"
-    }
-
-    fn modify_before_transmit(
-        &self,
-        context: &mut BeforeTransmitInterceptorContextMut<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let headers = context.request_mut().headers_mut();
-        headers.remove("content-length");
-        headers.insert("transfer-encoding", "chunked");
-        Ok(())
-    }
-}
-
 /// The real sink, with every call's outcome noted.
 struct Counted {
     inner: KinesisSink,
@@ -399,11 +369,7 @@ async fn reinject_rate() {
         .credentials_provider(Credentials::for_tests())
         .load()
         .await;
-    let kinesis = aws_sdk_kinesis::Client::from_conf(
-        aws_sdk_kinesis::config::Builder::from(&config)
-            .interceptor(ChunkedBodies)
-            .build(),
-    );
+    let kinesis = aws_sdk_kinesis::Client::new(&config);
     println!(
         "re-injection, records of 1 KiB, default options, limits 1000 records/s and 1 MiB/s per shard:"
     );
