@@ -31,8 +31,8 @@
 //!   partial batch responses, record age, parallel lanes per partition key,
 //!   the on-failure record).
 //! - [`filter`]: the mapping's `FilterCriteria` patterns on Kinesis records.
-//! - [`invoke`]: the Lambda invoker and the S3 on-failure destination
-//!   behind [`delivery`].
+//! - [`invoke`]: the Lambda invoker and the S3 and SQS on-failure
+//!   destinations behind [`delivery`].
 //! - [`mapping`]: a local event source mapping: every shard of a stream
 //!   polled (children after their parents), records batched by `BatchSize`
 //!   and `MaximumBatchingWindowInSeconds` and handed to [`delivery`], an
@@ -42,8 +42,9 @@
 //!   past 400 KB).
 //! - [`reinject`]: records back onto a stream (PutRecords within its limits,
 //!   failed entries retried, per-key order kept, the archiver's envelope).
-//! - [`replay`]: the replay request (a scrape manifest or an archive
-//!   window to a function), the plan, one replay step of one shard, and the
+//! - [`replay`]: the replay request (a scrape manifest, the S3 or DynamoDB
+//!   archive, or a scrape first; to a function or onto a stream), the plan
+//!   (shards in lineage groups), one replay step of one shard, and the
 //!   summary.
 //! - [`scrape`]: the scrape request (validated, errors naming the field),
 //!   the plan (shards and lineage), one scrape step (a chunk per step, in
@@ -53,6 +54,8 @@
 //!   expired iterators) one bounded step at a time.
 //! - [`store`]: the object-store seam ([`store::ObjectStore`]) and its S3
 //!   adapter.
+//! - [`backoff`]: the one wait (exponential, full jitter) before every
+//!   retry of a throttled or failed call.
 
 pub mod archive;
 pub mod archiver;
