@@ -30,7 +30,8 @@ Exit codes:
   0  every record was delivered (or filtered out)
   1  the replay stopped on an error (what was settled before it is in the summary's progress files)
   2  bad input: flags, the request file, the record files; nothing was sent
-  3  the replay finished, but some batches went to the DLQ (the summary says where)";
+  4  the replay finished, but some batches went to the DLQ (the summary says where)
+(3 is `rewind run`'s \"outcome unknown\"; a local replay always knows its outcome.)";
 
 /// The bucket name that stands for the local folder of `--files`.
 const LOCAL_FILES: &str = "rewind-local-files";
@@ -133,7 +134,7 @@ impl ReplayCliError {
     pub fn exit_code(&self) -> std::process::ExitCode {
         std::process::ExitCode::from(match self {
             Self::BadInput(_) => 2,
-            Self::Failures { .. } => 3,
+            Self::Failures { .. } => 4,
         })
     }
 }

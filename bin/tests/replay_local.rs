@@ -1,7 +1,7 @@
 //! `rewind replay` and `rewind reinject` against the local stack: record
 //! files replayed into the `target` fixture function (which fails any batch
 //! holding a record marked `POISON`) deliver every unmarked record once and
-//! put exactly the marked ones in the DLQ folder (exit code 3); the same
+//! put exactly the marked ones in the DLQ folder (exit code 4); the same
 //! files re-injected onto a stream are all there, in the envelope; bad
 //! requests and flags fail with exit code 2 before anything is sent.
 
@@ -113,7 +113,7 @@ async fn files_are_replayed_to_a_function_and_reinjected_onto_a_stream() {
     args.extend(files);
     let out = rewind(&endpoint, &args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(
         stderr.contains("2 records in 2 batches went to the DLQ"),
         "{stderr}"
