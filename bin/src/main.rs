@@ -14,6 +14,7 @@ use rewind_engine::Record;
 use rewind_engine::chunk::{ChunkReader, ChunkWriter, Compression};
 
 mod archive;
+mod demo;
 mod local;
 mod replay;
 mod run;
@@ -87,6 +88,11 @@ enum Command {
         #[command(subcommand)]
         command: run::RunCommand,
     },
+    /// The whole story on the local stack, then stopped: a stream archived
+    /// behind the event source mapping, an outage with a reshard and poison
+    /// records, its window replayed from the archive into a consumer by the
+    /// replay state machine; prints what each step counted.
+    Demo(demo::DemoArgs),
     /// The local stack: emulators behind one loopback endpoint.
     Local {
         #[command(subcommand)]
@@ -167,6 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Archive { command } => archive::run(command),
         Command::Run { command } => run::run(command),
         Command::Local { command } => local::run(command),
+        Command::Demo(args) => demo::run(args),
     }
 }
 
