@@ -1,0 +1,354 @@
+//! The archiver handler: CPU time and peak memory for one 10,000-record
+//! batch of 1 KiB records, and the requests it makes per 1,000 records. Run
+//! with `cargo bench -p rewind-engine --bench archiver`; BENCHMARKS.md has
+//! the method and the numbers.
+//!
+//! The measured code is the function's handler: the invocation payload the
+//! mapping sends (built by `event::kinesis_event`, as the local mapping
+//! builds it) parsed into a `DeliveredEvent`, then `Archiver::archive`. The
+//! stores around it only count: S3 puts are counted and dropped, DynamoDB
+//! answers from `aws-smithy-mocks` (requests are still built and
+//! serialised by the SDK client; no network). CPU time is the thread's
+//! user + system time (`/proc/thread-self/stat`) on a current-thread
+//! runtime, over several runs; peak memory is the most heap this binary's
+//! counting allocator saw live during one run, above what was live before
+//! it (the payload, held by the Lambda runtime, is in that baseline).
+//!
+//! The whole batch as one call is the handler's worst case; Lambda's 6 MB
+//! payload limit has the mapping deliver these 10,000 records in several
+//! invocations, so each case is also run as the mapping cuts the batch
+//! (counts and CPU for all the invocations, peak of the largest).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
+use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use rewind_engine::archive::ArchiveLayout;
+use rewind_engine::archiver::{Archiver, KinesisTags};
+use rewind_engine::chunk::Compression;
+use rewind_engine::delivery::MAX_PAYLOAD_BYTES;
+use rewind_engine::dynamo::{ArchiveMode, DynamoArchive, StreamSettings};
+use rewind_engine::event::{self, DeliveredEvent, EventSource, PAYLOAD_ENVELOPE_LEN};
+use rewind_engine::record::{ArrivalTime, Record};
+use rewind_engine::seqno::SequenceNumber;
+use rewind_engine::store::{ObjectStore, PutObject, StoreError};
+
+const RECORDS: usize = 10_000;
+const RECORD_BYTES: usize = 1024;
+/// Distinct partition keys in the batch: `LATEST` makes one conditional
+/// put per key and batch.
+const KEYS: usize = 997;
+const RUNS: u32 = 5;
+const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/bench";
+
+/// The system allocator, keeping the bytes live now and the most since the
+/// last reset.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(bytes: usize) {
+    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
+
+// SAFETY: every call is passed to `System` unchanged; only counters move.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is `System`'s.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as above.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            grew(new_size);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// An S3 stand-in: counts puts and their bytes, keeps nothing (the SDK
+/// streams the body out and drops it).
+#[derive(Clone, Default)]
+struct CountingStore {
+    puts: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl ObjectStore for CountingStore {
+    async fn put(&self, object: PutObject) -> Result<(), StoreError> {
+        self.puts.fetch_add(1, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(object.body.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn delete(&self, _key: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// JSON-like telemetry, as the formats bench makes it: compresses as real
+/// producer payloads do, unlike zeros or random bytes.
+fn payload(i: usize) -> Vec<u8> {
+    let mut data = format!(
+        "{{\"id\":{i},\"device\":\"dev-{:05}\",\"kind\":\"reading\",\"values\":[",
+        i % KEYS
+    )
+    .into_bytes();
+    let mut x = i as u64 * 2_654_435_761 + 1;
+    while data.len() < RECORD_BYTES - 2 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(format!("{},", x % 100_000).as_bytes());
+    }
+    data.truncate(RECORD_BYTES - 2);
+    data.extend_from_slice(b"]}");
+    data
+}
+
+/// One shard's batch, as a mapping delivers it.
+fn batch() -> Vec<Record> {
+    (0..RECORDS)
+        .map(|i| Record {
+            stream: "bench".into(),
+            shard_id: "shardId-000000000000".into(),
+            sequence_number: SequenceNumber::parse(&format!(
+                "49590338271490256608559692538361571095921575989{i:09}"
+            ))
+            .expect("valid sequence number"),
+            sub_sequence_number: None,
+            partition_key: format!("device-{}", i % KEYS),
+            explicit_hash_key: None,
+            encryption_type: None,
+            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
+                1_700_000_000_000 + i as i64,
+            ),
+            data: payload(i),
+        })
+        .collect()
+}
+
+/// This thread's CPU time so far (user + system).
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("Linux /proc");
+    // The command name (field 2) may hold spaces: count from its ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat format") + 2..]
+        .split(' ')
+        .collect();
+    // Fields 14 and 15 of stat(5), in clock ticks (USER_HZ, 100 on Linux).
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 10)
+}
+
+struct Case {
+    name: &'static str,
+    modes: Vec<ArchiveMode>,
+    compression: Compression,
+}
+
+struct Measured {
+    cpu: Duration,
+    wall: Duration,
+    peak: usize,
+    s3_puts: u64,
+    s3_bytes: u64,
+    batch_writes: usize,
+    put_items: usize,
+}
+
+async fn run(case: &Case, payloads: &[Vec<u8>]) -> Measured {
+    let s3 = CountingStore::default();
+    let overflow = CountingStore::default();
+    let batch_write = mock!(aws_sdk_dynamodb::Client::batch_write_item)
+        .then_output(|| BatchWriteItemOutput::builder().build());
+    let put_item =
+        mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| PutItemOutput::builder().build());
+    let client = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&batch_write, &put_item]
+    );
+    let dynamo = (!case.modes.is_empty())
+        .then(|| DynamoArchive::new(client, "archive", overflow.clone(), "archive"));
+    let archiver = Archiver::new(
+        s3.clone(),
+        ArchiveLayout {
+            compression: case.compression,
+            ..ArchiveLayout::default()
+        },
+        false,
+        dynamo,
+        StreamSettings {
+            modes: case.modes.clone(),
+            ttl: None,
+        },
+        None::<KinesisTags>,
+    );
+    // The handler once outside the measurement: the SDK client's lazy
+    // set-up (endpoint resolver, identity cache) is a cold start's cost,
+    // not a batch's. Counts start after it.
+    let warm = DeliveredEvent::from_slice(&payloads[0]).expect("payload parses");
+    std::hint::black_box(archiver.archive(STREAM_ARN, warm.records, 0).await);
+    let (puts_before, bytes_before) = (
+        s3.puts.load(Ordering::Relaxed),
+        s3.bytes.load(Ordering::Relaxed),
+    );
+    let (batches_before, items_before) = (batch_write.num_calls(), put_item.num_calls());
+
+    let mut cpu = Duration::ZERO;
+    let mut wall = Duration::MAX;
+    let mut peak = 0;
+    for _ in 0..RUNS {
+        let (cpu_start, wall_start) = (thread_cpu(), Instant::now());
+        for payload in payloads {
+            let baseline = LIVE.load(Ordering::Relaxed);
+            PEAK.store(baseline, Ordering::Relaxed);
+            let event = DeliveredEvent::from_slice(payload).expect("payload parses");
+            let response = archiver.archive(STREAM_ARN, event.records, 0).await;
+            peak = peak.max(PEAK.load(Ordering::Relaxed) - baseline);
+            assert!(
+                response.batch_item_failures.is_empty(),
+                "every record stored"
+            );
+        }
+        wall = wall.min(wall_start.elapsed());
+        cpu += thread_cpu() - cpu_start;
+    }
+    let runs = u64::from(RUNS);
+    Measured {
+        cpu: cpu / RUNS,
+        wall,
+        peak,
+        s3_puts: (s3.puts.load(Ordering::Relaxed) - puts_before) / runs,
+        s3_bytes: (s3.bytes.load(Ordering::Relaxed) - bytes_before) / runs,
+        batch_writes: (batch_write.num_calls() - batches_before) / RUNS as usize,
+        put_items: (put_item.num_calls() - items_before) / RUNS as usize,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is taken.
+    let records = batch();
+    let source = EventSource::new(STREAM_ARN, "arn:aws:iam::123456789012:role/archiver")
+        .expect("valid stream ARN");
+    let whole = vec![event::payload(&event::kinesis_event(&records, &source))];
+    // As the mapping cuts a batch: records in order while the payload stays
+    // under 6 MB.
+    let mut cut: Vec<Vec<u8>> = Vec::new();
+    let mut rest = records.as_slice();
+    while !rest.is_empty() {
+        let mut bytes = PAYLOAD_ENVELOPE_LEN;
+        let mut n = 0;
+        while n < rest.len() {
+            let size = event::record_payload_len(&rest[n], &source) + usize::from(n > 0);
+            if n > 0 && bytes + size > MAX_PAYLOAD_BYTES {
+                break;
+            }
+            bytes += size;
+            n += 1;
+        }
+        cut.push(event::payload(&event::kinesis_event(&rest[..n], &source)));
+        rest = &rest[n..];
+    }
+    drop(records);
+    let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "one batch: {RECORDS} records of {RECORD_BYTES} B, {KEYS} partition keys; as one call: payload {:.1} MiB; as the mapping delivers it: {} invocations of at most {:.2} MiB; mean of {RUNS} runs",
+        mib(whole[0].len()),
+        cut.len(),
+        mib(cut.iter().map(Vec::len).max().unwrap_or(0))
+    );
+    println!(
+        "{:<34} {:>9} {:>9} {:>10} {:>9} {:>11} {:>12} {:>10}",
+        "mode", "cpu ms", "wall ms", "peak MiB", "S3 puts", "S3 bytes", "BatchWrite", "PutItem"
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let cases = [
+        Case {
+            name: "S3 (gzip)",
+            modes: vec![],
+            compression: Compression::Gzip,
+        },
+        Case {
+            name: "S3 (zstd)",
+            modes: vec![],
+            compression: Compression::Zstd,
+        },
+        Case {
+            name: "S3 + DynamoDB ALL",
+            modes: vec![ArchiveMode::All],
+            compression: Compression::Gzip,
+        },
+        Case {
+            name: "S3 + DynamoDB LATEST",
+            modes: vec![ArchiveMode::Latest],
+            compression: Compression::Gzip,
+        },
+        Case {
+            name: "S3 + ALL,LATEST",
+            modes: vec![ArchiveMode::All, ArchiveMode::Latest],
+            compression: Compression::Gzip,
+        },
+    ];
+    let per_thousand = |n: usize| n as f64 * 1000.0 / RECORDS as f64;
+    for (case, (how, payloads)) in cases
+        .iter()
+        .flat_map(|case| [(case, ("1 call", &whole)), (case, ("6 MB calls", &cut))])
+    {
+        let m = runtime.block_on(run(case, payloads));
+        println!(
+            "{:<34} {:>9.0} {:>9.0} {:>10.1} {:>9} {:>11} {:>12} {:>10}",
+            format!("{}, {how}", case.name),
+            m.cpu.as_secs_f64() * 1000.0,
+            m.wall.as_secs_f64() * 1000.0,
+            mib(m.peak),
+            m.s3_puts,
+            m.s3_bytes,
+            m.batch_writes,
+            m.put_items
+        );
+        println!(
+            "{:<34} per 1,000 records: S3 PutObject {:.1}, DynamoDB BatchWriteItem {:.1}, PutItem {:.1}",
+            "",
+            per_thousand(m.s3_puts as usize),
+            per_thousand(m.batch_writes),
+            per_thousand(m.put_items)
+        );
+    }
+}
