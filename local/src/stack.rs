@@ -27,6 +27,13 @@ const READY_LIMIT: Duration = Duration::from_secs(120);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// `SCRAPER_MAX_RECORDS_PER_CHUNK` of the locally served scraper.
 pub const LOCAL_SCRAPER_CHUNK: u64 = 100;
+/// `SCRAPER_MAX_STEP_SECONDS` of the locally served scraper. `cargo lambda
+/// watch` gives no invocation a usable deadline (the scraper would assume
+/// 60 s); this stands in for a short function timeout, so a slow read stops
+/// on time as it would on AWS (a step reads about 4 of these 6 s). Reads at
+/// the local shard limits fill a 100-record chunk in about a second, so only
+/// slowed reads (a poll delay, throttling) meet it.
+pub const LOCAL_SCRAPER_MAX_STEP_SECONDS: u64 = 6;
 /// `ARCHIVE_BUCKET` of the locally served archiver: created with the stack,
 /// so the archiver can run behind `rewind local mapping` (its archive keys
 /// start with the stream's name, so streams never share objects).
@@ -161,6 +168,12 @@ impl LocalStack {
             watch.env(
                 "SCRAPER_MAX_RECORDS_PER_CHUNK",
                 LOCAL_SCRAPER_CHUNK.to_string(),
+            );
+        }
+        if std::env::var_os("SCRAPER_MAX_STEP_SECONDS").is_none() {
+            watch.env(
+                "SCRAPER_MAX_STEP_SECONDS",
+                LOCAL_SCRAPER_MAX_STEP_SECONDS.to_string(),
             );
         }
         watch.env("ARCHIVE_BUCKET", LOCAL_ARCHIVE_BUCKET);

@@ -99,6 +99,11 @@ fn default_prefix() -> String {
     "scrapes".to_owned()
 }
 
+/// The longest poll delay a request may ask for. A step's first call waits
+/// it whatever the step's time (so every step progresses): it must fit well
+/// inside the margin a step keeps before its Lambda deadline.
+pub const MAX_POLL_DELAY_MS: u64 = 10_000;
+
 /// A scrape request: the scraper function's event and the scrape state
 /// machine's input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,7 +118,8 @@ pub struct ScrapeRequest {
     /// GetRecords `Limit`, 1 to 10,000.
     #[serde(default = "default_poll_batch_size")]
     pub poll_batch_size: i32,
-    /// Extra wait between GetRecords calls, in milliseconds.
+    /// Extra wait between GetRecords calls, in milliseconds, 0 to
+    /// [`MAX_POLL_DELAY_MS`].
     #[serde(default)]
     pub poll_delay_ms: u64,
     /// Consecutive empty responses at the tip before a shard's read ends.
@@ -235,6 +241,15 @@ impl ScrapeRequest {
                 format!(
                     "{} is out of range; accepted values: 1 to 10000",
                     self.poll_batch_size
+                ),
+            ));
+        }
+        if self.poll_delay_ms > MAX_POLL_DELAY_MS {
+            return Err(RequestError::new(
+                "pollDelayMs",
+                format!(
+                    "{} is out of range; accepted values: 0 to {MAX_POLL_DELAY_MS}",
+                    self.poll_delay_ms
                 ),
             ));
         }
@@ -969,12 +984,11 @@ impl<O: Outputs> Scraper<O> {
         stream_arn: &str,
         run_id: &str,
         progress: &ShardProgress,
-        deadline: Instant,
+        budget: StepBudget,
     ) -> Result<ShardProgress, ScraperError> {
         let source = crate::shard::KinesisSource::new(self.kinesis.clone(), stream_arn);
         let stream = stream_name_from_arn(stream_arn).unwrap_or(&request.stream);
         let window = request.window(stream);
-        let budget = step_budget(deadline, self.max_records_per_chunk);
         Ok(scrape_step(
             &source,
             &self.store(request),
@@ -1035,8 +1049,9 @@ impl<O: Outputs> Scraper<O> {
                 run_id,
                 progress,
             } => {
+                let budget = step_budget(deadline, self.max_records_per_chunk);
                 let progress = self
-                    .step(&request, &stream_arn, &run_id, &progress, deadline)
+                    .step(&request, &stream_arn, &run_id, &progress, budget)
                     .await?;
                 Ok(serde_json::json!({ "done": progress.is_done(), "progress": progress }))
             }
@@ -1067,11 +1082,14 @@ impl<O: Outputs> Scraper<O> {
                     }
                 };
                 // Shards one after the other, parents first, each to its end
-                // or the deadline.
+                // or the deadline. The margin is the invocation's, taken
+                // once: a deadline under STEP_MARGIN away (a short timeout,
+                // SCRAPER_MAX_STEP_SECONDS) still leaves time to read.
+                let budget = step_budget(deadline, self.max_records_per_chunk);
                 for shard in progress.iter_mut() {
-                    while !shard.is_done() && Instant::now() + STEP_MARGIN < deadline {
+                    while !shard.is_done() && Instant::now() < budget.deadline {
                         *shard = self
-                            .step(&request, &stream_arn, &run_id, shard, deadline)
+                            .step(&request, &stream_arn, &run_id, shard, budget)
                             .await?;
                     }
                 }

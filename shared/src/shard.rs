@@ -580,13 +580,22 @@ pub async fn read_step<S: ShardSource>(
     let mut poller = ShardPoller::new(source, shard_id.clone(), position, options.clone());
     let throttles_before = cursor.throttles;
     let mut taken_this_step = 0u64;
+    let mut calls = 0u32;
     loop {
         if Instant::now() >= budget.deadline || taken_this_step >= budget.max_records {
             return Ok(cursor);
         }
-        let page = poller.next_page(options.limit).await;
+        // The step's first call goes whatever its wait (only the poll delay:
+        // pacing starts afresh), so that every step makes progress even when
+        // the poll delay is longer than the step's time; later calls whose
+        // wait would end past the deadline are left to the next step.
+        let deadline = (calls > 0).then_some(budget.deadline);
+        calls += 1;
+        let page = poller.next_page_by(options.limit, deadline).await;
         cursor.throttles = throttles_before + poller.throttles();
-        let page = page.map_err(fail)?;
+        let Some(page) = page.map_err(fail)? else {
+            return Ok(cursor);
+        };
         let empty = page.records.is_empty();
         for record in page.records {
             let verdict = judge(stop, &record, cursor.records);
@@ -692,7 +701,24 @@ impl<'a, S: ShardSource> ShardPoller<'a, S> {
     /// no next iterator is the closed shard's end; polling again after it
     /// starts over after the last record, and meets the end again.
     pub async fn next_page(&mut self, limit: i32) -> Result<RecordsPage, SourceError> {
+        Ok(self
+            .next_page_by(limit, None)
+            .await?
+            .expect("without a deadline there is always a page"))
+    }
+
+    /// [`Self::next_page`], but `None` instead of a wait (pacing, poll
+    /// delay, throttling backoff) that would end past `deadline`: a step
+    /// must return before its Lambda deadline, however long the request's
+    /// poll delay is. Nothing is lost: the next page starts after the last
+    /// record returned.
+    pub async fn next_page_by(
+        &mut self,
+        limit: i32,
+        deadline: Option<Instant>,
+    ) -> Result<Option<RecordsPage>, SourceError> {
         let limit = limit.clamp(1, MAX_LIMIT);
+        let past = |wait_until: Instant| deadline.is_some_and(|d| wait_until > d);
         let mut throttles = 0u32;
         loop {
             let iterator = match &self.iterator {
@@ -707,6 +733,14 @@ impl<'a, S: ShardSource> ShardPoller<'a, S> {
                     iterator
                 }
             };
+            let call_at = self
+                .pacer
+                .next_call
+                .map_or_else(Instant::now, |at| at.max(Instant::now()))
+                + self.options.poll_delay;
+            if past(call_at) {
+                return Ok(None);
+            }
             self.pacer.wait().await;
             if !self.options.poll_delay.is_zero() {
                 tokio::time::sleep(self.options.poll_delay).await;
@@ -719,7 +753,7 @@ impl<'a, S: ShardSource> ShardPoller<'a, S> {
                         self.last = Some(last.sequence_number.clone());
                     }
                     self.iterator.clone_from(&page.next_iterator);
-                    return Ok(page);
+                    return Ok(Some(page));
                 }
                 Err(SourceError::ExpiredIterator) => {
                     debug!(shard = %self.shard_id, "iterator expired; re-acquiring after the last record read");
@@ -736,11 +770,11 @@ impl<'a, S: ShardSource> ShardPoller<'a, S> {
                     }
                     self.pacer.called(called_at, 0);
                     warn!(shard = %self.shard_id, %error, throttles, "GetRecords throttled");
-                    tokio::time::sleep(crate::backoff::backoff(
-                        self.options.base_backoff,
-                        throttles,
-                    ))
-                    .await;
+                    let backoff = crate::backoff::backoff(self.options.base_backoff, throttles);
+                    if past(Instant::now() + backoff) {
+                        return Ok(None);
+                    }
+                    tokio::time::sleep(backoff).await;
                 }
                 Err(error) => return Err(error),
             }

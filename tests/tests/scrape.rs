@@ -1,15 +1,19 @@
 //! The scrape state machine, created from template.yaml's own definition
 //! (`ScrapeStateMachine`), runs the real scraper function against
 //! kinesis-mock with the endpoint's shard limits enforced. Each test puts
-//! records on a fresh two-shard stream, reshards it (UpdateShardCount 2 -> 4:
-//! both shards split) and puts more, keeping every PutRecords answer (shard
-//! and sequence number) as the oracle; a window's manifest must list exactly
-//! the oracle's records of that window, each once, in sequence order per
-//! shard, parents before children.
+//! records on a fresh two-shard stream, reshards it between put batches
+//! (UpdateShardCount 2 -> 4: both shards split; then, with a third batch,
+//! 4 -> 2: the four children merge pairwise, each merged shard with two
+//! parents) and puts more, keeping every PutRecords answer (shard and
+//! sequence number) as the oracle; a window's manifest must list exactly the
+//! oracle's records of that window, each once, in sequence order per shard,
+//! parents before children.
 //!
 //! The local stack serves the scraper with `SCRAPER_MAX_RECORDS_PER_CHUNK`
 //! = 100 and the requests poll 25 records per call, so shards with more
-//! than 100 records in the window take several steps (several chunks).
+//! than 100 records in the window take several steps (several chunks). It
+//! also sets `SCRAPER_MAX_STEP_SECONDS` = 6 (a step reads for about 4 s),
+//! which only reads slowed by a poll delay meet.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,8 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_kinesis::types::ScalingType;
 use aws_sdk_sfn::types::ExecutionStatus;
 use rewind_engine::chunk::ChunkReader;
-use rewind_engine::scrape::Manifest;
+use rewind_engine::scrape::{Manifest, ManifestShard};
 use rewind_engine::seqno::SequenceNumber;
+use rewind_local::stack::{LOCAL_SCRAPER_CHUNK, LOCAL_SCRAPER_MAX_STEP_SECONDS};
 use rewind_local::statemachine::{self, Context};
 use rewind_local::{Fault, FaultKind};
 use rewind_tests::{execute, get_object, put_all, s3_client, unique, wait_active};
@@ -59,8 +64,9 @@ fn now_ms() -> u64 {
 }
 
 impl Fixture {
-    /// Puts `batches[0]` records, reshards 2 -> 4, then the other batches,
-    /// with a second between batches (and a mark in the middle of each gap).
+    /// Puts `batches[0]` records, splits 2 -> 4, puts `batches[1]`, merges
+    /// 4 -> 2, then puts the other batches, with a second between batches
+    /// (and a mark in the middle of each gap).
     async fn new(name: &str, batches: &[usize]) -> anyhow::Result<Self> {
         let stack = stack();
         let config = stack.sdk_config().await;
@@ -98,12 +104,19 @@ impl Fixture {
                 fixture.marks.push(now_ms());
                 tokio::time::sleep(Duration::from_millis(600)).await;
             }
-            if i == 1 {
+            // Split, then merge: UniformScaling halves every open shard's
+            // hash range (2 -> 4), then joins adjacent pairs back (4 -> 2).
+            let target = match i {
+                1 => Some(4),
+                2 => Some(2),
+                _ => None,
+            };
+            if let Some(target) = target {
                 fixture
                     .kinesis
                     .update_shard_count()
                     .stream_name(&fixture.stream)
-                    .target_shard_count(4)
+                    .target_shard_count(target)
                     .scaling_type(ScalingType::UniformScaling)
                     .send()
                     .await?;
@@ -223,6 +236,16 @@ impl Fixture {
         Ok((manifest, read))
     }
 
+    /// Records in each chunk of `shard`, in chunk order.
+    async fn chunk_sizes(&self, shard: &ManifestShard) -> anyhow::Result<Vec<usize>> {
+        let mut sizes = Vec::new();
+        for chunk in &shard.chunks {
+            let bytes = self.get(&chunk.key).await?;
+            sizes.push(ChunkReader::new(chunk.key.as_str(), bytes.as_slice())?.count());
+        }
+        Ok(sizes)
+    }
+
     async fn get(&self, key: &str) -> anyhow::Result<Vec<u8>> {
         get_object(&self.s3, &self.bucket, key).await
     }
@@ -312,7 +335,9 @@ fn seconds(ms: u64) -> Value {
 #[tokio::test]
 async fn all_shards_trim_horizon_to_latest_reads_parents_and_children() -> anyhow::Result<()> {
     let started = Instant::now();
-    let fixture = Fixture::new("scrape-all", &[150, 150]).await?;
+    // Records before the split, between the split and the merge, and after
+    // the merge.
+    let fixture = Fixture::new("scrape-all", &[100, 100, 100]).await?;
     let setup = started.elapsed();
     let input = fixture.request(json!({
         "shards": "ALL",
@@ -323,26 +348,46 @@ async fn all_shards_trim_horizon_to_latest_reads_parents_and_children() -> anyho
     let (manifest, read) = fixture.read(&output).await?;
     let expected = fixture.check(&manifest, &read, |_| true)?;
     assert_eq!(expected, 300);
-    assert_eq!(manifest.shards.len(), 6, "2 parents and 4 children");
+    assert_eq!(
+        manifest.shards.len(),
+        8,
+        "2 originals, 4 split children, 2 merged"
+    );
     assert!(output["manifest"].get("unscrapedChildShardIds").is_none());
-    for parent in manifest
-        .shards
-        .iter()
-        .filter(|s| s.parent_shard_ids.is_empty())
-    {
-        assert_eq!(parent.child_shard_ids.len(), 2, "{parent:?}");
+    let with_parents = |n: usize| {
+        manifest
+            .shards
+            .iter()
+            .filter(move |s| s.parent_shard_ids.len() == n)
+    };
+    assert_eq!(with_parents(0).count(), 2);
+    for original in with_parents(0) {
+        assert_eq!(original.child_shard_ids.len(), 2, "{original:?}");
+    }
+    assert_eq!(with_parents(1).count(), 4);
+    for split in with_parents(1) {
+        assert_eq!(split.child_shard_ids.len(), 1, "{split:?}");
+    }
+    assert_eq!(with_parents(2).count(), 2);
+    // Every generation holds records of its own batch (keys spread over the
+    // whole hash range), so each was read, not just listed.
+    for merged in with_parents(2) {
+        assert!(merged.records > 0, "{merged:?}");
+        assert!(merged.child_shard_ids.is_empty(), "{merged:?}");
     }
     eprintln!("setup {setup:?}, scrape {:?}", started.elapsed() - setup);
     fixture.delete().await
 }
 
 #[tokio::test]
-async fn a_time_window_spans_the_reshard() -> anyhow::Result<()> {
-    let fixture = Fixture::new("scrape-time", &[60, 60, 60]).await?;
-    // From between batches 0 and 1 (before the reshard) to between batches
-    // 1 and 2: batch 1 only, all of it in the children.
-    let (from, to) = (fixture.marks[0], fixture.marks[1]);
-    let batch1: Vec<SequenceNumber> = fixture.puts[60..120]
+async fn a_time_window_spans_the_split_and_the_merge() -> anyhow::Result<()> {
+    let fixture = Fixture::new("scrape-time", &[50, 50, 50, 50]).await?;
+    // From between batches 0 and 1 (before the split) to between batches 2
+    // and 3 (after the merge): batches 1 and 2, in the split children and
+    // the merged shards; batch 0 (the originals) and batch 3 (also in the
+    // merged shards) are outside.
+    let (from, to) = (fixture.marks[0], fixture.marks[2]);
+    let inside: Vec<SequenceNumber> = fixture.puts[50..150]
         .iter()
         .map(|p| p.sequence.clone())
         .collect();
@@ -353,8 +398,14 @@ async fn a_time_window_spans_the_reshard() -> anyhow::Result<()> {
     }));
     let output = fixture.scrape(&input).await?;
     let (manifest, read) = fixture.read(&output).await?;
-    let expected = fixture.check(&manifest, &read, |p| batch1.contains(&p.sequence))?;
-    assert_eq!(expected, 60);
+    let expected = fixture.check(&manifest, &read, |p| inside.contains(&p.sequence))?;
+    assert_eq!(expected, 100);
+    let merged = manifest
+        .shards
+        .iter()
+        .filter(|s| s.parent_shard_ids.len() == 2)
+        .count();
+    assert_eq!(merged, 2, "{:?}", manifest.shards);
     fixture.delete().await
 }
 
@@ -444,6 +495,97 @@ async fn steps_that_stop_early_or_fail_leave_no_gap_or_duplicate() -> anyhow::Re
         // About 250 records each, at most 100 (+ one 25-record page) a step.
         assert!(parent.chunks.len() >= 3, "{parent:?}");
     }
+    fixture.delete().await
+}
+
+#[tokio::test]
+async fn steps_that_run_out_of_time_resume_without_gap_or_duplicate() -> anyhow::Result<()> {
+    let fixture = Fixture::new("scrape-time-budget", &[200, 60]).await?;
+    // A step reads for two thirds of its 6 s (it keeps a third as margin),
+    // and every call waits 1.5 s first (plus 0.2 s of pacing after the
+    // first): two calls of at most 25 records a step, never the 100 of its
+    // chunk budget. Every step but a shard's last stops because its time is
+    // up.
+    let delay_ms = 1500;
+    let reading_ms = LOCAL_SCRAPER_MAX_STEP_SECONDS * 1000 * 2 / 3;
+    let max_calls = (reading_ms / delay_ms).max(1);
+    assert!(max_calls * 25 < LOCAL_SCRAPER_CHUNK);
+    let input = fixture.request(json!({
+        "shards": "ALL",
+        "start": { "type": "TRIM_HORIZON" },
+        "stop": { "type": "LATEST" },
+        "pollDelayMs": delay_ms,
+    }));
+    let output = fixture.scrape(&input).await?;
+    let (manifest, read) = fixture.read(&output).await?;
+    assert_eq!(fixture.check(&manifest, &read, |_| true)?, 260);
+    let mut stopped_on_time = 0;
+    for shard in &manifest.shards {
+        let sizes = fixture.chunk_sizes(shard).await?;
+        assert!(
+            sizes.iter().all(|&n| (n as u64) < LOCAL_SCRAPER_CHUNK),
+            "{}: {sizes:?}",
+            shard.shard_id
+        );
+        stopped_on_time += sizes.len().saturating_sub(1);
+        if shard.parent_shard_ids.is_empty() {
+            // About 100 records each: at least two steps.
+            assert!(sizes.len() >= 2, "{}: {sizes:?}", shard.shard_id);
+        }
+    }
+    assert!(
+        stopped_on_time >= 2,
+        "{stopped_on_time} steps stopped on time"
+    );
+    fixture.delete().await
+}
+
+/// A direct `run` invocation (no state machine) steps through the shards
+/// until its own deadline and answers `IN_PROGRESS` with its continuation.
+/// Its deadline here (6 s) is closer than the 20 s margin a step keeps from
+/// a long one: it must still read, and each invocation go further.
+#[tokio::test]
+async fn direct_run_invocations_with_a_short_deadline_make_progress() -> anyhow::Result<()> {
+    use aws_sdk_lambda::primitives::Blob;
+    let fixture = Fixture::new("scrape-run", &[200]).await?;
+    let lambda = aws_sdk_lambda::Client::new(&stack().sdk_config().await);
+    // About 36 records/s with a 0.5 s poll delay: ~150 records, and
+    // several chunks, per invocation.
+    let mut event = fixture.request(json!({
+        "shards": "ALL",
+        "start": { "type": "TRIM_HORIZON" },
+        "stop": { "type": "LATEST" },
+        "pollDelayMs": 500,
+        "runId": unique("run"),
+    }));
+    let mut records = 0;
+    let mut invocations = 0;
+    let output = loop {
+        invocations += 1;
+        anyhow::ensure!(invocations <= 20, "still in progress: {event}");
+        let answer = lambda
+            .invoke()
+            .function_name("scraper")
+            .payload(Blob::new(event.to_string()))
+            .send()
+            .await?;
+        anyhow::ensure!(answer.function_error().is_none(), "{answer:?}");
+        let answer: Value =
+            serde_json::from_slice(answer.payload().map_or(&[][..], |p| p.as_ref()))?;
+        match answer["status"].as_str() {
+            Some("SUCCEEDED") => break answer,
+            Some("IN_PROGRESS") => {
+                let now = answer["records"].as_u64().unwrap_or_default();
+                anyhow::ensure!(now > records, "no progress: {records} then {answer}");
+                records = now;
+                event = answer["next"].clone();
+            }
+            _ => anyhow::bail!("unexpected answer {answer}"),
+        }
+    };
+    assert!(invocations >= 2, "one invocation read it all: {output}");
+    let (manifest, read) = fixture.read(&output).await?;
+    assert_eq!(fixture.check(&manifest, &read, |_| true)?, 200);
     fixture.delete().await
 }
 

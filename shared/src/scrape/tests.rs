@@ -54,6 +54,11 @@ fn bad_requests_name_the_field_and_the_accepted_values() {
             "accepted values: 1 to 10000",
         ),
         (
+            GOOD.replace("\"orders\"", "\"orders\", \"pollDelayMs\": 60000"),
+            "pollDelayMs",
+            "accepted values: 0 to 10000",
+        ),
+        (
             GOOD.replace("\"orders\"", "\"orders\", \"readShare\": 0"),
             "readShare",
             "more than 0, at most 1",

@@ -484,6 +484,59 @@ async fn a_step_ends_at_its_deadline_and_the_next_resumes_after_it() {
     assert_eq!(out, records);
 }
 
+/// A poll delay never makes a step wait past its deadline (a Lambda would
+/// time out): a call that could only go after it is left to the next step.
+/// Yet every step makes its first call, even when the poll delay is longer
+/// than the step's whole time, so a read always progresses.
+#[tokio::test(start_paused = true)]
+async fn a_poll_delay_never_waits_past_the_deadline() {
+    let records = shard_records();
+    let shard = MemoryShard::new(records.clone(), true);
+    let start = StartPosition::TrimHorizon;
+    let stop = StopCondition::Latest { as_of: None };
+    let mut cursor = ShardCursor::new("shardId-000000000000");
+    let mut out = Vec::new();
+    for delay in [3, 30] {
+        let options = ReadOptions {
+            poll_delay: Duration::from_secs(delay),
+            ..fast()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let budget = StepBudget {
+            deadline,
+            max_records: 1000,
+        };
+        let before = out.len();
+        cursor = read_step(
+            &shard,
+            &window(&start, &stop, options),
+            &cursor,
+            budget,
+            |r| out.push(r),
+        )
+        .await
+        .unwrap();
+        let pages = if delay == 3 { 3 } else { 1 };
+        assert_eq!(out.len() - before, 3 * pages, "delay {delay} s");
+        if delay == 3 {
+            // Calls at 3 s, 6.2 s and 9.4 s; the next would be at 12.6 s.
+            assert!(Instant::now() <= deadline);
+        }
+        assert!(!cursor.is_done());
+    }
+    let rest = StepBudget {
+        deadline: Instant::now() + Duration::from_secs(60),
+        max_records: 1000,
+    };
+    let done = read_step(&shard, &window(&start, &stop, fast()), &cursor, rest, |r| {
+        out.push(r)
+    })
+    .await
+    .unwrap();
+    assert!(done.is_done());
+    assert_eq!(out, records);
+}
+
 /// Pacing against virtual time: calls are at least 200 ms apart, and a
 /// response of 1 MiB holds the next call for 0.5 s.
 #[tokio::test(start_paused = true)]
