@@ -85,31 +85,37 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             "starting the local stack (first run installs the emulators and builds the functions; log: {})",
             log.display()
         ));
-        let stack = LocalStack::start(&layout, Options::default())
-            .await
-            .context("starting the local stack")?;
+        // Ctrl-C must not end the process before the stack is stopped: its
+        // servers live in process groups of their own, so nothing else
+        // would stop them. Interrupting the start drops what it started,
+        // which kills it.
+        let interrupted = interrupted();
+        tokio::pin!(interrupted);
+        let stack = tokio::select! {
+            stack = LocalStack::start(&layout, Options::default()) => {
+                stack.context("starting the local stack")?
+            }
+            () = &mut interrupted => anyhow::bail!("interrupted while the local stack was starting"),
+        };
         progress(format_args!(
             "local stack ready at {} in {:.0} s",
             stack.endpoint_url(),
             started.elapsed().as_secs_f64()
         ));
+        let endpoint = stack.endpoint_url();
         let ports = stack.ports();
         let pids = stack.pids();
         // Whatever happens (an error, Ctrl-C), the stack is stopped before
-        // the demo ends: its servers live in process groups of their own, so
-        // nothing else would stop them.
+        // the demo ends.
         let outcome = tokio::select! {
             outcome = scenario(&stack, &layout, &args) => outcome,
-            signal = tokio::signal::ctrl_c() => match signal {
-                Ok(()) => Err(anyhow::anyhow!("interrupted")),
-                Err(error) => Err(anyhow::Error::new(error).context("waiting for Ctrl-C")),
-            },
+            () = &mut interrupted => Err(anyhow::anyhow!("interrupted")),
         };
         progress(format_args!("stopping the local stack"));
         stack.stop().await;
         let mut report = outcome?;
         report.stack = StackReport {
-            endpoint: format!("http://127.0.0.1:{}", ports.first().copied().unwrap_or(0)),
+            endpoint,
             ports,
             pids,
             logs: layout.logs(),
@@ -134,6 +140,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             .join("; ")
     );
     Ok(())
+}
+
+/// Resolves on Ctrl-C; never, where the handler can't be installed (then
+/// only the demo's own end or an error stops it, as without a terminal).
+async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Engine and stack logs go to `.local/logs/demo.log`: throttles and
@@ -396,8 +410,9 @@ async fn scenario(stack: &LocalStack, layout: &Layout, args: &DemoArgs) -> anyho
         .with_context(|| format!("creating bucket {bucket}"))?;
     let stream_arn = resolve_stream_arn(&clients.kinesis, &stream).await?;
 
-    // The archiver behind the event source mapping, as deployed: from the
-    // start of the stream, batches of 100.
+    // The archiver behind the event source mapping, with template.yaml's
+    // mapping settings (bisect on function error, batch item failures,
+    // retries until stored), from the start of the stream, batches of 100.
     let event_source = EventSource::new(
         stream_arn.clone(),
         format!("arn:aws:iam::{ACCOUNT}:role/rewind-demo-archiver-mapping"),
