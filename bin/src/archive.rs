@@ -101,7 +101,11 @@ pub fn run(command: ArchiveCommand) -> anyhow::Result<()> {
 
 async fn scan(args: ScanArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
     let (from, to) = (time("from", args.from)?, time("to", args.to)?);
-    anyhow::ensure!(from < to, "--from must be before --to");
+    if from >= to {
+        return Err(crate::bad_input(anyhow::anyhow!(
+            "--from must be before --to"
+        )));
+    }
     let config = args.aws.config().await;
     let store = S3Store::new(aws_sdk_s3::Client::new(&config), args.bucket.clone());
     let layout = ArchiveLayout {

@@ -100,6 +100,18 @@ enum Command {
     },
 }
 
+/// Input a command refused before doing anything (a request file, flag
+/// values clap can't check): exit code 2, as clap's own usage errors, so
+/// scripts tell it from a failure on the way.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct BadInput(pub anyhow::Error);
+
+/// Marks an error as bad input.
+pub fn bad_input(error: impl Into<anyhow::Error>) -> anyhow::Error {
+    BadInput(error.into()).into()
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Output {
     /// Record lines: JSON with all metadata and base64 data.
@@ -118,6 +130,9 @@ fn main() -> ExitCode {
             // input from records sent to the DLQ.
             if let Some(error) = error.downcast_ref::<run::RunError>() {
                 return error.exit_code();
+            }
+            if error.downcast_ref::<BadInput>().is_some() {
+                return ExitCode::from(2);
             }
             error
                 .downcast_ref::<replay::ReplayCliError>()

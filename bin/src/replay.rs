@@ -117,11 +117,9 @@ pub struct CommonArgs {
     pub aws: AwsArgs,
 }
 
-/// Failures the exit code tells apart.
+/// A replay that finished with batches in the DLQ (exit code 4).
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayCliError {
-    #[error("{0:#}")]
-    BadInput(anyhow::Error),
     #[error("{dlq_records} records in {dlq_batches} batches went to the DLQ: {dlq}")]
     Failures {
         dlq_records: u64,
@@ -133,15 +131,12 @@ pub enum ReplayCliError {
 impl ReplayCliError {
     pub fn exit_code(&self) -> std::process::ExitCode {
         std::process::ExitCode::from(match self {
-            Self::BadInput(_) => 2,
             Self::Failures { .. } => 4,
         })
     }
 }
 
-fn bad(error: impl Into<anyhow::Error>) -> anyhow::Error {
-    ReplayCliError::BadInput(error.into()).into()
-}
+use crate::bad_input as bad;
 
 pub fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
     let bytes = read_request(&args.request).map_err(bad)?;
@@ -154,13 +149,12 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
             let object = request
                 .as_object_mut()
                 .ok_or_else(|| bad(anyhow::anyhow!("the request is not a JSON object")))?;
-            anyhow::ensure!(
-                !object.contains_key("source"),
-                ReplayCliError::BadInput(anyhow::anyhow!(
+            if object.contains_key("source") {
+                return Err(bad(anyhow::anyhow!(
                     "--files replaces the request's source: leave source out of {}",
                     args.request.display()
-                ))
-            );
+                )));
+            }
             object.insert(
                 "source".into(),
                 json!({"type": "MANIFEST", "bucket": LOCAL_FILES, "key": "manifest.json"}),

@@ -76,14 +76,15 @@ pub fn read_request(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 pub fn run(args: ScrapeArgs) -> anyhow::Result<()> {
-    let bytes = read_request(&args.request)?;
+    let bytes = read_request(&args.request).map_err(crate::bad_input)?;
     // Validated before anything connects anywhere.
-    let event = ScraperEvent::parse(&bytes)?;
-    anyhow::ensure!(
-        matches!(event, ScraperEvent::Run { .. }),
-        "{}: expected a scrape request (the state machine's actions are for the function)",
-        args.request.display()
-    );
+    let event = ScraperEvent::parse(&bytes).map_err(crate::bad_input)?;
+    if !matches!(event, ScraperEvent::Run { .. }) {
+        return Err(crate::bad_input(anyhow::anyhow!(
+            "{}: expected a scrape request (the state machine's actions are for the function)",
+            args.request.display()
+        )));
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let config = args.aws.config().await;

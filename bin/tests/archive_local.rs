@@ -250,7 +250,7 @@ async fn scan_and_query_the_archive() {
             "5",
         ],
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "bad input");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--from must be before --to"));
     let out = rewind(
         &endpoint,

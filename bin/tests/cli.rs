@@ -177,14 +177,14 @@ fn scrape_rejects_a_bad_request_before_connecting() {
         "--region",
         "us-east-1",
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "bad input");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("invalid scrape request: pollBatchSize: 20000 is out of range; accepted values: 1 to 10000"),
         "{stderr}"
     );
     let out = rewind(&["scrape", "--request", "/nonexistent/request.json"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("reading /nonexistent/request.json"));
     let out = rewind(&["scrape"]);
     assert_eq!(

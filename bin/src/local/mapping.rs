@@ -173,7 +173,7 @@ fn on_failure(value: &str) -> anyhow::Result<OnFailure> {
 }
 
 pub fn run(args: MappingArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
+    let config = args.config().map_err(crate::bad_input)?;
     let on_failure = args.on_failure.as_deref().map(on_failure).transpose()?;
     // Progress (one line per settled batch, never record payloads) and
     // warnings on standard error; RUST_LOG overrides.

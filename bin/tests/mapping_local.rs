@@ -1,0 +1,154 @@
+//! `rewind local mapping` against the local stack: a stream's records
+//! delivered to the `target` fixture function in mapping-shaped batches
+//! until the stream is idle, the batch holding a record marked `POISON`
+//! bisected down to it and discarded after its retries, everything else
+//! accepted once; bad settings refused before anything connects.
+
+use std::time::Duration;
+
+use assert_cmd::Command;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_kinesis::config::Credentials;
+use aws_sdk_kinesis::primitives::Blob;
+use rewind_local::{Layout, LocalStack, Options};
+use serde_json::Value;
+
+fn rewind(endpoint: &str, args: &[&str]) -> std::process::Output {
+    Command::cargo_bin("rewind")
+        .unwrap()
+        .args(args)
+        .args(["--endpoint-url", endpoint, "--region", "us-east-1"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_delivered_to_a_function_until_idle() {
+    let layout = Layout::current().expect("inside the workspace");
+    let stack = LocalStack::start(&layout, Options::default())
+        .await
+        .expect("local stack");
+    let endpoint = stack.endpoint_url();
+
+    // Refused before anything connects: exit code 2 and the setting named.
+    let out = rewind(
+        &endpoint,
+        &[
+            "local",
+            "mapping",
+            "--stream",
+            "s",
+            "--function",
+            "target",
+            "--batch-size",
+            "0",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("BatchSize"), "{stderr}");
+    let out = rewind(&endpoint, &["local", "mapping", "--stream", "s"]);
+    assert_eq!(out.status.code(), Some(2), "--function is required");
+
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .load()
+        .await;
+    let kinesis = aws_sdk_kinesis::Client::new(&config);
+    let stream = format!("cli-mapping-{}", std::process::id());
+    kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(1)
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let d = kinesis
+            .describe_stream_summary()
+            .stream_name(&stream)
+            .send()
+            .await
+            .unwrap();
+        if d.stream_description_summary()
+            .unwrap()
+            .stream_status()
+            .as_str()
+            == "ACTIVE"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..40 {
+        let data = if i == 17 {
+            "POISON 17".to_owned()
+        } else {
+            format!("{{\"i\":{i}}}")
+        };
+        kinesis
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(format!("k{}", i % 4))
+            .data(Blob::new(data))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let out = rewind(
+        &endpoint,
+        &[
+            "local",
+            "mapping",
+            "--stream",
+            &stream,
+            "--function",
+            "target",
+            "--batch-size",
+            "10",
+            "--maximum-retry-attempts",
+            "1",
+            "--bisect-batch-on-function-error",
+            "--idle-exit",
+            "3",
+            "--json",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shard = &report["shards"][0];
+    assert_eq!(shard["records"], 40, "{report}");
+    assert_eq!(shard["delivered"], 39, "{report}");
+    assert_eq!(shard["failedRecords"], 1, "{report}");
+    assert_eq!(shard["failedBatches"], 1, "{report}");
+
+    let accepted = std::fs::read_to_string(
+        layout
+            .run_dir()
+            .join(format!("fixtures/target/{stream}.jsonl")),
+    )
+    .unwrap();
+    let mut delivered: Vec<String> = accepted
+        .lines()
+        .flat_map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["sequenceNumber"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(delivered.len(), 39);
+    delivered.dedup();
+    assert_eq!(delivered.len(), 39, "each record accepted once");
+
+    stack.stop().await;
+}
