@@ -389,9 +389,27 @@ pub struct Delivery<'a, I, D> {
     pub base_backoff: Duration,
 }
 
+/// Where a delivery stopped at its deadline: the first record (sequence and
+/// sub-sequence number) it had not settled. Everything before it in the
+/// shard is settled; it and everything after must be delivered again.
+pub type Unsettled = (crate::seqno::SequenceNumber, Option<u64>);
+
 impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
     /// Delivers every record, lanes in parallel, each lane in order.
     pub async fn deliver(&self, records: Vec<Record>) -> Result<DeliveryReport, DeliveryError> {
+        Ok(self.deliver_until(records, None).await?.0)
+    }
+
+    /// Delivers records until `stop_at`: no invoke starts after it, so a
+    /// caller with a deadline (a Lambda step) is never cut off mid-batch by
+    /// retries it can't bound (`MaximumRetryAttempts` -1, a slow target).
+    /// Returns what happened and, when it stopped early, the first record
+    /// not settled (the lowest over the lanes).
+    pub async fn deliver_until(
+        &self,
+        records: Vec<Record>,
+        stop_at: Option<tokio::time::Instant>,
+    ) -> Result<(DeliveryReport, Option<Unsettled>), DeliveryError> {
         let filters = self
             .options
             .filters()
@@ -408,39 +426,62 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                 report.filtered += 1;
             }
         }
-        let results =
-            futures_util::future::join_all(queues.into_iter().map(|q| self.deliver_lane(q))).await;
+        let results = futures_util::future::join_all(
+            queues.into_iter().map(|q| self.deliver_lane(q, stop_at)),
+        )
+        .await;
+        let mut unsettled: Option<Unsettled> = None;
         for result in results {
-            report.add(&result?);
+            let (lane, stopped) = result?;
+            report.add(&lane);
+            if let Some(position) = stopped {
+                unsettled = Some(match unsettled {
+                    Some(lowest) => lowest.min(position),
+                    None => position,
+                });
+            }
         }
-        Ok(report)
+        Ok((report, unsettled))
     }
 
     async fn deliver_lane(
         &self,
         mut queue: VecDeque<Record>,
-    ) -> Result<DeliveryReport, DeliveryError> {
+        stop_at: Option<tokio::time::Instant>,
+    ) -> Result<(DeliveryReport, Option<Unsettled>), DeliveryError> {
         let mut report = DeliveryReport::default();
         while !queue.is_empty() {
             let batch = next_batch(&mut queue, self.options, self.source);
-            self.deliver_batch(batch, 0, &mut report).await?;
+            if let Some(stopped) = self.deliver_batch(batch, 0, stop_at, &mut report).await? {
+                return Ok((report, Some(stopped)));
+            }
         }
-        Ok(report)
+        Ok((report, None))
     }
 
     /// One batch until it succeeds or goes to the destination. Bisecting
-    /// handles each half the same way, with the retries already used.
+    /// handles each half the same way, with the retries already used. At
+    /// `stop_at` it returns the first record it has not settled: the rest
+    /// of the batch, and the halves still pending, come after it.
     async fn deliver_batch(
         &self,
         batch: Vec<Record>,
         retries: i64,
+        stop_at: Option<tokio::time::Instant>,
         report: &mut DeliveryReport,
-    ) -> Result<(), DeliveryError> {
+    ) -> Result<Option<Unsettled>, DeliveryError> {
         let mut pending = vec![(batch, retries)];
         while let Some((mut batch, mut retries)) = pending.pop() {
             loop {
                 if batch.is_empty() {
                     break;
+                }
+                if stop_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                    let first = &batch[0];
+                    return Ok(Some((
+                        first.sequence_number.clone(),
+                        first.sub_sequence_number,
+                    )));
                 }
                 if self.too_old(&batch) {
                     self.fail(
@@ -485,7 +526,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     fn too_old(&self, batch: &[Record]) -> bool {

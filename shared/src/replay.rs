@@ -49,7 +49,7 @@ use tokio::time::Instant;
 use crate::archive::{ArchiveLayout, ShardScan, plan_scan};
 use crate::delivery::{
     Delivery, DeliveryError, DeliveryReport, FailureDestination, FailureRecord, Invoker,
-    MappingOptions,
+    MappingOptions, Unsettled,
 };
 use crate::dynamo::{DynamoReader, ReadError};
 use crate::event::{EventSource, StreamArnError};
@@ -642,14 +642,15 @@ impl ShardReplay {
         }
     }
 
+    /// Counts what `report` did and moves past `piece` (the records now
+    /// settled: possibly none, when a step's time ran out first).
     fn settle(&mut self, piece: &[Record], report: &DeliveryReport) {
-        let (Some(first), Some(last)) = (piece.first(), piece.last()) else {
-            return;
-        };
-        if self.first_sequence_number.is_none() {
-            self.first_sequence_number = Some(first.sequence_number.clone());
+        if let (Some(first), Some(last)) = (piece.first(), piece.last()) {
+            if self.first_sequence_number.is_none() {
+                self.first_sequence_number = Some(first.sequence_number.clone());
+            }
+            self.last = Some(Position::of(last));
         }
-        self.last = Some(Position::of(last));
         self.records += piece.len() as u64;
         self.delivered += report.delivered;
         self.filtered += report.filtered;
@@ -1510,9 +1511,22 @@ impl<I: Invoker, D: FailureDestination, S: RecordSink> Sink<'_, I, D, S> {
             }
             let rest = records.split_off(n);
             let piece = std::mem::replace(&mut records, rest);
-            let report = self.deliver(&piece).await?;
-            self.sent += piece.len() as u64;
-            progress.settle(&piece, &report);
+            let (report, unsettled) = self.deliver(&piece).await?;
+            // A delivery stopped at the step's deadline settles the records
+            // before the first one it had not settled; the next step starts
+            // there.
+            let settled = match &unsettled {
+                Some(first) => piece
+                    .iter()
+                    .position(|r| (r.sequence_number.clone(), r.sub_sequence_number) >= *first)
+                    .unwrap_or(piece.len()),
+                None => piece.len(),
+            };
+            self.sent += settled as u64;
+            progress.settle(&piece[..settled], &report);
+            if unsettled.is_some() {
+                return Ok(false);
+            }
         }
         Ok(true)
     }
@@ -1521,16 +1535,23 @@ impl<I: Invoker, D: FailureDestination, S: RecordSink> Sink<'_, I, D, S> {
     /// `false` (the step ends, the next one waits).
     async fn wait(&self, wait: Duration) -> bool {
         let until = Instant::now() + wait;
-        if until >= self.stop_at {
-            return false;
-        }
-        tokio::time::sleep_until(until).await;
-        true
+        // Waiting out the step's time either way: a step that returned at
+        // once would have the state machine invoke the next one at once,
+        // in a loop, through a long gap in the original traffic.
+        tokio::time::sleep_until(until.min(self.stop_at)).await;
+        until < self.stop_at
     }
 
-    async fn deliver(&self, piece: &[Record]) -> Result<DeliveryReport, ReplayError> {
+    /// What happened to `piece`, and where the delivery stopped if the
+    /// step's time ran out in the middle of it.
+    async fn deliver(
+        &self,
+        piece: &[Record],
+    ) -> Result<(DeliveryReport, Option<Unsettled>), ReplayError> {
         match &self.target {
-            Deliver::Function(delivery) => Ok(delivery.deliver(piece.to_vec()).await?),
+            Deliver::Function(delivery) => Ok(delivery
+                .deliver_until(piece.to_vec(), Some(self.stop_at))
+                .await?),
             Deliver::Stream { sink, options } => {
                 let matched: Vec<Record> = piece
                     .iter()
@@ -1539,19 +1560,21 @@ impl<I: Invoker, D: FailureDestination, S: RecordSink> Sink<'_, I, D, S> {
                     .collect();
                 let filtered = (piece.len() - matched.len()) as u64;
                 let report = reinject(sink, matched, options).await?;
-                Ok(DeliveryReport {
+                let report = DeliveryReport {
                     delivered: report.put,
                     filtered,
                     invocations: report.calls,
                     ..DeliveryReport::default()
-                })
+                };
+                Ok((report, None))
             }
             Deliver::DryRun => {
                 let matched = piece.iter().filter(|r| self.filters.matches(r)).count() as u64;
-                Ok(DeliveryReport {
+                let report = DeliveryReport {
                     filtered: piece.len() as u64 - matched,
                     ..DeliveryReport::default()
-                })
+                };
+                Ok((report, None))
             }
         }
     }

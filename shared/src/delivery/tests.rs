@@ -542,3 +542,61 @@ async fn filtered_records_are_not_sent_and_count_as_processed() {
             .contains("FilterCriteria.Filters[0].Pattern")
     );
 }
+
+#[tokio::test]
+async fn a_deadline_stops_endless_retries_at_the_first_unsettled_record() {
+    // MaximumRetryAttempts -1 (the mapping's default) and a record that
+    // always fails: the live mapping retries until the record expires. A
+    // delivery with a deadline stops there instead of running past it, and
+    // names the first record it did not settle.
+    let input = records(30, 10);
+    let poison = input[14].sequence_number.to_string();
+    let target = Target {
+        poison: [poison.clone()].into(),
+        ..Target::default()
+    };
+    let dlq = Dlq::default();
+    let options = MappingOptions {
+        batch_size: 10,
+        ..MappingOptions::default()
+    };
+    let source = source();
+    let delivery = Delivery {
+        invoker: &target,
+        destination: &dlq,
+        source: &source,
+        options: &options,
+        now,
+        base_backoff: Duration::ZERO,
+    };
+    let stop_at = tokio::time::Instant::now() + Duration::from_millis(200);
+    let (report, unsettled) = delivery
+        .deliver_until(input.clone(), Some(stop_at))
+        .await
+        .unwrap();
+    // The first batch (records 0-9) is settled; the second (10-19) holds
+    // the poison and was retried until the deadline; the third never went.
+    assert_eq!(
+        unsettled,
+        Some((input[10].sequence_number.clone(), None)),
+        "{report:?}"
+    );
+    assert_eq!(report.delivered, 10);
+    assert!(report.function_errors >= 1);
+    assert_eq!(report.failed_records, 0, "nothing is given up on");
+    assert_eq!(accepted_ids(&target).len(), 10);
+
+    // A deadline already passed invokes nothing and settles nothing.
+    let target = Target::default();
+    let delivery = Delivery {
+        invoker: &target,
+        ..delivery
+    };
+    let (report, unsettled) = delivery
+        .deliver_until(input.clone(), Some(tokio::time::Instant::now()))
+        .await
+        .unwrap();
+    assert_eq!(unsettled, Some((input[0].sequence_number.clone(), None)));
+    assert_eq!(*target.invokes.lock().unwrap(), 0);
+    assert_eq!(report, DeliveryReport::default());
+}

@@ -885,3 +885,44 @@ async fn a_stream_replay_that_must_wait_past_its_deadline_ends_the_step_in_place
     assert_eq!(progress.last, Some(Position::of(&a[0])));
     assert_eq!(replayer.streams.stored.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_step_out_of_time_in_endless_retries_keeps_the_settled_records_and_stops() {
+    let replayer = replayer();
+    let a = records("shardId-000000000000", 12, &[6]);
+    write_scrape(
+        &replayer.buckets,
+        &[("shardId-000000000000", a.clone())],
+        12,
+    )
+    .await;
+    // MaximumRetryAttempts -1: the poison batch is retried until the step's
+    // time runs out; the step then ends before its deadline, having settled
+    // the batch before it.
+    let request = ReplayRequest::parse(
+        br#"{
+            "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},
+            "target": {"type": "FUNCTION", "functionName": "target"},
+            "options": {"BatchSize": 4},
+            "dlq": {"type": "S3", "bucket": "bucket"}
+        }"#,
+    )
+    .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_millis(600);
+    let progress = replayer
+        .step(
+            &request,
+            "run-1",
+            &ShardReplay::new("shardId-000000000000"),
+            deadline,
+        )
+        .await
+        .unwrap();
+    assert!(!progress.done);
+    assert!(Instant::now() <= deadline, "the step ended in time");
+    assert_eq!(progress.last, Some(Position::of(&a[3])));
+    assert_eq!(progress.records, 4);
+    assert_eq!(progress.delivered, 4);
+    assert!(progress.function_errors >= 1);
+    assert_eq!(progress.failed_records, 0);
+}
