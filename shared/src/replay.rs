@@ -36,9 +36,11 @@
 //! bucket and `<dlq prefix>/replays`); the summary reads those back.
 //!
 //! A step hands records to the target in pieces of `BatchSize ×
-//! ParallelizationFactor` and records the position of the last record of
-//! each settled piece: a step killed mid-piece is retried from the last
-//! settled piece, so records are delivered at least once, never skipped.
+//! ParallelizationFactor` (500 for a stream) and stops handing them on, even
+//! inside a batch's retries, before its deadline; its continuation is the
+//! position of the last settled record. A step that fails (or is killed) is
+//! retried from the continuation it was given, so what it had delivered is
+//! delivered again: at least once, never skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -179,8 +181,10 @@ pub struct RunOutput {
     pub prefix: String,
 }
 
+/// Under the S3 DLQ's default prefix, where the stack lets the replay
+/// function write (`ReplayPrefix`).
 fn default_output_prefix() -> String {
-    "replays".to_owned()
+    "dlq/replays".to_owned()
 }
 
 /// A replay request: the replay state machine's input.
@@ -667,6 +671,12 @@ impl ShardReplay {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ReplayEvent {
+    /// Checks the request and answers `{"valid": true}`: the state machine
+    /// asks before it scrapes, so a bad target or option fails before any
+    /// work.
+    Validate {
+        request: ReplayRequest,
+    },
     Plan {
         request: ReplayRequest,
     },
@@ -689,7 +699,8 @@ impl ReplayEvent {
     /// work.
     pub fn parse(json: &[u8]) -> Result<Self, RequestError> {
         let event: Self = parse_json(json)?;
-        let (ReplayEvent::Plan { request }
+        let (ReplayEvent::Validate { request }
+        | ReplayEvent::Plan { request }
         | ReplayEvent::Step { request, .. }
         | ReplayEvent::Summary { request, .. }) = &event;
         request.validate()?;
@@ -825,6 +836,8 @@ pub enum ReplayError {
     Delivery(#[from] DeliveryError),
     #[error("re-injection failed: {0}")]
     Reinject(#[from] ReinjectError),
+    #[error("writing the run's progress failed: {0}")]
+    Progress(#[source] StoreError),
     #[error("shard {shard_id} has no final progress at {key}: its replay did not finish")]
     Unfinished { shard_id: String, key: String },
 }
@@ -838,7 +851,12 @@ impl ReplayError {
             | Self::StreamArn(_)
             | Self::ScrapeFirst => "InvalidRequest",
             Self::Delivery(DeliveryError::Options { .. }) => "InvalidRequest",
+            // Denied, no such function: retrying won't help.
+            Self::Delivery(DeliveryError::Invoke(crate::delivery::InvokeError::Fatal {
+                ..
+            })) => "InvokeRejected",
             Self::Delivery(DeliveryError::Invoke(_)) => "InvokeFailed",
+            Self::Progress(_) => "OutputWriteFailed",
             Self::Delivery(DeliveryError::Destination { .. }) => "DlqWriteFailed",
             Self::Reinject(_) => "ReinjectFailed",
             Self::Store(_) | Self::Source(_) | Self::Dynamo(_) => "SourceReadFailed",
@@ -1169,7 +1187,14 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         let mut sink = Sink {
             target,
             filters,
-            piece: (request.options.batch_size * request.options.parallelization_factor).max(1),
+            piece: match &request.target {
+                // One PutRecords call's worth: a stream target has no
+                // batches of its own.
+                ReplayTarget::Stream { .. } => crate::reinject::MAX_ENTRIES,
+                ReplayTarget::Function { .. } => {
+                    (request.options.batch_size * request.options.parallelization_factor).max(1)
+                }
+            },
             stop_at,
             started,
             sent: 0,
@@ -1298,7 +1323,8 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                     content_type: "application/json",
                     content_encoding: None,
                 })
-                .await?;
+                .await
+                .map_err(ReplayError::Progress)?;
         }
         Ok(progress)
     }
@@ -1382,6 +1408,8 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         invocation_id: &str,
     ) -> Result<serde_json::Value, ReplayError> {
         match event {
+            // Parsing validated it.
+            ReplayEvent::Validate { .. } => Ok(serde_json::json!({ "valid": true })),
             ReplayEvent::Plan { request } => {
                 let run_id = request
                     .run_id

@@ -926,3 +926,53 @@ async fn a_step_out_of_time_in_endless_retries_keeps_the_settled_records_and_sto
     assert!(progress.function_errors >= 1);
     assert_eq!(progress.failed_records, 0);
 }
+
+#[tokio::test]
+async fn validate_checks_the_whole_request_before_any_work() {
+    let replayer = replayer();
+    let request = serde_json::to_value(manifest_request()).unwrap();
+    let event = ReplayEvent::parse(
+        &serde_json::to_vec(&serde_json::json!({"action": "validate", "request": request}))
+            .unwrap(),
+    )
+    .unwrap();
+    let answer = replayer.handle(event, far(), "r").await.unwrap();
+    assert_eq!(answer, serde_json::json!({"valid": true}));
+    // Nothing was read or invoked.
+    assert!(replayer.buckets.0.objects().is_empty());
+    assert_eq!(*replayer.targets.invokes.lock().unwrap(), 0);
+    let mut bad = request.clone();
+    bad["options"]["BatchSize"] = 0.into();
+    let error = ReplayEvent::parse(
+        &serde_json::to_vec(&serde_json::json!({"action": "validate", "request": bad})).unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(error.field, "options.BatchSize");
+}
+
+#[test]
+fn rejected_invokes_are_not_retried_by_the_state_machine() {
+    let rejected = ReplayError::Delivery(DeliveryError::Invoke(InvokeError::Fatal {
+        message: "AccessDeniedException".into(),
+        source: "denied".into(),
+    }));
+    assert_eq!(rejected.error_type(), "InvokeRejected");
+    let throttled = ReplayError::Delivery(DeliveryError::Invoke(InvokeError::Retryable {
+        message: "TooManyRequestsException".into(),
+    }));
+    assert_eq!(throttled.error_type(), "InvokeFailed");
+    let asl: serde_json::Value =
+        serde_json::from_str(include_str!("../../../statemachines/replay.asl.json")).unwrap();
+    let step = &asl["States"]["ReplayGroups"]["ItemProcessor"]["States"]["ReplayShards"]["ItemProcessor"]
+        ["States"]["Step"];
+    let retried: Vec<&str> = step["Retry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["ErrorEquals"].as_array().unwrap())
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(retried.contains(&"InvokeFailed"));
+    assert!(!retried.contains(&"InvokeRejected"));
+    assert!(!retried.contains(&"InvalidRequest"));
+}
