@@ -1349,7 +1349,15 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                 shard_id: shard_id.clone(),
                 key: key.clone(),
             };
-            let bytes = store.get(&key).await.map_err(|_| unfinished())?;
+            // Only a missing progress file means the shard did not finish; a
+            // read that failed (throttled, denied) is retried as such.
+            let bytes = store.get(&key).await.map_err(|error| {
+                if error.is_not_found() {
+                    unfinished()
+                } else {
+                    ReplayError::Store(error)
+                }
+            })?;
             let progress: ShardReplay = serde_json::from_slice(&bytes).map_err(|_| unfinished())?;
             let dlq_keys = match (&request.dlq, request.dlq_folder(run_id, shard_id)) {
                 (Some(DlqLocation::S3 { bucket, .. }), Some(folder))

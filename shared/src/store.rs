@@ -33,6 +33,25 @@ pub struct StoreError {
 }
 
 /// Where finished objects go.
+impl StoreError {
+    /// Whether the object isn't there (S3 `NoSuchKey`, a missing file), as
+    /// opposed to a read that failed.
+    pub fn is_not_found(&self) -> bool {
+        let source = self.source.as_ref();
+        if let Some(error) = source.downcast_ref::<aws_sdk_s3::error::SdkError<
+            aws_sdk_s3::operation::get_object::GetObjectError,
+        >>() {
+            return error
+                .as_service_error()
+                .is_some_and(aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key);
+        }
+        if let Some(error) = source.downcast_ref::<std::io::Error>() {
+            return error.kind() == std::io::ErrorKind::NotFound;
+        }
+        self.message == "NoSuchKey"
+    }
+}
+
 pub trait ObjectStore: Send + Sync {
     fn put(&self, object: PutObject) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -397,6 +416,28 @@ mod tests {
                 .starts_with("putting s3://b/archive/k.jsonl.gz failed: "),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_missing_object_is_told_from_a_failed_read() {
+        let rule = mock!(aws_sdk_s3::Client::get_object)
+            .sequence()
+            .http_status(
+                404,
+                Some("<Error><Code>NoSuchKey</Code><Message>gone</Message></Error>".into()),
+            )
+            .http_status(
+                403,
+                Some("<Error><Code>AccessDenied</Code><Message>no</Message></Error>".into()),
+            )
+            .build();
+        let client = mock_client!(aws_sdk_s3, RuleMode::Sequential, [&rule], |c| c
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
+        let store = S3Store::new(client, "b");
+        assert!(store.get("missing").await.unwrap_err().is_not_found());
+        assert!(!store.get("denied").await.unwrap_err().is_not_found());
+        let dir = DirStore::new(std::env::temp_dir().join("rewind-no-such-folder"));
+        assert!(dir.get("missing").await.unwrap_err().is_not_found());
     }
 
     #[tokio::test]
