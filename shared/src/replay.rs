@@ -817,7 +817,7 @@ pub enum ReplayError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("reading the source failed: {0}")]
-    Source(String),
+    Source(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     Dynamo(#[from] ReadError),
     #[error("{key}: not a scrape manifest: {source}")]
@@ -1238,7 +1238,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                 while let Some(records) = scan
                     .next_batch(&store)
                     .await
-                    .map_err(|e| ReplayError::Source(e.to_string()))?
+                    .map_err(|e| ReplayError::Source(Box::new(e)))?
                 {
                     if !sink.take(records, &mut progress).await? {
                         finished = false;
@@ -1643,7 +1643,7 @@ async fn replay_manifest_shard<
         let mut records = Vec::new();
         read_shard_chunks(store, &one, |r| records.push(r))
             .await
-            .map_err(|e| ReplayError::Source(e.to_string()))?;
+            .map_err(|e| ReplayError::Source(Box::new(e)))?;
         if !sink.take(records, progress).await? {
             return Ok(false);
         }
