@@ -810,34 +810,16 @@ async fn replay(
         window.0, window.1
     ));
     let begun = Instant::now();
-    let execution_arn = clients
-        .sfn
-        .start_execution()
-        .state_machine_arn(&machine_arn)
-        .name(&run_id)
-        .input(input.to_string())
-        .send()
-        .await
-        .context("starting the replay execution")?
-        .execution_arn()
-        .to_owned();
-    let described = loop {
-        let described = clients
-            .sfn
-            .describe_execution()
-            .execution_arn(&execution_arn)
-            .send()
-            .await
-            .with_context(|| format!("describing {execution_arn}"))?;
-        if *described.status() != ExecutionStatus::Running {
-            break described;
-        }
-        anyhow::ensure!(
-            begun.elapsed() < EXECUTION_LIMIT,
-            "{execution_arn} still running after {EXECUTION_LIMIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let described = statemachine::execute(
+        &clients.sfn,
+        &machine_arn,
+        &run_id,
+        &input.to_string(),
+        EXECUTION_LIMIT,
+    )
+    .await
+    .context("running the replay execution")?;
+    let execution_arn = described.execution_arn().to_owned();
     anyhow::ensure!(
         *described.status() == ExecutionStatus::Succeeded,
         "the replay execution {execution_arn} ended {}: {} {} (logs: {})",

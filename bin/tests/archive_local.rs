@@ -1,14 +1,11 @@
 //! `rewind archive scan | query` against the local stack (moto's S3 and
 //! DynamoDB), reading what the archiver's engine wrote.
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
-use aws_sdk_s3::config::Credentials;
 use rewind_engine::archive::{self, ArchiveLayout};
 use rewind_engine::chunk;
 use rewind_engine::dynamo::{ArchiveMode, DynamoArchive, StreamSettings};
@@ -16,6 +13,9 @@ use rewind_engine::record::{ArrivalTime, Record};
 use rewind_engine::seqno::SequenceNumber;
 use rewind_engine::store::S3Store;
 use rewind_local::{Layout, LocalStack, Options};
+
+mod common;
+use common::{rewind, sdk_config};
 
 // 2024-11-22T00:59:59.000Z: windows cross an hour partition.
 const BEFORE_HOUR: i64 = 1_732_237_199_000;
@@ -40,17 +40,6 @@ fn record(shard: u32, i: u32, millis: i64, key: &str) -> Record {
     }
 }
 
-fn rewind(endpoint: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rewind"))
-        .args(args)
-        .args(["--endpoint-url", endpoint, "--region", "us-east-1"])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_and_query_the_archive() {
     let layout = Layout::current().expect("inside the workspace");
@@ -58,12 +47,7 @@ async fn scan_and_query_the_archive() {
         .await
         .expect("local stack");
     let endpoint = stack.endpoint_url();
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(&endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await;
+    let config = sdk_config(&endpoint).await;
     let s3 = aws_sdk_s3::Client::new(&config);
     let bucket = format!("archive-{}", std::process::id());
     s3.create_bucket().bucket(&bucket).send().await.unwrap();

@@ -4,26 +4,12 @@
 //! bisected down to it and discarded after its retries, everything else
 //! accepted once; bad settings refused before anything connects.
 
-use std::time::Duration;
-
-use assert_cmd::Command;
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_kinesis::config::Credentials;
 use aws_sdk_kinesis::primitives::Blob;
 use rewind_local::{Layout, LocalStack, Options};
 use serde_json::Value;
 
-fn rewind(endpoint: &str, args: &[&str]) -> std::process::Output {
-    Command::cargo_bin("rewind")
-        .unwrap()
-        .args(args)
-        .args(["--endpoint-url", endpoint, "--region", "us-east-1"])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{create_stream, rewind, sdk_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_is_delivered_to_a_function_until_idle() {
@@ -53,38 +39,9 @@ async fn a_stream_is_delivered_to_a_function_until_idle() {
     let out = rewind(&endpoint, &["local", "mapping", "--stream", "s"]);
     assert_eq!(out.status.code(), Some(2), "--function is required");
 
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(&endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await;
-    let kinesis = aws_sdk_kinesis::Client::new(&config);
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk_config(&endpoint).await);
     let stream = format!("cli-mapping-{}", std::process::id());
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(1)
-        .send()
-        .await
-        .unwrap();
-    for _ in 0..100 {
-        let d = kinesis
-            .describe_stream_summary()
-            .stream_name(&stream)
-            .send()
-            .await
-            .unwrap();
-        if d.stream_description_summary()
-            .unwrap()
-            .stream_status()
-            .as_str()
-            == "ACTIVE"
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    create_stream(&kinesis, &stream, 1).await;
     for i in 0..40 {
         let data = if i == 17 {
             "POISON 17".to_owned()

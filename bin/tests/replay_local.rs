@@ -6,12 +6,7 @@
 //! requests and flags fail with exit code 2 before anything is sent.
 
 use std::path::Path;
-use std::process::Output;
-use std::time::Duration;
 
-use assert_cmd::Command;
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_kinesis::config::Credentials;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use rewind_engine::Record;
 use rewind_engine::chunk::{ChunkWriter, Compression};
@@ -19,6 +14,9 @@ use rewind_engine::record::ArrivalTime;
 use rewind_engine::seqno::SequenceNumber;
 use rewind_local::{Layout, LocalStack, Options};
 use serde_json::{Value, json};
+
+mod common;
+use common::{create_stream, rewind, sdk_config};
 
 fn records(stream: &str, shard: &str, n: usize, marked: &[usize]) -> Vec<Record> {
     (0..n)
@@ -52,18 +50,6 @@ fn write(path: &Path, records: &[Record]) {
         writer.write(r).unwrap();
     }
     std::fs::write(path, writer.finish().unwrap().0).unwrap();
-}
-
-fn rewind(endpoint: &str, args: &[&str]) -> Output {
-    Command::cargo_bin("rewind")
-        .unwrap()
-        .args(args)
-        .args(["--endpoint-url", endpoint, "--region", "us-east-1"])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,38 +132,9 @@ async fn files_are_replayed_to_a_function_and_reinjected_onto_a_stream() {
     assert_eq!(delivered, 28);
 
     // Re-inject the same files onto a stream.
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(&endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await;
-    let kinesis = aws_sdk_kinesis::Client::new(&config);
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk_config(&endpoint).await);
     let target = format!("cli-reinject-{}", std::process::id());
-    kinesis
-        .create_stream()
-        .stream_name(&target)
-        .shard_count(1)
-        .send()
-        .await
-        .unwrap();
-    for _ in 0..100 {
-        let d = kinesis
-            .describe_stream_summary()
-            .stream_name(&target)
-            .send()
-            .await
-            .unwrap();
-        if d.stream_description_summary()
-            .unwrap()
-            .stream_status()
-            .as_str()
-            == "ACTIVE"
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    create_stream(&kinesis, &target, 1).await;
     let mut args = vec![
         "reinject",
         "--stream",

@@ -2,15 +2,13 @@
 //! enforced): every record put is in the output folder's chunks, once, in
 //! order, and the manifest says so.
 
-use std::process::Command;
-use std::time::Duration;
-
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_kinesis::config::Credentials;
 use aws_sdk_kinesis::primitives::Blob;
 use rewind_engine::chunk;
 use rewind_engine::scrape::Manifest;
 use rewind_local::{Layout, LocalStack, Options};
+
+mod common;
+use common::{create_stream, rewind, sdk_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrape_a_stream_into_a_local_folder() {
@@ -19,38 +17,9 @@ async fn scrape_a_stream_into_a_local_folder() {
         .await
         .expect("local stack");
     let endpoint = stack.endpoint_url();
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(&endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await;
-    let kinesis = aws_sdk_kinesis::Client::new(&config);
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk_config(&endpoint).await);
     let stream = format!("cli-scrape-{}", std::process::id());
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(1)
-        .send()
-        .await
-        .unwrap();
-    for _ in 0..100 {
-        let d = kinesis
-            .describe_stream_summary()
-            .stream_name(&stream)
-            .send()
-            .await
-            .unwrap();
-        if d.stream_description_summary()
-            .unwrap()
-            .stream_status()
-            .as_str()
-            == "ACTIVE"
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    create_stream(&kinesis, &stream, 1).await;
     let mut put = Vec::new();
     for i in 0..30u8 {
         let data = vec![i, 0, 255, b'x'];
@@ -82,17 +51,19 @@ async fn scrape_a_stream_into_a_local_folder() {
     )
     .unwrap();
     let out_dir = dir.join("out");
-    let output = Command::new(env!("CARGO_BIN_EXE_rewind"))
-        .args(["scrape", "--json", "--chunk-records", "10", "--request"])
-        .arg(&request)
-        .arg("--out")
-        .arg(&out_dir)
-        .args(["--endpoint-url", &endpoint, "--region", "us-east-1"])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env_remove("AWS_PROFILE")
-        .output()
-        .unwrap();
+    let output = rewind(
+        &endpoint,
+        &[
+            "scrape",
+            "--json",
+            "--chunk-records",
+            "10",
+            "--request",
+            request.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
     stack.stop().await;
     assert!(
         output.status.success(),

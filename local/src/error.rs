@@ -83,6 +83,14 @@ pub enum Error {
     #[error(transparent)]
     Template(#[from] crate::statemachine::TemplateError),
 
+    #[error("execution {name} of the local stack's Step Functions: {message}")]
+    Execution {
+        name: String,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
     #[error("could not create state machine {name} in the local stack")]
     CreateStateMachine {
         name: String,

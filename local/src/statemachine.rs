@@ -181,6 +181,49 @@ pub async fn create(
     Ok(output.state_machine_arn().to_owned())
 }
 
+/// Starts execution `name` of `machine` with `input` and polls it until it
+/// is no longer running (at most `limit`); returns how it ended, whatever
+/// that is (the caller judges the status).
+pub async fn execute(
+    client: &aws_sdk_sfn::Client,
+    machine: &str,
+    name: &str,
+    input: &str,
+    limit: std::time::Duration,
+) -> Result<aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput, Error> {
+    let failed = |message: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| {
+        Error::Execution {
+            name: name.to_owned(),
+            message,
+            source,
+        }
+    };
+    let execution = client
+        .start_execution()
+        .state_machine_arn(machine)
+        .name(name)
+        .input(input)
+        .send()
+        .await
+        .map_err(|e| failed("could not start it".to_owned(), Some(Box::new(e))))?;
+    let started = std::time::Instant::now();
+    loop {
+        let described = client
+            .describe_execution()
+            .execution_arn(execution.execution_arn())
+            .send()
+            .await
+            .map_err(|e| failed("could not describe it".to_owned(), Some(Box::new(e))))?;
+        if *described.status() != aws_sdk_sfn::types::ExecutionStatus::Running {
+            return Ok(described);
+        }
+        if started.elapsed() >= limit {
+            return Err(failed(format!("still running after {limit:?}"), None));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 /// Replaces each `${Name}` through `lookup`; `${!Literal}` keeps `${Literal}`
 /// as CloudFormation does. Fails with the first name without a value.
 fn substitute(

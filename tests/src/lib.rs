@@ -195,29 +195,8 @@ pub async fn execute(
     limit: Duration,
 ) -> anyhow::Result<serde_json::Value> {
     use aws_sdk_sfn::types::ExecutionStatus;
-    let execution = sfn
-        .start_execution()
-        .state_machine_arn(machine)
-        .name(name)
-        .input(input.to_string())
-        .send()
-        .await?;
-    let started = Instant::now();
-    let described = loop {
-        let described = sfn
-            .describe_execution()
-            .execution_arn(execution.execution_arn())
-            .send()
-            .await?;
-        if *described.status() != ExecutionStatus::Running {
-            break described;
-        }
-        anyhow::ensure!(
-            started.elapsed() < limit,
-            "execution {name} still running after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let described =
+        rewind_local::statemachine::execute(sfn, machine, name, &input.to_string(), limit).await?;
     anyhow::ensure!(
         *described.status() == ExecutionStatus::Succeeded,
         "execution {name}: {:?} {:?} {:?}",
