@@ -282,3 +282,18 @@ pub async fn put_all(
     }
     Ok(accepted)
 }
+
+/// Creates `stream` with `shards` shards and waits until it is active.
+pub async fn create_stream(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shards: i32,
+) -> anyhow::Result<()> {
+    kinesis
+        .create_stream()
+        .stream_name(stream)
+        .shard_count(shards)
+        .send()
+        .await?;
+    wait_active(kinesis, stream).await
+}

@@ -39,7 +39,7 @@ use rewind_engine::store::{ObjectReader, S3Store};
 use rewind_engine::{ArrivalTime, Record, chunk};
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
 use rewind_local::{Fault, FaultKind};
-use rewind_tests::{put_all, s3_client, unique, wait_active};
+use rewind_tests::{create_stream, put_all, s3_client, unique};
 
 use crate::stack;
 
@@ -202,13 +202,7 @@ async fn archiver_keeps_every_record_once_through_retries_and_bisects() -> anyho
     let started_at = wall_clock();
 
     let stream = unique("archiver");
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(3)
-        .send()
-        .await?;
-    wait_active(&kinesis, &stream).await?;
+    create_stream(&kinesis, &stream, 3).await?;
 
     // Plain records: binary payloads, partition keys spread over the shards.
     let plain: Vec<(String, Vec<u8>)> = (0..120)

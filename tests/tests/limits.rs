@@ -5,19 +5,13 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use rewind_local::{Fault, FaultKind};
-use rewind_tests::{unique, wait_active};
+use rewind_tests::{create_stream, unique};
 
 use crate::stack;
 
 async fn one_shard_stream(kinesis: &Client) -> anyhow::Result<(String, String)> {
     let name = unique("limits");
-    kinesis
-        .create_stream()
-        .stream_name(&name)
-        .shard_count(1)
-        .send()
-        .await?;
-    wait_active(kinesis, &name).await?;
+    create_stream(kinesis, &name, 1).await?;
     let shards = kinesis.list_shards().stream_name(&name).send().await?;
     let shard = shards.shards()[0].shard_id().to_owned();
     Ok((name, shard))

@@ -27,7 +27,7 @@ use rewind_engine::seqno::SequenceNumber;
 use rewind_engine::shard::{KinesisSource, StartPosition};
 use rewind_engine::store::S3Store;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
-use rewind_tests::{put_all, s3_client, unique, wait_active};
+use rewind_tests::{create_stream, put_all, s3_client, unique, wait_active};
 
 use crate::stack;
 
@@ -69,13 +69,7 @@ async fn mapping_archives_every_record_once_across_a_reshard() -> anyhow::Result
     let started_at = wall_clock();
 
     let stream = unique("mapping");
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(2)
-        .send()
-        .await?;
-    wait_active(&kinesis, &stream).await?;
+    create_stream(&kinesis, &stream, 2).await?;
     let mut oracle = Oracle::new();
     put(&kinesis, &stream, 0, 150, &mut oracle).await?;
 

@@ -26,7 +26,7 @@ use rewind_engine::seqno::SequenceNumber;
 use rewind_local::stack::{LOCAL_SCRAPER_CHUNK, LOCAL_SCRAPER_MAX_STEP_SECONDS};
 use rewind_local::statemachine::{self, Context};
 use rewind_local::{Fault, FaultKind};
-use rewind_tests::{execute, get_object, put_all, s3_client, unique, wait_active};
+use rewind_tests::{create_stream, execute, get_object, put_all, s3_client, unique, wait_active};
 use serde_json::{Value, json};
 
 use crate::stack;
@@ -80,13 +80,7 @@ impl Fixture {
         let machine = statemachine::create(&sfn, &unique(name), &definition).await?;
 
         let stream = unique(name);
-        kinesis
-            .create_stream()
-            .stream_name(&stream)
-            .shard_count(2)
-            .send()
-            .await?;
-        wait_active(&kinesis, &stream).await?;
+        create_stream(&kinesis, &stream, 2).await?;
         let mut fixture = Fixture {
             kinesis,
             s3,
