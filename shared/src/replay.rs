@@ -38,8 +38,10 @@
 //! A step hands records to the target in pieces of `BatchSize ×
 //! ParallelizationFactor` (500 for a stream) and stops handing them on, even
 //! inside a batch's retries, before its deadline; its continuation is the
-//! position of the last settled record. A step that fails (or is killed) is
-//! retried from the continuation it was given, so what it had delivered is
+//! position of the last settled record. Each settled piece is also saved as
+//! the shard's checkpoint (`<output prefix>/<runId>/<shardId>/_checkpoint.json`):
+//! a step that fails or is killed is retried from its continuation, and
+//! starts after the checkpoint, so only the piece it was in the middle of is
 //! delivered again: at least once, never skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1122,6 +1124,27 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         let stop_at = deadline
             .checked_sub(STEP_MARGIN.min(remaining / 3))
             .unwrap_or(deadline);
+        // Where the last attempt of this step got to: a step that failed or
+        // was killed after settling pieces left them in its checkpoint, and
+        // its retry (from the same continuation) starts after them.
+        let checkpoint_key = format!(
+            "{}/{}/_checkpoint.json",
+            request.progress_folder(run_id),
+            progress.shard_id
+        );
+        let output = self.buckets.bucket(&request.output().0);
+        match output.get(&checkpoint_key).await {
+            Ok(bytes) => {
+                if let Ok(saved) = serde_json::from_slice::<ShardReplay>(&bytes)
+                    && saved.shard_id == progress.shard_id
+                    && saved.last > progress.last
+                {
+                    progress = saved;
+                }
+            }
+            Err(error) if error.is_not_found() => {}
+            Err(error) => return Err(error.into()),
+        }
         progress.started_at.get_or_insert_with(now);
         let stream_arn = self.stream_arn(request).await?;
         let filters = request.options.filters()?;
@@ -1200,6 +1223,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             sent: 0,
             records_per_second: request.records_per_second,
             speedup,
+            checkpoint: (output, checkpoint_key),
         };
         let finished = match &request.source {
             ReplaySource::Manifest { bucket, key } => {
@@ -1483,7 +1507,7 @@ enum Deliver<'a, I, D, S> {
 
 /// Hands records to the target (or counts them, in a dry run) one piece at
 /// a time, at the request's pace, until the deadline.
-struct Sink<'a, I, D, S> {
+struct Sink<'a, I, D, S, W> {
     target: Deliver<'a, I, D, S>,
     filters: crate::filter::Filters,
     piece: usize,
@@ -1493,9 +1517,11 @@ struct Sink<'a, I, D, S> {
     sent: u64,
     records_per_second: Option<f64>,
     speedup: Option<f64>,
+    /// Where each settled piece's progress is saved, and the key.
+    checkpoint: (W, String),
 }
 
-impl<I: Invoker, D: FailureDestination, S: RecordSink> Sink<'_, I, D, S> {
+impl<I: Invoker, D: FailureDestination, S: RecordSink, W: ObjectStore> Sink<'_, I, D, S, W> {
     /// Takes the records after `progress.last`; `false` when the step must
     /// stop (the records not settled are taken again by the next step).
     async fn take(
@@ -1560,11 +1586,26 @@ impl<I: Invoker, D: FailureDestination, S: RecordSink> Sink<'_, I, D, S> {
             };
             self.sent += settled as u64;
             progress.settle(&piece[..settled], &report);
+            self.save(progress).await?;
             if unsettled.is_some() {
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Saves the progress of the pieces settled so far (see `step`).
+    async fn save(&self, progress: &ShardReplay) -> Result<(), ReplayError> {
+        let (store, key) = &self.checkpoint;
+        store
+            .put(PutObject {
+                key: key.clone(),
+                body: serde_json::to_vec(progress).expect("progress always serialises"),
+                content_type: "application/json",
+                content_encoding: None,
+            })
+            .await
+            .map_err(ReplayError::Progress)
     }
 
     /// Sleeps `wait`, unless that would pass the step's stop time: then
@@ -1622,11 +1663,12 @@ async fn replay_manifest_shard<
     I: Invoker,
     D: FailureDestination,
     S: RecordSink,
+    W: ObjectStore,
 >(
     store: &R,
     shard: &ManifestShard,
     progress: &mut ShardReplay,
-    sink: &mut Sink<'_, I, D, S>,
+    sink: &mut Sink<'_, I, D, S, W>,
 ) -> Result<bool, ReplayError> {
     for chunk in &shard.chunks {
         if progress

@@ -47,11 +47,20 @@ impl Buckets for Mem {
 struct Target {
     accepted: Arc<Mutex<Vec<Vec<Record>>>>,
     invokes: Arc<Mutex<u64>>,
+    /// The invoke with this number (from 1) fails as the call itself: the
+    /// step fails, as a killed one would.
+    broken_call: Arc<Mutex<Option<u64>>>,
 }
 
 impl Invoker for Target {
     async fn invoke(&self, payload: Vec<u8>) -> Result<Invocation, InvokeError> {
         *self.invokes.lock().unwrap() += 1;
+        if *self.broken_call.lock().unwrap() == Some(*self.invokes.lock().unwrap()) {
+            return Err(InvokeError::Fatal {
+                message: "connection reset".into(),
+                source: "connection reset".into(),
+            });
+        }
         let records = DeliveredEvent::from_slice(&payload).unwrap().records;
         let ok = Invocation {
             request_id: "req".into(),
@@ -975,4 +984,39 @@ fn rejected_invokes_are_not_retried_by_the_state_machine() {
     assert!(retried.contains(&"InvokeFailed"));
     assert!(!retried.contains(&"InvokeRejected"));
     assert!(!retried.contains(&"InvalidRequest"));
+}
+
+#[tokio::test]
+async fn a_failed_step_is_retried_from_its_last_settled_piece() {
+    let replayer = replayer();
+    let a = records("shardId-000000000000", 20, &[]);
+    write_scrape(
+        &replayer.buckets,
+        &[("shardId-000000000000", a.clone())],
+        20,
+    )
+    .await;
+    let request = manifest_request(); // BatchSize 4
+    // The third invoke breaks: two pieces (8 records) were settled.
+    *replayer.targets.broken_call.lock().unwrap() = Some(3);
+    let start = ShardReplay::new("shardId-000000000000");
+    let error = replayer
+        .step(&request, "run-1", &start, far())
+        .await
+        .unwrap_err();
+    assert_eq!(error.error_type(), "InvokeRejected");
+    // The state machine retries the step with the same continuation.
+    let progress = replayer
+        .step(&request, "run-1", &start, far())
+        .await
+        .unwrap();
+    assert!(progress.done);
+    assert_eq!(progress.records, 20);
+    assert_eq!(progress.delivered, 20);
+    let got = accepted(&replayer.targets);
+    let want: Vec<_> = a
+        .iter()
+        .map(|r| (r.shard_id.clone(), r.sequence_number.to_string()))
+        .collect();
+    assert_eq!(got, want, "each record accepted once");
 }
