@@ -737,6 +737,51 @@ impl DynamoReader {
         })
     }
 
+    /// The shards that hold `ALL` items of one partition key with sequence
+    /// numbers in `from..=to`: a query of the keys and `shardId` only, so a
+    /// plan doesn't read every record's data to learn them.
+    pub async fn shards_of(
+        &self,
+        stream: &str,
+        partition_key: &str,
+        from: Option<&SequenceNumber>,
+        to: Option<&SequenceNumber>,
+    ) -> Result<std::collections::BTreeSet<String>, ReadError> {
+        let zero = SequenceNumber::parse("0").expect("0 is a sequence number");
+        let max =
+            SequenceNumber::parse(&"9".repeat(MAX_DIGITS)).expect("129 nines is a sequence number");
+        let (low, high) = position_range(from.unwrap_or(&zero), to.unwrap_or(&max));
+        let mut shards = std::collections::BTreeSet::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
+                .projection_expression("shardId")
+                .expression_attribute_values(
+                    ":pk",
+                    AttributeValue::S(hash_key(stream, partition_key)),
+                )
+                .expression_attribute_values(":low", AttributeValue::S(low.clone()))
+                .expression_attribute_values(":high", AttributeValue::S(high.clone()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| self.request_error(e))?;
+            for item in output.items() {
+                if let Some(AttributeValue::S(shard)) = item.get("shardId") {
+                    shards.insert(shard.clone());
+                }
+            }
+            match output.last_evaluated_key() {
+                Some(next) => start = Some(next.clone()),
+                None => return Ok(shards),
+            }
+        }
+    }
+
     /// The `LATEST` item of one partition key.
     pub async fn latest(
         &self,

@@ -44,7 +44,7 @@
 //! starts after the checkpoint, so only the piece it was in the middle of is
 //! delivered again: at least once, never skipped.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -1067,26 +1067,15 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                 to_sequence_number,
                 ..
             } => {
-                let reader = self.dynamo(table)?;
-                let mut shards = BTreeSet::new();
-                let mut start = None;
-                loop {
-                    let page = reader
-                        .query(
-                            stream,
-                            partition_key,
-                            from_sequence_number.as_ref(),
-                            to_sequence_number.as_ref(),
-                            DYNAMODB_PAGE,
-                            start,
-                        )
-                        .await?;
-                    shards.extend(page.records.into_iter().map(|(r, _)| r.shard_id));
-                    match page.next {
-                        Some(next) => start = Some(next),
-                        None => break,
-                    }
-                }
+                let shards = self
+                    .dynamo(table)?
+                    .shards_of(
+                        stream,
+                        partition_key,
+                        from_sequence_number.as_ref(),
+                        to_sequence_number.as_ref(),
+                    )
+                    .await?;
                 (
                     self.local_stream_arn(stream),
                     one_group(shards.into_iter().collect()),
