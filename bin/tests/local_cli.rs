@@ -108,3 +108,17 @@ fn up_runs_the_stack_in_the_background_and_down_leaves_nothing() {
     let status = rewind(&["local", "status"]);
     assert!(!status.status.success(), "status after down");
 }
+
+#[test]
+fn bad_flags_of_local_and_demo_are_usage_errors() {
+    for args in [
+        &["local", "up", "--no-such-flag"][..],
+        &["local", "sideways"],
+        &["demo", "--records", "many"],
+    ] {
+        let out = rewind(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    }
+}
