@@ -307,9 +307,14 @@ fn planned(shards: &[(u32, &[u32])]) -> Vec<PlannedShard> {
         .collect()
 }
 
-async fn run_mapping(
+/// The one shard most tests poll.
+fn shard_0() -> Vec<PlannedShard> {
+    planned(&[(0, &[])])
+}
+
+async fn run_mapping<I: Invoker>(
     stream: &MemoryStream,
-    function: &Function,
+    invoker: &I,
     dlq: &Dlq,
     config: &MappingConfig,
     shards: Vec<PlannedShard>,
@@ -318,7 +323,7 @@ async fn run_mapping(
     let source = EventSource::new(STREAM_ARN, "arn:aws:iam::123456789012:role/consumer").unwrap();
     EventSourceMapping {
         source: stream,
-        invoker: function,
+        invoker,
         destination: dlq,
         event_source: &source,
         config,
@@ -326,6 +331,85 @@ async fn run_mapping(
     }
     .run(shards, shutdown)
     .await
+}
+
+/// A stream, the function it feeds and the on-failure destination: what
+/// every test sets up, so that each states only its own stream, function
+/// and settings.
+struct Rig {
+    stream: MemoryStream,
+    function: Function,
+    dlq: Dlq,
+}
+
+impl Rig {
+    fn new(stream: MemoryStream) -> Self {
+        Self::with(stream, Function::default())
+    }
+
+    fn with(stream: MemoryStream, function: Function) -> Self {
+        Self {
+            stream,
+            function,
+            dlq: Dlq::default(),
+        }
+    }
+
+    async fn run(
+        &self,
+        config: &MappingConfig,
+        shards: Vec<PlannedShard>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<MappingReport, MappingError> {
+        run_mapping(
+            &self.stream,
+            &self.function,
+            &self.dlq,
+            config,
+            shards,
+            shutdown,
+        )
+        .await
+    }
+
+    /// Shard 0 until the mapping stops by itself, which it must do cleanly.
+    async fn run_shard_0(&self, config: &MappingConfig) -> MappingReport {
+        self.run(config, shard_0(), std::future::pending())
+            .await
+            .unwrap()
+    }
+
+    fn invocations(&self) -> Vec<Vec<Record>> {
+        self.function.invocations.lock().unwrap().clone()
+    }
+
+    fn invocation_sizes(&self) -> Vec<usize> {
+        self.invocations().iter().map(Vec::len).collect()
+    }
+
+    fn acknowledged(&self) -> Vec<Record> {
+        self.function.acknowledged.lock().unwrap().clone()
+    }
+
+    fn acknowledged_sequences(&self) -> Vec<SequenceNumber> {
+        self.acknowledged()
+            .into_iter()
+            .map(|r| r.sequence_number)
+            .collect()
+    }
+
+    /// Every record of the stream acknowledged once, in order per shard.
+    fn assert_every_record_once(&self) {
+        assert_eq!(by_shard(&self.acknowledged()), self.stream.all_records());
+    }
+
+    fn failed(&self) -> Vec<FailureRecord> {
+        self.dlq.records.lock().unwrap().clone()
+    }
+
+    fn iterators(&self) -> Vec<(String, StartPosition)> {
+        self.stream.iterators.lock().unwrap().clone()
+    }
 }
 
 fn by_shard(records: &[Record]) -> BTreeMap<String, Vec<SequenceNumber>> {
@@ -336,6 +420,15 @@ fn by_shard(records: &[Record]) -> BTreeMap<String, Vec<SequenceNumber>> {
             .push(r.sequence_number.clone());
     }
     out
+}
+
+/// The first and last of `batches` holding a record of shard `n`.
+fn span<B: AsRef<[Record]>>(batches: &[B], n: u32) -> (usize, usize) {
+    let holds = |b: &B| b.as_ref().iter().any(|r| r.shard_id == shard_name(n));
+    (
+        batches.iter().position(holds).unwrap(),
+        batches.iter().rposition(holds).unwrap(),
+    )
 }
 
 fn shard_report(report: &MappingReport, n: u32) -> &ShardReport {
@@ -359,41 +452,24 @@ fn resharded() -> MemoryStream {
 
 #[tokio::test(start_paused = true)]
 async fn every_record_once_in_order_children_after_their_parents() {
-    let stream = resharded();
-    let function = Function::default();
-    let dlq = Dlq::default();
-    let config = config(4, 0);
-    let report = run_mapping(
-        &stream,
-        &function,
-        &dlq,
-        &config,
-        planned(&[(0, &[]), (1, &[])]),
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    let rig = Rig::new(resharded());
+    let report = rig
+        .run(
+            &config(4, 0),
+            planned(&[(0, &[]), (1, &[])]),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
     assert_eq!(report.stopped, Stopped::Idle);
 
-    // Every record once, in order per shard.
-    let acknowledged = function.acknowledged.lock().unwrap().clone();
-    assert_eq!(by_shard(&acknowledged), stream.all_records());
+    rig.assert_every_record_once();
     assert_eq!(report.records(), 38);
 
     // A child's first invocation comes after its parents' last.
-    let invocations = function.invocations.lock().unwrap().clone();
-    let first = |n: u32| {
-        invocations
-            .iter()
-            .position(|b| b.iter().any(|r| r.shard_id == shard_name(n)))
-            .unwrap()
-    };
-    let last = |n: u32| {
-        invocations
-            .iter()
-            .rposition(|b| b.iter().any(|r| r.shard_id == shard_name(n)))
-            .unwrap()
-    };
+    let invocations = rig.invocations();
+    let first = |n: u32| span(&invocations, n).0;
+    let last = |n: u32| span(&invocations, n).1;
     assert!(first(2) > last(0) && first(3) > last(0));
     assert!(first(4) > last(1) && first(4) > last(2));
     // One shard per invocation, at most BatchSize records; with no batching
@@ -433,52 +509,42 @@ async fn every_record_once_in_order_children_after_their_parents() {
             "{shard:?}"
         );
     }
-    assert!(dlq.records.lock().unwrap().is_empty());
+    assert!(rig.failed().is_empty());
     // Children discovered at their parents' end are read from their start.
-    let iterators = stream.iterators.lock().unwrap().clone();
-    assert!(iterators.contains(&(shard_name(4), StartPosition::TrimHorizon)));
+    assert!(
+        rig.iterators()
+            .contains(&(shard_name(4), StartPosition::TrimHorizon))
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn listed_children_wait_for_their_parents_and_all_closed_ends_the_run() {
     // Every shard closed: the mapping ends by itself once all are read.
-    let stream = MemoryStream::new(4)
-        .shard(0, 6, &[(2, &[0, 1])])
-        .shard(1, 5, &[(2, &[0, 1])])
-        .shard(2, 8, &[(3, &[2])])
-        .shard(3, 3, &[])
-        .close(3);
-    let function = Function::default();
-    let dlq = Dlq::default();
+    let rig = Rig::new(
+        MemoryStream::new(4)
+            .shard(0, 6, &[(2, &[0, 1])])
+            .shard(1, 5, &[(2, &[0, 1])])
+            .shard(2, 8, &[(3, &[2])])
+            .shard(3, 3, &[])
+            .close(3),
+    );
     let mut config = config(100, 0);
     config.idle_exit = None;
-    let report = run_mapping(
-        &stream,
-        &function,
-        &dlq,
-        &config,
-        // Listed children first: the lineage, not the list, sets the order.
-        planned(&[(3, &[2]), (2, &[0, 1]), (1, &[]), (0, &[])]),
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    let report = rig
+        .run(
+            &config,
+            // Listed children first: the lineage, not the list, sets the order.
+            planned(&[(3, &[2]), (2, &[0, 1]), (1, &[]), (0, &[])]),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
     assert_eq!(report.stopped, Stopped::AllShardsEnded);
-    let acknowledged = function.acknowledged.lock().unwrap().clone();
-    assert_eq!(by_shard(&acknowledged), stream.all_records());
-    let shard_order: Vec<String> = acknowledged.iter().map(|r| r.shard_id.clone()).collect();
-    let last_of = |n: u32| {
-        shard_order
-            .iter()
-            .rposition(|s| *s == shard_name(n))
-            .unwrap()
-    };
-    let first_of = |n: u32| {
-        shard_order
-            .iter()
-            .position(|s| *s == shard_name(n))
-            .unwrap()
-    };
+    rig.assert_every_record_once();
+    // In the order acknowledged, record by record.
+    let acknowledged: Vec<[Record; 1]> = rig.acknowledged().into_iter().map(|r| [r]).collect();
+    let first_of = |n: u32| span(&acknowledged, n).0;
+    let last_of = |n: u32| span(&acknowledged, n).1;
     assert!(first_of(2) > last_of(0) && first_of(2) > last_of(1));
     assert!(first_of(3) > last_of(2));
     assert!(report.shards.iter().all(|s| s.status == ShardStatus::Ended));
@@ -488,36 +554,16 @@ async fn listed_children_wait_for_their_parents_and_all_closed_ends_the_run() {
 async fn the_batching_window_fills_batches_up_to_batch_size() {
     // 10 records behind the tip, then 2 more later: with a window, pages of
     // 3 are gathered into batches of 4; the 2 late ones wait out the window.
-    let stream = MemoryStream::new(3).shard(0, 10, &[]);
-    let function = Function::default();
-    let dlq = Dlq::default();
+    let rig = Rig::new(MemoryStream::new(3).shard(0, 10, &[]));
     let mut config = config(4, 2_000);
     config.idle_exit = Some(Duration::from_secs(60));
     let late = async {
         tokio::time::sleep(Duration::from_secs(30)).await;
-        stream.append(0, 2, 1_700_000_050_000);
+        rig.stream.append(0, 2, 1_700_000_050_000);
     };
-    let (report, ()) = tokio::join!(
-        run_mapping(
-            &stream,
-            &function,
-            &dlq,
-            &config,
-            planned(&[(0, &[])]),
-            std::future::pending(),
-        ),
-        late
-    );
-    let report = report.unwrap();
-    let sizes: Vec<usize> = function
-        .invocations
-        .lock()
-        .unwrap()
-        .iter()
-        .map(Vec::len)
-        .collect();
+    let (report, ()) = tokio::join!(rig.run_shard_0(&config), late);
     // 4 + 4 full; 2 left at the tip wait the window; the late 2 likewise.
-    assert_eq!(sizes, [4, 4, 2, 2]);
+    assert_eq!(rig.invocation_sizes(), [4, 4, 2, 2]);
     let shard = shard_report(&report, 0);
     assert_eq!(
         (shard.records, shard.batches, shard.invocations),
@@ -528,22 +574,11 @@ async fn the_batching_window_fills_batches_up_to_batch_size() {
 
 #[tokio::test(start_paused = true)]
 async fn parallelization_factor_gathers_one_batch_per_lane() {
-    let stream = MemoryStream::new(100).shard(0, 40, &[]);
-    let function = Function::default();
-    let dlq = Dlq::default();
+    let rig = Rig::new(MemoryStream::new(100).shard(0, 40, &[]));
     let mut config = config(5, 0);
     config.options.parallelization_factor = 3;
-    let report = run_mapping(
-        &stream,
-        &function,
-        &dlq,
-        &config,
-        planned(&[(0, &[])]),
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
-    let invocations = function.invocations.lock().unwrap().clone();
+    let report = rig.run_shard_0(&config).await;
+    let invocations = rig.invocations();
     assert!(invocations.iter().all(|b| b.len() <= 5));
     // Gathered 15 at a time (one poll each, limited to the room left).
     assert_eq!(shard_report(&report, 0).batches, 3);
@@ -559,7 +594,7 @@ async fn parallelization_factor_gathers_one_batch_per_lane() {
         assert!(sequences.windows(2).all(|w| w[0] < w[1]));
     }
     assert_eq!(
-        by_shard(&function.acknowledged.lock().unwrap())
+        by_shard(&rig.acknowledged())
             .values()
             .map(Vec::len)
             .sum::<usize>(),
@@ -569,27 +604,19 @@ async fn parallelization_factor_gathers_one_batch_per_lane() {
 
 #[tokio::test(start_paused = true)]
 async fn failing_batches_are_retried_bisected_and_sent_to_the_destination() {
-    let stream = MemoryStream::new(10).shard(0, 20, &[]);
     let poison = sequence(0, 7);
-    let function = Function {
-        poison: [poison.clone()].into(),
-        ..Function::default()
-    };
-    let dlq = Dlq::default();
+    let rig = Rig::with(
+        MemoryStream::new(10).shard(0, 20, &[]),
+        Function {
+            poison: [poison.clone()].into(),
+            ..Function::default()
+        },
+    );
     let mut config = config(10, 0);
     config.options.maximum_retry_attempts = 1;
     config.options.bisect_batch_on_function_error = true;
-    let report = run_mapping(
-        &stream,
-        &function,
-        &dlq,
-        &config,
-        planned(&[(0, &[])]),
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
-    let failed = dlq.records.lock().unwrap().clone();
+    let report = rig.run_shard_0(&config).await;
+    let failed = rig.failed();
     assert_eq!(failed.len(), 1);
     let info = &failed[0].kinesis_batch_info;
     assert_eq!(
@@ -604,87 +631,52 @@ async fn failing_batches_are_retried_bisected_and_sent_to_the_destination() {
     assert_eq!(shard.failed_batches, 1);
     assert_eq!(shard.failure_locations, ["dlq-1"]);
     assert!(shard.function_errors >= 4, "{shard:?}");
-    assert_eq!(
-        shard.invocations,
-        function.invocations.lock().unwrap().len() as u64
-    );
+    assert_eq!(shard.invocations, rig.invocations().len() as u64);
     // The checkpoint passes the failed record only once it is in the
     // destination.
     assert_eq!(shard.checkpoint, Some(sequence(0, 19)));
-    let acknowledged: Vec<SequenceNumber> = function
-        .acknowledged
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| r.sequence_number.clone())
-        .collect();
+    let acknowledged = rig.acknowledged_sequences();
     assert!(!acknowledged.contains(&poison));
     assert_eq!(acknowledged.len(), 19);
 }
 
 #[tokio::test(start_paused = true)]
 async fn partial_batch_responses_resume_from_the_reported_record() {
-    let stream = MemoryStream::new(10).shard(0, 10, &[]);
-    let function = Function {
-        poison: [sequence(0, 6)].into(),
-        partial: true,
-        ..Function::default()
-    };
-    let dlq = Dlq::default();
+    let rig = Rig::with(
+        MemoryStream::new(10).shard(0, 10, &[]),
+        Function {
+            poison: [sequence(0, 6)].into(),
+            partial: true,
+            ..Function::default()
+        },
+    );
     let mut config = config(10, 0);
     config.options.maximum_retry_attempts = 2;
     config.options.function_response_types = vec![FunctionResponseType::ReportBatchItemFailures];
-    let report = run_mapping(
-        &stream,
-        &function,
-        &dlq,
-        &config,
-        planned(&[(0, &[])]),
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
-    let sizes: Vec<usize> = function
-        .invocations
-        .lock()
-        .unwrap()
-        .iter()
-        .map(Vec::len)
-        .collect();
+    let report = rig.run_shard_0(&config).await;
     // 10, then from the reported record: 4, 4 (retries), then to the DLQ.
-    assert_eq!(sizes, [10, 4, 4]);
+    assert_eq!(rig.invocation_sizes(), [10, 4, 4]);
     let shard = shard_report(&report, 0);
     assert_eq!((shard.delivered, shard.failed_records), (6, 4));
 }
 
 #[tokio::test(start_paused = true)]
 async fn throttles_and_expired_iterators_lose_nothing() {
-    let stream = MemoryStream {
-        throttle: [2, 3, 7].into(),
-        expire: [5, 9].into(),
-        ..MemoryStream::new(2)
-    }
-    .shard(0, 9, &[(1, &[0])])
-    .shard(1, 6, &[]);
-    let function = Function::default();
-    let dlq = Dlq::default();
-    let config = config(3, 0);
-    let report = run_mapping(
-        &stream,
-        &function,
-        &dlq,
-        &config,
-        planned(&[(0, &[])]),
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
-    let acknowledged = function.acknowledged.lock().unwrap().clone();
-    assert_eq!(by_shard(&acknowledged), stream.all_records());
+    let rig = Rig::new(
+        MemoryStream {
+            throttle: [2, 3, 7].into(),
+            expire: [5, 9].into(),
+            ..MemoryStream::new(2)
+        }
+        .shard(0, 9, &[(1, &[0])])
+        .shard(1, 6, &[]),
+    );
+    let report = rig.run_shard_0(&config(3, 0)).await;
+    rig.assert_every_record_once();
     let throttles: u64 = report.shards.iter().map(|s| s.throttles).sum();
     assert_eq!(throttles, 3);
     // Re-acquired after the last record read, never from the start again.
-    let iterators = stream.iterators.lock().unwrap().clone();
+    let iterators = rig.iterators();
     assert!(iterators.len() >= 4, "{iterators:?}");
     assert!(
         iterators[1..]
@@ -699,95 +691,61 @@ async fn throttles_and_expired_iterators_lose_nothing() {
 async fn shutdown_stops_a_blocked_shard_without_checkpointing_its_batch() {
     // Retries forever (-1): the batch holding the poison record blocks the
     // shard until shutdown; the earlier batch stays checkpointed.
-    let stream = MemoryStream::new(5).shard(0, 10, &[]);
-    let function = Function {
-        poison: [sequence(0, 7)].into(),
-        ..Function::default()
-    };
-    let dlq = Dlq::default();
-    let config = config(5, 0);
-    let report = run_mapping(
-        &stream,
-        &function,
-        &dlq,
-        &config,
-        planned(&[(0, &[])]),
-        tokio::time::sleep(Duration::from_secs(2)),
-    )
-    .await
-    .unwrap();
+    let rig = Rig::with(
+        MemoryStream::new(5).shard(0, 10, &[]),
+        Function {
+            poison: [sequence(0, 7)].into(),
+            ..Function::default()
+        },
+    );
+    let report = rig
+        .run(
+            &config(5, 0),
+            shard_0(),
+            tokio::time::sleep(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap();
     assert_eq!(report.stopped, Stopped::Shutdown);
     let shard = shard_report(&report, 0);
     assert_eq!(shard.checkpoint, Some(sequence(0, 4)));
     assert_eq!((shard.records, shard.in_flight), (5, 5));
-    assert!(function.invocations.lock().unwrap().len() > 3);
-    assert!(dlq.records.lock().unwrap().is_empty());
+    assert!(rig.invocations().len() > 3);
+    assert!(rig.failed().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
 async fn latest_and_at_timestamp_start_where_asked() {
     // LATEST: only what arrives after the mapping started.
-    let stream = MemoryStream::new(10).shard(0, 6, &[]);
-    let function = Function::default();
-    let dlq = Dlq::default();
+    let rig = Rig::new(MemoryStream::new(10).shard(0, 6, &[]));
     let mut config = config(10, 0);
     config.starting_position = StartPosition::Latest;
     let later = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        stream.append(0, 3, 1_700_000_060_000);
+        rig.stream.append(0, 3, 1_700_000_060_000);
     };
-    let (report, ()) = tokio::join!(
-        run_mapping(
-            &stream,
-            &function,
-            &dlq,
-            &config,
-            planned(&[(0, &[])]),
-            std::future::pending(),
-        ),
-        later
+    let (report, ()) = tokio::join!(rig.run_shard_0(&config), later);
+    assert_eq!(
+        rig.acknowledged_sequences(),
+        [sequence(0, 6), sequence(0, 7), sequence(0, 8)]
     );
-    let got: Vec<SequenceNumber> = function
-        .acknowledged
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| r.sequence_number.clone())
-        .collect();
-    assert_eq!(got, [sequence(0, 6), sequence(0, 7), sequence(0, 8)]);
-    assert_eq!(shard_report(&report.unwrap(), 0).records, 3);
+    assert_eq!(shard_report(&report, 0).records, 3);
 
     // AT_TIMESTAMP: from the first record that arrived at or after it.
-    let stream = MemoryStream::new(10).shard(0, 8, &[]);
-    let function = Function::default();
+    let rig = Rig::new(MemoryStream::new(10).shard(0, 8, &[]));
     config.starting_position = StartPosition::AtTimestamp {
         timestamp: ArrivalTime::from_epoch_millis(1_700_000_000_005),
     };
-    run_mapping(
-        &stream,
-        &function,
-        &dlq,
-        &config,
-        planned(&[(0, &[])]),
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
-    let got: Vec<SequenceNumber> = function
-        .acknowledged
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| r.sequence_number.clone())
-        .collect();
-    assert_eq!(got, [sequence(0, 5), sequence(0, 6), sequence(0, 7)]);
+    rig.run_shard_0(&config).await;
+    assert_eq!(
+        rig.acknowledged_sequences(),
+        [sequence(0, 5), sequence(0, 6), sequence(0, 7)]
+    );
 }
 
 #[tokio::test]
 async fn settings_out_of_range_are_refused_before_any_poll() {
-    let stream = MemoryStream::new(3).shard(0, 3, &[]);
-    let function = Function::default();
-    let dlq = Dlq::default();
+    let rig = Rig::new(MemoryStream::new(3).shard(0, 3, &[]));
     let mut bad = config(10, 0);
     bad.starting_position = StartPosition::AtSequenceNumber {
         sequence_number: sequence(0, 1),
@@ -801,21 +759,15 @@ async fn settings_out_of_range_are_refused_before_any_poll() {
         (window, "MaximumBatchingWindowInSeconds"),
         (size, "BatchSize"),
     ] {
-        let error = run_mapping(
-            &stream,
-            &function,
-            &dlq,
-            &config,
-            planned(&[(0, &[])]),
-            std::future::pending(),
-        )
-        .await
-        .unwrap_err();
+        let error = rig
+            .run(&config, shard_0(), std::future::pending())
+            .await
+            .unwrap_err();
         assert!(error.source.to_string().contains(field), "{}", error.source);
         assert!(matches!(error.source, ShardError::Invalid(_)));
     }
-    assert!(stream.iterators.lock().unwrap().is_empty());
-    assert!(function.invocations.lock().unwrap().is_empty());
+    assert!(rig.iterators().is_empty());
+    assert!(rig.invocations().is_empty());
 }
 
 /// An invoke that can never succeed (no such function).
@@ -838,17 +790,14 @@ impl Invoker for Missing {
 async fn a_fatal_invoke_error_stops_the_mapping_with_the_report() {
     let stream = MemoryStream::new(10).shard(0, 4, &[]).shard(1, 0, &[]);
     let dlq = Dlq::default();
-    let config = config(10, 0);
-    let source = EventSource::new(STREAM_ARN, "arn:aws:iam::123456789012:role/consumer").unwrap();
-    let error = EventSourceMapping {
-        source: &stream,
-        invoker: &Missing,
-        destination: &dlq,
-        event_source: &source,
-        config: &config,
-        now,
-    }
-    .run(planned(&[(0, &[]), (1, &[])]), std::future::pending())
+    let error = run_mapping(
+        &stream,
+        &Missing,
+        &dlq,
+        &config(10, 0),
+        planned(&[(0, &[]), (1, &[])]),
+        std::future::pending(),
+    )
     .await
     .unwrap_err();
     assert!(
