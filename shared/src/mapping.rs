@@ -20,6 +20,12 @@
 //! passes a record the function has not acknowledged or the destination
 //! has not received.
 //!
+//! A failed read is retried as Lambda retries it, for as long as it takes:
+//! throttles by the poller, other errors (a 500, a dropped connection,
+//! after the SDK's own retries) by the mapping, with backoff, logged and
+//! counted in the shard's report. Only a read that can't heal (the stream
+//! or shard gone, access to it or its key denied) stops the mapping.
+//!
 //! The mapping runs until `shutdown` resolves or, optionally, until every
 //! polled shard has read nothing for a while with nothing in flight.
 //! Stopping drops batches in flight without checkpointing them: a restart
@@ -31,6 +37,9 @@ use std::pin::pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use aws_sdk_kinesis::error::ProvideErrorMetadata as _;
+use aws_sdk_kinesis::operation::get_records::GetRecordsError;
+use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
@@ -43,11 +52,18 @@ use crate::record::{ArrivalTime, Record};
 use crate::scrape::{PlannedShard, RequestError};
 use crate::seqno::SequenceNumber;
 use crate::shard::{
-    ChildShard, MAX_LIMIT, ReadError, ReadOptions, ShardPoller, ShardSource, StartPosition,
+    ChildShard, MAX_LIMIT, ReadError, ReadOptions, ShardPoller, ShardSource, SourceError,
+    StartPosition,
 };
 
 /// `MaximumBatchingWindowInSeconds` accepts 0 to 300.
 pub const MAX_BATCHING_WINDOW: Duration = Duration::from_secs(300);
+
+/// How many failure locations a shard's report keeps: a mapping may run
+/// for days, and its report must not grow with every failed batch. Those
+/// past it are counted in [`ShardReport::failure_locations_dropped`] and
+/// logged.
+pub const MAX_FAILURE_LOCATIONS: usize = 100;
 
 /// How the mapping polls and batches, named after the mapping's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,11 +181,20 @@ pub struct ShardReport {
     /// Batches (and their records) sent to the on-failure destination.
     pub failed_batches: u64,
     pub failed_records: u64,
-    /// Where each failed batch went.
+    /// Where the failed batches went: the first [`MAX_FAILURE_LOCATIONS`]
+    /// of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failure_locations: Vec<String>,
+    /// Failed batches whose location was not kept in `failure_locations`
+    /// (it is logged at `info`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failure_locations_dropped: u64,
     /// Throttled GetRecords calls (each backed off and retried).
     pub throttles: u64,
+    /// Reads that failed otherwise but could heal (a 500, a dropped
+    /// connection: each backed off and retried from the same position).
+    #[serde(default)]
+    pub read_errors: u64,
     /// Records read but not settled when the mapping stopped (their
     /// invocations so far are not counted above).
     pub in_flight: u64,
@@ -195,12 +220,18 @@ impl ShardReport {
             failed_batches: 0,
             failed_records: 0,
             failure_locations: Vec::new(),
+            failure_locations_dropped: 0,
             throttles: 0,
+            read_errors: 0,
             in_flight: 0,
             checkpoint: None,
             child_shard_ids: Vec::new(),
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why the mapping stopped.
@@ -240,6 +271,8 @@ pub enum ShardError {
     /// message is the whole story: the field and what it accepts.
     #[error("invalid mapping setting {}: {}", .0.field, .0.message)]
     Invalid(RequestError),
+    /// A read that can't heal: the stream or shard is gone, or the mapping
+    /// may not read it (or decrypt it); or throttled past `read.max_retries`.
     #[error(transparent)]
     Read(#[from] ReadError),
     /// A fatal invoke error (no such function, access denied) or a failed
@@ -466,6 +499,8 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         );
         let mut batch: Vec<Record> = Vec::new();
         let mut window_ends: Option<Instant> = None;
+        // Reads failed in a row, for the backoff.
+        let mut read_failures = 0u32;
         loop {
             let window_over = window_ends.is_some_and(|end| Instant::now() >= end);
             if !batch.is_empty() && (batch.len() >= capacity || window_over) {
@@ -476,16 +511,54 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
             }
             let room = (capacity - batch.len()).min(MAX_LIMIT as usize);
             let page = poller.next_page(room as i32).await;
-            let page = {
+            let transient = page.as_ref().is_err_and(heals);
+            {
                 let mut shared = shared.lock().expect("not poisoned");
                 if let Some(r) = shared.reports.get_mut(&shard_id) {
                     r.throttles = poller.throttles();
+                    r.read_errors += u64::from(transient);
                 }
-                let page = page.map_err(|source| ReadError {
-                    stream: self.event_source.stream_arn.clone(),
-                    shard_id: shard_id.clone(),
-                    source,
-                })?;
+            }
+            let page = match page {
+                Ok(page) => page,
+                Err(error) if transient => {
+                    // The poller keeps its position on a failed call: the
+                    // retry reads the same records, none twice, none
+                    // skipped (an iterator that expires meanwhile is
+                    // re-acquired after the last record read).
+                    read_failures += 1;
+                    let mut wait =
+                        crate::backoff::backoff(self.config.read.base_backoff, read_failures);
+                    // Records already gathered are delivered when their
+                    // window ends, however long the reads keep failing.
+                    if let Some(end) = window_ends {
+                        wait = wait.min(end.saturating_duration_since(Instant::now()));
+                    }
+                    warn!(
+                        shard = %shard_id,
+                        %error,
+                        failures = read_failures,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "reading the shard failed; retrying"
+                    );
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Err(source) => {
+                    return Err(ReadError {
+                        stream: self.event_source.stream_arn.clone(),
+                        shard_id: shard_id.clone(),
+                        source,
+                    }
+                    .into());
+                }
+            };
+            if read_failures > 0 {
+                info!(shard = %shard_id, failures = read_failures, "reading the shard again");
+                read_failures = 0;
+            }
+            let page = {
+                let mut shared = shared.lock().expect("not poisoned");
                 if !page.records.is_empty() {
                     shared.active_at.insert(shard_id.clone(), Instant::now());
                     if let Some(r) = shared.reports.get_mut(&shard_id) {
@@ -568,8 +641,15 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         r.function_errors += delivered.function_errors;
         r.failed_batches += delivered.failed_batches;
         r.failed_records += delivered.failed_records;
-        r.failure_locations
-            .extend(delivered.failure_locations.iter().cloned());
+        let room = MAX_FAILURE_LOCATIONS.saturating_sub(r.failure_locations.len());
+        let (kept, dropped) = delivered
+            .failure_locations
+            .split_at(room.min(delivered.failure_locations.len()));
+        r.failure_locations.extend(kept.iter().cloned());
+        r.failure_locations_dropped += dropped.len() as u64;
+        for location in dropped {
+            info!(shard = %shard_id, %location, "batch sent to the on-failure destination");
+        }
         r.checkpoint = Some(last.clone());
         info!(
             shard = %shard_id,
@@ -582,6 +662,59 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         );
         Ok(())
     }
+}
+
+/// Whether polling again can get past a failed read. Throttles reach the
+/// mapping only past `read.max_retries` (the poller backs them off itself):
+/// that limit is the configuration's to set, so they stop it. Of the other
+/// errors, only those that say the stream, the shard or its key is gone or
+/// out of the role's reach can't heal; anything else (a 500, a timeout, a
+/// dropped connection, an answer the SDK could not read) may pass.
+fn heals(error: &SourceError) -> bool {
+    match error {
+        SourceError::Throttled { .. } => false,
+        SourceError::ExpiredIterator => true,
+        SourceError::Other { source, .. } => !cannot_heal(source.as_ref()),
+    }
+}
+
+/// Looks through the error's sources for Kinesis's answer (the SDK error's
+/// source is the operation's error).
+fn cannot_heal(error: &(dyn std::error::Error + 'static)) -> bool {
+    let refused = |code: Option<&str>| {
+        matches!(
+            code,
+            Some(
+                "ResourceNotFoundException"
+                    | "AccessDeniedException"
+                    | "KMSAccessDeniedException"
+                    | "KMSNotFoundException"
+                    | "KMSDisabledException"
+                    | "KMSInvalidStateException"
+                    | "KMSOptInRequired"
+            )
+        )
+    };
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(e) = error.downcast_ref::<GetRecordsError>() {
+            return refused(e.code())
+                || e.is_resource_not_found_exception()
+                || e.is_access_denied_exception()
+                || e.is_kms_access_denied_exception()
+                || e.is_kms_not_found_exception()
+                || e.is_kms_disabled_exception()
+                || e.is_kms_invalid_state_exception()
+                || e.is_kms_opt_in_required();
+        }
+        if let Some(e) = error.downcast_ref::<GetShardIteratorError>() {
+            return refused(e.code())
+                || e.is_resource_not_found_exception()
+                || e.is_access_denied_exception();
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// The system clock, as the mapping's "now" (record age, failure records).

@@ -1,14 +1,18 @@
 //! The mapping against an in-memory stream that behaves as Kinesis does
 //! (pages of a few records, an empty page with `millisBehindLatest: 0` at
 //! the tip, a closed shard's end with no next iterator and its children,
-//! throttling and expiring iterators on request, records arriving while it
-//! runs) and a fake function that records every invocation it gets.
+//! throttling, expiring iterators and failing calls on request, records
+//! arriving while it runs) and a fake function that records every
+//! invocation it gets.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
+use aws_sdk_kinesis::error::ErrorMetadata;
+use aws_sdk_kinesis::types::error::{InternalFailureException, ResourceNotFoundException};
+
 use crate::delivery::{FailureRecord, FunctionResponseType, Invocation, InvokeError};
 use crate::event::DeliveredEvent;
 use crate::shard::{RecordsPage, SourceError};
@@ -59,6 +63,9 @@ struct MemoryStream {
     /// or an expired-iterator error.
     throttle: BTreeSet<u32>,
     expire: BTreeSet<u32>,
+    /// GetRecords call numbers answered with another error, as the SDK
+    /// gives it after its own retries.
+    fail: BTreeMap<u32, fn() -> SourceError>,
     calls: Mutex<u32>,
     iterators: Mutex<Vec<(String, StartPosition)>>,
 }
@@ -178,6 +185,9 @@ impl ShardSource for MemoryStream {
         if self.expire.contains(&call) {
             return Err(SourceError::ExpiredIterator);
         }
+        if let Some(error) = self.fail.get(&call) {
+            return Err(error());
+        }
         let (id, index) = iterator.rsplit_once(':').unwrap();
         assert_eq!(id, shard_id, "an iterator of another shard");
         let index: usize = index.parse().unwrap();
@@ -198,6 +208,53 @@ impl ShardSource for MemoryStream {
             },
         })
     }
+}
+
+/// An SDK error around the operation's error, as `SdkError` holds it.
+#[derive(Debug, thiserror::Error)]
+#[error("service error")]
+struct Sdk(#[source] GetRecordsError);
+
+fn sdk_error(message: &str, error: GetRecordsError) -> SourceError {
+    SourceError::Other {
+        message: message.into(),
+        source: Box::new(Sdk(error)),
+    }
+}
+
+/// A 500 the SDK's retries did not get past.
+fn internal_failure() -> SourceError {
+    sdk_error(
+        "InternalFailureException: Internal service failure",
+        GetRecordsError::InternalFailureException(InternalFailureException::builder().build()),
+    )
+}
+
+/// A connection dropped mid-answer.
+fn connection_reset() -> SourceError {
+    SourceError::Other {
+        message: "dispatch failure: connection reset".into(),
+        source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+    }
+}
+
+fn stream_gone() -> SourceError {
+    sdk_error(
+        "ResourceNotFoundException: Stream orders not found",
+        GetRecordsError::ResourceNotFoundException(ResourceNotFoundException::builder().build()),
+    )
+}
+
+/// Access denied, as an error code the SDK does not model for the call.
+fn access_denied() -> SourceError {
+    sdk_error(
+        "AccessDeniedException: not authorized to perform kinesis:GetRecords",
+        GetRecordsError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .build(),
+        ),
+    )
 }
 
 /// The function: fails (`Unhandled`) any batch holding a poison record,
@@ -811,4 +868,106 @@ async fn a_fatal_invoke_error_stops_the_mapping_with_the_report() {
         (0, 4, None)
     );
     assert!(dlq.records.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_read_errors_are_retried_and_lose_nothing() {
+    // Failures in a row (from the first call), alone, and on the child.
+    let rig = Rig::new(
+        MemoryStream {
+            fail: BTreeMap::from([
+                (1, internal_failure as fn() -> SourceError),
+                (2, connection_reset),
+                (3, internal_failure),
+                (6, connection_reset),
+                (11, internal_failure),
+            ]),
+            throttle: [8].into(),
+            ..MemoryStream::new(2)
+        }
+        .shard(0, 9, &[(1, &[0])])
+        .shard(1, 6, &[]),
+    );
+    let report = rig.run_shard_0(&config(3, 0)).await;
+    assert_eq!(report.stopped, Stopped::Idle);
+    // Every record once, in order: none skipped, none delivered twice.
+    rig.assert_every_record_once();
+    assert_eq!(rig.invocations().iter().map(Vec::len).sum::<usize>(), 15);
+    let read_errors: u64 = report.shards.iter().map(|s| s.read_errors).sum();
+    let throttles: u64 = report.shards.iter().map(|s| s.throttles).sum();
+    assert_eq!((read_errors, throttles), (5, 1), "{report:?}");
+    for (n, count) in [(0, 9), (1, 6)] {
+        let shard = shard_report(&report, n);
+        assert_eq!((shard.records, shard.in_flight), (count, 0), "{shard:?}");
+        assert_eq!(shard.checkpoint, Some(sequence(n, count as u32 - 1)));
+    }
+    // Retried from the same iterator: one per shard, from its start.
+    assert_eq!(
+        rig.iterators(),
+        [
+            (shard_name(0), StartPosition::TrimHorizon),
+            (shard_name(1), StartPosition::TrimHorizon)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_that_cannot_heal_stops_the_mapping_with_the_report() {
+    for error in [stream_gone as fn() -> SourceError, access_denied] {
+        // The first page is settled; the second read is refused.
+        let rig = Rig::new(
+            MemoryStream {
+                fail: BTreeMap::from([(2, error)]),
+                ..MemoryStream::new(5)
+            }
+            .shard(0, 10, &[]),
+        );
+        let failed = rig
+            .run(&config(5, 0), shard_0(), std::future::pending())
+            .await
+            .unwrap_err();
+        let ShardError::Read(read) = &failed.source else {
+            panic!("{failed:?}");
+        };
+        assert_eq!(read.shard_id, shard_name(0));
+        assert_eq!(read.source.to_string(), error().to_string());
+        assert!(
+            std::error::Error::source(&read.source).is_some(),
+            "{read:?}"
+        );
+        assert_eq!(failed.report.stopped, Stopped::Failed);
+        let shard = shard_report(&failed.report, 0);
+        assert_eq!(
+            (shard.records, shard.read_errors, shard.checkpoint.clone()),
+            (5, 0, Some(sequence(0, 4)))
+        );
+        assert_eq!(rig.acknowledged_sequences().len(), 5);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_locations_keep_the_first_hundred_and_count_the_rest() {
+    let stream = MemoryStream::new(10).shard(0, 105, &[]);
+    let poison = stream.all_records()[&shard_name(0)]
+        .iter()
+        .cloned()
+        .collect();
+    let rig = Rig::with(
+        stream,
+        Function {
+            poison,
+            ..Function::default()
+        },
+    );
+    let mut config = config(1, 0);
+    config.options.maximum_retry_attempts = 0;
+    let report = rig.run_shard_0(&config).await;
+    let shard = shard_report(&report, 0);
+    assert_eq!((shard.failed_batches, shard.failed_records), (105, 105));
+    let first_hundred: Vec<String> = (1..=100).map(|i| format!("dlq-{i}")).collect();
+    assert_eq!(shard.failure_locations, first_hundred);
+    assert_eq!(shard.failure_locations_dropped, 5);
+    // The destination got every batch: only the report is capped.
+    assert_eq!(rig.failed().len(), 105);
+    assert_eq!(shard.checkpoint, Some(sequence(0, 104)));
 }
