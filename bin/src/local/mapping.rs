@@ -293,7 +293,7 @@ fn print_report(report: &MappingReport, json: bool) -> anyhow::Result<()> {
     }
     println!("stopped: {:?}", report.stopped);
     println!(
-        "{:<24} {:<20} {:>8} {:>8} {:>11} {:>8} {:>7} {:>9} {:>9}  checkpoint",
+        "{:<24} {:<20} {:>8} {:>8} {:>11} {:>8} {:>7} {:>9} {:>11} {:>9}  checkpoint",
         "shard",
         "status",
         "records",
@@ -302,11 +302,12 @@ fn print_report(report: &MappingReport, json: bool) -> anyhow::Result<()> {
         "fn errs",
         "failed",
         "throttles",
+        "read errors",
         "in flight"
     );
     for shard in &report.shards {
         println!(
-            "{:<24} {:<20} {:>8} {:>8} {:>11} {:>8} {:>7} {:>9} {:>9}  {}",
+            "{:<24} {:<20} {:>8} {:>8} {:>11} {:>8} {:>7} {:>9} {:>11} {:>9}  {}",
             shard.shard_id,
             format!("{:?}", shard.status),
             shard.records,
@@ -315,6 +316,7 @@ fn print_report(report: &MappingReport, json: bool) -> anyhow::Result<()> {
             shard.function_errors,
             shard.failed_records,
             shard.throttles,
+            shard.read_errors,
             shard.in_flight,
             shard
                 .checkpoint
@@ -325,6 +327,12 @@ fn print_report(report: &MappingReport, json: bool) -> anyhow::Result<()> {
     for shard in &report.shards {
         for location in &shard.failure_locations {
             println!("failed batch of {}: {location}", shard.shard_id);
+        }
+        if shard.failure_locations_dropped > 0 {
+            println!(
+                "… and {} more failed batches of {} (the log names each)",
+                shard.failure_locations_dropped, shard.shard_id
+            );
         }
     }
     Ok(())
