@@ -234,6 +234,20 @@ pub async fn put_all(
     stream: &str,
     records: Vec<(String, Vec<u8>)>,
 ) -> anyhow::Result<Vec<Accepted>> {
+    let entries = records
+        .into_iter()
+        .map(|(key, data)| (key, None, data))
+        .collect();
+    put_entries(kinesis, stream, entries).await
+}
+
+/// [`put_all`] for entries that may carry an explicit hash key:
+/// (partition key, explicit hash key, data).
+pub async fn put_entries(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    records: Vec<(String, Option<String>, Vec<u8>)>,
+) -> anyhow::Result<Vec<Accepted>> {
     use aws_sdk_kinesis::primitives::Blob;
     use aws_sdk_kinesis::types::PutRecordsRequestEntry;
     let mut accepted = Vec::with_capacity(records.len());
@@ -244,12 +258,14 @@ pub async fn put_all(
             started.elapsed() < Duration::from_secs(30),
             "puts on {stream} never succeeded"
         );
-        let chunk: Vec<(String, Vec<u8>)> = pending.drain(..pending.len().min(100)).collect();
+        let chunk: Vec<(String, Option<String>, Vec<u8>)> =
+            pending.drain(..pending.len().min(100)).collect();
         let entries = chunk
             .iter()
-            .map(|(key, data)| {
+            .map(|(key, hash_key, data)| {
                 PutRecordsRequestEntry::builder()
                     .partition_key(key)
+                    .set_explicit_hash_key(hash_key.clone())
                     .data(Blob::new(data.clone()))
                     .build()
             })
@@ -261,7 +277,7 @@ pub async fn put_all(
             .send()
             .await?;
         let mut failed = Vec::new();
-        for (entry, (key, data)) in output.records().iter().zip(chunk) {
+        for (entry, (key, hash_key, data)) in output.records().iter().zip(chunk) {
             match (entry.shard_id(), entry.sequence_number()) {
                 (Some(shard), Some(sequence)) if entry.error_code().is_none() => {
                     accepted.push(Accepted {
@@ -271,7 +287,7 @@ pub async fn put_all(
                         data,
                     });
                 }
-                _ => failed.push((key, data)),
+                _ => failed.push((key, hash_key, data)),
             }
         }
         if !failed.is_empty() {

@@ -21,8 +21,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use rewind_engine::archive::{self, ArchiveLayout, ShardScan};
 use rewind_engine::delivery::{
     FunctionResponseType, Invocation, InvokeError, Invoker, MappingOptions,
@@ -39,7 +37,7 @@ use rewind_engine::store::{ObjectReader, S3Store};
 use rewind_engine::{ArrivalTime, Record, chunk};
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
 use rewind_local::{Fault, FaultKind};
-use rewind_tests::{create_stream, put_all, s3_client, unique};
+use rewind_tests::{create_stream, put_all, put_entries, s3_client, unique};
 
 use crate::stack;
 
@@ -68,51 +66,40 @@ fn binary(n: usize, extra: usize) -> Vec<u8> {
 async fn put_aggregates(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
-    mut pending: Vec<(kpl::AggregatedRecord, Vec<UserRecord>)>,
+    aggregates: Vec<(kpl::AggregatedRecord, Vec<UserRecord>)>,
 ) -> anyhow::Result<Vec<Put>> {
-    let mut accepted = Vec::new();
-    for _ in 0..50 {
-        if pending.is_empty() {
-            return Ok(accepted);
-        }
-        let entries = pending
-            .iter()
-            .map(|(aggregate, _)| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(&aggregate.partition_key)
-                    .set_explicit_hash_key(aggregate.explicit_hash_key.clone())
-                    .data(Blob::new(aggregate.data.clone()))
-                    .build()
+    let entries = aggregates
+        .iter()
+        .map(|(aggregate, _)| {
+            (
+                aggregate.partition_key.clone(),
+                aggregate.explicit_hash_key.clone(),
+                aggregate.data.clone(),
+            )
+        })
+        .collect();
+    // Every aggregate's bytes differ (its user records' payloads do): they
+    // find each accepted entry's user records.
+    let mut users_of: BTreeMap<Vec<u8>, Vec<UserRecord>> = aggregates
+        .into_iter()
+        .map(|(aggregate, users)| (aggregate.data, users))
+        .collect();
+    put_entries(kinesis, stream, entries)
+        .await?
+        .into_iter()
+        .map(|put| {
+            let users = users_of
+                .remove(&put.data)
+                .ok_or_else(|| anyhow::anyhow!("{}: an aggregate accepted twice", put.sequence))?;
+            Ok(Put {
+                shard: put.shard,
+                sequence: put.sequence,
+                partition_key: put.partition_key,
+                data: put.data,
+                users: Some(users),
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let output = kinesis
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await?;
-        let mut failed = Vec::new();
-        for (entry, (aggregate, users)) in output.records().iter().zip(pending) {
-            match (entry.shard_id(), entry.sequence_number()) {
-                (Some(shard), Some(sequence)) if entry.error_code().is_none() => {
-                    accepted.push(Put {
-                        shard: shard.to_owned(),
-                        sequence: SequenceNumber::parse(sequence)?,
-                        partition_key: aggregate.partition_key,
-                        data: aggregate.data,
-                        users: Some(users),
-                    })
-                }
-                _ => failed.push((aggregate, users)),
-            }
-        }
-        pending = failed;
-        if !pending.is_empty() {
-            // The shard's write limit: wait for the next second's budget.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    anyhow::bail!("{} aggregates never accepted by {stream}", pending.len())
+        })
+        .collect()
 }
 
 /// One invocation as the invoker saw it.
