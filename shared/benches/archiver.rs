@@ -33,8 +33,7 @@ use rewind_engine::chunk::Compression;
 use rewind_engine::delivery::MAX_PAYLOAD_BYTES;
 use rewind_engine::dynamo::{ArchiveMode, DynamoArchive, StreamSettings};
 use rewind_engine::event::{self, DeliveredEvent, EventSource, PAYLOAD_ENVELOPE_LEN};
-use rewind_engine::record::{ArrivalTime, Record};
-use rewind_engine::seqno::SequenceNumber;
+use rewind_engine::record::Record;
 use rewind_engine::store::{ObjectStore, PutObject, StoreError};
 
 const RECORDS: usize = 10_000;
@@ -118,46 +117,11 @@ impl ObjectStore for CountingStore {
     }
 }
 
-/// JSON-like telemetry, as the formats bench makes it: compresses as real
-/// producer payloads do, unlike zeros or random bytes.
-fn payload(i: usize) -> Vec<u8> {
-    let mut data = format!(
-        "{{\"id\":{i},\"device\":\"dev-{:05}\",\"kind\":\"reading\",\"values\":[",
-        i % KEYS
-    )
-    .into_bytes();
-    let mut x = i as u64 * 2_654_435_761 + 1;
-    while data.len() < RECORD_BYTES - 2 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(format!("{},", x % 100_000).as_bytes());
-    }
-    data.truncate(RECORD_BYTES - 2);
-    data.extend_from_slice(b"]}");
-    data
-}
+mod common;
 
 /// One shard's batch, as a mapping delivers it.
 fn batch() -> Vec<Record> {
-    (0..RECORDS)
-        .map(|i| Record {
-            stream: "bench".into(),
-            shard_id: "shardId-000000000000".into(),
-            sequence_number: SequenceNumber::parse(&format!(
-                "49590338271490256608559692538361571095921575989{i:09}"
-            ))
-            .expect("valid sequence number"),
-            sub_sequence_number: None,
-            partition_key: format!("device-{}", i % KEYS),
-            explicit_hash_key: None,
-            encryption_type: None,
-            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
-                1_700_000_000_000 + i as i64,
-            ),
-            data: payload(i),
-        })
-        .collect()
+    common::telemetry_records(RECORDS, RECORD_BYTES, KEYS, 1)
 }
 
 /// This thread's CPU time so far (user + system).

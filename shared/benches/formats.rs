@@ -8,50 +8,15 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rewind_engine::chunk::{self, Compression};
 use rewind_engine::kpl::{self, UserRecord};
-use rewind_engine::{ArrivalTime, Record, SequenceNumber};
+use rewind_engine::Record;
 
 const RECORDS: usize = 2_000;
 const RECORD_BYTES: usize = 1024;
 
-/// JSON-ish payloads with some repetition, like real telemetry: incompressible
-/// random bytes would understate gzip's cost per MiB and overstate its size.
-fn payload(i: usize) -> Vec<u8> {
-    let mut data = format!(
-        "{{\"id\":{i},\"device\":\"dev-{:05}\",\"kind\":\"reading\",\"values\":[",
-        i % 997
-    )
-    .into_bytes();
-    let mut x = i as u64 * 2_654_435_761 + 1;
-    while data.len() < RECORD_BYTES - 2 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(format!("{},", x % 100_000).as_bytes());
-    }
-    data.truncate(RECORD_BYTES - 2);
-    data.extend_from_slice(b"]}");
-    data
-}
+mod common;
 
 fn records() -> Vec<Record> {
-    (0..RECORDS)
-        .map(|i| Record {
-            stream: "bench".into(),
-            shard_id: "shardId-000000000000".into(),
-            sequence_number: SequenceNumber::parse(&format!(
-                "49590338271490256608559692538361571095921575989{i:09}"
-            ))
-            .expect("valid sequence number"),
-            sub_sequence_number: None,
-            partition_key: format!("device-{}", i % 997),
-            explicit_hash_key: None,
-            encryption_type: None,
-            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
-                1_700_000_000_000 + i as i64 * 3,
-            ),
-            data: payload(i),
-        })
-        .collect()
+    common::telemetry_records(RECORDS, RECORD_BYTES, 997, 3)
 }
 
 fn chunks(c: &mut Criterion) {

@@ -22,8 +22,6 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_kinesis::config::Credentials;
 use rewind_engine::delivery::{
     Delivery, DeliveryError, DeliveryReport, FailureDestination, FailureRecord, Invocation,
     InvokeError, Invoker, MappingOptions,
@@ -34,7 +32,6 @@ use rewind_engine::reinject::{
     Entry, EntryResult, KinesisSink, PutError, RecordSink, ReinjectOptions, reinject,
 };
 use rewind_engine::seqno::SequenceNumber;
-use rewind_local::{KinesisBackend, Layout, LocalStack, Options};
 
 const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:111122223333:function:bench-target";
 
@@ -350,26 +347,10 @@ impl RecordSink for Counted {
     }
 }
 
+mod common;
+
 async fn reinject_rate() {
-    let layout = Layout::current().expect("run inside the workspace");
-    // moto serves Kinesis: kinesis-mock slows down past a few thousand
-    // records a stream. The endpoint enforces the limits either way.
-    let stack = LocalStack::start(
-        &layout,
-        Options {
-            kinesis: KinesisBackend::Moto,
-            shard_limits: true,
-        },
-    )
-    .await
-    .expect("local stack");
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(stack.endpoint_url())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::for_tests())
-        .load()
-        .await;
-    let kinesis = aws_sdk_kinesis::Client::new(&config);
+    let (stack, kinesis) = common::moto_stack().await;
     println!(
         "re-injection, records of 1 KiB, default options, limits 1000 records/s and 1 MiB/s per shard:"
     );

@@ -16,8 +16,6 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_kinesis::config::Credentials;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use rewind_engine::chunk::{ChunkWriter, Compression};
@@ -27,7 +25,6 @@ use rewind_engine::shard::{
     KinesisSource, ReadOptions, RecordsPage, ShardCursor, ShardSource, ShardWindow, SourceError,
     StartPosition, StepBudget, StopCondition, read_step,
 };
-use rewind_local::{KinesisBackend, Layout, LocalStack, Options};
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken.
@@ -46,24 +43,10 @@ fn main() {
     rate.block_on(read_rate());
 }
 
+mod common;
+
 async fn read_rate() {
-    let layout = Layout::current().expect("run inside the workspace");
-    let stack = LocalStack::start(
-        &layout,
-        Options {
-            kinesis: KinesisBackend::Moto,
-            shard_limits: true,
-        },
-    )
-    .await
-    .expect("local stack");
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(stack.endpoint_url())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::for_tests())
-        .load()
-        .await;
-    let kinesis = aws_sdk_kinesis::Client::new(&config);
+    let (stack, kinesis) = common::moto_stack().await;
     println!("read rate, one shard, default settings (limit 10000, full share):");
     for (size, count) in [(1024usize, 50_000usize), (50 * 1024, 1_000)] {
         let stream = format!("bench-{size}");
