@@ -147,22 +147,7 @@ impl ShardSource for MemoryStream {
             .unwrap()
             .push((shard_id.to_owned(), start.clone()));
         let shards = self.shards.lock().unwrap();
-        let records = &shards[shard_id].records;
-        let position =
-            |f: &dyn Fn(&Record) -> bool| records.iter().position(f).unwrap_or(records.len());
-        let index = match start {
-            StartPosition::TrimHorizon => 0,
-            StartPosition::Latest => records.len(),
-            StartPosition::AtSequenceNumber { sequence_number } => {
-                position(&|r| r.sequence_number >= *sequence_number)
-            }
-            StartPosition::AfterSequenceNumber { sequence_number } => {
-                position(&|r| r.sequence_number > *sequence_number)
-            }
-            StartPosition::AtTimestamp { timestamp } => {
-                position(&|r| r.approximate_arrival_timestamp >= *timestamp)
-            }
-        };
+        let index = crate::shard::tests::start_index(&shards[shard_id].records, start);
         Ok(format!("{shard_id}:{index}"))
     }
 

@@ -80,25 +80,7 @@ impl MemoryShard {
     }
 
     fn start_index(&self, start: &StartPosition) -> usize {
-        let position = |f: &dyn Fn(&Record) -> bool| {
-            self.records
-                .iter()
-                .position(f)
-                .unwrap_or(self.records.len())
-        };
-        match start {
-            StartPosition::TrimHorizon => 0,
-            StartPosition::Latest => self.records.len(),
-            StartPosition::AtSequenceNumber { sequence_number } => {
-                position(&|r| r.sequence_number >= *sequence_number)
-            }
-            StartPosition::AfterSequenceNumber { sequence_number } => {
-                position(&|r| r.sequence_number > *sequence_number)
-            }
-            StartPosition::AtTimestamp { timestamp } => {
-                position(&|r| r.approximate_arrival_timestamp >= *timestamp)
-            }
-        }
+        start_index(&self.records, start)
     }
 }
 
@@ -616,4 +598,25 @@ fn positions_and_stops_parse_from_json() {
     );
     let err = serde_json::from_str::<StopCondition>(r#"{"type":"SOMETIME"}"#).unwrap_err();
     assert!(err.to_string().contains("AT_SEQUENCE_NUMBER"), "{err}");
+}
+
+/// Where an iterator for `start` points in a shard holding `records` (in
+/// sequence order): the index of the first record it returns. For the
+/// in-memory shards of the engine's tests.
+pub(crate) fn start_index(records: &[Record], start: &StartPosition) -> usize {
+    let position =
+        |f: &dyn Fn(&Record) -> bool| records.iter().position(f).unwrap_or(records.len());
+    match start {
+        StartPosition::TrimHorizon => 0,
+        StartPosition::Latest => records.len(),
+        StartPosition::AtSequenceNumber { sequence_number } => {
+            position(&|r| r.sequence_number >= *sequence_number)
+        }
+        StartPosition::AfterSequenceNumber { sequence_number } => {
+            position(&|r| r.sequence_number > *sequence_number)
+        }
+        StartPosition::AtTimestamp { timestamp } => {
+            position(&|r| r.approximate_arrival_timestamp >= *timestamp)
+        }
+    }
 }
