@@ -1003,15 +1003,23 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         )
     }
 
-    async fn stream_arn(&self, request: &ReplayRequest) -> Result<String, ReplayError> {
-        match &request.source {
-            ReplaySource::Manifest { bucket, key } => {
-                Ok(self.manifest(bucket, key).await?.stream_arn)
-            }
-            ReplaySource::Archive { stream, .. } | ReplaySource::Dynamodb { stream, .. } => {
+    /// The stream the records were read from: a manifest's own (`manifest`
+    /// is the request's, for a `MANIFEST` source), or the archived stream's
+    /// in the replay's account and region.
+    fn stream_arn(
+        &self,
+        request: &ReplayRequest,
+        manifest: Option<&Manifest>,
+    ) -> Result<String, ReplayError> {
+        match (&request.source, manifest) {
+            (ReplaySource::Manifest { .. }, Some(manifest)) => Ok(manifest.stream_arn.clone()),
+            (ReplaySource::Archive { stream, .. } | ReplaySource::Dynamodb { stream, .. }, _) => {
                 Ok(self.local_stream_arn(stream))
             }
-            ReplaySource::Scrape { .. } => Err(ReplayError::ScrapeFirst),
+            (ReplaySource::Scrape { .. }, _) => Err(ReplayError::ScrapeFirst),
+            (ReplaySource::Manifest { key, .. }, None) => {
+                unreachable!("the manifest {key} is read before the stream ARN")
+            }
         }
     }
 
@@ -1135,7 +1143,12 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             Err(error) => return Err(error.into()),
         }
         progress.started_at.get_or_insert_with(now);
-        let stream_arn = self.stream_arn(request).await?;
+        // Read once: the stream ARN and the shard's chunks both come from it.
+        let manifest = match &request.source {
+            ReplaySource::Manifest { bucket, key } => Some(self.manifest(bucket, key).await?),
+            _ => None,
+        };
+        let stream_arn = self.stream_arn(request, manifest.as_ref())?;
         let filters = request.options.filters()?;
         let (invoker, source, destination);
         let (target, speedup) = match (&request.target, request.dry_run) {
@@ -1215,8 +1228,10 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             checkpoint: (output, checkpoint_key),
         };
         let finished = match &request.source {
-            ReplaySource::Manifest { bucket, key } => {
-                let manifest = self.manifest(bucket, key).await?;
+            ReplaySource::Manifest { bucket, .. } => {
+                let manifest = manifest
+                    .as_ref()
+                    .expect("a MANIFEST source's manifest was read above");
                 let shard = manifest
                     .shards
                     .iter()
