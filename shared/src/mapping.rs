@@ -651,6 +651,10 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
             info!(shard = %shard_id, %location, "batch sent to the on-failure destination");
         }
         r.checkpoint = Some(last.clone());
+        // Settling is activity too: the idle clock starts when the batch is
+        // done, not when it was read, or a delivery longer than the idle
+        // time would end the mapping before the shard's next poll.
+        shared.active_at.insert(shard_id.to_owned(), Instant::now());
         info!(
             shard = %shard_id,
             records,

@@ -246,6 +246,8 @@ fn access_denied() -> SourceError {
 /// or reports it as a batch item failure; keeps every invocation's records.
 #[derive(Default)]
 struct Function {
+    /// How long an invocation takes (10 ms when unset).
+    duration: Option<Duration>,
     poison: BTreeSet<SequenceNumber>,
     partial: bool,
     invocations: Mutex<Vec<Vec<Record>>>,
@@ -258,7 +260,7 @@ impl Invoker for Function {
     async fn invoke(&self, payload: Vec<u8>) -> Result<Invocation, InvokeError> {
         // A function takes time: lets the clock (paused in these tests) and
         // the mapping's other futures move while a shard retries.
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(self.duration.unwrap_or(Duration::from_millis(10))).await;
         let records = DeliveredEvent::from_slice(&payload).unwrap().records;
         self.invocations.lock().unwrap().push(records.clone());
         let poisoned = records
@@ -955,4 +957,25 @@ async fn failure_locations_keep_the_first_hundred_and_count_the_rest() {
     // The destination got every batch: only the report is capped.
     assert_eq!(rig.failed().len(), 105);
     assert_eq!(shard.checkpoint, Some(sequence(0, 104)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_idle_time_counts_from_the_last_settled_batch() {
+    // One batch whose invocation takes 8 s, then 2 records 2 s after it was
+    // settled: the idle exit (5 s) counts from the settling, not from the
+    // read 8 s earlier, so the late records are still delivered.
+    let function = Function {
+        duration: Some(Duration::from_secs(8)),
+        ..Function::default()
+    };
+    let rig = Rig::with(MemoryStream::new(4).shard(0, 4, &[]), function);
+    let late = async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        rig.stream.append(0, 2, 1_700_000_050_000);
+    };
+    let config = config(4, 0);
+    let (report, ()) = tokio::join!(rig.run_shard_0(&config), late);
+    assert_eq!(report.stopped, Stopped::Idle);
+    assert_eq!(rig.invocation_sizes(), [4, 2]);
+    rig.assert_every_record_once();
 }
