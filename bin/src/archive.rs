@@ -6,10 +6,10 @@ use std::io::{BufWriter, Write as _};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use rewind_engine::Record;
-use rewind_engine::archive::{self, ArchiveLayout, ShardScan};
-use rewind_engine::dynamo::DynamoReader;
-use rewind_engine::record::ArrivalTime;
-use rewind_engine::seqno::SequenceNumber;
+use rewind_engine::model::record::ArrivalTime;
+use rewind_engine::model::seqno::SequenceNumber;
+use rewind_engine::sinks::dynamodb::DynamoReader;
+use rewind_engine::sinks::s3_archive::{self, ArchiveLayout, ShardScan};
 use rewind_engine::store::{ObjectReader, S3Store};
 
 use crate::Output;
@@ -112,7 +112,7 @@ async fn scan(args: ScanArgs, out: &mut impl std::io::Write) -> anyhow::Result<(
         prefix: args.prefix.trim_matches('/').to_owned(),
         ..ArchiveLayout::default()
     };
-    let plan = archive::plan_scan(&store, &layout, &args.stream, from, to).await?;
+    let plan = s3_archive::plan_scan(&store, &layout, &args.stream, from, to).await?;
     let mut count = 0u64;
     for (shard, objects) in plan {
         if !args.shards.is_empty() && !args.shards.contains(&shard) {

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use rewind_engine::Record;
-use rewind_engine::chunk::{ChunkReader, ChunkWriter, Compression};
+use rewind_engine::model::chunk::{ChunkReader, ChunkWriter, Compression};
 
 mod archive;
 mod demo;

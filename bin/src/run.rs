@@ -22,8 +22,9 @@ use aws_sdk_sfn::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent, HistoryEventType};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use rewind_engine::replay::ReplayRequest;
-use rewind_engine::scrape::{RequestError, ScrapeRequest};
+use rewind_engine::jobs::replay::ReplayRequest;
+use rewind_engine::jobs::scrape::ScrapeRequest;
+use rewind_engine::request::RequestError;
 use serde_json::{Value, json};
 
 use crate::scrape::{AwsArgs, read_request};
@@ -58,9 +59,9 @@ pub enum RunCommand {
 /// Which request a file holds, and so which state machine takes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Kind {
-    /// A scrape request (`rewind_engine::scrape::ScrapeRequest`).
+    /// A scrape request (`rewind_engine::jobs::scrape::ScrapeRequest`).
     Scrape,
-    /// A replay request (`rewind_engine::replay::ReplayRequest`).
+    /// A replay request (`rewind_engine::jobs::replay::ReplayRequest`).
     Replay,
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use rewind_engine::scrape::{Outputs, Scraper, ScraperEvent};
+use rewind_engine::jobs::scrape::{Outputs, Scraper, ScraperEvent};
 use rewind_engine::store::DirStore;
 use tokio::time::Instant;
 

@@ -6,11 +6,11 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
-use rewind_engine::archive::{self, ArchiveLayout};
-use rewind_engine::chunk;
-use rewind_engine::dynamo::{ArchiveMode, DynamoArchive, StreamSettings};
-use rewind_engine::record::{ArrivalTime, Record};
-use rewind_engine::seqno::SequenceNumber;
+use rewind_engine::model::chunk;
+use rewind_engine::model::record::{ArrivalTime, Record};
+use rewind_engine::model::seqno::SequenceNumber;
+use rewind_engine::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
+use rewind_engine::sinks::s3_archive::{self, ArchiveLayout};
 use rewind_engine::store::S3Store;
 use rewind_local::{Layout, LocalStack, Options};
 
@@ -69,7 +69,7 @@ async fn scan_and_query_the_archive() {
         .map(|i| record(1, i, BEFORE_HOUR + 2_000, "k9"))
         .collect();
     for batch in [&shard0[..12], &shard0[8..], &shard1[..]] {
-        let outcome = archive::archive_batch(&store, &ArchiveLayout::default(), batch).await;
+        let outcome = s3_archive::archive_batch(&store, &ArchiveLayout::default(), batch).await;
         assert!(outcome.failed.is_empty());
     }
     let from = (BEFORE_HOUR - 5_000) as f64 / 1000.0;

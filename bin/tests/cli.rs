@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use rewind_engine::chunk::{self, Compression};
-use rewind_engine::kpl::{self, UserRecord};
+use rewind_engine::model::chunk::{self, Compression};
+use rewind_engine::model::kpl::{self, UserRecord};
 use rewind_engine::{ArrivalTime, Record, SequenceNumber};
 
 fn rewind(args: &[&str]) -> Output {

@@ -9,9 +9,9 @@ use std::path::Path;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 use rewind_engine::Record;
-use rewind_engine::chunk::{ChunkWriter, Compression};
-use rewind_engine::record::ArrivalTime;
-use rewind_engine::seqno::SequenceNumber;
+use rewind_engine::model::chunk::{ChunkWriter, Compression};
+use rewind_engine::model::record::ArrivalTime;
+use rewind_engine::model::seqno::SequenceNumber;
 use rewind_local::{Layout, LocalStack, Options};
 use serde_json::{Value, json};
 

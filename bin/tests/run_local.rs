@@ -12,7 +12,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_kinesis::config::Credentials;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::StreamStatus;
-use rewind_engine::scrape::Manifest;
+use rewind_engine::model::manifest::Manifest;
 use rewind_local::statemachine::{self, Context};
 use rewind_local::{Layout, LocalStack, Options};
 use serde_json::{Value, json};

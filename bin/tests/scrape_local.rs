@@ -3,8 +3,8 @@
 //! order, and the manifest says so.
 
 use aws_sdk_kinesis::primitives::Blob;
-use rewind_engine::chunk;
-use rewind_engine::scrape::Manifest;
+use rewind_engine::model::chunk;
+use rewind_engine::model::manifest::Manifest;
 use rewind_local::{Layout, LocalStack, Options};
 
 mod common;

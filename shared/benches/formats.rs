@@ -7,8 +7,8 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rewind_engine::Record;
-use rewind_engine::chunk::{self, Compression};
-use rewind_engine::kpl::{self, UserRecord};
+use rewind_engine::model::chunk::{self, Compression};
+use rewind_engine::model::kpl::{self, UserRecord};
 
 const RECORDS: usize = 2_000;
 const RECORD_BYTES: usize = 1024;

@@ -22,16 +22,16 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rewind_engine::delivery::{
+use rewind_engine::model::event::{DeliveredEvent, EventSource};
+use rewind_engine::model::record::{ArrivalTime, Record};
+use rewind_engine::model::seqno::SequenceNumber;
+use rewind_engine::sinks::kinesis::{
+    Entry, EntryResult, KinesisSink, PutError, RecordSink, ReinjectOptions, reinject,
+};
+use rewind_engine::sinks::lambda::{
     Delivery, DeliveryError, DeliveryReport, FailureDestination, FailureRecord, Invocation,
     InvokeError, Invoker, MappingOptions,
 };
-use rewind_engine::event::{DeliveredEvent, EventSource};
-use rewind_engine::record::{ArrivalTime, Record};
-use rewind_engine::reinject::{
-    Entry, EntryResult, KinesisSink, PutError, RecordSink, ReinjectOptions, reinject,
-};
-use rewind_engine::seqno::SequenceNumber;
 
 const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:111122223333:function:bench-target";
 

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use rewind_engine::chunk::{ChunkWriter, Compression};
-use rewind_engine::record::{ArrivalTime, Record};
-use rewind_engine::seqno::SequenceNumber;
-use rewind_engine::shard::{
+use rewind_engine::model::chunk::{ChunkWriter, Compression};
+use rewind_engine::model::record::{ArrivalTime, Record};
+use rewind_engine::model::seqno::SequenceNumber;
+use rewind_engine::sources::kinesis::{
     KinesisSource, ReadOptions, RecordsPage, ShardCursor, ShardSource, ShardWindow, SourceError,
     StartPosition, StepBudget, StopCondition, read_step,
 };

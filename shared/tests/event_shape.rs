@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
-use rewind_engine::event::{self, DeliveredEvent, EventSource};
+use rewind_engine::model::event::{self, DeliveredEvent, EventSource};
 use rewind_engine::{ArrivalTime, Record};
 use serde_json::Value;
 

@@ -6,7 +6,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use md5::{Digest as _, Md5};
-use rewind_engine::kpl::{self, Aggregator, KplError, UserRecord};
+use rewind_engine::model::kpl::{self, Aggregator, KplError, UserRecord};
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -221,7 +221,7 @@ pub async fn get_object(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Accepted {
     pub shard: String,
-    pub sequence: rewind_engine::seqno::SequenceNumber,
+    pub sequence: rewind_engine::model::seqno::SequenceNumber,
     pub partition_key: String,
     pub data: Vec<u8>,
 }
@@ -282,7 +282,7 @@ pub async fn put_entries(
                 (Some(shard), Some(sequence)) if entry.error_code().is_none() => {
                     accepted.push(Accepted {
                         shard: shard.to_owned(),
-                        sequence: rewind_engine::seqno::SequenceNumber::parse(sequence)?,
+                        sequence: rewind_engine::model::seqno::SequenceNumber::parse(sequence)?,
                         partition_key: key,
                         data,
                     });

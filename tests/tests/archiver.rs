@@ -21,20 +21,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rewind_engine::archive::{self, ArchiveLayout, ShardScan};
-use rewind_engine::delivery::{
+use rewind_engine::jobs::mapping::wall_clock;
+use rewind_engine::jobs::mapping::{
+    EventSourceMapping, LogOnlyDestination, MappingConfig, Stopped,
+};
+use rewind_engine::jobs::scrape::{list_shards, resolve_stream_arn};
+use rewind_engine::model::chunk;
+use rewind_engine::model::event::EventSource;
+use rewind_engine::model::kpl::{self, UserRecord};
+use rewind_engine::model::seqno::SequenceNumber;
+use rewind_engine::sinks::invoke::LambdaInvoker;
+use rewind_engine::sinks::lambda::{
     FunctionResponseType, Invocation, InvokeError, Invoker, MappingOptions,
 };
-use rewind_engine::event::EventSource;
-use rewind_engine::invoke::LambdaInvoker;
-use rewind_engine::kpl::{self, UserRecord};
-use rewind_engine::mapping::wall_clock;
-use rewind_engine::mapping::{EventSourceMapping, LogOnlyDestination, MappingConfig, Stopped};
-use rewind_engine::scrape::{list_shards, resolve_stream_arn};
-use rewind_engine::seqno::SequenceNumber;
-use rewind_engine::shard::{KinesisSource, ReadOptions, ShardPoller, StartPosition};
+use rewind_engine::sinks::s3_archive::{self, ArchiveLayout, ShardScan};
+use rewind_engine::sources::kinesis::{KinesisSource, ReadOptions, ShardPoller, StartPosition};
 use rewind_engine::store::{ObjectReader, S3Store};
-use rewind_engine::{ArrivalTime, Record, chunk};
+use rewind_engine::{ArrivalTime, Record};
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
 use rewind_local::{Fault, FaultKind};
 use rewind_tests::{create_stream, put_all, put_entries, s3_client, unique};
@@ -307,7 +310,7 @@ async fn archiver_keeps_every_record_once_through_retries_and_bisects() -> anyho
     // function error (the garbled event); one retry after a partial
     // response; the bisect's two halves in place of one invocation.
     let calls = invoker.calls.lock().unwrap().clone();
-    let sum = |f: fn(&rewind_engine::mapping::ShardReport) -> u64| -> u64 {
+    let sum = |f: fn(&rewind_engine::jobs::mapping::ShardReport) -> u64| -> u64 {
         report.shards.iter().map(f).sum()
     };
     for shard in &report.shards {
@@ -396,7 +399,7 @@ async fn archiver_keeps_every_record_once_through_retries_and_bisects() -> anyho
     let from = ArrivalTime::from_epoch_millis(started_at.epoch_millis() - 60_000);
     let to = ArrivalTime::from_epoch_millis(wall_clock().epoch_millis() + 60_000);
     let mut archived: BTreeMap<String, Vec<Record>> = BTreeMap::new();
-    for (shard_id, objects) in archive::plan_scan(&store, &layout, &stream, from, to).await? {
+    for (shard_id, objects) in s3_archive::plan_scan(&store, &layout, &stream, from, to).await? {
         let mut scan = ShardScan::new(objects, from, to);
         while let Some(records) = scan.next_batch(&store).await? {
             archived

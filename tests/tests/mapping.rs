@@ -1,4 +1,4 @@
-//! The local event source mapping (`rewind_engine::mapping`) runs the real
+//! The local event source mapping (`rewind_engine::jobs::mapping`) runs the real
 //! archiver function, served by the local stack with its `ARCHIVE_BUCKET`,
 //! against kinesis-mock with the endpoint's shard limits enforced. Records
 //! are put on a fresh two-shard stream, the mapping starts, and while it
@@ -15,16 +15,16 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::types::ScalingType;
 use rewind_engine::ArrivalTime;
-use rewind_engine::archive::{self, ArchiveLayout, ShardScan};
-use rewind_engine::delivery::{FunctionResponseType, MappingOptions};
-use rewind_engine::event::EventSource;
-use rewind_engine::invoke::LambdaInvoker;
-use rewind_engine::mapping::{
+use rewind_engine::jobs::mapping::{
     EventSourceMapping, LogOnlyDestination, MappingConfig, ShardStatus, Stopped, wall_clock,
 };
-use rewind_engine::scrape::{list_shards, resolve_stream_arn};
-use rewind_engine::seqno::SequenceNumber;
-use rewind_engine::shard::{KinesisSource, StartPosition};
+use rewind_engine::jobs::scrape::{list_shards, resolve_stream_arn};
+use rewind_engine::model::event::EventSource;
+use rewind_engine::model::seqno::SequenceNumber;
+use rewind_engine::sinks::invoke::LambdaInvoker;
+use rewind_engine::sinks::lambda::{FunctionResponseType, MappingOptions};
+use rewind_engine::sinks::s3_archive::{self, ArchiveLayout, ShardScan};
+use rewind_engine::sources::kinesis::{KinesisSource, StartPosition};
 use rewind_engine::store::S3Store;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
 use rewind_tests::{create_stream, put_all, s3_client, unique, wait_active};
@@ -157,7 +157,7 @@ async fn mapping_archives_every_record_once_across_a_reshard() -> anyhow::Result
     let from = ArrivalTime::from_epoch_millis(started_at.epoch_millis() - 60_000);
     let to = ArrivalTime::from_epoch_millis(wall_clock().epoch_millis() + 60_000);
     let mut archived = Oracle::new();
-    for (shard_id, objects) in archive::plan_scan(&store, &layout, &stream, from, to).await? {
+    for (shard_id, objects) in s3_archive::plan_scan(&store, &layout, &stream, from, to).await? {
         let mut scan = ShardScan::new(objects, from, to);
         while let Some(records) = scan.next_batch(&store).await? {
             for record in records {

@@ -17,10 +17,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_sdk_kinesis::types::{ScalingType, ShardIteratorType};
-use rewind_engine::archive::{ArchiveLayout, archive_batch};
-use rewind_engine::delivery::FailureRecord;
-use rewind_engine::record::{ArrivalTime, Record, decode_base64};
-use rewind_engine::seqno::SequenceNumber;
+use rewind_engine::model::record::{ArrivalTime, Record, decode_base64};
+use rewind_engine::model::seqno::SequenceNumber;
+use rewind_engine::sinks::lambda::FailureRecord;
+use rewind_engine::sinks::s3_archive::{ArchiveLayout, archive_batch};
 use rewind_engine::store::S3Store;
 use rewind_local::proxy::ACCOUNT;
 use rewind_local::statemachine::{self, Context};
@@ -470,7 +470,7 @@ async fn a_partition_key_is_replayed_from_the_dynamodb_archive_large_records_inc
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     };
-    use rewind_engine::dynamo::{ArchiveMode, DynamoArchive, StreamSettings};
+    use rewind_engine::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
 
     let replay = Replay::new("replay-dynamodb").await?;
     let dynamodb = aws_sdk_dynamodb::Client::new(&stack().sdk_config().await);

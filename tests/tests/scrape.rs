@@ -20,9 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_kinesis::types::ScalingType;
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
-use rewind_engine::chunk::ChunkReader;
-use rewind_engine::scrape::{Manifest, ManifestShard};
-use rewind_engine::seqno::SequenceNumber;
+use rewind_engine::model::chunk::ChunkReader;
+use rewind_engine::model::manifest::{Manifest, ManifestShard};
+use rewind_engine::model::seqno::SequenceNumber;
 use rewind_local::stack::{LOCAL_SCRAPER_CHUNK, LOCAL_SCRAPER_MAX_STEP_SECONDS};
 use rewind_local::statemachine::{self, Context};
 use rewind_local::{Fault, FaultKind};

@@ -1,7 +1,7 @@
 //! `rewind local mapping`: a Kinesis event source mapping on the laptop.
 //! No emulator runs one, so this polls the stream and invokes the function
 //! in mapping-shaped batches with the mapping's settings (the engine's
-//! [`rewind_engine::mapping`]), until Ctrl-C or, with `--idle-exit`, until
+//! [`rewind_engine::jobs::mapping`]), until Ctrl-C or, with `--idle-exit`, until
 //! the stream has been quiet for that long; then it prints what each shard
 //! did.
 
@@ -11,14 +11,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use rewind_engine::ArrivalTime;
-use rewind_engine::delivery::{FailureDestination, FunctionResponseType, MappingOptions};
-use rewind_engine::event::EventSource;
-use rewind_engine::invoke::{LambdaInvoker, S3FailureDestination, SqsFailureDestination};
-use rewind_engine::mapping::{
+use rewind_engine::jobs::mapping::{
     EventSourceMapping, LogOnlyDestination, MappingConfig, MappingError, MappingReport, wall_clock,
 };
-use rewind_engine::scrape::{list_shards, resolve_stream_arn};
-use rewind_engine::shard::{KinesisSource, StartPosition};
+use rewind_engine::jobs::scrape::{list_shards, resolve_stream_arn};
+use rewind_engine::model::event::EventSource;
+use rewind_engine::sinks::invoke::{LambdaInvoker, S3FailureDestination, SqsFailureDestination};
+use rewind_engine::sinks::lambda::{FailureDestination, FunctionResponseType, MappingOptions};
+use rewind_engine::sources::kinesis::{KinesisSource, StartPosition};
 use rewind_engine::store::S3Store;
 
 use crate::scrape::AwsArgs;
@@ -270,7 +270,7 @@ impl Mapping<'_> {
     async fn run<D: FailureDestination>(
         &self,
         destination: &D,
-        shards: Vec<rewind_engine::scrape::PlannedShard>,
+        shards: Vec<rewind_engine::pipeline::lineage::PlannedShard>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<MappingReport, MappingError> {
         EventSourceMapping {

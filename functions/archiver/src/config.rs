@@ -19,9 +19,9 @@
 
 use std::time::Duration;
 
-use rewind_engine::archive::{ArchiveLayout, DEFAULT_MAX_OBJECT_BYTES};
-use rewind_engine::chunk::Compression;
-use rewind_engine::dynamo::{ArchiveMode, StreamSettings};
+use rewind_engine::model::chunk::Compression;
+use rewind_engine::sinks::dynamodb::{ArchiveMode, StreamSettings};
+use rewind_engine::sinks::s3_archive::{ArchiveLayout, DEFAULT_MAX_OBJECT_BYTES};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

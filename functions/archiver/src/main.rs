@@ -6,9 +6,9 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use rewind_engine::archiver::{Archiver, KinesisTags};
-use rewind_engine::dynamo::DynamoArchive;
-use rewind_engine::event::DeliveredEvent;
+use rewind_engine::jobs::archiver::{Archiver, KinesisTags};
+use rewind_engine::model::event::DeliveredEvent;
+use rewind_engine::sinks::dynamodb::DynamoArchive;
 use rewind_engine::store::S3Store;
 
 mod config;

@@ -1,7 +1,7 @@
 //! The replay Lambda: delivers a scrape manifest's or an archive's records
 //! to a function exactly as the event source mapping would, or puts them
 //! back onto a stream, one bounded step per invocation (see
-//! `rewind_engine::replay`). Driven by the replay state machine (`plan`,
+//! `rewind_engine::jobs::replay`). Driven by the replay state machine (`plan`,
 //! `step` per shard until done, `summary`).
 //!
 //! Settings (read once per container):
@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
-use rewind_engine::replay::{ReplayError, ReplayEvent, Replayer};
+use rewind_engine::jobs::replay::{ReplayError, ReplayEvent, Replayer};
 use serde_json::Value;
 use tokio::time::Instant;
 

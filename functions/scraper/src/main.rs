@@ -1,5 +1,5 @@
 //! The scraper Lambda: reads any window of any shards of a stream into S3,
-//! one bounded step per invocation (see `rewind_engine::scrape`). Driven by
+//! one bounded step per invocation (see `rewind_engine::jobs::scrape`). Driven by
 //! the scrape state machine, or invoked directly with a scrape request.
 //!
 //! Settings (read once per container):
@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
-use rewind_engine::scrape::{Scraper, ScraperError, ScraperEvent};
+use rewind_engine::jobs::scrape::{Scraper, ScraperError, ScraperEvent};
 use serde_json::Value;
 use tokio::time::Instant;
 

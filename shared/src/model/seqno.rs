@@ -208,6 +208,27 @@ impl fmt::Display for UserRecordId {
     }
 }
 
+/// A record's place in its shard: (sequence, sub-sequence). Orders
+/// numerically, and a plain record before the user records of an aggregate
+/// with the same sequence number (which cannot both exist in one shard).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Position {
+    pub sequence_number: SequenceNumber,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_sequence_number: Option<u64>,
+}
+
+impl Position {
+    /// The record's position.
+    pub fn of(record: &crate::model::record::Record) -> Self {
+        Self {
+            sequence_number: record.sequence_number.clone(),
+            sub_sequence_number: record.sub_sequence_number,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

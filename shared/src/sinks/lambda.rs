@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use crate::event::{self, EventSource, PAYLOAD_ENVELOPE_LEN};
-use crate::record::{ArrivalTime, Record};
+use crate::model::event::{self, EventSource, PAYLOAD_ENVELOPE_LEN};
+use crate::model::record::{ArrivalTime, Record};
 
 /// Lambda's synchronous invocation payload limit (6 MB).
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
@@ -46,7 +46,7 @@ pub struct MappingOptions {
     pub parallelization_factor: usize,
     /// Records no filter matches are dropped (and count as processed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filter_criteria: Option<crate::filter::FilterCriteria>,
+    pub filter_criteria: Option<crate::pipeline::filter::FilterCriteria>,
 }
 
 fn default_batch_size() -> usize {
@@ -82,8 +82,8 @@ pub enum FunctionResponseType {
 
 impl MappingOptions {
     /// The ranges the mapping accepts, checked before any work.
-    pub fn validate(&self) -> Result<(), crate::scrape::RequestError> {
-        let bad = |field: &str, message: String| crate::scrape::RequestError {
+    pub fn validate(&self) -> Result<(), crate::request::RequestError> {
+        let bad = |field: &str, message: String| crate::request::RequestError {
             field: field.to_owned(),
             message,
         };
@@ -126,8 +126,10 @@ impl MappingOptions {
     }
 
     /// The compiled `FilterCriteria` (none: every record passes).
-    pub fn filters(&self) -> Result<crate::filter::Filters, crate::scrape::RequestError> {
-        crate::filter::Filters::compile(&self.filter_criteria.clone().unwrap_or_default())
+    pub fn filters(
+        &self,
+    ) -> Result<crate::pipeline::filter::Filters, crate::request::RequestError> {
+        crate::pipeline::filter::Filters::compile(&self.filter_criteria.clone().unwrap_or_default())
     }
 
     fn reports_item_failures(&self) -> bool {
@@ -392,7 +394,7 @@ pub struct Delivery<'a, I, D> {
 /// Where a delivery stopped at its deadline: the first record (sequence and
 /// sub-sequence number) it had not settled. Everything before it in the
 /// shard is settled; it and everything after must be delivered again.
-pub type Unsettled = (crate::seqno::SequenceNumber, Option<u64>);
+pub type Unsettled = (crate::model::seqno::SequenceNumber, Option<u64>);
 
 impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
     /// Delivers every record, lanes in parallel, each lane in order.

@@ -6,12 +6,12 @@
 //! a child shard is polled only once each of its parents has been read to
 //! its end and every record of it settled, as Lambda does, so a partition
 //! key's records reach the function in order across a reshard. Reads go
-//! through [`crate::shard::ShardPoller`] (paced to the shard's limits,
+//! through [`crate::sources::kinesis::ShardPoller`] (paced to the shard's limits,
 //! throttling backed off, expired iterators re-acquired).
 //!
 //! Records are gathered per shard until `BatchSize` × `ParallelizationFactor`
 //! of them are in hand or `MaximumBatchingWindowInSeconds` has passed since
-//! the first, then handed to [`crate::delivery::Delivery`], which owns every
+//! the first, then handed to [`crate::sinks::lambda::Delivery`], which owns every
 //! semantic of the invocation (6 MB payloads, lanes per partition key,
 //! retries, bisect, partial batch responses, record age, filters, the
 //! on-failure destination). The next batch is read only once the previous
@@ -46,12 +46,13 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::delivery::{Delivery, DeliveryError, FailureDestination, Invoker, MappingOptions};
-use crate::event::EventSource;
-use crate::record::{ArrivalTime, Record};
-use crate::scrape::{PlannedShard, RequestError};
-use crate::seqno::SequenceNumber;
-use crate::shard::{
+use crate::model::event::EventSource;
+use crate::model::record::{ArrivalTime, Record};
+use crate::model::seqno::SequenceNumber;
+use crate::pipeline::lineage::PlannedShard;
+use crate::request::RequestError;
+use crate::sinks::lambda::{Delivery, DeliveryError, FailureDestination, Invoker, MappingOptions};
+use crate::sources::kinesis::{
     ChildShard, MAX_LIMIT, ReadError, ReadOptions, ShardPoller, ShardSource, SourceError,
     StartPosition,
 };
@@ -315,7 +316,7 @@ struct Shared {
 
 impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S, I, D> {
     /// Polls `shards` (the stream's shards when the mapping starts, as
-    /// [`crate::scrape::list_shards`] lists them for the starting position)
+    /// [`crate::jobs::scrape::list_shards`] lists them for the starting position)
     /// and the children they end with, until `shutdown` resolves, every
     /// shard is idle for `idle_exit`, or every shard has ended.
     pub async fn run(
@@ -337,7 +338,7 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
                     parent_shard_ids: r.parent_shard_ids.clone(),
                 })
                 .collect();
-            shards = crate::scrape::parents_first(shards);
+            shards = crate::pipeline::lineage::parents_first(shards);
             MappingReport {
                 stopped,
                 shards: shards
@@ -734,7 +735,10 @@ pub fn wall_clock() -> ArrivalTime {
 pub struct LogOnlyDestination;
 
 impl FailureDestination for LogOnlyDestination {
-    async fn send(&self, record: crate::delivery::FailureRecord) -> Result<String, DeliveryError> {
+    async fn send(
+        &self,
+        record: crate::sinks::lambda::FailureRecord,
+    ) -> Result<String, DeliveryError> {
         let info = &record.kinesis_batch_info;
         warn!(
             stream = %info.stream_arn,

@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
 use super::*;
-use crate::kpl::{self, UserRecord};
+use crate::model::kpl::{self, UserRecord};
 use crate::store::MemoryStore;
 
 fn seq(s: &str) -> SequenceNumber {

@@ -22,10 +22,10 @@ use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventRes
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use tracing::{info, warn};
 
-use crate::archive::{self, ArchiveLayout};
-use crate::dynamo::{ArchiveMode, DynamoArchive, StreamSettings};
-use crate::record::Record;
-use crate::seqno::UserRecordId;
+use crate::model::record::Record;
+use crate::model::seqno::UserRecordId;
+use crate::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
+use crate::sinks::s3_archive::{self, ArchiveLayout};
 use crate::store::ObjectStore;
 
 pub const MODE_TAG: &str = "StreamArchiveMode";
@@ -213,7 +213,7 @@ impl<S: ObjectStore, T: StreamTags> Archiver<S, T> {
         } else {
             records.clone()
         };
-        let outcome = archive::archive_batch(&self.s3, &self.layout, &s3_records).await;
+        let outcome = s3_archive::archive_batch(&self.s3, &self.layout, &s3_records).await;
         failed.extend(outcome.failed.into_iter().map(|(id, _)| id));
 
         if let (Some(dynamo), Some(first)) = (&self.dynamo, records.first()) {
@@ -282,7 +282,7 @@ pub fn batch_response(failed: &[UserRecordId]) -> KinesisEventResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::seqno::SequenceNumber;
+    use crate::model::seqno::SequenceNumber;
 
     fn defaults() -> StreamSettings {
         StreamSettings {
@@ -374,8 +374,8 @@ mod tests {
     }
 
     fn sample() -> Vec<Record> {
-        let text = include_str!("../../events/kinesis-batch.json");
-        crate::event::DeliveredEvent::from_slice(text.as_bytes())
+        let text = include_str!("../../../events/kinesis-batch.json");
+        crate::model::event::DeliveredEvent::from_slice(text.as_bytes())
             .unwrap()
             .records
     }
@@ -458,7 +458,7 @@ mod tests {
         assert_eq!(objects.len(), 1);
         let stored: Vec<Record> = objects
             .iter()
-            .flat_map(|(k, o)| crate::chunk::decode(k, &o.body).unwrap())
+            .flat_map(|(k, o)| crate::model::chunk::decode(k, &o.body).unwrap())
             .collect();
         assert_eq!(
             stored, records,

@@ -1,12 +1,12 @@
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::chunk::{ChunkWriter, Compression};
-use crate::delivery::{Invocation, InvokeError};
-use crate::event::DeliveredEvent;
-use crate::reinject::Entry;
-use crate::scrape::ManifestChunk;
-use crate::shard::{StartPosition, StopCondition};
+use crate::model::chunk::{ChunkWriter, Compression};
+use crate::model::event::DeliveredEvent;
+use crate::model::manifest::ManifestChunk;
+use crate::sinks::kinesis::Entry;
+use crate::sinks::lambda::{Invocation, InvokeError};
+use crate::sources::kinesis::{StartPosition, StopCondition};
 use crate::store::MemoryStore;
 
 /// One bucket for every name.
@@ -106,7 +106,7 @@ impl RecordSink for Stream {
     async fn put_records(
         &self,
         entries: Vec<Entry>,
-    ) -> Result<Vec<crate::reinject::EntryResult>, crate::reinject::PutError> {
+    ) -> Result<Vec<crate::sinks::kinesis::EntryResult>, crate::sinks::kinesis::PutError> {
         let mut results = Vec::new();
         for entry in entries {
             let mut offered = self.offered.lock().unwrap();
@@ -412,7 +412,7 @@ async fn a_manifest_is_replayed_in_order_with_exactly_the_poison_records_in_the_
     for key in summary.shards[0].dlq_keys.iter() {
         let key = key.strip_prefix("s3://bucket/").unwrap();
         assert!(key.starts_with("dlq/aws/lambda/run-1/shardId-000000000000/"));
-        let record: crate::delivery::FailureRecord =
+        let record: crate::sinks::lambda::FailureRecord =
             serde_json::from_slice(&replayer.buckets.get(key).await.unwrap()).unwrap();
         assert_eq!(record.kinesis_batch_info.batch_size, 1);
         assert_eq!(
@@ -506,7 +506,8 @@ async fn an_archive_window_is_replayed_parents_first_with_the_replay_accounts_ar
     let child = records("shardId-000000000002", 4, &[3]);
     for batch in [&child, &parent] {
         let outcome =
-            crate::archive::archive_batch(&replayer.buckets, &layout, batch.as_slice()).await;
+            crate::sinks::s3_archive::archive_batch(&replayer.buckets, &layout, batch.as_slice())
+                .await;
         assert!(outcome.failed.is_empty());
     }
     // The window leaves each shard's first two records out.
@@ -971,7 +972,7 @@ fn rejected_invokes_are_not_retried_by_the_state_machine() {
     }));
     assert_eq!(throttled.error_type(), "InvokeFailed");
     let asl: serde_json::Value =
-        serde_json::from_str(include_str!("../../../statemachines/replay.asl.json")).unwrap();
+        serde_json::from_str(include_str!("../../../../statemachines/replay.asl.json")).unwrap();
     let step = &asl["States"]["ReplayGroups"]["ItemProcessor"]["States"]["ReplayShards"]["ItemProcessor"]
         ["States"]["Step"];
     let retried: Vec<&str> = step["Retry"]

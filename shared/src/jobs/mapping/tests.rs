@@ -13,9 +13,9 @@ use super::*;
 use aws_sdk_kinesis::error::ErrorMetadata;
 use aws_sdk_kinesis::types::error::{InternalFailureException, ResourceNotFoundException};
 
-use crate::delivery::{FailureRecord, FunctionResponseType, Invocation, InvokeError};
-use crate::event::DeliveredEvent;
-use crate::shard::{RecordsPage, SourceError};
+use crate::model::event::DeliveredEvent;
+use crate::sinks::lambda::{FailureRecord, FunctionResponseType, Invocation, InvokeError};
+use crate::sources::kinesis::{RecordsPage, SourceError};
 
 const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/orders";
 
@@ -147,7 +147,7 @@ impl ShardSource for MemoryStream {
             .unwrap()
             .push((shard_id.to_owned(), start.clone()));
         let shards = self.shards.lock().unwrap();
-        let index = crate::shard::tests::start_index(&shards[shard_id].records, start);
+        let index = crate::sources::kinesis::tests::start_index(&shards[shard_id].records, start);
         Ok(format!("{shard_id}:{index}"))
     }
 

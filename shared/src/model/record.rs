@@ -21,8 +21,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::kpl::{self, KplError};
-use crate::seqno::{SequenceNumber, UserRecordId};
+use crate::model::kpl::{self, KplError};
+use crate::model::seqno::{SequenceNumber, UserRecordId};
 
 /// When Kinesis accepted a record, to the millisecond (the precision
 /// Kinesis keeps and Lambda shows).

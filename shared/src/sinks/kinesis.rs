@@ -20,7 +20,7 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use serde::Serialize;
 use tracing::debug;
 
-use crate::record::Record;
+use crate::model::record::Record;
 
 /// PutRecords limits: entries per call and bytes per call (data plus keys).
 pub const MAX_ENTRIES: usize = 500;
@@ -341,8 +341,8 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::record::ArrivalTime;
-    use crate::seqno::SequenceNumber;
+    use crate::model::record::ArrivalTime;
+    use crate::model::seqno::SequenceNumber;
 
     /// A stream that throttles every `nth` entry it is offered, and keeps
     /// what it stored in order.

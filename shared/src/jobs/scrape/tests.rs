@@ -1,8 +1,9 @@
 use std::time::Duration;
 
 use super::*;
-use crate::record::Record;
-use crate::shard::tests::{MemoryShard, shard_records};
+use crate::model::record::Record;
+use crate::sources::kinesis::StopReason;
+use crate::sources::kinesis::tests::{MemoryShard, shard_records};
 use crate::store::MemoryStore;
 
 fn request(json: &str) -> Result<ScrapeRequest, RequestError> {

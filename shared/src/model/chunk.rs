@@ -17,8 +17,8 @@ use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
-use crate::record::{ArrivalTime, Record};
-use crate::seqno::UserRecordId;
+use crate::model::record::{ArrivalTime, Record};
+use crate::model::seqno::UserRecordId;
 
 /// A line longer than this can't be a record line: Kinesis records carry at
 /// most 1 MiB of data (about 1.4 MB as base64) plus small metadata. The bound
@@ -396,8 +396,8 @@ pub fn decode(object: &str, bytes: &[u8]) -> Result<Vec<Record>, ChunkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::tests::arb_record;
-    use crate::seqno::SequenceNumber;
+    use crate::model::record::tests::arb_record;
+    use crate::model::seqno::SequenceNumber;
     use proptest::prelude::*;
 
     fn records(n: usize) -> Vec<Record> {

@@ -16,19 +16,22 @@
 //! a retried step never leaves two overlapping chunks: no record is lost
 //! (the cursor only moves once the chunk is stored) and none is duplicated.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::chunk::{ChunkError, ChunkReader, ChunkWriter, Compression};
-use crate::record::{ArrivalTime, stream_name_from_arn};
-use crate::seqno::SequenceNumber;
-use crate::shard::{
+use crate::model::chunk::{ChunkError, ChunkReader, ChunkWriter, Compression};
+use crate::model::manifest::{Manifest, ManifestChunk, ManifestShard};
+use crate::model::record::{ArrivalTime, stream_name_from_arn};
+use crate::model::seqno::SequenceNumber;
+use crate::pipeline::lineage::{PlannedShard, parents_first};
+use crate::request::{RequestError, parse_json, valid_name};
+use crate::sources::kinesis::{
     ReadError, ReadOptions, ShardCursor, ShardSource, ShardWindow, StartPosition, StepBudget,
-    StopCondition, StopReason,
+    StopCondition,
 };
 use crate::store::{ObjectReader, ObjectStore, PutObject, StoreError};
 
@@ -145,7 +148,7 @@ pub struct ScrapeRequest {
 pub const MAX_CONCURRENCY: u32 = 40;
 
 fn default_poll_batch_size() -> i32 {
-    crate::shard::MAX_LIMIT
+    crate::sources::kinesis::MAX_LIMIT
 }
 
 fn default_max_empty_polls() -> u32 {
@@ -154,37 +157,6 @@ fn default_max_empty_polls() -> u32 {
 
 fn default_read_share() -> f64 {
     1.0
-}
-
-/// A request that can't be run: names the field and what it accepts.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid scrape request: {field}: {message}")]
-pub struct RequestError {
-    pub field: String,
-    pub message: String,
-}
-
-impl RequestError {
-    fn new(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.to_owned(),
-            message: message.into(),
-        }
-    }
-}
-
-/// Parses any JSON document as `T`, naming the field of the first error.
-pub fn parse_json<'de, T: Deserialize<'de>>(json: &'de [u8]) -> Result<T, RequestError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let field = if path == "." {
-            "(request)".to_owned()
-        } else {
-            path
-        };
-        RequestError::new(&field, error.into_inner().to_string())
-    })
 }
 
 impl ScrapeRequest {
@@ -235,7 +207,7 @@ impl ScrapeRequest {
                 "a sequence number belongs to one shard: with start AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER, name exactly one shard",
             ));
         }
-        if !(1..=crate::shard::MAX_LIMIT).contains(&self.poll_batch_size) {
+        if !(1..=crate::sources::kinesis::MAX_LIMIT).contains(&self.poll_batch_size) {
             return Err(RequestError::new(
                 "pollBatchSize",
                 format!(
@@ -327,57 +299,6 @@ impl ScrapeRequest {
             format!("{prefix}/{run_id}")
         }
     }
-}
-
-pub(crate) fn valid_name(value: &str, max: usize) -> bool {
-    !value.is_empty()
-        && value.len() <= max
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-/// A shard to read, with its lineage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PlannedShard {
-    pub shard_id: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub parent_shard_ids: Vec<String>,
-}
-
-/// Orders shards so that every parent comes before its children (and keeps
-/// shard-id order otherwise). Parents outside the list don't constrain it.
-pub fn parents_first(shards: Vec<PlannedShard>) -> Vec<PlannedShard> {
-    let ids: BTreeSet<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
-    let mut pending: BTreeMap<String, PlannedShard> = shards
-        .into_iter()
-        .map(|s| (s.shard_id.clone(), s))
-        .collect();
-    let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut out = Vec::new();
-    while !pending.is_empty() {
-        let ready: Vec<String> = pending
-            .values()
-            .filter(|s| {
-                s.parent_shard_ids
-                    .iter()
-                    .all(|p| !ids.contains(p) || done.contains(p))
-            })
-            .map(|s| s.shard_id.clone())
-            .collect();
-        if ready.is_empty() {
-            // A cycle can't come from Kinesis; keep what is left in id order
-            // rather than loop.
-            out.extend(std::mem::take(&mut pending).into_values());
-            break;
-        }
-        for id in ready {
-            done.insert(id.clone());
-            out.extend(pending.remove(&id));
-        }
-    }
-    out
 }
 
 /// Listing a stream's shards failed.
@@ -548,14 +469,15 @@ pub async fn scrape_step<S: ShardSource, O: ObjectStore + ObjectReader>(
     }
     let mut writer = ChunkWriter::new(format!("{folder}/{n}"), Vec::new(), compression)?;
     let mut write_error = None;
-    let cursor = crate::shard::read_step(source, window, &progress.cursor, budget, |record| {
-        if write_error.is_none()
-            && let Err(error) = writer.write(&record)
-        {
-            write_error = Some(error);
-        }
-    })
-    .await?;
+    let cursor =
+        crate::sources::kinesis::read_step(source, window, &progress.cursor, budget, |record| {
+            if write_error.is_none()
+                && let Err(error) = writer.write(&record)
+            {
+                write_error = Some(error);
+            }
+        })
+        .await?;
     if let Some(error) = write_error {
         return Err(error.into());
     }
@@ -596,50 +518,6 @@ pub async fn scrape_step<S: ShardSource, O: ObjectStore + ObjectReader>(
             .await?;
     }
     Ok(progress)
-}
-
-/// One chunk in a manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ManifestChunk {
-    pub key: String,
-    pub first_sequence_number: SequenceNumber,
-    pub last_sequence_number: SequenceNumber,
-}
-
-/// One shard in a manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ManifestShard {
-    pub shard_id: String,
-    #[serde(default)]
-    pub parent_shard_ids: Vec<String>,
-    pub records: u64,
-    pub chunks: Vec<ManifestChunk>,
-    pub first_sequence_number: Option<SequenceNumber>,
-    pub last_sequence_number: Option<SequenceNumber>,
-    pub first_arrival: Option<ArrivalTime>,
-    pub last_arrival: Option<ArrivalTime>,
-    pub stop_reason: Option<StopReason>,
-    #[serde(default)]
-    pub child_shard_ids: Vec<String>,
-}
-
-/// `manifest.json`: what a scrape wrote, for people and for replay.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Manifest {
-    pub stream: String,
-    pub stream_arn: String,
-    pub run_id: String,
-    pub bucket: String,
-    pub prefix: String,
-    pub compression: Compression,
-    pub start: StartPosition,
-    pub stop: StopCondition,
-    /// Parents before children.
-    pub shards: Vec<ManifestShard>,
-    pub records: u64,
 }
 
 /// Why a manifest could not be written.
@@ -755,7 +633,7 @@ pub async fn write_manifest<O: ObjectStore + ObjectReader>(
 pub async fn read_shard_chunks<R: ObjectReader>(
     reader: &R,
     shard: &ManifestShard,
-    mut sink: impl FnMut(crate::record::Record),
+    mut sink: impl FnMut(crate::model::record::Record),
 ) -> Result<(), ScrapeError> {
     for chunk in &shard.chunks {
         let bytes = reader.get(&chunk.key).await?;
@@ -986,7 +864,7 @@ impl<O: Outputs> Scraper<O> {
         progress: &ShardProgress,
         budget: StepBudget,
     ) -> Result<ShardProgress, ScraperError> {
-        let source = crate::shard::KinesisSource::new(self.kinesis.clone(), stream_arn);
+        let source = crate::sources::kinesis::KinesisSource::new(self.kinesis.clone(), stream_arn);
         let stream = stream_name_from_arn(stream_arn).unwrap_or(&request.stream);
         let window = request.window(stream);
         Ok(scrape_step(

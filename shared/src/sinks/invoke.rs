@@ -1,4 +1,4 @@
-//! The adapters behind [`crate::delivery`]: invoking the target function
+//! The adapters behind [`crate::sinks::lambda`]: invoking the target function
 //! with the official Lambda client, and storing failed batches as the
 //! mapping's S3 and SQS on-failure destinations do.
 
@@ -6,7 +6,7 @@ use aws_sdk_lambda::error::{DisplayErrorContext, SdkError};
 use aws_sdk_lambda::operation::invoke::InvokeError as SdkInvokeError;
 use aws_sdk_lambda::primitives::Blob;
 
-use crate::delivery::{
+use crate::sinks::lambda::{
     DeliveryError, FailureDestination, FailureRecord, Invocation, InvokeError, Invoker,
 };
 use crate::store::{ObjectStore, PutObject};
@@ -248,7 +248,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_batches_land_under_the_mappings_key_layout() {
-        use crate::delivery::{
+        use crate::sinks::lambda::{
             FailureCondition, KinesisBatchInfo, RequestContext, ResponseContext,
         };
         let destination = S3FailureDestination {

@@ -19,8 +19,8 @@
 //!   three).
 //!
 //! Targets:
-//! - `FUNCTION`: [`crate::delivery::Delivery`], the mapping's semantics.
-//! - `STREAM`: [`crate::reinject::reinject`], optionally in the Node.js
+//! - `FUNCTION`: [`crate::sinks::lambda::Delivery`], the mapping's semantics.
+//! - `STREAM`: [`crate::sinks::kinesis::reinject`], optionally in the Node.js
 //!   archiver's metadata envelope and at the original pace sped up.
 //!
 //! `eventSourceARN` of the delivered events is the scraped stream's ARN
@@ -44,26 +44,26 @@
 //! starts after the checkpoint, so only the piece it was in the middle of is
 //! delivered again: at least once, never skipped.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::archive::{ArchiveLayout, ShardScan, plan_scan};
-use crate::delivery::{
+use crate::jobs::scrape::{ScrapeRequest, read_shard_chunks};
+use crate::model::event::{EventSource, StreamArnError};
+use crate::model::manifest::{Manifest, ManifestShard};
+use crate::model::record::{ArrivalTime, Record};
+use crate::model::seqno::{Position, SequenceNumber};
+use crate::pipeline::lineage::lineage_groups;
+use crate::request::{RequestError, parse_json};
+use crate::sinks::dynamodb::{DynamoReader, ReadError};
+use crate::sinks::invoke::{LambdaInvoker, S3FailureDestination, SqsFailureDestination};
+use crate::sinks::kinesis::{KinesisSink, RecordSink, ReinjectError, ReinjectOptions, reinject};
+use crate::sinks::lambda::{
     Delivery, DeliveryError, DeliveryReport, FailureDestination, FailureRecord, Invoker,
     MappingOptions, Unsettled,
 };
-use crate::dynamo::{DynamoReader, ReadError};
-use crate::event::{EventSource, StreamArnError};
-use crate::invoke::{LambdaInvoker, S3FailureDestination, SqsFailureDestination};
-use crate::record::{ArrivalTime, Record};
-use crate::reinject::{KinesisSink, RecordSink, ReinjectError, ReinjectOptions, reinject};
-use crate::scrape::{
-    Manifest, ManifestShard, RequestError, ScrapeRequest, parse_json, read_shard_chunks,
-};
-use crate::seqno::SequenceNumber;
+use crate::sinks::s3_archive::{ArchiveLayout, ShardScan, plan_scan};
 use crate::store::{ObjectReader, ObjectStore, PutObject, StoreError};
 
 /// Where the records come from.
@@ -301,18 +301,18 @@ impl ReplayRequest {
             ));
         }
         if let Some(n) = self.max_concurrency
-            && !(1..=crate::scrape::MAX_CONCURRENCY).contains(&n)
+            && !(1..=crate::jobs::scrape::MAX_CONCURRENCY).contains(&n)
         {
             return Err(invalid(
                 "maxConcurrency",
                 format!(
                     "{n} is out of range; accepted values: 1 to {}",
-                    crate::scrape::MAX_CONCURRENCY
+                    crate::jobs::scrape::MAX_CONCURRENCY
                 ),
             ));
         }
         if let Some(run_id) = &self.run_id
-            && !crate::scrape::valid_name(run_id, 80)
+            && !crate::request::valid_name(run_id, 80)
         {
             return Err(invalid(
                 "runId",
@@ -324,7 +324,7 @@ impl ReplayRequest {
 
     fn validate_source(&self) -> Result<(), RequestError> {
         let stream_name = |field: &str, stream: &str| {
-            if crate::scrape::valid_name(stream, 128) {
+            if crate::request::valid_name(stream, 128) {
                 Ok(())
             } else {
                 Err(invalid(
@@ -458,8 +458,8 @@ impl ReplayRequest {
                 speedup,
                 ..
             } => {
-                let name = crate::record::stream_name_from_arn(stream).unwrap_or(stream);
-                if !crate::scrape::valid_name(name, 128) {
+                let name = crate::model::record::stream_name_from_arn(stream).unwrap_or(stream);
+                if !crate::request::valid_name(name, 128) {
                     return Err(invalid(
                         "target.stream",
                         format!(
@@ -566,24 +566,6 @@ fn valid_qualifier(q: &str) -> bool {
             && q.len() <= 128
             && q.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')))
-}
-
-/// A record's place in its shard: (sequence, sub-sequence).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Position {
-    pub sequence_number: SequenceNumber,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sub_sequence_number: Option<u64>,
-}
-
-impl Position {
-    fn of(record: &Record) -> Self {
-        Self {
-            sequence_number: record.sequence_number.clone(),
-            sub_sequence_number: record.sub_sequence_number,
-        }
-    }
 }
 
 /// Where a sped-up replay of a shard started: its first record (arrival)
@@ -723,39 +705,6 @@ pub struct ReplayPlan {
     pub groups: Vec<Vec<ShardReplay>>,
 }
 
-/// Groups shards by lineage (connected by parent links among `shards`),
-/// keeping the order of `shards` (parents first) inside each group and
-/// ordering groups by their first shard.
-pub fn lineage_groups(shards: &[(String, Vec<String>)]) -> Vec<Vec<String>> {
-    let index: BTreeMap<&str, usize> = shards
-        .iter()
-        .enumerate()
-        .map(|(i, (id, _))| (id.as_str(), i))
-        .collect();
-    let mut root: Vec<usize> = (0..shards.len()).collect();
-    fn find(root: &mut [usize], mut i: usize) -> usize {
-        while root[i] != i {
-            root[i] = root[root[i]];
-            i = root[i];
-        }
-        i
-    }
-    for (i, (_, parents)) in shards.iter().enumerate() {
-        for parent in parents {
-            if let Some(&j) = index.get(parent.as_str()) {
-                let (a, b) = (find(&mut root, i), find(&mut root, j));
-                root[a.max(b)] = a.min(b);
-            }
-        }
-    }
-    let mut groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    for (i, (id, _)) in shards.iter().enumerate() {
-        let r = find(&mut root, i);
-        groups.entry(r).or_default().push(id.clone());
-    }
-    groups.into_values().collect()
-}
-
 /// One shard in the summary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -854,7 +803,7 @@ impl ReplayError {
             | Self::ScrapeFirst => "InvalidRequest",
             Self::Delivery(DeliveryError::Options { .. }) => "InvalidRequest",
             // Denied, no such function: retrying won't help.
-            Self::Delivery(DeliveryError::Invoke(crate::delivery::InvokeError::Fatal {
+            Self::Delivery(DeliveryError::Invoke(crate::sinks::lambda::InvokeError::Fatal {
                 ..
             })) => "InvokeRejected",
             Self::Delivery(DeliveryError::Invoke(_)) => "InvokeFailed",
@@ -1215,7 +1164,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             piece: match &request.target {
                 // One PutRecords call's worth: a stream target has no
                 // batches of its own.
-                ReplayTarget::Stream { .. } => crate::reinject::MAX_ENTRIES,
+                ReplayTarget::Stream { .. } => crate::sinks::kinesis::MAX_ENTRIES,
                 ReplayTarget::Function { .. } => {
                     (request.options.batch_size * request.options.parallelization_factor).max(1)
                 }
@@ -1513,7 +1462,7 @@ enum Deliver<'a, I, D, S> {
 /// a time, at the request's pace, until the deadline.
 struct Sink<'a, I, D, S, W> {
     target: Deliver<'a, I, D, S>,
-    filters: crate::filter::Filters,
+    filters: crate::pipeline::filter::Filters,
     piece: usize,
     stop_at: Instant,
     /// When this step started, and records it handed on since.

@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::record::{ArrivalTime, EncryptionType, Record};
-use crate::seqno::SequenceNumber;
+use crate::model::record::{ArrivalTime, EncryptionType, Record};
+use crate::model::seqno::SequenceNumber;
 
 /// GetRecords returns at most 10,000 records per call.
 pub const MAX_LIMIT: i32 = 10_000;
@@ -812,7 +812,7 @@ pub struct KinesisSource {
 impl KinesisSource {
     pub fn new(client: aws_sdk_kinesis::Client, stream_arn: impl Into<String>) -> Self {
         let stream_arn = stream_arn.into();
-        let stream = crate::record::stream_name_from_arn(&stream_arn)
+        let stream = crate::model::record::stream_name_from_arn(&stream_arn)
             .unwrap_or(&stream_arn)
             .to_owned();
         Self {

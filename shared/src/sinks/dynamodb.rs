@@ -30,8 +30,8 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use tracing::{debug, warn};
 
-use crate::record::{ArrivalTime, EncryptionType, Record};
-use crate::seqno::{MAX_DIGITS, SequenceNumber, UserRecordId};
+use crate::model::record::{ArrivalTime, EncryptionType, Record};
+use crate::model::seqno::{MAX_DIGITS, SequenceNumber, UserRecordId};
 use crate::store::{ObjectStore, PutObject, StoreError};
 
 /// DynamoDB's item size limit (400 KB, counted as KiB by DynamoDB).

@@ -2,8 +2,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use super::*;
-use crate::event::DeliveredEvent;
-use crate::seqno::SequenceNumber;
+use crate::model::event::DeliveredEvent;
+use crate::model::seqno::SequenceNumber;
 
 /// A target function: fails (Unhandled) on batches holding a poison
 /// record, or reports it as a batch item failure; keeps every batch it

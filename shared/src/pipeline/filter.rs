@@ -16,8 +16,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::record::Record;
-use crate::scrape::RequestError;
+use crate::model::record::Record;
+use crate::request::RequestError;
 
 /// The mapping's `FilterCriteria`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,8 +236,8 @@ fn literal_eq(pattern: &Value, value: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::ArrivalTime;
-    use crate::seqno::SequenceNumber;
+    use crate::model::record::ArrivalTime;
+    use crate::model::seqno::SequenceNumber;
 
     fn record(pk: &str, data: &str) -> Record {
         Record {

@@ -21,10 +21,10 @@ use aws_lambda_events::event::kinesis::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::record::{
+use crate::model::record::{
     ArrivalTime, EncryptionType, Record, decode_base64, encode_base64, stream_name_from_arn,
 };
-use crate::seqno::{SequenceNumber, SequenceNumberError};
+use crate::model::seqno::{SequenceNumber, SequenceNumberError};
 
 pub const EVENT_SOURCE: &str = "aws:kinesis";
 pub const EVENT_NAME: &str = "aws:kinesis:record";
@@ -349,7 +349,7 @@ fn record_from_wire(record: &WireRecord<'_>) -> Result<Record, EventError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::tests::arb_record;
+    use crate::model::record::tests::arb_record;
     use proptest::prelude::*;
 
     fn source() -> EventSource {

@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use crate::chunk::{ChunkError, ChunkReader, ChunkSummary, ChunkWriter, Compression};
-use crate::record::{ArrivalTime, Record};
-use crate::seqno::{SequenceNumber, UserRecordId};
+use crate::model::chunk::{ChunkError, ChunkReader, ChunkSummary, ChunkWriter, Compression};
+use crate::model::record::{ArrivalTime, Record};
+use crate::model::seqno::{SequenceNumber, UserRecordId};
 use crate::store::{ObjectReader, ObjectStore, PutObject, StoreError};
 
 /// Uncompressed record-line bytes one archive object holds at most. A
@@ -367,9 +367,9 @@ impl ShardScan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk;
-    use crate::record::ArrivalTime;
-    use crate::seqno::SequenceNumber;
+    use crate::model::chunk;
+    use crate::model::record::ArrivalTime;
+    use crate::model::seqno::SequenceNumber;
     use crate::store::MemoryStore;
 
     fn record(shard: u32, seq: u32, millis: i64) -> Record {
@@ -489,7 +489,7 @@ mod tests {
         assert_eq!(written, vec![records[0].id(), records[3].id()]);
         let failed: Vec<UserRecordId> = outcome.failed.iter().map(|(id, _)| id.clone()).collect();
         assert_eq!(
-            serde_json::to_value(crate::archiver::batch_response(&failed)).unwrap(),
+            serde_json::to_value(crate::jobs::archiver::batch_response(&failed)).unwrap(),
             serde_json::json!({"batchItemFailures": [{"itemIdentifier": records[1].sequence_number.to_string()}]})
         );
     }

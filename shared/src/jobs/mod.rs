@@ -1,0 +1,7 @@
+//! The jobs the functions and the CLI run: each a source, a pipeline and a
+//! sink, in bounded steps.
+
+pub mod archiver;
+pub mod mapping;
+pub mod replay;
+pub mod scrape;

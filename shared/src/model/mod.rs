@@ -1,0 +1,8 @@
+//! The record model and its formats: what every other layer speaks.
+
+pub mod chunk;
+pub mod event;
+pub mod kpl;
+pub mod manifest;
+pub mod record;
+pub mod seqno;

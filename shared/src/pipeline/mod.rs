@@ -1,0 +1,4 @@
+//! What happens to records between a source and a sink.
+
+pub mod filter;
+pub mod lineage;
