@@ -1,6 +1,6 @@
 //! Helpers for the integration tests: one local stack shared by the whole
-//! test run, SDK configuration pointing at it, and unique resource names so
-//! tests running side by side never meet.
+//! test run, and unique resource names so tests running side by side never
+//! meet. SDK clients of the stack come from `rewind_local::sdk`.
 //!
 //! nextest runs every test in its own process, so the shared stack runs in a
 //! process of its own (`local-stack`, this package's binary). Each test
@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_kinesis::config::Credentials;
+use aws_config::SdkConfig;
 use rewind_local::daemon::State;
 use rewind_local::{Admin, Layout};
 use rustix::fs::{FlockOperation, flock};
@@ -36,18 +35,8 @@ impl Stack {
 
     /// SDK configuration for every client of the stack.
     pub async fn sdk_config(&self) -> SdkConfig {
-        sdk_config(&self.endpoint).await
+        rewind_local::sdk::config(&self.endpoint).await
     }
-}
-
-/// SDK configuration pointing at a local stack endpoint.
-pub async fn sdk_config(endpoint: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "local-stack"))
-        .load()
-        .await
 }
 
 /// The test run's shared stack, started by the first caller with `daemon`
@@ -148,40 +137,6 @@ pub fn scratch_file(layout: &Layout, prefix: &str) -> PathBuf {
     let dir = layout.run_dir().join("scratch");
     let _ = std::fs::create_dir_all(&dir);
     dir.join(unique(prefix))
-}
-
-/// An S3 client of the stack (path-style addressing: bucket names are not
-/// host names on a loopback endpoint).
-pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(config)
-            .force_path_style(true)
-            .build(),
-    )
-}
-
-/// Waits until `stream` is `ACTIVE` (after a create or a reshard).
-pub async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        let summary = kinesis
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await?;
-        if summary
-            .stream_description_summary()
-            .map(|s| s.stream_status())
-            == Some(&aws_sdk_kinesis::types::StreamStatus::Active)
-        {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "stream {stream} never became active"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Runs an execution named `name` of `machine` with `input` to its end;
@@ -311,5 +266,5 @@ pub async fn create_stream(
         .shard_count(shards)
         .send()
         .await?;
-    wait_active(kinesis, stream).await
+    Ok(rewind_local::sdk::wait_active(kinesis, stream).await?)
 }
