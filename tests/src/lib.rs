@@ -1,12 +1,15 @@
-//! Helpers for the integration tests: one local stack shared by the whole
-//! test run, and unique resource names so tests running side by side never
-//! meet. SDK clients of the stack come from `rewind_local::sdk`.
+//! Helpers for the integration tests (this package's and the CLI's): one
+//! local stack shared by the whole test run, and unique resource names so
+//! tests running side by side never meet. SDK clients of the stack come
+//! from `rewind_local::sdk`.
 //!
 //! nextest runs every test in its own process, so the shared stack runs in a
-//! process of its own (`local-stack`, this package's binary). Each test
-//! process holds a shared lock on a lease file for as long as it lives; the
-//! stack stops itself once nobody has held it for a moment, so a test run
-//! leaves nothing running behind it.
+//! process of its own: `local-stack`, this package's binary, or the CLI's
+//! `rewind local serve`, whichever test binary starts it first (the other
+//! joins it: both publish it in the same place). Each test process holds a
+//! shared lock on a lease file for as long as it lives; the stack stops
+//! itself once nobody has held it for a moment, so a test run leaves nothing
+//! running behind it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -39,14 +42,22 @@ impl Stack {
     }
 }
 
-/// The test run's shared stack, started by the first caller with `daemon`
-/// (the integration tests pass `env!("CARGO_BIN_EXE_local-stack")`).
-pub fn stack(daemon: &'static str) -> &'static Stack {
-    static STACK: OnceLock<Stack> = OnceLock::new();
-    STACK.get_or_init(|| start_or_join(Path::new(daemon)).expect("the shared local stack"))
+/// What serves the shared stack: `program args… --state-file STATE --lease
+/// LEASE` (the integration tests' `local-stack`, the CLI's `rewind local
+/// serve`).
+#[derive(Clone, Copy, Debug)]
+pub struct Daemon {
+    pub program: &'static str,
+    pub args: &'static [&'static str],
 }
 
-fn start_or_join(daemon: &Path) -> anyhow::Result<Stack> {
+/// The test run's shared stack, started by the first caller with `daemon`.
+pub fn stack(daemon: Daemon) -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| start_or_join(daemon).expect("the shared local stack"))
+}
+
+fn start_or_join(daemon: Daemon) -> anyhow::Result<Stack> {
     let layout = Layout::find(Path::new(env!("CARGO_MANIFEST_DIR")))?;
     let dir = layout.run_dir().join("test-stack");
     std::fs::create_dir_all(&dir)?;
@@ -69,35 +80,43 @@ fn start_or_join(daemon: &Path) -> anyhow::Result<Stack> {
     })
 }
 
-fn spawn(daemon: &Path, state_path: &Path, lease: &Path, layout: &Layout) -> anyhow::Result<State> {
+fn spawn(
+    daemon: Daemon,
+    state_path: &Path,
+    lease: &Path,
+    layout: &Layout,
+) -> anyhow::Result<State> {
     let _ = std::fs::remove_file(state_path);
     std::fs::create_dir_all(layout.logs())?;
     let log = layout.logs().join("test-stack.log");
     let out = File::create(&log)?;
-    let mut command = std::process::Command::new(daemon);
+    let mut command = std::process::Command::new(daemon.program);
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     // Own process group and no inherited pipes: the test runner neither
     // waits for it nor kills it with the test that happened to start it.
     let mut child = command
+        .args(daemon.args)
+        .arg("--state-file")
         .arg(state_path)
+        .arg("--lease")
         .arg(lease)
         .current_dir(&layout.root)
         .stdin(std::process::Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
         .spawn()
-        .context("starting local-stack")?;
+        .with_context(|| format!("starting {}", daemon.program))?;
     let started = Instant::now();
     loop {
         if let Ok(state) = State::read(state_path) {
             return Ok(state);
         }
         if let Some(status) = child.try_wait()? {
-            anyhow::bail!("local-stack exited ({status}); see {}", log.display());
+            anyhow::bail!("the shared stack exited ({status}); see {}", log.display());
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(900),
-            "local-stack not ready after 15 minutes; see {}",
+            "the shared stack not ready after 15 minutes; see {}",
             log.display()
         );
         std::thread::sleep(Duration::from_millis(100));
