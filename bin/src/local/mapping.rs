@@ -21,7 +21,7 @@ use rewind_engine::scrape::{list_shards, resolve_stream_arn};
 use rewind_engine::shard::{KinesisSource, StartPosition};
 use rewind_engine::store::S3Store;
 
-use crate::scrape::AwsArgs;
+use crate::aws::AwsArgs;
 
 #[derive(Args, Debug)]
 pub struct MappingArgs {
