@@ -28,31 +28,29 @@ impl Tally {
     /// so a long execution's poll reads one page, not all of its (up to
     /// 25,000) events again.
     pub(super) async fn read_new(&mut self, client: &Client, arn: &str) -> Result<(), RunError> {
-        let mut token = None;
         let mut newest = self.last_event;
-        loop {
-            let page = client
-                .get_execution_history()
-                .execution_arn(arn)
-                .reverse_order(true)
-                .max_results(1000)
-                .include_execution_data(false)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|error| {
-                    service_error(
-                        error,
-                        |e| {
-                            matches!(
-                                e,
-                                GetExecutionHistoryError::ExecutionDoesNotExist(_)
-                                    | GetExecutionHistoryError::InvalidArn(_)
-                            )
-                        },
-                        format!("reading the history of {arn}"),
-                    )
-                })?;
+        let mut pages = client
+            .get_execution_history()
+            .execution_arn(arn)
+            .reverse_order(true)
+            .max_results(1000)
+            .include_execution_data(false)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|error| {
+                service_error(
+                    error,
+                    |e| {
+                        matches!(
+                            e,
+                            GetExecutionHistoryError::ExecutionDoesNotExist(_)
+                                | GetExecutionHistoryError::InvalidArn(_)
+                        )
+                    },
+                    format!("reading the history of {arn}"),
+                )
+            })?;
             let events = page.events();
             let mut reached_counted = false;
             for event in events {
@@ -66,10 +64,8 @@ impl Tally {
             // Older pages hold only counted events, unless the service
             // ignored the order asked for (then every page is read).
             let ascending = matches!(events, [first, .., last] if first.id() < last.id());
-            let more = !reached_counted || ascending;
-            match page.next_token() {
-                Some(next) if more => token = Some(next.to_owned()),
-                _ => break,
+            if reached_counted && !ascending {
+                break;
             }
         }
         self.last_event = newest;
