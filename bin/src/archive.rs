@@ -13,7 +13,7 @@ use rewind_engine::sinks::s3_archive::{self, ArchiveLayout, ShardScan};
 use rewind_engine::store::{ObjectReader, S3Store};
 
 use crate::Output;
-use crate::scrape::AwsArgs;
+use crate::aws::AwsArgs;
 
 #[derive(Subcommand, Debug)]
 pub enum ArchiveCommand {

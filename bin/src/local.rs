@@ -3,6 +3,8 @@
 //! `status` says where it is. `mapping` runs an event source mapping, which
 //! no emulator has.
 
+use std::path::PathBuf;
+
 use clap::{Subcommand, ValueEnum};
 use rewind_local::daemon::{self, State};
 use rewind_local::{KinesisBackend, Layout, Options};
@@ -27,7 +29,7 @@ pub enum LocalCommand {
     Mapping(Box<mapping::MappingArgs>),
     /// Run the stack in the foreground until SIGTERM or Ctrl-C.
     #[command(hide = true)]
-    Serve(UpArgs),
+    Serve(ServeArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -39,6 +41,23 @@ pub struct UpArgs {
     /// Don't enforce Kinesis per-shard limits at the endpoint.
     #[arg(long)]
     no_shard_limits: bool,
+}
+
+/// `local serve`: what `up` starts, and the shared stack of a test run
+/// (`rewind_tests::stack`), which publishes itself elsewhere and serves only
+/// while test processes hold its lease.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    up: UpArgs,
+    /// Publish the stack's state here instead of `.local/stack.json`, so a
+    /// test run's stack and `local up`'s never meet.
+    #[arg(long, hide = true, requires = "lease")]
+    state_file: Option<PathBuf>,
+    /// Serve until no process has held a shared lock on this file for a
+    /// moment (instead of until SIGTERM only).
+    #[arg(long, hide = true, requires = "state_file")]
+    lease: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -104,7 +123,14 @@ pub fn run(command: LocalCommand) -> anyhow::Result<()> {
             }
             LocalCommand::Serve(args) => {
                 std::fs::create_dir_all(layout.run_dir())?;
-                daemon::serve(&layout, args.options(), &state_path, None).await?;
+                if args.lease.is_some() {
+                    // A test run's stack is debugged from its log alone:
+                    // unreachable backends and failed event invokes go there.
+                    tracing_subscriber::fmt().with_env_filter("info").init();
+                }
+                let state_path = args.state_file.unwrap_or(state_path);
+                let lease = args.lease.as_deref();
+                daemon::serve(&layout, args.up.options(), &state_path, lease).await?;
                 Ok(())
             }
             LocalCommand::Down => {

@@ -14,6 +14,7 @@ use rewind_engine::Record;
 use rewind_engine::model::chunk::{ChunkReader, ChunkWriter, Compression};
 
 mod archive;
+mod aws;
 mod demo;
 mod local;
 mod replay;

@@ -91,6 +91,20 @@ pub enum Error {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
+    #[error("describing {stream}")]
+    DescribeStream {
+        stream: String,
+        #[source]
+        source: Box<
+            aws_sdk_kinesis::error::SdkError<
+                aws_sdk_kinesis::operation::describe_stream_summary::DescribeStreamSummaryError,
+            >,
+        >,
+    },
+
+    #[error("stream {stream} not ACTIVE after {seconds} s")]
+    NotActive { stream: String, seconds: u64 },
+
     #[error("could not create state machine {name} in the local stack")]
     CreateStateMachine {
         name: String,

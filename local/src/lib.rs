@@ -11,6 +11,7 @@
 //! - [`stack`]: [`LocalStack`] starts and stops all of it; [`Admin`] drives
 //!   the endpoint's faults and limits;
 //! - [`daemon`]: the stack as a background process (`rewind local up`);
+//! - [`sdk`]: SDK clients of a stack's endpoint;
 //! - [`statemachine`]: state machine definitions from `template.yaml`.
 
 pub mod daemon;
@@ -20,6 +21,7 @@ pub mod install;
 mod layout;
 pub mod process;
 pub mod proxy;
+pub mod sdk;
 pub mod stack;
 pub mod statemachine;
 

@@ -1,12 +1,15 @@
-//! Helpers for the integration tests: one local stack shared by the whole
-//! test run, SDK configuration pointing at it, and unique resource names so
-//! tests running side by side never meet.
+//! Helpers for the integration tests (this package's and the CLI's): one
+//! local stack shared by the whole test run, and unique resource names so
+//! tests running side by side never meet. SDK clients of the stack come
+//! from `rewind_local::sdk`.
 //!
 //! nextest runs every test in its own process, so the shared stack runs in a
-//! process of its own (`local-stack`, this package's binary). Each test
-//! process holds a shared lock on a lease file for as long as it lives; the
-//! stack stops itself once nobody has held it for a moment, so a test run
-//! leaves nothing running behind it.
+//! process of its own: `local-stack`, this package's binary, or the CLI's
+//! `rewind local serve`, whichever test binary starts it first (the other
+//! joins it: both publish it in the same place). Each test process holds a
+//! shared lock on a lease file for as long as it lives; the stack stops
+//! itself once nobody has held it for a moment, so a test run leaves nothing
+//! running behind it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -15,8 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_kinesis::config::Credentials;
+use aws_config::SdkConfig;
 use rewind_local::daemon::State;
 use rewind_local::{Admin, Layout};
 use rustix::fs::{FlockOperation, flock};
@@ -36,28 +38,26 @@ impl Stack {
 
     /// SDK configuration for every client of the stack.
     pub async fn sdk_config(&self) -> SdkConfig {
-        sdk_config(&self.endpoint).await
+        rewind_local::sdk::config(&self.endpoint).await
     }
 }
 
-/// SDK configuration pointing at a local stack endpoint.
-pub async fn sdk_config(endpoint: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "local-stack"))
-        .load()
-        .await
+/// What serves the shared stack: `program args… --state-file STATE --lease
+/// LEASE` (the integration tests' `local-stack`, the CLI's `rewind local
+/// serve`).
+#[derive(Clone, Copy, Debug)]
+pub struct Daemon {
+    pub program: &'static str,
+    pub args: &'static [&'static str],
 }
 
-/// The test run's shared stack, started by the first caller with `daemon`
-/// (the integration tests pass `env!("CARGO_BIN_EXE_local-stack")`).
-pub fn stack(daemon: &'static str) -> &'static Stack {
+/// The test run's shared stack, started by the first caller with `daemon`.
+pub fn stack(daemon: Daemon) -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
-    STACK.get_or_init(|| start_or_join(Path::new(daemon)).expect("the shared local stack"))
+    STACK.get_or_init(|| start_or_join(daemon).expect("the shared local stack"))
 }
 
-fn start_or_join(daemon: &Path) -> anyhow::Result<Stack> {
+fn start_or_join(daemon: Daemon) -> anyhow::Result<Stack> {
     let layout = Layout::find(Path::new(env!("CARGO_MANIFEST_DIR")))?;
     let dir = layout.run_dir().join("test-stack");
     std::fs::create_dir_all(&dir)?;
@@ -80,35 +80,43 @@ fn start_or_join(daemon: &Path) -> anyhow::Result<Stack> {
     })
 }
 
-fn spawn(daemon: &Path, state_path: &Path, lease: &Path, layout: &Layout) -> anyhow::Result<State> {
+fn spawn(
+    daemon: Daemon,
+    state_path: &Path,
+    lease: &Path,
+    layout: &Layout,
+) -> anyhow::Result<State> {
     let _ = std::fs::remove_file(state_path);
     std::fs::create_dir_all(layout.logs())?;
     let log = layout.logs().join("test-stack.log");
     let out = File::create(&log)?;
-    let mut command = std::process::Command::new(daemon);
+    let mut command = std::process::Command::new(daemon.program);
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     // Own process group and no inherited pipes: the test runner neither
     // waits for it nor kills it with the test that happened to start it.
     let mut child = command
+        .args(daemon.args)
+        .arg("--state-file")
         .arg(state_path)
+        .arg("--lease")
         .arg(lease)
         .current_dir(&layout.root)
         .stdin(std::process::Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
         .spawn()
-        .context("starting local-stack")?;
+        .with_context(|| format!("starting {}", daemon.program))?;
     let started = Instant::now();
     loop {
         if let Ok(state) = State::read(state_path) {
             return Ok(state);
         }
         if let Some(status) = child.try_wait()? {
-            anyhow::bail!("local-stack exited ({status}); see {}", log.display());
+            anyhow::bail!("the shared stack exited ({status}); see {}", log.display());
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(900),
-            "local-stack not ready after 15 minutes; see {}",
+            "the shared stack not ready after 15 minutes; see {}",
             log.display()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -148,40 +156,6 @@ pub fn scratch_file(layout: &Layout, prefix: &str) -> PathBuf {
     let dir = layout.run_dir().join("scratch");
     let _ = std::fs::create_dir_all(&dir);
     dir.join(unique(prefix))
-}
-
-/// An S3 client of the stack (path-style addressing: bucket names are not
-/// host names on a loopback endpoint).
-pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(config)
-            .force_path_style(true)
-            .build(),
-    )
-}
-
-/// Waits until `stream` is `ACTIVE` (after a create or a reshard).
-pub async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        let summary = kinesis
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await?;
-        if summary
-            .stream_description_summary()
-            .map(|s| s.stream_status())
-            == Some(&aws_sdk_kinesis::types::StreamStatus::Active)
-        {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "stream {stream} never became active"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Runs an execution named `name` of `machine` with `input` to its end;
@@ -311,5 +285,5 @@ pub async fn create_stream(
         .shard_count(shards)
         .send()
         .await?;
-    wait_active(kinesis, stream).await
+    Ok(rewind_local::sdk::wait_active(kinesis, stream).await?)
 }

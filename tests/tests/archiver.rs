@@ -38,9 +38,10 @@ use rewind_engine::sinks::s3_archive::{self, ArchiveLayout, ShardScan};
 use rewind_engine::sources::kinesis::{KinesisSource, ReadOptions, ShardPoller, StartPosition};
 use rewind_engine::store::{ObjectReader, S3Store};
 use rewind_engine::{ArrivalTime, Record};
+use rewind_local::sdk::s3_client;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
 use rewind_local::{Fault, FaultKind};
-use rewind_tests::{create_stream, put_all, put_entries, s3_client, unique};
+use rewind_tests::{create_stream, put_all, put_entries, unique};
 
 use crate::stack;
 

@@ -12,5 +12,8 @@ mod stepfunctions;
 
 /// The run's shared local stack.
 fn stack() -> &'static rewind_tests::Stack {
-    rewind_tests::stack(env!("CARGO_BIN_EXE_local-stack"))
+    rewind_tests::stack(rewind_tests::Daemon {
+        program: env!("CARGO_BIN_EXE_local-stack"),
+        args: &[],
+    })
 }

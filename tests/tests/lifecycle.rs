@@ -14,7 +14,7 @@ async fn after_down_no_process_or_port_is_left() -> anyhow::Result<()> {
     assert_eq!(pids.len(), 3, "moto, kinesis-mock and cargo lambda");
     // Make cargo lambda start a function process too: it must go as well.
     let lambda =
-        aws_sdk_lambda::Client::new(&rewind_tests::sdk_config(&stack.endpoint_url()).await);
+        aws_sdk_lambda::Client::new(&rewind_local::sdk::config(&stack.endpoint_url()).await);
     lambda.invoke().function_name("echo").send().await?;
     for port in &ports {
         assert!(listening(*port), "port {port} listens while up");

@@ -26,8 +26,9 @@ use rewind_engine::sinks::lambda::{FunctionResponseType, MappingOptions};
 use rewind_engine::sinks::s3_archive::{self, ArchiveLayout, ShardScan};
 use rewind_engine::sources::kinesis::{KinesisSource, StartPosition};
 use rewind_engine::store::S3Store;
+use rewind_local::sdk::{s3_client, wait_active};
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
-use rewind_tests::{create_stream, put_all, s3_client, unique, wait_active};
+use rewind_tests::{create_stream, put_all, unique};
 
 use crate::stack;
 

@@ -23,8 +23,9 @@ use rewind_engine::sinks::lambda::FailureRecord;
 use rewind_engine::sinks::s3_archive::{ArchiveLayout, archive_batch};
 use rewind_engine::store::S3Store;
 use rewind_local::proxy::ACCOUNT;
+use rewind_local::sdk::{s3_client, wait_active};
 use rewind_local::statemachine::{self, Context};
-use rewind_tests::{execute, get_object, put_all, s3_client, unique, wait_active};
+use rewind_tests::{execute, get_object, put_all, unique};
 use serde_json::{Value, json};
 
 use crate::stack;

@@ -23,10 +23,11 @@ use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
 use rewind_engine::model::chunk::ChunkReader;
 use rewind_engine::model::manifest::{Manifest, ManifestShard};
 use rewind_engine::model::seqno::SequenceNumber;
+use rewind_local::sdk::{s3_client, wait_active};
 use rewind_local::stack::{LOCAL_SCRAPER_CHUNK, LOCAL_SCRAPER_MAX_STEP_SECONDS};
 use rewind_local::statemachine::{self, Context};
 use rewind_local::{Fault, FaultKind};
-use rewind_tests::{create_stream, execute, get_object, put_all, s3_client, unique, wait_active};
+use rewind_tests::{create_stream, execute, get_object, put_all, unique};
 use serde_json::{Value, json};
 
 use crate::stack;

@@ -21,7 +21,7 @@ use rewind_engine::sinks::lambda::{FailureDestination, FunctionResponseType, Map
 use rewind_engine::sources::kinesis::{KinesisSource, StartPosition};
 use rewind_engine::store::S3Store;
 
-use crate::scrape::AwsArgs;
+use crate::aws::AwsArgs;
 
 #[derive(Args, Debug)]
 pub struct MappingArgs {

@@ -1,20 +1,13 @@
 //! `rewind local up | status | down`: the stack runs in the background
 //! after `up` returns (every emulator behind one loopback endpoint), and
-//! after `down` none of its processes and no port of it is left.
+//! after `down` none of its processes and no port of it is left. It starts
+//! the stack it tests (`.local/stack.json`), not the test run's shared one.
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
-
-fn rewind(args: &[&str]) -> std::process::Output {
-    Command::cargo_bin("rewind")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap()
-}
+use crate::common::bare as rewind;
 
 /// The parent pid of `pid`, from /proc (field 4 of `stat`, after the
 /// parenthesised command name, which may hold spaces).

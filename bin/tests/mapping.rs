@@ -5,19 +5,15 @@
 //! accepted once; bad settings refused before anything connects.
 
 use aws_sdk_kinesis::primitives::Blob;
-use rewind_local::{Layout, LocalStack, Options};
+use rewind_tests::{create_stream, unique};
 use serde_json::Value;
 
-mod common;
-use common::{create_stream, rewind, sdk_config};
+use crate::common::{rewind, stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_is_delivered_to_a_function_until_idle() {
-    let layout = Layout::current().expect("inside the workspace");
-    let stack = LocalStack::start(&layout, Options::default())
-        .await
-        .expect("local stack");
-    let endpoint = stack.endpoint_url();
+    let stack = stack();
+    let endpoint = stack.endpoint.clone();
 
     // Refused before anything connects: exit code 2 and the setting named.
     let out = rewind(
@@ -39,9 +35,11 @@ async fn a_stream_is_delivered_to_a_function_until_idle() {
     let out = rewind(&endpoint, &["local", "mapping", "--stream", "s"]);
     assert_eq!(out.status.code(), Some(2), "--function is required");
 
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk_config(&endpoint).await);
-    let stream = format!("cli-mapping-{}", std::process::id());
-    create_stream(&kinesis, &stream, 1).await;
+    let kinesis = aws_sdk_kinesis::Client::new(&stack.sdk_config().await);
+    let stream = unique("cli-mapping");
+    create_stream(&kinesis, &stream, 1)
+        .await
+        .expect("creating the stream");
     for i in 0..40 {
         let data = if i == 17 {
             "POISON 17".to_owned()
@@ -87,7 +85,8 @@ async fn a_stream_is_delivered_to_a_function_until_idle() {
     assert_eq!(shard["failedBatches"], 1, "{report}");
 
     let accepted = std::fs::read_to_string(
-        layout
+        stack
+            .layout
             .run_dir()
             .join(format!("fixtures/target/{stream}.jsonl")),
     )
@@ -106,6 +105,4 @@ async fn a_stream_is_delivered_to_a_function_until_idle() {
     assert_eq!(delivered.len(), 39);
     delivered.dedup();
     assert_eq!(delivered.len(), 39, "each record accepted once");
-
-    stack.stop().await;
 }

@@ -12,10 +12,10 @@ use rewind_engine::model::seqno::SequenceNumber;
 use rewind_engine::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
 use rewind_engine::sinks::s3_archive::{self, ArchiveLayout};
 use rewind_engine::store::S3Store;
-use rewind_local::{Layout, LocalStack, Options};
+use rewind_local::sdk::s3_client;
+use rewind_tests::unique;
 
-mod common;
-use common::{rewind, sdk_config};
+use crate::common::{rewind, stack};
 
 // 2024-11-22T00:59:59.000Z: windows cross an hour partition.
 const BEFORE_HOUR: i64 = 1_732_237_199_000;
@@ -42,14 +42,11 @@ fn record(shard: u32, i: u32, millis: i64, key: &str) -> Record {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_and_query_the_archive() {
-    let layout = Layout::current().expect("inside the workspace");
-    let stack = LocalStack::start(&layout, Options::default())
-        .await
-        .expect("local stack");
-    let endpoint = stack.endpoint_url();
-    let config = sdk_config(&endpoint).await;
-    let s3 = aws_sdk_s3::Client::new(&config);
-    let bucket = format!("archive-{}", std::process::id());
+    let stack = stack();
+    let endpoint = stack.endpoint.clone();
+    let config = stack.sdk_config().await;
+    let s3 = s3_client(&config);
+    let bucket = unique("archive");
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let store = S3Store::new(s3.clone(), bucket.clone());
 
@@ -104,7 +101,7 @@ async fn scan_and_query_the_archive() {
 
     // DynamoDB: ALL and LATEST for the same records.
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-    let table = format!("archive-{}", std::process::id());
+    let table = unique("archive");
     dynamodb
         .create_table()
         .table_name(&table)
@@ -253,5 +250,4 @@ async fn scan_and_query_the_archive() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("leading zero"));
-    stack.stop().await;
 }

@@ -12,11 +12,10 @@ use rewind_engine::Record;
 use rewind_engine::model::chunk::{ChunkWriter, Compression};
 use rewind_engine::model::record::ArrivalTime;
 use rewind_engine::model::seqno::SequenceNumber;
-use rewind_local::{Layout, LocalStack, Options};
+use rewind_tests::{create_stream, unique};
 use serde_json::{Value, json};
 
-mod common;
-use common::{create_stream, rewind, sdk_config};
+use crate::common::{Scratch, rewind, stack};
 
 fn records(stream: &str, shard: &str, n: usize, marked: &[usize]) -> Vec<Record> {
     (0..n)
@@ -54,15 +53,11 @@ fn write(path: &Path, records: &[Record]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_are_replayed_to_a_function_and_reinjected_onto_a_stream() {
-    let layout = Layout::current().expect("inside the workspace");
-    let stack = LocalStack::start(&layout, Options::default())
-        .await
-        .expect("local stack");
-    let endpoint = stack.endpoint_url();
-    let stream = format!("cli-replay-{}", std::process::id());
-    let dir = std::env::temp_dir().join(format!("rewind-cli-replay-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let stack = stack();
+    let endpoint = stack.endpoint.clone();
+    let stream = unique("cli-replay");
+    let scratch = Scratch::new("replay");
+    let dir = &scratch.0;
     let a = records(&stream, "shardId-000000000000", 20, &[4, 13]);
     let b = records(&stream, "shardId-000000000001", 10, &[]);
     let (file_a, file_b) = (dir.join("a.jsonl.gz"), dir.join("b.jsonl.gz"));
@@ -115,7 +110,8 @@ async fn files_are_replayed_to_a_function_and_reinjected_onto_a_stream() {
     }
     assert_eq!(dlq_files.len(), 2, "{dlq_files:?}");
     let accepted = std::fs::read_to_string(
-        layout
+        stack
+            .layout
             .run_dir()
             .join(format!("fixtures/target/{stream}.jsonl")),
     )
@@ -132,9 +128,11 @@ async fn files_are_replayed_to_a_function_and_reinjected_onto_a_stream() {
     assert_eq!(delivered, 28);
 
     // Re-inject the same files onto a stream.
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk_config(&endpoint).await);
-    let target = format!("cli-reinject-{}", std::process::id());
-    create_stream(&kinesis, &target, 1).await;
+    let kinesis = aws_sdk_kinesis::Client::new(&stack.sdk_config().await);
+    let target = unique("cli-reinject");
+    create_stream(&kinesis, &target, 1)
+        .await
+        .expect("creating the stream");
     let mut args = vec![
         "reinject",
         "--stream",
@@ -211,9 +209,6 @@ async fn files_are_replayed_to_a_function_and_reinjected_onto_a_stream() {
     let out = rewind(&endpoint, &["reinject", "--stream", "s"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("name what to put"));
-
-    stack.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -1,25 +1,24 @@
 //! `rewind scrape` against the local stack (kinesis-mock, shard limits
 //! enforced): every record put is in the output folder's chunks, once, in
-//! order, and the manifest says so.
+//! order, and the manifest says so; a bad request fails before anything
+//! connects.
 
 use aws_sdk_kinesis::primitives::Blob;
 use rewind_engine::model::chunk;
 use rewind_engine::model::manifest::Manifest;
-use rewind_local::{Layout, LocalStack, Options};
+use rewind_tests::{create_stream, unique};
 
-mod common;
-use common::{create_stream, rewind, sdk_config};
+use crate::common::{Scratch, bare, rewind, stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrape_a_stream_into_a_local_folder() {
-    let layout = Layout::current().expect("inside the workspace");
-    let stack = LocalStack::start(&layout, Options::default())
+    let stack = stack();
+    let endpoint = &stack.endpoint;
+    let kinesis = aws_sdk_kinesis::Client::new(&stack.sdk_config().await);
+    let stream = unique("cli-scrape");
+    create_stream(&kinesis, &stream, 1)
         .await
-        .expect("local stack");
-    let endpoint = stack.endpoint_url();
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk_config(&endpoint).await);
-    let stream = format!("cli-scrape-{}", std::process::id());
-    create_stream(&kinesis, &stream, 1).await;
+        .expect("creating the stream");
     let mut put = Vec::new();
     for i in 0..30u8 {
         let data = vec![i, 0, 255, b'x'];
@@ -34,9 +33,8 @@ async fn scrape_a_stream_into_a_local_folder() {
         put.push((out.sequence_number().to_owned(), data));
     }
 
-    let dir = std::env::temp_dir().join(format!("rewind-cli-scrape-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("scrape");
+    let dir = &scratch.0;
     let request = dir.join("request.json");
     std::fs::write(
         &request,
@@ -52,7 +50,7 @@ async fn scrape_a_stream_into_a_local_folder() {
     .unwrap();
     let out_dir = dir.join("out");
     let output = rewind(
-        &endpoint,
+        endpoint,
         &[
             "scrape",
             "--json",
@@ -64,7 +62,6 @@ async fn scrape_a_stream_into_a_local_folder() {
             out_dir.to_str().unwrap(),
         ],
     );
-    stack.stop().await;
     assert!(
         output.status.success(),
         "{}",
@@ -91,5 +88,41 @@ async fn scrape_a_stream_into_a_local_folder() {
         .map(|r| (r.sequence_number.to_string(), r.data))
         .collect();
     assert_eq!(read, put, "every record once, in order");
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn scrape_rejects_a_bad_request_before_connecting() {
+    let scratch = Scratch::new("scrape-bad");
+    let file = scratch.path("request.json");
+    std::fs::write(
+        &file,
+        r#"{"stream": "orders", "start": {"type": "TRIM_HORIZON"}, "stop": {"type": "LATEST"},
+            "pollBatchSize": 20000, "output": {"bucket": "b"}}"#,
+    )
+    .unwrap();
+    // An endpoint nothing listens on: the request must fail before any call.
+    let out = bare(&[
+        "scrape",
+        "--request",
+        &file,
+        "--endpoint-url",
+        "http://127.0.0.1:9",
+        "--region",
+        "us-east-1",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "bad input");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid scrape request: pollBatchSize: 20000 is out of range; accepted values: 1 to 10000"),
+        "{stderr}"
+    );
+    let out = bare(&["scrape", "--request", "/nonexistent/request.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading /nonexistent/request.json"));
+    let out = bare(&["scrape"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing flag is a usage error"
+    );
 }

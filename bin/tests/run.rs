@@ -3,19 +3,18 @@
 //! the local stack (the real functions, kinesis-mock), and with bad flags
 //! and bad requests that must fail before anything connects.
 
-use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
 use assert_cmd::cargo::cargo_bin_cmd;
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_kinesis::config::Credentials;
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::StreamStatus;
 use rewind_engine::model::manifest::Manifest;
+use rewind_local::sdk::s3_client;
 use rewind_local::statemachine::{self, Context};
-use rewind_local::{Layout, LocalStack, Options};
+use rewind_tests::{create_stream, unique};
 use serde_json::{Value, json};
+
+use crate::common::{Scratch, stack};
 
 /// Runs `rewind` with `args`; a run that outlives `limit` fails the test
 /// instead of hanging it.
@@ -33,30 +32,6 @@ fn rewind(args: &[&str], limit: Duration) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A folder of its own per test, removed when the test ends.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("rewind-run-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, file: &str, value: &Value) -> String {
-        let path = self.0.join(file);
-        std::fs::write(&path, value.to_string()).unwrap();
-        path.display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A scrape request that is valid except where `change` says.
@@ -77,7 +52,7 @@ fn scrape_request(stream: &str, bucket: &str, change: Value) -> Value {
 
 #[test]
 fn bad_flags_and_bad_requests_fail_before_connecting() {
-    let scratch = Scratch::new("bad");
+    let scratch = Scratch::new("run-bad");
     // Nothing listens on the discard port: a command that tried to call
     // Step Functions would fail with exit code 3, not 2.
     let nowhere = [
@@ -230,27 +205,6 @@ fn bad_flags_and_bad_requests_fail_before_connecting() {
     }
 }
 
-async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
-    for _ in 0..300 {
-        let summary = kinesis
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .unwrap();
-        if summary
-            .stream_description_summary()
-            .unwrap()
-            .stream_status()
-            == &StreamStatus::Active
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("stream {stream} never became active");
-}
-
 /// The execution ARN from `start --watch`'s stderr (`started <arn>`).
 fn started_arn(stderr: &str) -> String {
     stderr
@@ -261,46 +215,18 @@ fn started_arn(stderr: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_watch_and_status_of_the_state_machines() {
-    let layout = Layout::current().expect("inside the workspace");
-    let stack = LocalStack::start(&layout, Options::default())
-        .await
-        .expect("local stack");
-    // Run as a task of its own so that a failed assertion (a panic) still
-    // stops the stack before the test ends.
-    let checks = tokio::spawn(exercise(layout.root.clone(), stack.endpoint_url())).await;
-    stack.stop().await;
-    match checks {
-        Ok(result) => result.unwrap(),
-        Err(error) => std::panic::resume_unwind(error.into_panic()),
-    }
-}
-
-async fn exercise(root: PathBuf, endpoint: String) -> anyhow::Result<()> {
-    let endpoint = endpoint.as_str();
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await;
+async fn start_watch_and_status_of_the_state_machines() -> anyhow::Result<()> {
+    let stack = stack();
+    let root = &stack.layout.root;
+    let endpoint = stack.endpoint.as_str();
+    let config = stack.sdk_config().await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .build(),
-    );
+    let s3 = s3_client(&config);
     let sfn = aws_sdk_sfn::Client::new(&config);
-    let id = std::process::id();
-    let (stream, bucket) = (format!("run-cli-{id}"), format!("run-cli-{id}"));
+    let id = unique("run-cli");
+    let (stream, bucket) = (id.clone(), id.clone());
     s3.create_bucket().bucket(&bucket).send().await?;
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(1)
-        .send()
-        .await?;
-    wait_active(&kinesis, &stream).await;
+    create_stream(&kinesis, &stream, 1).await?;
     for i in 0..5u8 {
         kinesis
             .put_record()
@@ -315,17 +241,15 @@ async fn exercise(root: PathBuf, endpoint: String) -> anyhow::Result<()> {
         "ScrapeStateMachine",
         &Context::default(),
     )?;
-    let machine = statemachine::create(&sfn, &format!("run-cli-{id}"), &definition).await?;
+    let machine = statemachine::create(&sfn, &id, &definition).await?;
 
-    let scratch = Scratch::new("local");
+    let scratch = Scratch::new("run-local");
     let aws = ["--endpoint-url", endpoint, "--region", "us-east-1"];
     let limit = Duration::from_secs(240);
     let run = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend_from_slice(&aws);
-        // The stack's endpoint is served by this runtime: its other tasks
-        // move off this thread while the command runs.
-        tokio::task::block_in_place(|| rewind(&all, limit))
+        rewind(&all, limit)
     };
 
     // A bad request against the real machine starts nothing.
@@ -463,20 +387,13 @@ async fn exercise(root: PathBuf, endpoint: String) -> anyhow::Result<()> {
     // holding a Map over shards) into a second stream: the request detected
     // as a replay request, and progress counted per Map over shards only.
     let copy = format!("{stream}-copy");
-    kinesis
-        .create_stream()
-        .stream_name(&copy)
-        .shard_count(1)
-        .send()
-        .await?;
-    wait_active(&kinesis, &copy).await;
+    create_stream(&kinesis, &copy, 1).await?;
     let definition = statemachine::load(
         &root.join("template.yaml"),
         "ReplayStateMachine",
         &Context::default(),
     )?;
-    let replay_machine =
-        statemachine::create(&sfn, &format!("run-cli-replay-{id}"), &definition).await?;
+    let replay_machine = statemachine::create(&sfn, &format!("{id}-replay"), &definition).await?;
     let replay = scratch.write(
         "replay.json",
         &json!({
