@@ -25,16 +25,17 @@ use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ScalingType, StreamStatus};
 use aws_sdk_sfn::types::ExecutionStatus;
 use clap::Args;
 use rewind_engine::ArrivalTime;
-use rewind_engine::jobs::mapping::{
-    EventSourceMapping, LogOnlyDestination, MappingConfig, MappingReport, wall_clock,
-};
+use rewind_engine::jobs::mapping::config::MappingConfig;
+use rewind_engine::jobs::mapping::report::MappingReport;
+use rewind_engine::jobs::mapping::{EventSourceMapping, wall_clock};
 use rewind_engine::jobs::replay::ReplaySummary;
 use rewind_engine::jobs::scrape::{list_shards, resolve_stream_arn};
 use rewind_engine::model::event::EventSource;
 use rewind_engine::model::kpl::{self, UserRecord};
 use rewind_engine::model::seqno::SequenceNumber;
-use rewind_engine::sinks::invoke::LambdaInvoker;
-use rewind_engine::sinks::lambda::{FailureRecord, FunctionResponseType, MappingOptions};
+use rewind_engine::sinks::dlq::{FailureRecord, LogOnlyDestination};
+use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
+use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
 use rewind_engine::sinks::s3_archive::{ArchiveLayout, ShardScan, plan_scan};
 use rewind_engine::sources::kinesis::{KinesisSource, StartPosition};
 use rewind_engine::store::S3Store;

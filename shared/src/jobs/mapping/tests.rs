@@ -14,8 +14,11 @@ use aws_sdk_kinesis::error::ErrorMetadata;
 use aws_sdk_kinesis::types::error::{InternalFailureException, ResourceNotFoundException};
 
 use crate::model::event::DeliveredEvent;
-use crate::sinks::lambda::{FailureRecord, FunctionResponseType, Invocation, InvokeError};
-use crate::sources::kinesis::{RecordsPage, SourceError};
+use crate::model::seqno::SequenceNumber;
+use crate::sinks::dlq::FailureRecord;
+use crate::sinks::lambda::invoker::{Invocation, InvokeError};
+use crate::sinks::lambda::options::{FunctionResponseType, MappingOptions};
+use crate::sources::kinesis::{ReadOptions, RecordsPage, SourceError};
 
 const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/orders";
 

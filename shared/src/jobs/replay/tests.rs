@@ -5,7 +5,7 @@ use crate::model::chunk::{ChunkWriter, Compression};
 use crate::model::event::DeliveredEvent;
 use crate::model::manifest::ManifestChunk;
 use crate::sinks::kinesis::Entry;
-use crate::sinks::lambda::{Invocation, InvokeError};
+use crate::sinks::lambda::invoker::{Invocation, InvokeError};
 use crate::sources::kinesis::{StartPosition, StopCondition};
 use crate::store::MemoryStore;
 
@@ -412,7 +412,7 @@ async fn a_manifest_is_replayed_in_order_with_exactly_the_poison_records_in_the_
     for key in summary.shards[0].dlq_keys.iter() {
         let key = key.strip_prefix("s3://bucket/").unwrap();
         assert!(key.starts_with("dlq/aws/lambda/run-1/shardId-000000000000/"));
-        let record: crate::sinks::lambda::FailureRecord =
+        let record: crate::sinks::dlq::FailureRecord =
             serde_json::from_slice(&replayer.buckets.get(key).await.unwrap()).unwrap();
         assert_eq!(record.kinesis_batch_info.batch_size, 1);
         assert_eq!(

@@ -1,9 +1,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
+use super::options::FunctionResponseType;
 use super::*;
 use crate::model::event::DeliveredEvent;
 use crate::model::seqno::SequenceNumber;
+use crate::pipeline::batch::MAX_PAYLOAD_BYTES;
 
 /// A target function: fails (Unhandled) on batches holding a poison
 /// record, or reports it as a batch item failure; keeps every batch it

@@ -1,104 +1,77 @@
-//! The adapters behind [`crate::sinks::lambda`]: invoking the target function
-//! with the official Lambda client, and storing failed batches as the
-//! mapping's S3 and SQS on-failure destinations do.
+//! Where the batches a delivery gives up on go: the mapping's on-failure
+//! invocation record, the [`FailureDestination`] seam and its S3, SQS and
+//! log-only destinations.
 
-use aws_sdk_lambda::error::{DisplayErrorContext, SdkError};
-use aws_sdk_lambda::operation::invoke::InvokeError as SdkInvokeError;
-use aws_sdk_lambda::primitives::Blob;
+use std::future::Future;
 
-use crate::sinks::lambda::{
-    DeliveryError, FailureDestination, FailureRecord, Invocation, InvokeError, Invoker,
-};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::sinks::lambda::DeliveryError;
 use crate::store::{ObjectStore, PutObject};
 
-/// A function, invoked synchronously (`RequestResponse`), as the mapping
-/// invokes it.
-#[derive(Debug, Clone)]
-pub struct LambdaInvoker {
-    client: aws_sdk_lambda::Client,
-    function: String,
-    qualifier: Option<String>,
+/// Why a batch went to the on-failure destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureCondition {
+    RetryAttemptsExhausted,
+    RecordAgeExceeded,
 }
 
-impl LambdaInvoker {
-    /// `function` is a name or ARN; `qualifier` a version or alias.
-    pub fn new(
-        client: aws_sdk_lambda::Client,
-        function: impl Into<String>,
-        qualifier: Option<String>,
-    ) -> Self {
-        Self {
-            client,
-            function: function.into(),
-            qualifier,
-        }
-    }
+/// The mapping's on-failure invocation record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureRecord {
+    pub request_context: RequestContext,
+    pub response_context: ResponseContext,
+    pub version: String,
+    /// ISO 8601, milliseconds, UTC.
+    pub timestamp: String,
+    #[serde(rename = "KinesisBatchInfo")]
+    pub kinesis_batch_info: KinesisBatchInfo,
+    /// The whole invocation event, as JSON text (S3 destinations only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
 }
 
-/// Invoke errors that a later attempt can get past: the function was not
-/// run, so they are not function errors.
-fn is_retryable(error: &SdkError<SdkInvokeError>) -> bool {
-    match error {
-        SdkError::ServiceError(e) => matches!(
-            e.err(),
-            SdkInvokeError::TooManyRequestsException(_)
-                | SdkInvokeError::ServiceException(_)
-                | SdkInvokeError::ResourceNotReadyException(_)
-                | SdkInvokeError::ResourceConflictException(_)
-                | SdkInvokeError::EniLimitReachedException(_)
-                | SdkInvokeError::SubnetIpAddressLimitReachedException(_)
-                | SdkInvokeError::SnapStartNotReadyException(_)
-                | SdkInvokeError::SnapStartTimeoutException(_)
-                | SdkInvokeError::EfsMountTimeoutException(_)
-        ),
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        _ => false,
-    }
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestContext {
+    pub request_id: String,
+    pub function_arn: String,
+    pub condition: FailureCondition,
+    pub approximate_invoke_count: u64,
 }
 
-impl Invoker for LambdaInvoker {
-    async fn invoke(&self, payload: Vec<u8>) -> Result<Invocation, InvokeError> {
-        let result = self
-            .client
-            .invoke()
-            .function_name(&self.function)
-            .set_qualifier(self.qualifier.clone())
-            .payload(Blob::new(payload))
-            .send()
-            .await;
-        match result {
-            // A function error is an answer: `function_error` says so.
-            Ok(output) => Ok(Invocation {
-                request_id: aws_sdk_lambda::operation::RequestId::request_id(&output)
-                    .unwrap_or_default()
-                    .to_owned(),
-                status_code: output.status_code(),
-                executed_version: output.executed_version().map(str::to_owned),
-                function_error: output.function_error().map(str::to_owned),
-                payload: output
-                    .payload()
-                    .map(|p| p.as_ref().to_vec())
-                    .unwrap_or_default(),
-            }),
-            Err(error) if is_retryable(&error) => Err(InvokeError::Retryable {
-                message: DisplayErrorContext(&error).to_string(),
-            }),
-            Err(error) => Err(InvokeError::Fatal {
-                message: format!(
-                    "invoking {}: {}",
-                    self.function,
-                    DisplayErrorContext(&error)
-                ),
-                source: Box::new(error),
-            }),
-        }
-    }
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseContext {
+    pub status_code: i32,
+    pub executed_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_error: Option<String>,
+}
 
-    fn function_arn(&self) -> &str {
-        &self.function
-    }
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KinesisBatchInfo {
+    pub shard_id: String,
+    pub start_sequence_number: String,
+    pub end_sequence_number: String,
+    pub approximate_arrival_of_first_record: String,
+    pub approximate_arrival_of_last_record: String,
+    pub batch_size: usize,
+    pub stream_arn: String,
+}
+
+/// Where exhausted batches go.
+pub trait FailureDestination: Send + Sync {
+    /// Stores one record; returns where (an S3 key or an SQS message id).
+    fn send(
+        &self,
+        record: FailureRecord,
+    ) -> impl Future<Output = Result<String, DeliveryError>> + Send;
+    /// Whether records carry the full event payload (S3 destinations do).
+    fn wants_payload(&self) -> bool;
 }
 
 /// The S3 on-failure destination: one object per failed batch, with the
@@ -195,62 +168,43 @@ impl FailureDestination for SqsFailureDestination {
     }
 }
 
+/// A destination for mappings configured without one: Lambda then drops a
+/// discarded batch, with nothing but its metrics to show. Locally it is
+/// logged (stream, shard, sequence range; never the records) at `warn`, so
+/// it is never silent, and counted as a failed batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogOnlyDestination;
+
+impl FailureDestination for LogOnlyDestination {
+    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+        let info = &record.kinesis_batch_info;
+        warn!(
+            stream = %info.stream_arn,
+            shard = %info.shard_id,
+            first = %info.start_sequence_number,
+            last = %info.end_sequence_number,
+            records = info.batch_size,
+            condition = ?record.request_context.condition,
+            "batch discarded (no on-failure destination configured)"
+        );
+        Ok(format!(
+            "discarded:{}:{}-{}",
+            info.shard_id, info.start_sequence_number, info.end_sequence_number
+        ))
+    }
+
+    fn wants_payload(&self) -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_lambda::operation::invoke::InvokeOutput;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
     #[tokio::test]
-    async fn function_errors_are_answers_and_throttles_are_retryable() {
-        let rule = mock!(aws_sdk_lambda::Client::invoke)
-            .match_requests(|r| {
-                r.function_name() == Some("consumer") && r.qualifier() == Some("live")
-            })
-            .sequence()
-            .output(|| {
-                InvokeOutput::builder()
-                    .status_code(200)
-                    .function_error("Unhandled")
-                    .executed_version("7")
-                    .payload(Blob::new(&b"{\"errorType\":\"Poison\"}"[..]))
-                    .build()
-            })
-            .http_status(
-                429,
-                Some(r#"{"__type":"TooManyRequestsException","message":"Rate exceeded"}"#.into()),
-            )
-            .times(3)
-            .http_status(
-                404,
-                Some(
-                    r#"{"__type":"ResourceNotFoundException","Message":"Function not found"}"#
-                        .into(),
-                ),
-            )
-            .build();
-        let client = mock_client!(aws_sdk_lambda, RuleMode::Sequential, [&rule], |c| c
-            .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled()));
-        let invoker = LambdaInvoker::new(client, "consumer", Some("live".into()));
-        let answer = invoker.invoke(b"{}".to_vec()).await.unwrap();
-        assert_eq!(answer.function_error.as_deref(), Some("Unhandled"));
-        assert_eq!(answer.executed_version.as_deref(), Some("7"));
-        for _ in 0..3 {
-            assert!(matches!(
-                invoker.invoke(b"{}".to_vec()).await,
-                Err(InvokeError::Retryable { .. })
-            ));
-        }
-        let fatal = invoker.invoke(b"{}".to_vec()).await.unwrap_err();
-        assert!(matches!(fatal, InvokeError::Fatal { .. }), "{fatal}");
-        assert!(fatal.to_string().contains("invoking consumer"), "{fatal}");
-    }
-
-    #[tokio::test]
     async fn failed_batches_land_under_the_mappings_key_layout() {
-        use crate::sinks::lambda::{
-            FailureCondition, KinesisBatchInfo, RequestContext, ResponseContext,
-        };
         let destination = S3FailureDestination {
             store: crate::store::MemoryStore::default(),
             mapping_id: "replay-42".into(),
