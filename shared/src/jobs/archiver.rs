@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::model::record::Record;
 use crate::model::seqno::UserRecordId;
+use crate::pipeline::deaggregate::deaggregate_all;
 use crate::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
 use crate::sinks::s3_archive::{self, ArchiveLayout};
 use crate::store::ObjectStore;
@@ -239,22 +240,6 @@ impl<S: ObjectStore, T: StreamTags> Archiver<S, T> {
     }
 }
 
-/// User records for keys and lines; a corrupt aggregate is kept whole
-/// rather than dropped: the archive never loses what the stream held.
-pub fn deaggregate_all(records: &[Record]) -> Vec<Record> {
-    let mut out = Vec::with_capacity(records.len());
-    for record in records {
-        match record.clone().deaggregate() {
-            Ok(users) => out.extend(users),
-            Err(error) => {
-                warn!(%error, "keeping a corrupt KPL aggregate as received");
-                out.push(record.clone());
-            }
-        }
-    }
-    out
-}
-
 /// The mapping's partial batch response: per shard, the lowest Kinesis
 /// sequence number not stored. With `ReportBatchItemFailures` the mapping
 /// re-delivers from the lowest one, so nothing unstored is ever
@@ -378,24 +363,6 @@ mod tests {
         crate::model::event::DeliveredEvent::from_slice(text.as_bytes())
             .unwrap()
             .records
-    }
-
-    #[test]
-    fn corrupt_aggregates_are_kept_whole() {
-        let mut records = sample();
-        let total = records.len();
-        assert_eq!(
-            deaggregate_all(&records).len(),
-            total - 1 + 3,
-            "the sample aggregate holds three"
-        );
-        // Flip a byte inside the aggregate's protobuf: its MD5 no longer matches.
-        records.iter_mut().find(|r| r.is_aggregated()).unwrap().data[10] ^= 1;
-        assert_eq!(
-            deaggregate_all(&records),
-            records,
-            "nothing split, nothing dropped"
-        );
     }
 
     /// Every sink must store a record before it counts: here S3 takes the
