@@ -19,7 +19,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
-use aws_sdk_kinesis::error::DisplayErrorContext;
 use tracing::{info, warn};
 
 use crate::model::record::Record;
@@ -35,10 +34,9 @@ pub const TTL_TAG: &str = "ArchiveTTL";
 /// Reading a stream's tags failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TagError {
-    #[error("listing the tags of stream {stream} failed: {message}")]
+    #[error("listing the tags of stream {stream} failed")]
     Lookup {
         stream: String,
-        message: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -85,7 +83,6 @@ impl StreamTags for KinesisTags {
                 .await
                 .map_err(|error| TagError::Lookup {
                     stream: stream_arn.to_owned(),
-                    message: DisplayErrorContext(&error).to_string(),
                     source: Box::new(error),
                 })?;
             for tag in page.tags() {
@@ -224,14 +221,16 @@ impl<S: ObjectStore, T: StreamTags> Archiver<S, T> {
                     let users = deaggregate_all(&records);
                     let errors = dynamo.write(&users, &settings, now_epoch_seconds).await;
                     for (id, error) in errors {
-                        warn!(record = %id, %error, "DynamoDB archive write failed");
+                        let error = &error as &(dyn std::error::Error + 'static);
+                        warn!(record = %id, error, "DynamoDB archive write failed");
                         failed.push(id);
                     }
                 }
                 Err(error) => {
                     // Without the stream's settings nothing can be stored
                     // correctly: have the whole batch delivered again.
-                    warn!(%error, "stream settings unavailable");
+                    let error = &error as &(dyn std::error::Error + 'static);
+                    warn!(error, "stream settings unavailable");
                     failed.extend(records.iter().map(Record::id));
                 }
             }

@@ -7,8 +7,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::sinks::lambda::DeliveryError;
-use crate::store::{ObjectStore, PutObject};
+use crate::store::{ObjectStore, PutObject, StoreError};
 
 /// Why a batch went to the on-failure destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,13 +62,27 @@ pub struct KinesisBatchInfo {
     pub stream_arn: String,
 }
 
+/// Storing a failed batch failed: the delivery can't go on without losing
+/// it.
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    #[error("writing a failed batch to the S3 on-failure destination failed")]
+    S3(#[source] StoreError),
+    #[error("sending a failed batch to the SQS on-failure destination {queue_url} failed")]
+    Sqs {
+        queue_url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 /// Where exhausted batches go.
 pub trait FailureDestination: Send + Sync {
     /// Stores one record; returns where (an S3 key or an SQS message id).
     fn send(
         &self,
         record: FailureRecord,
-    ) -> impl Future<Output = Result<String, DeliveryError>> + Send;
+    ) -> impl Future<Output = Result<String, DestinationError>> + Send;
     /// Whether records carry the full event payload (S3 destinations do).
     fn wants_payload(&self) -> bool;
 }
@@ -87,7 +100,7 @@ pub struct S3FailureDestination<S> {
 }
 
 impl<S: ObjectStore> FailureDestination for S3FailureDestination<S> {
-    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
         // `timestamp` is ISO 8601 (`2024-11-22T10:00:00.000Z`).
         let t = &record.timestamp;
         let (date, time) = t.split_once('T').unwrap_or((t.as_str(), ""));
@@ -117,10 +130,7 @@ impl<S: ObjectStore> FailureDestination for S3FailureDestination<S> {
                 content_encoding: None,
             })
             .await
-            .map_err(|error| DeliveryError::Destination {
-                message: error.to_string(),
-                source: Box::new(error),
-            })?;
+            .map_err(DestinationError::S3)?;
         Ok(key)
     }
 
@@ -139,7 +149,7 @@ pub struct SqsFailureDestination {
 }
 
 impl FailureDestination for SqsFailureDestination {
-    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
         let body = serde_json::to_string(&record).expect("a failure record always serialises");
         let output = self
             .client
@@ -148,12 +158,8 @@ impl FailureDestination for SqsFailureDestination {
             .message_body(body)
             .send()
             .await
-            .map_err(|error| DeliveryError::Destination {
-                message: format!(
-                    "{}: {}",
-                    self.queue_url,
-                    aws_sdk_sqs::error::DisplayErrorContext(&error)
-                ),
+            .map_err(|error| DestinationError::Sqs {
+                queue_url: self.queue_url.clone(),
                 source: Box::new(error),
             })?;
         Ok(format!(
@@ -176,7 +182,7 @@ impl FailureDestination for SqsFailureDestination {
 pub struct LogOnlyDestination;
 
 impl FailureDestination for LogOnlyDestination {
-    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
         let info = &record.kinesis_batch_info;
         warn!(
             stream = %info.stream_arn,

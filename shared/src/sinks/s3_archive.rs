@@ -192,7 +192,8 @@ pub async fn archive_batch<S: ObjectStore>(
                 outcome.written.push(object);
             }
             Err(error) => {
-                warn!(shard = %first.shard_id, first = %first.sequence_number, %error, "archive write failed");
+                let shown = &error as &(dyn std::error::Error + 'static);
+                warn!(shard = %first.shard_id, first = %first.sequence_number, error = shown, "archive write failed");
                 outcome.failed.push((first.id(), error));
             }
         }

@@ -57,7 +57,8 @@ use crate::model::seqno::{Position, SequenceNumber};
 use crate::pipeline::lineage::lineage_groups;
 use crate::request::{RequestError, parse_json};
 use crate::sinks::dlq::{
-    FailureDestination, FailureRecord, S3FailureDestination, SqsFailureDestination,
+    DestinationError, FailureDestination, FailureRecord, S3FailureDestination,
+    SqsFailureDestination,
 };
 use crate::sinks::dynamodb::{DynamoReader, ReadError};
 use crate::sinks::kinesis::{KinesisSink, RecordSink, ReinjectError, ReinjectOptions, reinject};
@@ -883,7 +884,7 @@ enum Dlq<A, B> {
 }
 
 impl<A: FailureDestination, B: FailureDestination> FailureDestination for Dlq<A, B> {
-    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
         match self {
             Self::S3(destination) => destination.send(record).await,
             Self::Sqs(destination) => destination.send(record).await,

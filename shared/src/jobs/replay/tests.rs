@@ -57,7 +57,7 @@ impl Invoker for Target {
         *self.invokes.lock().unwrap() += 1;
         if *self.broken_call.lock().unwrap() == Some(*self.invokes.lock().unwrap()) {
             return Err(InvokeError::Fatal {
-                message: "connection reset".into(),
+                function: "target".into(),
                 source: "connection reset".into(),
             });
         }
@@ -136,7 +136,7 @@ impl Streams for Stream {
 struct Queue(Arc<Mutex<Vec<(String, FailureRecord)>>>);
 
 impl FailureDestination for Queue {
-    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
         let mut messages = self.0.lock().unwrap();
         messages.push((String::new(), record));
         Ok(format!("message-{}", messages.len()))
@@ -963,12 +963,13 @@ async fn validate_checks_the_whole_request_before_any_work() {
 #[test]
 fn rejected_invokes_are_not_retried_by_the_state_machine() {
     let rejected = ReplayError::Delivery(DeliveryError::Invoke(InvokeError::Fatal {
-        message: "AccessDeniedException".into(),
-        source: "denied".into(),
+        function: "target".into(),
+        source: "AccessDeniedException: denied".into(),
     }));
     assert_eq!(rejected.error_type(), "InvokeRejected");
     let throttled = ReplayError::Delivery(DeliveryError::Invoke(InvokeError::Retryable {
-        message: "TooManyRequestsException".into(),
+        function: "target".into(),
+        source: "TooManyRequestsException".into(),
     }));
     assert_eq!(throttled.error_type(), "InvokeFailed");
     let asl: serde_json::Value =

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use aws_sdk_lambda::error::{DisplayErrorContext, SdkError};
+use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::operation::invoke::InvokeError as SdkInvokeError;
 use aws_sdk_lambda::primitives::Blob;
 
@@ -23,12 +23,17 @@ pub struct Invocation {
 pub enum InvokeError {
     /// Throttling, service errors, timeouts of the call: retried, and not a
     /// function error.
-    #[error("invoke failed, will retry: {message}")]
-    Retryable { message: String },
-    /// Access denied, no such function, payload refused: retrying can't help.
-    #[error("invoke failed: {message}")]
+    #[error("invoking {function} failed, will retry")]
+    Retryable {
+        function: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Access denied, no such function, payload refused: retrying can't help
+    /// (the source says which).
+    #[error("invoking {function} failed")]
     Fatal {
-        message: String,
+        function: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -116,14 +121,11 @@ impl Invoker for LambdaInvoker {
                     .unwrap_or_default(),
             }),
             Err(error) if is_retryable(&error) => Err(InvokeError::Retryable {
-                message: DisplayErrorContext(&error).to_string(),
+                function: self.function.clone(),
+                source: Box::new(error),
             }),
             Err(error) => Err(InvokeError::Fatal {
-                message: format!(
-                    "invoking {}: {}",
-                    self.function,
-                    DisplayErrorContext(&error)
-                ),
+                function: self.function.clone(),
                 source: Box::new(error),
             }),
         }

@@ -21,9 +21,10 @@ use tracing::{debug, warn};
 use crate::model::event::{self, EventSource};
 use crate::model::record::{ArrivalTime, Record};
 use crate::pipeline::batch::{lane_of, next_batch};
+use crate::request::RequestError;
 use crate::sinks::dlq::{
-    FailureCondition, FailureDestination, FailureRecord, KinesisBatchInfo, RequestContext,
-    ResponseContext,
+    DestinationError, FailureCondition, FailureDestination, FailureRecord, KinesisBatchInfo,
+    RequestContext, ResponseContext,
 };
 use invoker::{Invocation, InvokeError, Invoker};
 use options::MappingOptions;
@@ -33,14 +34,11 @@ use options::MappingOptions;
 pub enum DeliveryError {
     #[error(transparent)]
     Invoke(#[from] InvokeError),
-    #[error("invalid mapping options: {message}")]
-    Options { message: String },
-    #[error("storing a failed batch in the on-failure destination failed: {message}")]
-    Destination {
-        message: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    /// The message is the whole story: the field and what it accepts.
+    #[error("invalid mapping options: {}: {}", .0.field, .0.message)]
+    Options(RequestError),
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
 }
 
 /// What happened to a shard's records.
@@ -162,12 +160,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         records: Vec<Record>,
         stop_at: Option<tokio::time::Instant>,
     ) -> Result<(DeliveryReport, Option<Unsettled>), DeliveryError> {
-        let filters = self
-            .options
-            .filters()
-            .map_err(|error| DeliveryError::Options {
-                message: error.to_string(),
-            })?;
+        let filters = self.options.filters().map_err(DeliveryError::Options)?;
         let lanes = self.options.parallelization_factor.max(1);
         let mut queues: Vec<VecDeque<Record>> = vec![VecDeque::new(); lanes];
         let mut report = DeliveryReport::default();
@@ -301,11 +294,12 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
             report.invocations += 1;
             match self.invoker.invoke(payload.clone()).await {
                 Ok(invocation) => return Ok(invocation),
-                Err(InvokeError::Retryable { message }) => {
+                Err(error @ InvokeError::Retryable { .. }) => {
                     // Not an invocation of the function: don't count it.
                     report.invocations -= 1;
                     attempt += 1;
-                    warn!(%message, attempt, "invoke throttled or failed; retrying");
+                    let error = &error as &(dyn std::error::Error + 'static);
+                    warn!(error, attempt, "invoke throttled or failed; retrying");
                     tokio::time::sleep(crate::backoff::backoff(self.base_backoff, attempt.min(8)))
                         .await;
                 }

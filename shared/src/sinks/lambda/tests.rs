@@ -31,7 +31,8 @@ impl Invoker for Target {
             if *left > 0 {
                 *left -= 1;
                 return Err(InvokeError::Retryable {
-                    message: "TooManyRequestsException".into(),
+                    function: "consumer".into(),
+                    source: "TooManyRequestsException".into(),
                 });
             }
         }
@@ -93,7 +94,7 @@ struct Dlq {
 }
 
 impl FailureDestination for Dlq {
-    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
         let mut records = self.records.lock().unwrap();
         records.push(record);
         Ok(format!("dlq-{}", records.len()))
