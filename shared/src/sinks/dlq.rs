@@ -209,14 +209,8 @@ mod tests {
     use super::*;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
-    #[tokio::test]
-    async fn failed_batches_land_under_the_mappings_key_layout() {
-        let destination = S3FailureDestination {
-            store: crate::store::MemoryStore::default(),
-            mapping_id: "replay-42".into(),
-            prefix: "dlq".into(),
-        };
-        let record = FailureRecord {
+    fn failure_record() -> FailureRecord {
+        FailureRecord {
             request_context: RequestContext {
                 request_id: "r".into(),
                 function_arn: "arn:aws:lambda:us-east-1:1:function:f".into(),
@@ -240,7 +234,17 @@ mod tests {
                 stream_arn: "arn:aws:kinesis:us-east-1:1:stream/s".into(),
             },
             payload: Some("{\"Records\":[]}".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_batches_land_under_the_mappings_key_layout() {
+        let destination = S3FailureDestination {
+            store: crate::store::MemoryStore::default(),
+            mapping_id: "replay-42".into(),
+            prefix: "dlq".into(),
         };
+        let record = failure_record();
         let key = destination.send(record.clone()).await.unwrap();
         assert!(
             key.starts_with(
@@ -288,5 +292,72 @@ mod tests {
             "https://sqs.local/q#m-1"
         );
         assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_send_names_the_queue_and_keeps_the_sdk_error() {
+        let rule = mock!(aws_sdk_sqs::Client::send_message)
+            .sequence()
+            .http_status(
+                400,
+                Some(
+                    r#"{"__type":"com.amazonaws.sqs#QueueDoesNotExist","message":"The specified queue does not exist."}"#
+                        .into(),
+                ),
+            )
+            .build();
+        let client = mock_client!(aws_sdk_sqs, RuleMode::Sequential, [&rule], |c| c
+            .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled()));
+        let destination = SqsFailureDestination {
+            client,
+            queue_url: "https://sqs.local/gone".into(),
+        };
+        let error = destination.send(failure_record()).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "sending a failed batch to the SQS on-failure destination https://sqs.local/gone failed"
+        );
+        let source = std::error::Error::source(&error).expect("the SDK error");
+        assert!(
+            source
+                .downcast_ref::<aws_sdk_sqs::error::SdkError<
+                    aws_sdk_sqs::operation::send_message::SendMessageError,
+                >>()
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_s3_write_keeps_the_store_error() {
+        let key = "dlq/aws/lambda/replay-42/shardId-000000000001/2024/11/22/";
+        let destination = S3FailureDestination {
+            store: FailingStore,
+            mapping_id: "replay-42".into(),
+            prefix: "dlq".into(),
+        };
+        let error = destination.send(failure_record()).await.unwrap_err();
+        let DestinationError::S3(store) = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(store.kind, crate::store::StoreErrorKind::Throttled);
+        assert!(store.location.starts_with(key), "{store}");
+    }
+
+    /// Every put is throttled, as a bucket answering 503 would be.
+    struct FailingStore;
+
+    impl ObjectStore for FailingStore {
+        async fn put(&self, object: PutObject) -> Result<(), StoreError> {
+            Err(StoreError {
+                operation: crate::store::Operation::Put,
+                location: object.key,
+                kind: crate::store::StoreErrorKind::Throttled,
+                source: Some("SlowDown".into()),
+            })
+        }
+
+        async fn delete(&self, _key: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
     }
 }

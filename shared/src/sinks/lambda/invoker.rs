@@ -177,10 +177,17 @@ mod tests {
         assert_eq!(answer.function_error.as_deref(), Some("Unhandled"));
         assert_eq!(answer.executed_version.as_deref(), Some("7"));
         for _ in 0..3 {
-            assert!(matches!(
-                invoker.invoke(b"{}".to_vec()).await,
-                Err(InvokeError::Retryable { .. })
-            ));
+            let throttled = invoker.invoke(b"{}".to_vec()).await.unwrap_err();
+            assert!(matches!(throttled, InvokeError::Retryable { .. }));
+            // The SDK's error is kept as the source, not copied as text.
+            let sdk = std::error::Error::source(&throttled)
+                .and_then(|e| e.downcast_ref::<SdkError<SdkInvokeError>>())
+                .and_then(SdkError::as_service_error);
+            assert!(sdk.is_some_and(SdkInvokeError::is_too_many_requests_exception));
+            assert!(
+                !throttled.to_string().contains("Rate exceeded"),
+                "{throttled}"
+            );
         }
         let fatal = invoker.invoke(b"{}".to_vec()).await.unwrap_err();
         assert!(matches!(fatal, InvokeError::Fatal { .. }), "{fatal}");
