@@ -25,13 +25,13 @@ use std::time::{Duration, Instant};
 use rewind_engine::model::event::{DeliveredEvent, EventSource};
 use rewind_engine::model::record::{ArrivalTime, Record};
 use rewind_engine::model::seqno::SequenceNumber;
+use rewind_engine::sinks::dlq::{DestinationError, FailureDestination, FailureRecord};
 use rewind_engine::sinks::kinesis::{
     Entry, EntryResult, KinesisSink, PutError, RecordSink, ReinjectOptions, reinject,
 };
-use rewind_engine::sinks::lambda::{
-    Delivery, DeliveryError, DeliveryReport, FailureDestination, FailureRecord, Invocation,
-    InvokeError, Invoker, MappingOptions,
-};
+use rewind_engine::sinks::lambda::invoker::{Invocation, InvokeError, Invoker};
+use rewind_engine::sinks::lambda::options::MappingOptions;
+use rewind_engine::sinks::lambda::{Delivery, DeliveryReport};
 
 const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:111122223333:function:bench-target";
 
@@ -157,7 +157,7 @@ struct Dlq {
 }
 
 impl FailureDestination for Dlq {
-    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
         let mut records = self.records.lock().expect("dlq");
         records.push(record);
         Ok(format!("dlq-{}", records.len()))

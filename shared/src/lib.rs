@@ -25,8 +25,8 @@
 //! - [`sinks`]: where records go. [`sinks::lambda`]: a shard's records to a
 //!   function exactly as the mapping delivers them (batching under 6 MB,
 //!   retries, bisect, partial batch responses, record age, parallel lanes,
-//!   the on-failure record); [`sinks::invoke`]: the Lambda invoker and the
-//!   S3 and SQS on-failure destinations; [`sinks::kinesis`]: records back
+//!   the on-failure record); [`sinks::dlq`]: the S3, SQS and log-only
+//!   on-failure destinations; [`sinks::kinesis`]: records back
 //!   onto a stream (PutRecords within its limits, per-key order kept);
 //!   [`sinks::s3_archive`]: the S3 archive's Hive-style layout, its batch
 //!   writer and its scan; [`sinks::dynamodb`]: the DynamoDB archive (`ALL` or

@@ -8,7 +8,11 @@
 
 use std::future::Future;
 
-use aws_sdk_s3::error::DisplayErrorContext;
+use std::fmt;
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 
 /// One object to write.
@@ -20,38 +24,109 @@ pub struct PutObject {
     pub content_encoding: Option<&'static str>,
 }
 
-/// A put that did not succeed, after the client's own retries.
-#[derive(Debug, thiserror::Error)]
-#[error("putting s3://{bucket}/{key} failed: {message}")]
-pub struct StoreError {
-    pub bucket: String,
-    pub key: String,
-    /// The SDK's error with all its context (code, request id, cause).
-    pub message: String,
-    #[source]
-    pub source: Box<dyn std::error::Error + Send + Sync>,
+/// The store call that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Put,
+    Get,
+    List,
+    Delete,
 }
 
-/// Where finished objects go.
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Put => "putting",
+            Self::Get => "getting",
+            Self::List => "listing",
+            Self::Delete => "deleting",
+        })
+    }
+}
+
+/// What went wrong, as far as a caller can act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoreErrorKind {
+    /// No object under the key (S3 `NoSuchKey`, a missing file).
+    #[error("no such object")]
+    NotFound,
+    /// The store asked to slow down (`SlowDown`, 503) through all of the
+    /// client's attempts.
+    #[error(
+        "throttled through all of the client's attempts; retry later, lower the request rate or give the client more attempts"
+    )]
+    Throttled,
+    /// A server error, a timeout or a dropped connection through all of the
+    /// client's attempts: a later attempt may pass.
+    #[error("a server or network error through all of the client's attempts; retry later")]
+    Retryable,
+    /// Refused (access denied, no such bucket, an invalid request):
+    /// retrying can't help; the cause says what to fix.
+    #[error("the request was refused")]
+    Refused,
+}
+
+/// A store call that did not succeed, after the client's own retries.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} {location} failed: {kind}")]
+pub struct StoreError {
+    pub operation: Operation,
+    /// `s3://<bucket>/<key>` (`<prefix>*` for a list), or a file's path.
+    pub location: String,
+    pub kind: StoreErrorKind,
+    /// The SDK's or the file system's error.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
 impl StoreError {
     /// Whether the object isn't there (S3 `NoSuchKey`, a missing file), as
     /// opposed to a read that failed.
     pub fn is_not_found(&self) -> bool {
-        let source = self.source.as_ref();
-        if let Some(error) = source.downcast_ref::<aws_sdk_s3::error::SdkError<
-            aws_sdk_s3::operation::get_object::GetObjectError,
-        >>() {
-            return error
-                .as_service_error()
-                .is_some_and(aws_sdk_s3::operation::get_object::GetObjectError::is_no_such_key);
+        self.kind == StoreErrorKind::NotFound
+    }
+
+    fn io(operation: Operation, path: &std::path::Path, error: std::io::Error) -> Self {
+        Self {
+            operation,
+            location: path.display().to_string(),
+            kind: if error.kind() == std::io::ErrorKind::NotFound {
+                StoreErrorKind::NotFound
+            } else {
+                StoreErrorKind::Refused
+            },
+            source: Some(Box::new(error)),
         }
-        if let Some(error) = source.downcast_ref::<std::io::Error>() {
-            return error.kind() == std::io::ErrorKind::NotFound;
-        }
-        self.message == "NoSuchKey"
     }
 }
 
+/// How an S3 call failed after the SDK's retries: throttled, worth a later
+/// attempt, or refused.
+fn s3_kind<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> StoreErrorKind {
+    match error {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code();
+            if matches!(
+                code,
+                Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded")
+            ) {
+                StoreErrorKind::Throttled
+            } else if code.is_some_and(|c| c.starts_with("Internal") || c == "ServiceUnavailable")
+                || service.raw().status().is_server_error()
+            {
+                StoreErrorKind::Retryable
+            } else {
+                StoreErrorKind::Refused
+            }
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            StoreErrorKind::Retryable
+        }
+        _ => StoreErrorKind::Refused,
+    }
+}
+
+/// Where finished objects go.
 pub trait ObjectStore: Send + Sync {
     fn put(&self, object: PutObject) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -86,6 +161,33 @@ impl S3Store {
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
+
+    fn error<E>(
+        &self,
+        operation: Operation,
+        key: &str,
+        error: SdkError<E, HttpResponse>,
+    ) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.failed(operation, key, s3_kind(&error), Box::new(error))
+    }
+
+    fn failed(
+        &self,
+        operation: Operation,
+        key: &str,
+        kind: StoreErrorKind,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    ) -> StoreError {
+        StoreError {
+            operation,
+            location: format!("s3://{}/{key}", self.bucket),
+            kind,
+            source: Some(source),
+        }
+    }
 }
 
 impl ObjectStore for S3Store {
@@ -106,12 +208,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|error| StoreError {
-                bucket: self.bucket.clone(),
-                key,
-                message: DisplayErrorContext(&error).to_string(),
-                source: Box::new(error),
-            })
+            .map_err(|error| self.error(Operation::Put, &key, error))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -128,12 +225,7 @@ impl S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|error| StoreError {
-                bucket: self.bucket.clone(),
-                key: key.to_owned(),
-                message: DisplayErrorContext(&error).to_string(),
-                source: Box::new(error),
-            })
+            .map_err(|error| self.error(Operation::Delete, key, error))
     }
 }
 
@@ -148,12 +240,8 @@ impl ObjectReader for S3Store {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|error| StoreError {
-                bucket: self.bucket.clone(),
-                key: format!("{prefix}*"),
-                message: DisplayErrorContext(&error).to_string(),
-                source: Box::new(error),
-            })?;
+            let page =
+                page.map_err(|error| self.error(Operation::List, &format!("{prefix}*"), error))?;
             keys.extend(
                 page.contents()
                     .iter()
@@ -164,12 +252,6 @@ impl ObjectReader for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        let fail = |message: String, source: Box<dyn std::error::Error + Send + Sync>| StoreError {
-            bucket: self.bucket.clone(),
-            key: key.to_owned(),
-            message,
-            source,
-        };
         let object = self
             .client
             .get_object()
@@ -177,12 +259,30 @@ impl ObjectReader for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|error| fail(DisplayErrorContext(&error).to_string(), Box::new(error)))?;
-        let body = object
-            .body
-            .collect()
-            .await
-            .map_err(|error| fail(error.to_string(), Box::new(error)))?;
+            .map_err(|error| {
+                if error
+                    .as_service_error()
+                    .is_some_and(GetObjectError::is_no_such_key)
+                {
+                    self.failed(
+                        Operation::Get,
+                        key,
+                        StoreErrorKind::NotFound,
+                        Box::new(error),
+                    )
+                } else {
+                    self.error(Operation::Get, key, error)
+                }
+            })?;
+        // The body streams after the answer: a connection dropped mid-way.
+        let body = object.body.collect().await.map_err(|error| {
+            self.failed(
+                Operation::Get,
+                key,
+                StoreErrorKind::Retryable,
+                Box::new(error),
+            )
+        })?;
         Ok(body.into_bytes().to_vec())
     }
 }
@@ -208,13 +308,8 @@ impl DirStore {
         self.root.join(key)
     }
 
-    fn error(&self, key: &str, error: std::io::Error) -> StoreError {
-        StoreError {
-            bucket: self.root.display().to_string(),
-            key: key.to_owned(),
-            message: error.to_string(),
-            source: Box::new(error),
-        }
+    fn error(&self, operation: Operation, key: &str, error: std::io::Error) -> StoreError {
+        StoreError::io(operation, &self.path(key), error)
     }
 }
 
@@ -246,12 +341,14 @@ impl ObjectStore for DirStore {
             std::fs::write(&partial, &object.body)?;
             std::fs::rename(&partial, &path)
         };
-        write().map_err(|e| self.error(&object.key, e))
+        write().map_err(|e| self.error(Operation::Put, &object.key, e))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         match std::fs::remove_file(self.path(key)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.error(key, e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(self.error(Operation::Delete, key, e))
+            }
             _ => Ok(()),
         }
     }
@@ -262,7 +359,7 @@ impl ObjectReader for DirStore {
         // Walk only the deepest folder the prefix names.
         let folder = prefix.rsplit_once('/').map_or("", |(folder, _)| folder);
         let mut files = Vec::new();
-        walk(&self.path(folder), &mut files).map_err(|e| self.error(prefix, e))?;
+        walk(&self.path(folder), &mut files).map_err(|e| self.error(Operation::List, prefix, e))?;
         let mut keys: Vec<String> = files
             .iter()
             .filter_map(|p| p.strip_prefix(&self.root).ok())
@@ -274,7 +371,7 @@ impl ObjectReader for DirStore {
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        std::fs::read(self.path(key)).map_err(|e| self.error(key, e))
+        std::fs::read(self.path(key)).map_err(|e| self.error(Operation::Get, key, e))
     }
 }
 
@@ -326,10 +423,10 @@ impl ObjectReader for MemoryStore {
             .get(key)
             .map(|o| o.body.clone())
             .ok_or_else(|| StoreError {
-                bucket: "memory".into(),
-                key: key.to_owned(),
-                message: "NoSuchKey".into(),
-                source: "NoSuchKey".into(),
+                operation: Operation::Get,
+                location: format!("memory:{key}"),
+                kind: StoreErrorKind::NotFound,
+                source: None,
             })
     }
 }
@@ -339,10 +436,10 @@ impl ObjectStore for MemoryStore {
     async fn put(&self, object: PutObject) -> Result<(), StoreError> {
         if self.failing_key.as_deref() == Some(object.key.as_str()) {
             return Err(StoreError {
-                bucket: "memory".into(),
-                key: object.key,
-                message: "SlowDown".into(),
-                source: "SlowDown".into(),
+                operation: Operation::Put,
+                location: format!("memory:{}", object.key),
+                kind: StoreErrorKind::Throttled,
+                source: Some("SlowDown".into()),
             });
         }
         self.objects.lock().unwrap().insert(
@@ -362,126 +459,4 @@ impl ObjectStore for MemoryStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use aws_sdk_s3::operation::put_object::PutObjectOutput;
-    use aws_smithy_mocks::{RuleMode, mock, mock_client};
-
-    fn object() -> PutObject {
-        PutObject {
-            key: "archive/k.jsonl.gz".into(),
-            body: b"body".to_vec(),
-            content_type: "application/x-ndjson",
-            content_encoding: Some("gzip"),
-        }
-    }
-
-    #[tokio::test]
-    async fn throttled_puts_are_retried_by_the_client() {
-        let rule = mock!(aws_sdk_s3::Client::put_object)
-            .match_requests(|req| {
-                req.bucket() == Some("b")
-                    && req.key() == Some("archive/k.jsonl.gz")
-                    && req.content_encoding() == Some("gzip")
-                    && req.content_type() == Some("application/x-ndjson")
-            })
-            .sequence()
-            .http_status(503, Some("<Error><Code>SlowDown</Code></Error>".into()))
-            .times(2)
-            .output(|| PutObjectOutput::builder().build())
-            .build();
-        let client = mock_client!(aws_sdk_s3, RuleMode::Sequential, [&rule], |c| c
-            .retry_config(
-                aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3)
-            ));
-        S3Store::new(client, "b").put(object()).await.unwrap();
-        assert_eq!(rule.num_calls(), 3);
-    }
-
-    #[tokio::test]
-    async fn exhausted_retries_are_an_error_naming_the_object() {
-        let rule = mock!(aws_sdk_s3::Client::put_object)
-            .sequence()
-            .http_status(503, Some("<Error><Code>SlowDown</Code></Error>".into()))
-            .times(3)
-            .build();
-        let client = mock_client!(aws_sdk_s3, RuleMode::Sequential, [&rule], |c| c
-            .retry_config(
-                aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3)
-            ));
-        let err = S3Store::new(client, "b").put(object()).await.unwrap_err();
-        assert_eq!(rule.num_calls(), 3);
-        assert!(
-            err.to_string()
-                .starts_with("putting s3://b/archive/k.jsonl.gz failed: "),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_missing_object_is_told_from_a_failed_read() {
-        let rule = mock!(aws_sdk_s3::Client::get_object)
-            .sequence()
-            .http_status(
-                404,
-                Some("<Error><Code>NoSuchKey</Code><Message>gone</Message></Error>".into()),
-            )
-            .http_status(
-                403,
-                Some("<Error><Code>AccessDenied</Code><Message>no</Message></Error>".into()),
-            )
-            .build();
-        let client = mock_client!(aws_sdk_s3, RuleMode::Sequential, [&rule], |c| c
-            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
-        let store = S3Store::new(client, "b");
-        assert!(store.get("missing").await.unwrap_err().is_not_found());
-        assert!(!store.get("denied").await.unwrap_err().is_not_found());
-        let dir = DirStore::new(std::env::temp_dir().join("rewind-no-such-folder"));
-        assert!(dir.get("missing").await.unwrap_err().is_not_found());
-    }
-
-    #[tokio::test]
-    async fn a_folder_works_as_a_store() {
-        let root = std::env::temp_dir().join(format!("rewind-dirstore-{}", std::process::id()));
-        let store = DirStore::new(&root);
-        for key in [
-            "run/shard-1/0-1-2.jsonl.gz",
-            "run/shard-1/1-3-4.jsonl.gz",
-            "run/shard-2/0-1-1.jsonl.gz",
-            "runner/x",
-        ] {
-            store
-                .put(PutObject {
-                    key: key.into(),
-                    body: key.as_bytes().to_vec(),
-                    content_type: "x",
-                    content_encoding: None,
-                })
-                .await
-                .unwrap();
-        }
-        assert_eq!(
-            store.list("run/shard-1/").await.unwrap(),
-            ["run/shard-1/0-1-2.jsonl.gz", "run/shard-1/1-3-4.jsonl.gz"]
-        );
-        assert_eq!(
-            store.list("run/shard-1/1-").await.unwrap(),
-            ["run/shard-1/1-3-4.jsonl.gz"]
-        );
-        assert_eq!(store.list("run/").await.unwrap().len(), 3);
-        assert_eq!(store.get("runner/x").await.unwrap(), b"runner/x");
-        store.delete("run/shard-1/0-1-2.jsonl.gz").await.unwrap();
-        store.delete("run/shard-1/0-1-2.jsonl.gz").await.unwrap();
-        assert_eq!(store.list("run/shard-1/").await.unwrap().len(), 1);
-        assert!(
-            store
-                .get("nope")
-                .await
-                .unwrap_err()
-                .to_string()
-                .contains("nope")
-        );
-        assert!(store.list("missing/").await.unwrap().is_empty());
-        std::fs::remove_dir_all(&root).unwrap();
-    }
-}
+mod tests;

@@ -21,19 +21,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use rewind_engine::jobs::mapping::EventSourceMapping;
+use rewind_engine::jobs::mapping::config::MappingConfig;
+use rewind_engine::jobs::mapping::report::Stopped;
 use rewind_engine::jobs::mapping::wall_clock;
-use rewind_engine::jobs::mapping::{
-    EventSourceMapping, LogOnlyDestination, MappingConfig, Stopped,
-};
 use rewind_engine::jobs::scrape::{list_shards, resolve_stream_arn};
 use rewind_engine::model::chunk;
 use rewind_engine::model::event::EventSource;
 use rewind_engine::model::kpl::{self, UserRecord};
 use rewind_engine::model::seqno::SequenceNumber;
-use rewind_engine::sinks::invoke::LambdaInvoker;
-use rewind_engine::sinks::lambda::{
-    FunctionResponseType, Invocation, InvokeError, Invoker, MappingOptions,
-};
+use rewind_engine::sinks::dlq::LogOnlyDestination;
+use rewind_engine::sinks::lambda::invoker::{Invocation, InvokeError, Invoker, LambdaInvoker};
+use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
 use rewind_engine::sinks::s3_archive::{self, ArchiveLayout, ShardScan};
 use rewind_engine::sources::kinesis::{KinesisSource, ReadOptions, ShardPoller, StartPosition};
 use rewind_engine::store::{ObjectReader, S3Store};
@@ -311,7 +310,7 @@ async fn archiver_keeps_every_record_once_through_retries_and_bisects() -> anyho
     // function error (the garbled event); one retry after a partial
     // response; the bisect's two halves in place of one invocation.
     let calls = invoker.calls.lock().unwrap().clone();
-    let sum = |f: fn(&rewind_engine::jobs::mapping::ShardReport) -> u64| -> u64 {
+    let sum = |f: fn(&rewind_engine::jobs::mapping::report::ShardReport) -> u64| -> u64 {
         report.shards.iter().map(f).sum()
     };
     for shard in &report.shards {

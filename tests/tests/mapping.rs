@@ -15,14 +15,15 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::types::ScalingType;
 use rewind_engine::ArrivalTime;
-use rewind_engine::jobs::mapping::{
-    EventSourceMapping, LogOnlyDestination, MappingConfig, ShardStatus, Stopped, wall_clock,
-};
+use rewind_engine::jobs::mapping::config::MappingConfig;
+use rewind_engine::jobs::mapping::report::{ShardStatus, Stopped};
+use rewind_engine::jobs::mapping::{EventSourceMapping, wall_clock};
 use rewind_engine::jobs::scrape::{list_shards, resolve_stream_arn};
 use rewind_engine::model::event::EventSource;
 use rewind_engine::model::seqno::SequenceNumber;
-use rewind_engine::sinks::invoke::LambdaInvoker;
-use rewind_engine::sinks::lambda::{FunctionResponseType, MappingOptions};
+use rewind_engine::sinks::dlq::LogOnlyDestination;
+use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
+use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
 use rewind_engine::sinks::s3_archive::{self, ArchiveLayout, ShardScan};
 use rewind_engine::sources::kinesis::{KinesisSource, StartPosition};
 use rewind_engine::store::S3Store;

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use aws_sdk_sfn::types::ExecutionStatus;
 use rewind_engine::jobs::replay::ReplaySummary;
 use rewind_engine::model::seqno::SequenceNumber;
-use rewind_engine::sinks::lambda::FailureRecord;
+use rewind_engine::sinks::dlq::FailureRecord;
 use rewind_local::Layout;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
 use rewind_local::statemachine::{self, Context};

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use rewind_engine::jobs::mapping::MappingReport;
+use rewind_engine::jobs::mapping::report::MappingReport;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
 use serde::Serialize;
 

@@ -7,13 +7,13 @@ use std::collections::BTreeSet;
 
 use anyhow::Context as _;
 use rewind_engine::ArrivalTime;
-use rewind_engine::jobs::mapping::{
-    EventSourceMapping, LogOnlyDestination, MappingConfig, wall_clock,
-};
+use rewind_engine::jobs::mapping::config::MappingConfig;
+use rewind_engine::jobs::mapping::{EventSourceMapping, wall_clock};
 use rewind_engine::jobs::scrape::{list_shards, resolve_stream_arn};
 use rewind_engine::model::event::EventSource;
-use rewind_engine::sinks::invoke::LambdaInvoker;
-use rewind_engine::sinks::lambda::{FunctionResponseType, MappingOptions};
+use rewind_engine::sinks::dlq::LogOnlyDestination;
+use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
+use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
 use rewind_engine::sources::kinesis::{KinesisSource, StartPosition};
 use rewind_engine::store::S3Store;
 use rewind_local::proxy::ACCOUNT;

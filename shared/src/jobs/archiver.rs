@@ -19,11 +19,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
-use aws_sdk_kinesis::error::DisplayErrorContext;
 use tracing::{info, warn};
 
 use crate::model::record::Record;
 use crate::model::seqno::UserRecordId;
+use crate::pipeline::deaggregate::deaggregate_all;
 use crate::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
 use crate::sinks::s3_archive::{self, ArchiveLayout};
 use crate::store::ObjectStore;
@@ -34,10 +34,9 @@ pub const TTL_TAG: &str = "ArchiveTTL";
 /// Reading a stream's tags failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TagError {
-    #[error("listing the tags of stream {stream} failed: {message}")]
+    #[error("listing the tags of stream {stream} failed")]
     Lookup {
         stream: String,
-        message: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -84,7 +83,6 @@ impl StreamTags for KinesisTags {
                 .await
                 .map_err(|error| TagError::Lookup {
                     stream: stream_arn.to_owned(),
-                    message: DisplayErrorContext(&error).to_string(),
                     source: Box::new(error),
                 })?;
             for tag in page.tags() {
@@ -223,36 +221,22 @@ impl<S: ObjectStore, T: StreamTags> Archiver<S, T> {
                     let users = deaggregate_all(&records);
                     let errors = dynamo.write(&users, &settings, now_epoch_seconds).await;
                     for (id, error) in errors {
-                        warn!(record = %id, %error, "DynamoDB archive write failed");
+                        let error = &error as &(dyn std::error::Error + 'static);
+                        warn!(record = %id, error, "DynamoDB archive write failed");
                         failed.push(id);
                     }
                 }
                 Err(error) => {
                     // Without the stream's settings nothing can be stored
                     // correctly: have the whole batch delivered again.
-                    warn!(%error, "stream settings unavailable");
+                    let error = &error as &(dyn std::error::Error + 'static);
+                    warn!(error, "stream settings unavailable");
                     failed.extend(records.iter().map(Record::id));
                 }
             }
         }
         batch_response(&failed)
     }
-}
-
-/// User records for keys and lines; a corrupt aggregate is kept whole
-/// rather than dropped: the archive never loses what the stream held.
-pub fn deaggregate_all(records: &[Record]) -> Vec<Record> {
-    let mut out = Vec::with_capacity(records.len());
-    for record in records {
-        match record.clone().deaggregate() {
-            Ok(users) => out.extend(users),
-            Err(error) => {
-                warn!(%error, "keeping a corrupt KPL aggregate as received");
-                out.push(record.clone());
-            }
-        }
-    }
-    out
 }
 
 /// The mapping's partial batch response: per shard, the lowest Kinesis
@@ -378,24 +362,6 @@ mod tests {
         crate::model::event::DeliveredEvent::from_slice(text.as_bytes())
             .unwrap()
             .records
-    }
-
-    #[test]
-    fn corrupt_aggregates_are_kept_whole() {
-        let mut records = sample();
-        let total = records.len();
-        assert_eq!(
-            deaggregate_all(&records).len(),
-            total - 1 + 3,
-            "the sample aggregate holds three"
-        );
-        // Flip a byte inside the aggregate's protobuf: its MD5 no longer matches.
-        records.iter_mut().find(|r| r.is_aggregated()).unwrap().data[10] ^= 1;
-        assert_eq!(
-            deaggregate_all(&records),
-            records,
-            "nothing split, nothing dropped"
-        );
     }
 
     /// Every sink must store a record before it counts: here S3 takes the

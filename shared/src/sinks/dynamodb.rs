@@ -22,9 +22,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
@@ -224,12 +225,12 @@ pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
 /// Why some records could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum DynamoError {
-    #[error("writing to DynamoDB table {table} failed: {message}")]
+    /// The SDK's error, shared by every record the failed call held.
+    #[error("writing to DynamoDB table {table} failed")]
     Write {
         table: String,
-        message: String,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: Arc<dyn std::error::Error + Send + Sync>,
     },
     #[error(
         "DynamoDB table {table} left {items} items unprocessed after {attempts} attempts (throttled)"
@@ -239,9 +240,12 @@ pub enum DynamoError {
         items: usize,
         attempts: u32,
     },
-    #[error("storing an oversized record's data in S3 failed: {0}")]
+    #[error("storing an oversized record's data in S3 failed")]
     Overflow(#[from] StoreError),
 }
+
+/// One SDK error, shared by the records of the call it failed.
+type SharedError = Arc<dyn std::error::Error + Send + Sync>;
 
 /// Writes to the DynamoDB archive table.
 pub struct DynamoArchive<S> {
@@ -282,6 +286,13 @@ impl<S: ObjectStore> DynamoArchive<S> {
 
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    fn write_error(&self, source: &SharedError) -> DynamoError {
+        DynamoError::Write {
+            table: self.table.clone(),
+            source: Arc::clone(source),
+        }
     }
 
     /// Writes user records (already deaggregated) for the given modes.
@@ -359,7 +370,7 @@ impl<S: ObjectStore> DynamoArchive<S> {
                     settings.ttl,
                     data_of(index),
                 );
-                if let Err(error) = self.put_latest(item).await {
+                if let Err(source) = self.put_latest(item).await {
                     // Every record of this key that was not written is not
                     // stored: the newest was the one that mattered.
                     for &i in &pending {
@@ -368,10 +379,9 @@ impl<S: ObjectStore> DynamoArchive<S> {
                         {
                             failed
                                 .entry(records[i].id())
-                                .or_insert_with(|| clone_error(&error, &self.table));
+                                .or_insert_with(|| self.write_error(&source));
                         }
                     }
-                    failed.entry(record.id()).or_insert(error);
                 }
             }
         }
@@ -429,18 +439,12 @@ impl<S: ObjectStore> DynamoArchive<S> {
                     .await;
                 match result {
                     Err(error) => {
-                        let message = DisplayErrorContext(&error).to_string();
-                        warn!(table = %self.table, %message, "BatchWriteItem failed");
+                        let source: SharedError = Arc::new(error);
+                        let shown = source.as_ref() as &(dyn std::error::Error + 'static);
+                        warn!(table = %self.table, error = shown, "BatchWriteItem failed");
                         for (index, item) in pending.drain(..) {
                             failed_keys.push(item_key(&item));
-                            failed.push((
-                                index,
-                                DynamoError::Write {
-                                    table: self.table.clone(),
-                                    message: message.clone(),
-                                    source: message.clone().into(),
-                                },
-                            ));
+                            failed.push((index, self.write_error(&source)));
                         }
                     }
                     Ok(output) => {
@@ -499,7 +503,8 @@ impl<S: ObjectStore> DynamoArchive<S> {
     /// Puts a `LATEST` item unless the table holds a newer (or the same)
     /// record for the key. Losing the condition is success: the newest is
     /// kept, which is the whole point.
-    async fn put_latest(&self, item: HashMap<String, AttributeValue>) -> Result<(), DynamoError> {
+    /// `Err`: the SDK's error, for every record of the key.
+    async fn put_latest(&self, item: HashMap<String, AttributeValue>) -> Result<(), SharedError> {
         let position = item["position"].clone();
         let result = self
             .client
@@ -522,15 +527,7 @@ impl<S: ObjectStore> DynamoArchive<S> {
                 debug!(table = %self.table, "LATEST item already holds a newer record");
                 Ok(())
             }
-            Err(error) => Err(DynamoError::Write {
-                table: self.table.clone(),
-                message: format!(
-                    "{} ({})",
-                    DisplayErrorContext(&error),
-                    error.code().unwrap_or("no error code")
-                ),
-                source: Box::new(error),
-            }),
+            Err(error) => Err(Arc::new(error)),
         }
     }
 }
@@ -559,14 +556,6 @@ fn item_key(item: &HashMap<String, AttributeValue>) -> (String, String) {
         _ => String::new(),
     };
     (text("pk"), text("sk"))
-}
-
-fn clone_error(error: &DynamoError, table: &str) -> DynamoError {
-    DynamoError::Write {
-        table: table.to_owned(),
-        message: error.to_string(),
-        source: error.to_string().into(),
-    }
 }
 
 /// Reads an item written by [`item`] back as a record. `data` is empty when

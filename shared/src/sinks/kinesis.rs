@@ -14,7 +14,6 @@ use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 
-use aws_sdk_kinesis::error::DisplayErrorContext;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use serde::Serialize;
@@ -43,14 +42,19 @@ impl Entry {
 /// What PutRecords said of one entry: `None` stored, `Some(code)` failed.
 pub type EntryResult = Option<String>;
 
-/// A PutRecords call that failed as a whole.
+/// A PutRecords call that failed as a whole; the source says why.
 #[derive(Debug, thiserror::Error)]
 pub enum PutError {
-    #[error("PutRecords throttled or failed, will retry: {message}")]
-    Retryable { message: String },
-    #[error("PutRecords failed: {message}")]
+    /// Throttled, an internal failure, a timeout, an answer that doesn't
+    /// match the request: retried.
+    #[error("PutRecords throttled or failed, will retry")]
+    Retryable {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Denied, no such stream, an invalid request: retrying can't help.
+    #[error("PutRecords failed")]
     Fatal {
-        message: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -182,9 +186,10 @@ pub async fn reinject<S: RecordSink>(
         report.calls += 1;
         let results = match sink.put_records(entries).await {
             Ok(results) => results,
-            Err(PutError::Retryable { message }) => {
+            Err(error @ PutError::Retryable { .. }) => {
                 failing_rounds += 1;
-                debug!(%message, "PutRecords failed as a whole; retrying");
+                let error = &error as &(dyn std::error::Error + 'static);
+                debug!(error, "PutRecords failed as a whole; retrying");
                 tokio::time::sleep(crate::backoff::backoff(
                     options.base_backoff,
                     failing_rounds,
@@ -295,7 +300,6 @@ impl RecordSink for KinesisSink {
             .send()
             .await
             .map_err(|error| {
-                let message = DisplayErrorContext(&error).to_string();
                 let retryable = matches!(
                     aws_sdk_kinesis::error::ProvideErrorMetadata::code(&error),
                     Some(
@@ -309,13 +313,11 @@ impl RecordSink for KinesisSink {
                     aws_sdk_kinesis::error::SdkError::TimeoutError(_)
                         | aws_sdk_kinesis::error::SdkError::DispatchFailure(_)
                 );
+                let source = Box::new(error);
                 if retryable {
-                    PutError::Retryable { message }
+                    PutError::Retryable { source }
                 } else {
-                    PutError::Fatal {
-                        message,
-                        source: Box::new(error),
-                    }
+                    PutError::Fatal { source }
                 }
             })?;
         let results: Vec<EntryResult> = output
@@ -325,10 +327,11 @@ impl RecordSink for KinesisSink {
             .collect();
         if results.len() != count {
             return Err(PutError::Retryable {
-                message: format!(
+                source: format!(
                     "PutRecords answered {} results for {count} entries",
                     results.len()
-                ),
+                )
+                .into(),
             });
         }
         Ok(results)

@@ -1,7 +1,7 @@
 //! Where records go.
 
+pub mod dlq;
 pub mod dynamodb;
-pub mod invoke;
 pub mod kinesis;
 pub mod lambda;
 pub mod s3_archive;

@@ -192,7 +192,7 @@ pub async fn archive_batch<S: ObjectStore>(
                 outcome.written.push(object);
             }
             Err(error) => {
-                warn!(shard = %first.shard_id, first = %first.sequence_number, %error, "archive write failed");
+                warn!(shard = %first.shard_id, first = %first.sequence_number, error = &error as &(dyn std::error::Error + 'static), "archive write failed");
                 outcome.failed.push((first.id(), error));
             }
         }

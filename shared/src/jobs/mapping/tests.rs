@@ -14,8 +14,11 @@ use aws_sdk_kinesis::error::ErrorMetadata;
 use aws_sdk_kinesis::types::error::{InternalFailureException, ResourceNotFoundException};
 
 use crate::model::event::DeliveredEvent;
-use crate::sinks::lambda::{FailureRecord, FunctionResponseType, Invocation, InvokeError};
-use crate::sources::kinesis::{RecordsPage, SourceError};
+use crate::model::seqno::SequenceNumber;
+use crate::sinks::dlq::{DestinationError, FailureRecord};
+use crate::sinks::lambda::invoker::{Invocation, InvokeError};
+use crate::sinks::lambda::options::{FunctionResponseType, MappingOptions};
+use crate::sources::kinesis::{ReadOptions, RecordsPage, SourceError};
 
 const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/orders";
 
@@ -309,7 +312,7 @@ struct Dlq {
 }
 
 impl FailureDestination for Dlq {
-    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
         let mut records = self.records.lock().unwrap();
         records.push(record);
         Ok(format!("dlq-{}", records.len()))
@@ -820,8 +823,8 @@ struct Missing;
 impl Invoker for Missing {
     async fn invoke(&self, _payload: Vec<u8>) -> Result<Invocation, InvokeError> {
         Err(InvokeError::Fatal {
-            message: "Function not found".into(),
-            source: "ResourceNotFoundException".into(),
+            function: "consumer".into(),
+            source: "ResourceNotFoundException: Function not found".into(),
         })
     }
 

@@ -56,13 +56,15 @@ use crate::model::record::{ArrivalTime, Record};
 use crate::model::seqno::{Position, SequenceNumber};
 use crate::pipeline::lineage::lineage_groups;
 use crate::request::{RequestError, parse_json};
-use crate::sinks::dynamodb::{DynamoReader, ReadError};
-use crate::sinks::invoke::{LambdaInvoker, S3FailureDestination, SqsFailureDestination};
-use crate::sinks::kinesis::{KinesisSink, RecordSink, ReinjectError, ReinjectOptions, reinject};
-use crate::sinks::lambda::{
-    Delivery, DeliveryError, DeliveryReport, FailureDestination, FailureRecord, Invoker,
-    MappingOptions, Unsettled,
+use crate::sinks::dlq::{
+    DestinationError, FailureDestination, FailureRecord, S3FailureDestination,
+    SqsFailureDestination,
 };
+use crate::sinks::dynamodb::{DynamoReader, ReadError};
+use crate::sinks::kinesis::{KinesisSink, RecordSink, ReinjectError, ReinjectOptions, reinject};
+use crate::sinks::lambda::invoker::{Invoker, LambdaInvoker};
+use crate::sinks::lambda::options::MappingOptions;
+use crate::sinks::lambda::{Delivery, DeliveryError, DeliveryReport, Unsettled};
 use crate::sinks::s3_archive::{ArchiveLayout, ShardScan, plan_scan};
 use crate::store::{ObjectReader, ObjectStore, PutObject, StoreError};
 
@@ -803,9 +805,9 @@ impl ReplayError {
             | Self::ScrapeFirst => "InvalidRequest",
             Self::Delivery(DeliveryError::Options { .. }) => "InvalidRequest",
             // Denied, no such function: retrying won't help.
-            Self::Delivery(DeliveryError::Invoke(crate::sinks::lambda::InvokeError::Fatal {
-                ..
-            })) => "InvokeRejected",
+            Self::Delivery(DeliveryError::Invoke(
+                crate::sinks::lambda::invoker::InvokeError::Fatal { .. },
+            )) => "InvokeRejected",
             Self::Delivery(DeliveryError::Invoke(_)) => "InvokeFailed",
             Self::Progress(_) => "OutputWriteFailed",
             Self::Delivery(DeliveryError::Destination { .. }) => "DlqWriteFailed",
@@ -882,7 +884,7 @@ enum Dlq<A, B> {
 }
 
 impl<A: FailureDestination, B: FailureDestination> FailureDestination for Dlq<A, B> {
-    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
         match self {
             Self::S3(destination) => destination.send(record).await,
             Self::Sqs(destination) => destination.send(record).await,

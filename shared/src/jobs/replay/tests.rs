@@ -5,7 +5,7 @@ use crate::model::chunk::{ChunkWriter, Compression};
 use crate::model::event::DeliveredEvent;
 use crate::model::manifest::ManifestChunk;
 use crate::sinks::kinesis::Entry;
-use crate::sinks::lambda::{Invocation, InvokeError};
+use crate::sinks::lambda::invoker::{Invocation, InvokeError};
 use crate::sources::kinesis::{StartPosition, StopCondition};
 use crate::store::MemoryStore;
 
@@ -57,7 +57,7 @@ impl Invoker for Target {
         *self.invokes.lock().unwrap() += 1;
         if *self.broken_call.lock().unwrap() == Some(*self.invokes.lock().unwrap()) {
             return Err(InvokeError::Fatal {
-                message: "connection reset".into(),
+                function: "target".into(),
                 source: "connection reset".into(),
             });
         }
@@ -136,7 +136,7 @@ impl Streams for Stream {
 struct Queue(Arc<Mutex<Vec<(String, FailureRecord)>>>);
 
 impl FailureDestination for Queue {
-    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
         let mut messages = self.0.lock().unwrap();
         messages.push((String::new(), record));
         Ok(format!("message-{}", messages.len()))
@@ -412,7 +412,7 @@ async fn a_manifest_is_replayed_in_order_with_exactly_the_poison_records_in_the_
     for key in summary.shards[0].dlq_keys.iter() {
         let key = key.strip_prefix("s3://bucket/").unwrap();
         assert!(key.starts_with("dlq/aws/lambda/run-1/shardId-000000000000/"));
-        let record: crate::sinks::lambda::FailureRecord =
+        let record: crate::sinks::dlq::FailureRecord =
             serde_json::from_slice(&replayer.buckets.get(key).await.unwrap()).unwrap();
         assert_eq!(record.kinesis_batch_info.batch_size, 1);
         assert_eq!(
@@ -963,12 +963,13 @@ async fn validate_checks_the_whole_request_before_any_work() {
 #[test]
 fn rejected_invokes_are_not_retried_by_the_state_machine() {
     let rejected = ReplayError::Delivery(DeliveryError::Invoke(InvokeError::Fatal {
-        message: "AccessDeniedException".into(),
-        source: "denied".into(),
+        function: "target".into(),
+        source: "AccessDeniedException: denied".into(),
     }));
     assert_eq!(rejected.error_type(), "InvokeRejected");
     let throttled = ReplayError::Delivery(DeliveryError::Invoke(InvokeError::Retryable {
-        message: "TooManyRequestsException".into(),
+        function: "target".into(),
+        source: "TooManyRequestsException".into(),
     }));
     assert_eq!(throttled.error_type(), "InvokeFailed");
     let asl: serde_json::Value =

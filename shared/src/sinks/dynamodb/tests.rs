@@ -423,3 +423,48 @@ async fn a_foreign_item_is_an_error_naming_the_attribute() {
         "DynamoDB table archive: archive item has no sequenceNumber attribute of the expected type"
     );
 }
+
+#[tokio::test]
+async fn a_failed_call_fails_its_records_with_one_shared_sdk_error() {
+    use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemError;
+    use aws_sdk_dynamodb::types::error::ResourceNotFoundException;
+    let missing = || {
+        ResourceNotFoundException::builder()
+            .message("Requested resource not found")
+            .build()
+    };
+    let batch = mock!(aws_sdk_dynamodb::Client::batch_write_item)
+        .then_error(move || BatchWriteItemError::ResourceNotFoundException(missing()));
+    let put = mock!(aws_sdk_dynamodb::Client::put_item)
+        .then_error(move || PutItemError::ResourceNotFoundException(missing()));
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&batch, &put], |c| c
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()));
+    let archive = DynamoArchive::new(client, "archive", MemoryStore::default(), "archive");
+    let records = vec![
+        record("a", "1", None, b"one".to_vec()),
+        record("a", "2", None, b"two".to_vec()),
+        record("b", "3", None, b"three".to_vec()),
+    ];
+    for (mode, failing_together) in [(ArchiveMode::All, 3), (ArchiveMode::Latest, 2)] {
+        let failed = archive.write(&records, &settings(&[mode]), 0).await;
+        assert_eq!(failed.len(), 3, "{mode}: nothing was stored");
+        let sources: Vec<&Arc<dyn std::error::Error + Send + Sync>> = failed
+            .iter()
+            .map(|(_, error)| match error {
+                DynamoError::Write { table, source } => {
+                    assert_eq!(table, "archive");
+                    source
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // The records of one call share its error; none copies its text.
+        assert!(Arc::ptr_eq(sources[0], sources[failing_together - 1]));
+        for (_, error) in &failed {
+            assert_eq!(
+                error.to_string(),
+                "writing to DynamoDB table archive failed"
+            );
+        }
+    }
+}

@@ -1,9 +1,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
+use super::options::FunctionResponseType;
 use super::*;
 use crate::model::event::DeliveredEvent;
 use crate::model::seqno::SequenceNumber;
+use crate::pipeline::batch::MAX_PAYLOAD_BYTES;
 
 /// A target function: fails (Unhandled) on batches holding a poison
 /// record, or reports it as a batch item failure; keeps every batch it
@@ -29,7 +31,8 @@ impl Invoker for Target {
             if *left > 0 {
                 *left -= 1;
                 return Err(InvokeError::Retryable {
-                    message: "TooManyRequestsException".into(),
+                    function: "consumer".into(),
+                    source: "TooManyRequestsException".into(),
                 });
             }
         }
@@ -91,7 +94,7 @@ struct Dlq {
 }
 
 impl FailureDestination for Dlq {
-    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
+    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
         let mut records = self.records.lock().unwrap();
         records.push(record);
         Ok(format!("dlq-{}", records.len()))

@@ -9,253 +9,36 @@
 //! Throttling and service errors of the invoke call itself are retried with
 //! backoff and never count as function errors, as the mapping does.
 
+pub mod invoker;
+pub mod options;
+
 use std::collections::VecDeque;
-use std::future::Future;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use crate::model::event::{self, EventSource, PAYLOAD_ENVELOPE_LEN};
+use crate::model::event::{self, EventSource};
 use crate::model::record::{ArrivalTime, Record};
-
-/// Lambda's synchronous invocation payload limit (6 MB).
-pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
-
-/// The mapping's error-handling options, named and defaulted as the mapping
-/// names and defaults them (see the README for replay's own defaults).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct MappingOptions {
-    /// 1 to 10,000; default 100.
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
-    /// -1 (until the record expires) or 0 to 10,000; default -1.
-    #[serde(default = "minus_one")]
-    pub maximum_retry_attempts: i64,
-    #[serde(default)]
-    pub bisect_batch_on_function_error: bool,
-    /// `["ReportBatchItemFailures"]` or empty.
-    #[serde(default)]
-    pub function_response_types: Vec<FunctionResponseType>,
-    /// -1 (never) or 60 to 604,800; default -1.
-    #[serde(default = "minus_one")]
-    pub maximum_record_age_in_seconds: i64,
-    /// 1 to 10; default 1.
-    #[serde(default = "one")]
-    pub parallelization_factor: usize,
-    /// Records no filter matches are dropped (and count as processed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filter_criteria: Option<crate::pipeline::filter::FilterCriteria>,
-}
-
-fn default_batch_size() -> usize {
-    100
-}
-
-fn minus_one() -> i64 {
-    -1
-}
-
-fn one() -> usize {
-    1
-}
-
-impl Default for MappingOptions {
-    fn default() -> Self {
-        Self {
-            batch_size: default_batch_size(),
-            maximum_retry_attempts: -1,
-            bisect_batch_on_function_error: false,
-            function_response_types: Vec::new(),
-            maximum_record_age_in_seconds: -1,
-            parallelization_factor: 1,
-            filter_criteria: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FunctionResponseType {
-    ReportBatchItemFailures,
-}
-
-impl MappingOptions {
-    /// The ranges the mapping accepts, checked before any work.
-    pub fn validate(&self) -> Result<(), crate::request::RequestError> {
-        let bad = |field: &str, message: String| crate::request::RequestError {
-            field: field.to_owned(),
-            message,
-        };
-        if !(1..=10_000).contains(&self.batch_size) {
-            return Err(bad(
-                "BatchSize",
-                format!("{}; accepted values: 1 to 10000", self.batch_size),
-            ));
-        }
-        if !(self.maximum_retry_attempts == -1
-            || (0..=10_000).contains(&self.maximum_retry_attempts))
-        {
-            return Err(bad(
-                "MaximumRetryAttempts",
-                format!(
-                    "{}; accepted values: -1 (retry until the record expires) or 0 to 10000",
-                    self.maximum_retry_attempts
-                ),
-            ));
-        }
-        if !(self.maximum_record_age_in_seconds == -1
-            || (60..=604_800).contains(&self.maximum_record_age_in_seconds))
-        {
-            return Err(bad(
-                "MaximumRecordAgeInSeconds",
-                format!(
-                    "{}; accepted values: -1 (never) or 60 to 604800",
-                    self.maximum_record_age_in_seconds
-                ),
-            ));
-        }
-        if !(1..=10).contains(&self.parallelization_factor) {
-            return Err(bad(
-                "ParallelizationFactor",
-                format!("{}; accepted values: 1 to 10", self.parallelization_factor),
-            ));
-        }
-        self.filters()?;
-        Ok(())
-    }
-
-    /// The compiled `FilterCriteria` (none: every record passes).
-    pub fn filters(
-        &self,
-    ) -> Result<crate::pipeline::filter::Filters, crate::request::RequestError> {
-        crate::pipeline::filter::Filters::compile(&self.filter_criteria.clone().unwrap_or_default())
-    }
-
-    fn reports_item_failures(&self) -> bool {
-        self.function_response_types
-            .contains(&FunctionResponseType::ReportBatchItemFailures)
-    }
-
-    fn retries_exhausted(&self, retries: i64) -> bool {
-        self.maximum_retry_attempts >= 0 && retries > self.maximum_retry_attempts
-    }
-}
-
-/// What one invoke returned (a function error is still an answer).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Invocation {
-    pub request_id: String,
-    pub status_code: i32,
-    pub executed_version: Option<String>,
-    /// `Unhandled` or `Handled` when the function failed.
-    pub function_error: Option<String>,
-    pub payload: Vec<u8>,
-}
-
-/// An invoke that got no answer from the function.
-#[derive(Debug, thiserror::Error)]
-pub enum InvokeError {
-    /// Throttling, service errors, timeouts of the call: retried, and not a
-    /// function error.
-    #[error("invoke failed, will retry: {message}")]
-    Retryable { message: String },
-    /// Access denied, no such function, payload refused: retrying can't help.
-    #[error("invoke failed: {message}")]
-    Fatal {
-        message: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-}
-
-/// Calls the target function.
-pub trait Invoker: Send + Sync {
-    fn invoke(
-        &self,
-        payload: Vec<u8>,
-    ) -> impl Future<Output = Result<Invocation, InvokeError>> + Send;
-    /// The function's ARN, as the on-failure record names it.
-    fn function_arn(&self) -> &str;
-}
-
-/// Why a batch went to the on-failure destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FailureCondition {
-    RetryAttemptsExhausted,
-    RecordAgeExceeded,
-}
-
-/// The mapping's on-failure invocation record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FailureRecord {
-    pub request_context: RequestContext,
-    pub response_context: ResponseContext,
-    pub version: String,
-    /// ISO 8601, milliseconds, UTC.
-    pub timestamp: String,
-    #[serde(rename = "KinesisBatchInfo")]
-    pub kinesis_batch_info: KinesisBatchInfo,
-    /// The whole invocation event, as JSON text (S3 destinations only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RequestContext {
-    pub request_id: String,
-    pub function_arn: String,
-    pub condition: FailureCondition,
-    pub approximate_invoke_count: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResponseContext {
-    pub status_code: i32,
-    pub executed_version: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub function_error: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KinesisBatchInfo {
-    pub shard_id: String,
-    pub start_sequence_number: String,
-    pub end_sequence_number: String,
-    pub approximate_arrival_of_first_record: String,
-    pub approximate_arrival_of_last_record: String,
-    pub batch_size: usize,
-    pub stream_arn: String,
-}
-
-/// Where exhausted batches go.
-pub trait FailureDestination: Send + Sync {
-    /// Stores one record; returns where (an S3 key or an SQS message id).
-    fn send(
-        &self,
-        record: FailureRecord,
-    ) -> impl Future<Output = Result<String, DeliveryError>> + Send;
-    /// Whether records carry the full event payload (S3 destinations do).
-    fn wants_payload(&self) -> bool;
-}
+use crate::pipeline::batch::{lane_of, next_batch};
+use crate::request::RequestError;
+use crate::sinks::dlq::{
+    DestinationError, FailureCondition, FailureDestination, FailureRecord, KinesisBatchInfo,
+    RequestContext, ResponseContext,
+};
+use invoker::{Invocation, InvokeError, Invoker};
+use options::MappingOptions;
 
 /// A delivery that can't go on.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
     #[error(transparent)]
     Invoke(#[from] InvokeError),
-    #[error("invalid mapping options: {message}")]
-    Options { message: String },
-    #[error("storing a failed batch in the on-failure destination failed: {message}")]
-    Destination {
-        message: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    /// The message is the whole story: the field and what it accepts.
+    #[error("invalid mapping options: {}: {}", .0.field, .0.message)]
+    Options(RequestError),
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
 }
 
 /// What happened to a shard's records.
@@ -344,41 +127,6 @@ fn judge_response(invocation: &Invocation, batch: &[Record], reports: bool) -> V
     }
 }
 
-/// The mapping's lane for a partition key: the same key always lands in the
-/// same lane, so its records stay in order.
-pub fn lane_of(partition_key: &str, lanes: usize) -> usize {
-    // FNV-1a: stable across runs and platforms, unlike the std hasher.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in partition_key.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    (hash % lanes.max(1) as u64) as usize
-}
-
-/// Cuts the next batch: at most `BatchSize` records and a payload under
-/// 6 MB (one record always fits: Kinesis records are at most 1 MiB).
-fn next_batch(
-    queue: &mut VecDeque<Record>,
-    options: &MappingOptions,
-    source: &EventSource,
-) -> Vec<Record> {
-    let mut batch = Vec::new();
-    let mut bytes = PAYLOAD_ENVELOPE_LEN;
-    while let Some(record) = queue.front() {
-        if batch.len() >= options.batch_size {
-            break;
-        }
-        let size = event::record_payload_len(record, source) + usize::from(!batch.is_empty());
-        if !batch.is_empty() && bytes + size > MAX_PAYLOAD_BYTES {
-            break;
-        }
-        bytes += size;
-        batch.push(queue.pop_front().expect("front exists"));
-    }
-    batch
-}
-
 /// Delivers one shard's records (in sequence order) to the function.
 pub struct Delivery<'a, I, D> {
     pub invoker: &'a I,
@@ -412,12 +160,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         records: Vec<Record>,
         stop_at: Option<tokio::time::Instant>,
     ) -> Result<(DeliveryReport, Option<Unsettled>), DeliveryError> {
-        let filters = self
-            .options
-            .filters()
-            .map_err(|error| DeliveryError::Options {
-                message: error.to_string(),
-            })?;
+        let filters = self.options.filters().map_err(DeliveryError::Options)?;
         let lanes = self.options.parallelization_factor.max(1);
         let mut queues: Vec<VecDeque<Record>> = vec![VecDeque::new(); lanes];
         let mut report = DeliveryReport::default();
@@ -453,7 +196,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
     ) -> Result<(DeliveryReport, Option<Unsettled>), DeliveryError> {
         let mut report = DeliveryReport::default();
         while !queue.is_empty() {
-            let batch = next_batch(&mut queue, self.options, self.source);
+            let batch = next_batch(&mut queue, self.options.batch_size, self.source);
             if let Some(stopped) = self.deliver_batch(batch, 0, stop_at, &mut report).await? {
                 return Ok((report, Some(stopped)));
             }
@@ -551,11 +294,12 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
             report.invocations += 1;
             match self.invoker.invoke(payload.clone()).await {
                 Ok(invocation) => return Ok(invocation),
-                Err(InvokeError::Retryable { message }) => {
+                Err(error @ InvokeError::Retryable { .. }) => {
                     // Not an invocation of the function: don't count it.
                     report.invocations -= 1;
                     attempt += 1;
-                    warn!(%message, attempt, "invoke throttled or failed; retrying");
+                    let error = &error as &(dyn std::error::Error + 'static);
+                    warn!(error, attempt, "invoke throttled or failed; retrying");
                     tokio::time::sleep(crate::backoff::backoff(self.base_backoff, attempt.min(8)))
                         .await;
                 }

@@ -31,6 +31,9 @@
 //! Stopping drops batches in flight without checkpointing them: a restart
 //! from the checkpoints would deliver them again (at least once, as Lambda).
 
+pub mod config;
+pub mod report;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::pin;
@@ -42,228 +45,22 @@ use aws_sdk_kinesis::operation::get_records::GetRecordsError;
 use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::model::event::EventSource;
 use crate::model::record::{ArrivalTime, Record};
-use crate::model::seqno::SequenceNumber;
 use crate::pipeline::lineage::PlannedShard;
 use crate::request::RequestError;
-use crate::sinks::lambda::{Delivery, DeliveryError, FailureDestination, Invoker, MappingOptions};
+use crate::sinks::dlq::FailureDestination;
+use crate::sinks::lambda::invoker::Invoker;
+use crate::sinks::lambda::{Delivery, DeliveryError};
 use crate::sources::kinesis::{
-    ChildShard, MAX_LIMIT, ReadError, ReadOptions, ShardPoller, ShardSource, SourceError,
-    StartPosition,
+    ChildShard, MAX_LIMIT, ReadError, ShardPoller, ShardSource, SourceError, StartPosition,
 };
 
-/// `MaximumBatchingWindowInSeconds` accepts 0 to 300.
-pub const MAX_BATCHING_WINDOW: Duration = Duration::from_secs(300);
-
-/// How many failure locations a shard's report keeps: a mapping may run
-/// for days, and its report must not grow with every failed batch. Those
-/// past it are counted in [`ShardReport::failure_locations_dropped`] and
-/// logged.
-pub const MAX_FAILURE_LOCATIONS: usize = 100;
-
-/// How the mapping polls and batches, named after the mapping's settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MappingConfig {
-    /// `StartingPosition`: `TRIM_HORIZON`, `LATEST` or `AT_TIMESTAMP`. It
-    /// applies to the shards listed when the mapping starts; shards created
-    /// while it runs are read from their start, as Lambda reads them.
-    pub starting_position: StartPosition,
-    /// `BatchSize`, `MaximumRetryAttempts`, `BisectBatchOnFunctionError`,
-    /// `FunctionResponseTypes`, `MaximumRecordAgeInSeconds`,
-    /// `ParallelizationFactor`, `FilterCriteria`.
-    pub options: MappingOptions,
-    /// `MaximumBatchingWindowInSeconds`: how long records may wait for a
-    /// batch to fill; zero invokes with whatever one poll read.
-    pub batching_window: Duration,
-    /// Stop once every polled shard has read nothing for this long and no
-    /// batch is in flight; `None` runs until shutdown.
-    pub idle_exit: Option<Duration>,
-    /// Pacing and fault handling of the reads (`limit` is set per poll from
-    /// the room left in the batch).
-    pub read: ReadOptions,
-    /// Wait after an empty poll at the tip of a shard: Lambda polls an idle
-    /// shard about once a second.
-    pub idle_poll: Duration,
-    /// First backoff after a throttled or failed invoke call.
-    pub invoke_backoff: Duration,
-}
-
-impl Default for MappingConfig {
-    fn default() -> Self {
-        Self {
-            starting_position: StartPosition::TrimHorizon,
-            options: MappingOptions::default(),
-            batching_window: Duration::ZERO,
-            idle_exit: None,
-            read: ReadOptions {
-                // A mapping never stops polling a shard because it is busy:
-                // every throttle is logged, backed off and retried.
-                max_retries: u32::MAX,
-                ..ReadOptions::default()
-            },
-            idle_poll: Duration::from_secs(1),
-            invoke_backoff: Duration::from_millis(100),
-        }
-    }
-}
-
-impl MappingConfig {
-    /// The values the mapping accepts, checked before anything is polled.
-    pub fn validate(&self) -> Result<(), RequestError> {
-        let bad = |field: &str, message: String| RequestError {
-            field: field.to_owned(),
-            message,
-        };
-        if !matches!(
-            self.starting_position,
-            StartPosition::TrimHorizon | StartPosition::Latest | StartPosition::AtTimestamp { .. }
-        ) {
-            return Err(bad(
-                "StartingPosition",
-                format!(
-                    "{:?}; accepted values: TRIM_HORIZON, LATEST, AT_TIMESTAMP",
-                    self.starting_position
-                ),
-            ));
-        }
-        if self.batching_window > MAX_BATCHING_WINDOW {
-            return Err(bad(
-                "MaximumBatchingWindowInSeconds",
-                format!(
-                    "{}; accepted values: 0 to 300",
-                    self.batching_window.as_secs_f64()
-                ),
-            ));
-        }
-        self.options.validate()
-    }
-
-    /// Records gathered per shard before delivery: one batch per lane.
-    fn capacity(&self) -> usize {
-        self.options.batch_size.max(1) * self.options.parallelization_factor.max(1)
-    }
-}
-
-/// Where a shard stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ShardStatus {
-    /// A parent has not been read to its end yet.
-    WaitingForParents,
-    Polling,
-    /// Closed, read to its end, every record settled.
-    Ended,
-}
-
-/// One shard's counters and checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ShardReport {
-    pub shard_id: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub parent_shard_ids: Vec<String>,
-    pub status: ShardStatus,
-    /// Records settled: delivered, filtered out, or sent to the on-failure
-    /// destination.
-    pub records: u64,
-    /// Batches gathered and handed to delivery (each up to `BatchSize` ×
-    /// `ParallelizationFactor` records; delivery may cut one into several
-    /// invocations).
-    pub batches: u64,
-    pub delivered: u64,
-    pub filtered: u64,
-    pub invocations: u64,
-    pub function_errors: u64,
-    /// Batches (and their records) sent to the on-failure destination.
-    pub failed_batches: u64,
-    pub failed_records: u64,
-    /// Where the failed batches went: the first [`MAX_FAILURE_LOCATIONS`]
-    /// of them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub failure_locations: Vec<String>,
-    /// Failed batches whose location was not kept in `failure_locations`
-    /// (it is logged at `info`).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub failure_locations_dropped: u64,
-    /// Throttled GetRecords calls (each backed off and retried).
-    pub throttles: u64,
-    /// Reads that failed otherwise but could heal (a 500, a dropped
-    /// connection: each backed off and retried from the same position).
-    #[serde(default)]
-    pub read_errors: u64,
-    /// Records read but not settled when the mapping stopped (their
-    /// invocations so far are not counted above).
-    pub in_flight: u64,
-    /// The last settled sequence number: a restart resumes after it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<SequenceNumber>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub child_shard_ids: Vec<String>,
-}
-
-impl ShardReport {
-    fn new(shard: &PlannedShard) -> Self {
-        Self {
-            shard_id: shard.shard_id.clone(),
-            parent_shard_ids: shard.parent_shard_ids.clone(),
-            status: ShardStatus::WaitingForParents,
-            records: 0,
-            batches: 0,
-            delivered: 0,
-            filtered: 0,
-            invocations: 0,
-            function_errors: 0,
-            failed_batches: 0,
-            failed_records: 0,
-            failure_locations: Vec::new(),
-            failure_locations_dropped: 0,
-            throttles: 0,
-            read_errors: 0,
-            in_flight: 0,
-            checkpoint: None,
-            child_shard_ids: Vec::new(),
-        }
-    }
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-/// Why the mapping stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Stopped {
-    /// `shutdown` resolved.
-    Shutdown,
-    /// Every polled shard was idle for `idle_exit`.
-    Idle,
-    /// Every shard is closed and read to its end (the stream can get no
-    /// more records).
-    AllShardsEnded,
-    /// A shard could not go on (see the error).
-    Failed,
-}
-
-/// What the mapping did, per shard (parents before children).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MappingReport {
-    pub stopped: Stopped,
-    pub shards: Vec<ShardReport>,
-}
-
-impl MappingReport {
-    /// Records settled on every shard.
-    pub fn records(&self) -> u64 {
-        self.shards.iter().map(|s| s.records).sum()
-    }
-}
+use config::MappingConfig;
+use report::{MAX_FAILURE_LOCATIONS, MappingReport, ShardReport, ShardStatus, Stopped};
 
 /// Why the mapping could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -725,39 +522,6 @@ fn cannot_heal(error: &(dyn std::error::Error + 'static)) -> bool {
 /// The system clock, as the mapping's "now" (record age, failure records).
 pub fn wall_clock() -> ArrivalTime {
     ArrivalTime::from_datetime(chrono::Utc::now())
-}
-
-/// A destination for mappings configured without one: Lambda then drops a
-/// discarded batch, with nothing but its metrics to show. Locally it is
-/// logged (stream, shard, sequence range; never the records) at `warn`, so
-/// it is never silent, and counted as a failed batch.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LogOnlyDestination;
-
-impl FailureDestination for LogOnlyDestination {
-    async fn send(
-        &self,
-        record: crate::sinks::lambda::FailureRecord,
-    ) -> Result<String, DeliveryError> {
-        let info = &record.kinesis_batch_info;
-        warn!(
-            stream = %info.stream_arn,
-            shard = %info.shard_id,
-            first = %info.start_sequence_number,
-            last = %info.end_sequence_number,
-            records = info.batch_size,
-            condition = ?record.request_context.condition,
-            "batch discarded (no on-failure destination configured)"
-        );
-        Ok(format!(
-            "discarded:{}:{}-{}",
-            info.shard_id, info.start_sequence_number, info.end_sequence_number
-        ))
-    }
-
-    fn wants_payload(&self) -> bool {
-        false
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,127 @@
+//! The mapping's options (`BatchSize`, `MaximumRetryAttempts`,
+//! `BisectBatchOnFunctionError`, `FunctionResponseTypes`,
+//! `MaximumRecordAgeInSeconds`, `ParallelizationFactor`, `FilterCriteria`),
+//! their accepted ranges and the compiled filters.
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::filter::{FilterCriteria, Filters};
+use crate::request::RequestError;
+
+/// The mapping's error-handling options, named and defaulted as the mapping
+/// names and defaults them (see the README for replay's own defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct MappingOptions {
+    /// 1 to 10,000; default 100.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// -1 (until the record expires) or 0 to 10,000; default -1.
+    #[serde(default = "minus_one")]
+    pub maximum_retry_attempts: i64,
+    #[serde(default)]
+    pub bisect_batch_on_function_error: bool,
+    /// `["ReportBatchItemFailures"]` or empty.
+    #[serde(default)]
+    pub function_response_types: Vec<FunctionResponseType>,
+    /// -1 (never) or 60 to 604,800; default -1.
+    #[serde(default = "minus_one")]
+    pub maximum_record_age_in_seconds: i64,
+    /// 1 to 10; default 1.
+    #[serde(default = "one")]
+    pub parallelization_factor: usize,
+    /// Records no filter matches are dropped (and count as processed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_criteria: Option<FilterCriteria>,
+}
+
+fn default_batch_size() -> usize {
+    100
+}
+
+fn minus_one() -> i64 {
+    -1
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for MappingOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: default_batch_size(),
+            maximum_retry_attempts: -1,
+            bisect_batch_on_function_error: false,
+            function_response_types: Vec::new(),
+            maximum_record_age_in_seconds: -1,
+            parallelization_factor: 1,
+            filter_criteria: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FunctionResponseType {
+    ReportBatchItemFailures,
+}
+
+impl MappingOptions {
+    /// The ranges the mapping accepts, checked before any work.
+    pub fn validate(&self) -> Result<(), RequestError> {
+        let bad = |field: &str, message: String| RequestError {
+            field: field.to_owned(),
+            message,
+        };
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(bad(
+                "BatchSize",
+                format!("{}; accepted values: 1 to 10000", self.batch_size),
+            ));
+        }
+        if !(self.maximum_retry_attempts == -1
+            || (0..=10_000).contains(&self.maximum_retry_attempts))
+        {
+            return Err(bad(
+                "MaximumRetryAttempts",
+                format!(
+                    "{}; accepted values: -1 (retry until the record expires) or 0 to 10000",
+                    self.maximum_retry_attempts
+                ),
+            ));
+        }
+        if !(self.maximum_record_age_in_seconds == -1
+            || (60..=604_800).contains(&self.maximum_record_age_in_seconds))
+        {
+            return Err(bad(
+                "MaximumRecordAgeInSeconds",
+                format!(
+                    "{}; accepted values: -1 (never) or 60 to 604800",
+                    self.maximum_record_age_in_seconds
+                ),
+            ));
+        }
+        if !(1..=10).contains(&self.parallelization_factor) {
+            return Err(bad(
+                "ParallelizationFactor",
+                format!("{}; accepted values: 1 to 10", self.parallelization_factor),
+            ));
+        }
+        self.filters()?;
+        Ok(())
+    }
+
+    /// The compiled `FilterCriteria` (none: every record passes).
+    pub fn filters(&self) -> Result<Filters, RequestError> {
+        Filters::compile(&self.filter_criteria.clone().unwrap_or_default())
+    }
+
+    pub(super) fn reports_item_failures(&self) -> bool {
+        self.function_response_types
+            .contains(&FunctionResponseType::ReportBatchItemFailures)
+    }
+
+    pub(super) fn retries_exhausted(&self, retries: i64) -> bool {
+        self.maximum_retry_attempts >= 0 && retries > self.maximum_retry_attempts
+    }
+}
