@@ -117,7 +117,7 @@ impl FromStr for Compression {
 /// (S3 key or file path) it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkError {
-    #[error("{object}: line {line} is not a record line: {source}")]
+    #[error("{object}: line {line} is not a record line")]
     Line {
         object: String,
         line: u64,
@@ -126,7 +126,7 @@ pub enum ChunkError {
     },
     #[error("{object}: line {line} is longer than {MAX_LINE_BYTES} bytes; the chunk is corrupt")]
     LineTooLong { object: String, line: u64 },
-    #[error("{object}: corrupt or truncated {compression} data after line {line}: {source}")]
+    #[error("{object}: corrupt or truncated {compression} data after line {line}")]
     Corrupt {
         object: String,
         compression: Compression,
@@ -135,7 +135,7 @@ pub enum ChunkError {
         #[source]
         source: io::Error,
     },
-    #[error("{object}: writing the chunk failed: {source}")]
+    #[error("{object}: writing the chunk failed")]
     Write {
         object: String,
         #[source]

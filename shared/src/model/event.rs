@@ -233,7 +233,7 @@ impl<'a> From<&'a KinesisEventRecord> for WireRecord<'a> {
 /// A delivered event record that can't be taken as a [`Record`].
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
-    #[error("event record {event_id:?}: kinesis.sequenceNumber: {source}")]
+    #[error("event record {event_id:?}: kinesis.sequenceNumber")]
     SequenceNumber {
         event_id: String,
         #[source]
@@ -243,13 +243,13 @@ pub enum EventError {
         "event record {event_id:?}: eventID must be <shardId>:<sequenceNumber>, as the event source mapping writes it"
     )]
     EventId { event_id: String },
-    #[error("event record {event_id:?}: eventSourceARN: {source}")]
+    #[error("event record {event_id:?}: eventSourceARN")]
     StreamArn {
         event_id: String,
         #[source]
         source: StreamArnError,
     },
-    #[error("event record {event_id:?}: kinesis.data is not base64: {source}")]
+    #[error("event record {event_id:?}: kinesis.data is not base64")]
     Data {
         event_id: String,
         #[source]

@@ -132,7 +132,7 @@ pub enum EncryptionType {
 
 /// A record whose KPL aggregate can't be read.
 #[derive(Debug, thiserror::Error)]
-#[error("record {id}: KPL aggregate can't be read: {source}")]
+#[error("record {id}: KPL aggregate can't be read")]
 pub struct DeaggregateError {
     pub id: UserRecordId,
     #[source]
