@@ -25,17 +25,19 @@ use rewind_engine::jobs::mapping::wall_clock;
 use rewind_engine::jobs::mapping::{
     EventSourceMapping, LogOnlyDestination, MappingConfig, Stopped,
 };
-use rewind_engine::jobs::scrape::{list_shards, resolve_stream_arn};
 use rewind_engine::model::chunk;
 use rewind_engine::model::event::EventSource;
 use rewind_engine::model::kpl::{self, UserRecord};
 use rewind_engine::model::seqno::SequenceNumber;
+use rewind_engine::model::window::StartPosition;
 use rewind_engine::sinks::invoke::LambdaInvoker;
 use rewind_engine::sinks::lambda::{
     FunctionResponseType, Invocation, InvokeError, Invoker, MappingOptions,
 };
 use rewind_engine::sinks::s3_archive::{self, ArchiveLayout, ShardScan};
-use rewind_engine::sources::kinesis::{KinesisSource, ReadOptions, ShardPoller, StartPosition};
+use rewind_engine::sources::kinesis::{
+    KinesisSource, ReadOptions, ShardPoller, list_shards, resolve_stream_arn,
+};
 use rewind_engine::store::{ObjectReader, S3Store};
 use rewind_engine::{ArrivalTime, Record};
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;

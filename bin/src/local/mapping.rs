@@ -14,11 +14,11 @@ use rewind_engine::ArrivalTime;
 use rewind_engine::jobs::mapping::{
     EventSourceMapping, LogOnlyDestination, MappingConfig, MappingError, MappingReport, wall_clock,
 };
-use rewind_engine::jobs::scrape::{list_shards, resolve_stream_arn};
 use rewind_engine::model::event::EventSource;
+use rewind_engine::model::window::StartPosition;
 use rewind_engine::sinks::invoke::{LambdaInvoker, S3FailureDestination, SqsFailureDestination};
 use rewind_engine::sinks::lambda::{FailureDestination, FunctionResponseType, MappingOptions};
-use rewind_engine::sources::kinesis::{KinesisSource, StartPosition};
+use rewind_engine::sources::kinesis::{KinesisSource, list_shards, resolve_stream_arn};
 use rewind_engine::store::S3Store;
 
 use crate::scrape::AwsArgs;

@@ -49,12 +49,12 @@ use tracing::{debug, info, warn};
 use crate::model::event::EventSource;
 use crate::model::record::{ArrivalTime, Record};
 use crate::model::seqno::SequenceNumber;
+use crate::model::window::{ChildShard, StartPosition};
 use crate::pipeline::lineage::PlannedShard;
 use crate::request::RequestError;
 use crate::sinks::lambda::{Delivery, DeliveryError, FailureDestination, Invoker, MappingOptions};
 use crate::sources::kinesis::{
-    ChildShard, MAX_LIMIT, ReadError, ReadOptions, ShardPoller, ShardSource, SourceError,
-    StartPosition,
+    MAX_LIMIT, ReadError, ReadOptions, ShardPoller, ShardSource, SourceError,
 };
 
 /// `MaximumBatchingWindowInSeconds` accepts 0 to 300.
@@ -316,7 +316,7 @@ struct Shared {
 
 impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S, I, D> {
     /// Polls `shards` (the stream's shards when the mapping starts, as
-    /// [`crate::jobs::scrape::list_shards`] lists them for the starting position)
+    /// [`crate::sources::kinesis::list_shards`] lists them for the starting position)
     /// and the children they end with, until `shutdown` resolves, every
     /// shard is idle for `idle_exit`, or every shard has ended.
     pub async fn run(

@@ -18,8 +18,6 @@
 
 use std::collections::BTreeSet;
 
-use aws_sdk_kinesis::error::DisplayErrorContext;
-use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -27,11 +25,12 @@ use crate::model::chunk::{ChunkError, ChunkReader, ChunkWriter, Compression};
 use crate::model::manifest::{Manifest, ManifestChunk, ManifestShard};
 use crate::model::record::{ArrivalTime, stream_name_from_arn};
 use crate::model::seqno::SequenceNumber;
+use crate::model::window::{StartPosition, StopCondition};
 use crate::pipeline::lineage::{PlannedShard, parents_first};
 use crate::request::{RequestError, parse_json, valid_name};
 use crate::sources::kinesis::{
-    ReadError, ReadOptions, ShardCursor, ShardSource, ShardWindow, StartPosition, StepBudget,
-    StopCondition,
+    ListShardsError, ReadError, ReadOptions, ShardCursor, ShardSource, ShardWindow, StepBudget,
+    list_shards, resolve_stream_arn,
 };
 use crate::store::{ObjectReader, ObjectStore, PutObject, StoreError};
 
@@ -297,101 +296,6 @@ impl ScrapeRequest {
             run_id.to_owned()
         } else {
             format!("{prefix}/{run_id}")
-        }
-    }
-}
-
-/// Listing a stream's shards failed.
-#[derive(Debug, thiserror::Error)]
-#[error("listing the shards of {stream} failed: {message}")]
-pub struct ListShardsError {
-    pub stream: String,
-    pub message: String,
-    #[source]
-    pub source: Box<dyn std::error::Error + Send + Sync>,
-}
-
-/// The stream's ARN (a name is resolved with `DescribeStreamSummary`).
-pub async fn resolve_stream_arn(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-) -> Result<String, ListShardsError> {
-    if stream.starts_with("arn:") {
-        return Ok(stream.to_owned());
-    }
-    let output = client
-        .describe_stream_summary()
-        .stream_name(stream)
-        .send()
-        .await
-        .map_err(|error| ListShardsError {
-            stream: stream.to_owned(),
-            message: DisplayErrorContext(&error).to_string(),
-            source: Box::new(error),
-        })?;
-    Ok(output
-        .stream_description_summary()
-        .map(|d| d.stream_arn().to_owned())
-        .unwrap_or_default())
-}
-
-/// All shards whose range can hold a window starting at `start`, paged,
-/// parents before children. Closed shards are included: a window in the
-/// past lives in them.
-pub async fn list_shards(
-    client: &aws_sdk_kinesis::Client,
-    stream_arn: &str,
-    start: &StartPosition,
-) -> Result<Vec<PlannedShard>, ListShardsError> {
-    let filter = match start {
-        StartPosition::Latest => ShardFilter::builder()
-            .r#type(ShardFilterType::AtLatest)
-            .build(),
-        StartPosition::AtTimestamp { timestamp } => ShardFilter::builder()
-            .r#type(ShardFilterType::FromTimestamp)
-            .timestamp(aws_sdk_kinesis::primitives::DateTime::from_millis(
-                timestamp.epoch_millis(),
-            ))
-            .build(),
-        _ => ShardFilter::builder()
-            .r#type(ShardFilterType::FromTrimHorizon)
-            .build(),
-    }
-    .map_err(|error| ListShardsError {
-        stream: stream_arn.to_owned(),
-        message: error.to_string(),
-        source: Box::new(error),
-    })?;
-    let mut shards = Vec::new();
-    let mut next_token: Option<String> = None;
-    loop {
-        // ListShards takes either the stream or a NextToken, never both.
-        let request = match next_token.take() {
-            Some(token) => client.list_shards().next_token(token),
-            None => client
-                .list_shards()
-                .stream_arn(stream_arn)
-                .shard_filter(filter.clone()),
-        };
-        let page = request.send().await.map_err(|error| ListShardsError {
-            stream: stream_arn.to_owned(),
-            message: DisplayErrorContext(&error).to_string(),
-            source: Box::new(error),
-        })?;
-        shards.extend(page.shards().iter().map(|s| {
-            PlannedShard {
-                shard_id: s.shard_id().to_owned(),
-                parent_shard_ids: s
-                    .parent_shard_id()
-                    .into_iter()
-                    .chain(s.adjacent_parent_shard_id())
-                    .map(str::to_owned)
-                    .collect(),
-            }
-        }));
-        match page.next_token() {
-            Some(token) => next_token = Some(token.to_owned()),
-            None => return Ok(parents_first(shards)),
         }
     }
 }

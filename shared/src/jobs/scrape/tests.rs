@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::model::record::Record;
-use crate::sources::kinesis::StopReason;
+use crate::model::window::StopReason;
 use crate::sources::kinesis::tests::{MemoryShard, shard_records};
 use crate::store::MemoryStore;
 
