@@ -17,7 +17,8 @@ use std::time::SystemTime;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
-use rewind_engine::jobs::scrape::{Scraper, ScraperError, ScraperEvent};
+use rewind_engine::jobs::scrape::{Scraper, ScraperError, ScraperEvent, ScraperOutput};
+use rewind_engine::jobs::step::ErrorType;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -34,11 +35,11 @@ async fn main() -> Result<(), Error> {
         .retry_config(RetryConfig::standard().with_max_attempts(max_attempts))
         .load()
         .await;
-    let scraper = Scraper {
-        kinesis: aws_sdk_kinesis::Client::new(&sdk),
-        outputs: aws_sdk_s3::Client::new(&sdk),
+    let scraper = Scraper::new(
+        aws_sdk_kinesis::Client::new(&sdk),
+        aws_sdk_s3::Client::new(&sdk),
         max_records_per_chunk,
-    };
+    );
     let scraper = &scraper;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         handle(scraper, max_step, event).await
@@ -53,7 +54,7 @@ async fn handle(
     scraper: &Scraper,
     max_step: Option<std::time::Duration>,
     event: LambdaEvent<Value>,
-) -> Result<Value, Failure> {
+) -> Result<ScraperOutput, Failure> {
     let payload = serde_json::to_vec(&event.payload).expect("a JSON value always serialises");
     let parsed = ScraperEvent::parse(&payload).map_err(ScraperError::from)?;
     let remaining = event
