@@ -17,7 +17,7 @@ use rewind_engine::model::chunk::{ChunkReader, Compression};
 use rewind_engine::model::manifest::{Manifest, ManifestChunk, ManifestShard};
 use rewind_engine::model::record::stream_name_from_arn;
 use rewind_engine::model::seqno::SequenceNumber;
-use rewind_engine::sources::kinesis::{StartPosition, StopCondition};
+use rewind_engine::model::window::{StartPosition, StopCondition};
 use rewind_engine::store::{DirStore, ObjectReader, ObjectStore, PutObject, S3Store, StoreError};
 use serde_json::{Value, json};
 use tokio::time::Instant;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use rewind_engine::jobs::scrape::{Outputs, Scraper, ScraperEvent};
+use rewind_engine::jobs::scrape::{
+    DEFAULT_MAX_RECORDS_PER_CHUNK, Outputs, RunOutcome, Scraper, ScraperEvent, ScraperOutput,
+};
 use rewind_engine::store::DirStore;
 use tokio::time::Instant;
 
@@ -26,7 +28,7 @@ pub struct ScrapeArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Records per chunk at most.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = DEFAULT_MAX_RECORDS_PER_CHUNK)]
     pub chunk_records: u64,
     /// Print the result as JSON only.
     #[arg(long)]
@@ -64,20 +66,12 @@ pub fn run(args: ScrapeArgs) -> anyhow::Result<()> {
         let kinesis = aws_sdk_kinesis::Client::new(&config);
         let outcome = match &args.out {
             Some(dir) => {
-                let scraper = Scraper {
-                    kinesis,
-                    outputs: DirStore::new(dir),
-                    max_records_per_chunk: args.chunk_records,
-                };
+                let scraper = Scraper::new(kinesis, DirStore::new(dir), args.chunk_records);
                 drive(&scraper, event, args.json).await?
             }
             None => {
                 let outputs = aws_sdk_s3::Client::new(&config);
-                let scraper = Scraper {
-                    kinesis,
-                    outputs,
-                    max_records_per_chunk: args.chunk_records,
-                };
+                let scraper = Scraper::new(kinesis, outputs, args.chunk_records);
                 drive(&scraper, event, args.json).await?
             }
         };
@@ -91,22 +85,20 @@ async fn drive<O: Outputs>(
     scraper: &Scraper<O>,
     mut event: ScraperEvent,
     quiet: bool,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<ScraperOutput> {
     let run_id = format!("cli-{}", std::process::id());
     loop {
         // Each round runs for a few minutes, then reports progress; the
         // engine's continuation carries the rest.
         let deadline = Instant::now() + Duration::from_secs(180);
-        let answer = scraper.handle(event, deadline, &run_id).await?;
-        match answer.get("status").and_then(|s| s.as_str()) {
-            Some("IN_PROGRESS") => {
+        match scraper.handle(event, deadline, &run_id).await? {
+            ScraperOutput::Run(RunOutcome::InProgress { next, records }) => {
                 if !quiet {
-                    eprintln!("scraped {} records so far", answer["records"]);
+                    eprintln!("scraped {records} records so far");
                 }
-                event = serde_json::from_value(answer["next"].clone())
-                    .context("the scraper's continuation")?;
+                event = *next;
             }
-            _ => return Ok(answer),
+            answer => return Ok(answer),
         }
     }
 }

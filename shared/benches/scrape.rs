@@ -21,9 +21,10 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use rewind_engine::model::chunk::{ChunkWriter, Compression};
 use rewind_engine::model::record::{ArrivalTime, Record};
 use rewind_engine::model::seqno::SequenceNumber;
+use rewind_engine::model::window::{StartPosition, StopCondition};
 use rewind_engine::sources::kinesis::{
     KinesisSource, ReadOptions, RecordsPage, ShardCursor, ShardSource, ShardWindow, SourceError,
-    StartPosition, StepBudget, StopCondition, read_step,
+    StepBudget, read_step,
 };
 
 fn main() {

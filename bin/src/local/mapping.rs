@@ -14,14 +14,15 @@ use rewind_engine::ArrivalTime;
 use rewind_engine::jobs::mapping::config::MappingConfig;
 use rewind_engine::jobs::mapping::report::MappingReport;
 use rewind_engine::jobs::mapping::{EventSourceMapping, MappingError, wall_clock};
-use rewind_engine::jobs::scrape::{list_shards, resolve_stream_arn};
 use rewind_engine::model::event::EventSource;
+use rewind_engine::model::window::StartPosition;
 use rewind_engine::sinks::dlq::{
     FailureDestination, LogOnlyDestination, S3FailureDestination, SqsFailureDestination,
 };
 use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
 use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
-use rewind_engine::sources::kinesis::{KinesisSource, StartPosition};
+use rewind_engine::sources::kinesis::KinesisSource;
+use rewind_engine::sources::kinesis::{list_shards, resolve_stream_arn};
 use rewind_engine::store::S3Store;
 
 use crate::aws::AwsArgs;

@@ -1,6 +1,7 @@
 //! The archiver Lambda: attached to a stream by an event source mapping, it
 //! keeps every delivered record, with all its metadata, in the S3 archive
-//! and, when configured, the DynamoDB archive. See [`config`] for settings.
+//! and, when configured, the DynamoDB archive. See [`settings`] for its
+//! settings.
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
@@ -11,38 +12,38 @@ use rewind_engine::model::event::DeliveredEvent;
 use rewind_engine::sinks::dynamodb::DynamoArchive;
 use rewind_engine::store::S3Store;
 
-mod config;
+mod settings;
 
-use config::Config;
+use settings::Settings;
 
 type Sinks = Archiver<S3Store, Option<KinesisTags>>;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = Config::from_env(|name| std::env::var(name).ok())?;
+    let settings = Settings::from_env(|name| std::env::var(name).ok())?;
     let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts))
+        .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
         .load()
         .await;
-    let s3 = S3Store::new(aws_sdk_s3::Client::new(&sdk), config.bucket.clone());
-    let dynamo = config.table.as_ref().map(|table| {
+    let s3 = S3Store::new(aws_sdk_s3::Client::new(&sdk), settings.bucket.clone());
+    let dynamo = settings.table.as_ref().map(|table| {
         DynamoArchive::new(
             aws_sdk_dynamodb::Client::new(&sdk),
             table.clone(),
             s3.clone(),
-            config.layout.prefix.clone(),
+            settings.layout.prefix.clone(),
         )
     });
-    let tags = config
+    let tags = settings
         .use_stream_tags
         .then(|| KinesisTags::new(aws_sdk_kinesis::Client::new(&sdk)));
     let sinks: Sinks = Archiver::new(
         s3,
-        config.layout,
-        config.deaggregate,
+        settings.layout,
+        settings.deaggregate,
         dynamo,
-        config.dynamo_defaults,
+        settings.dynamo_defaults,
         tags,
     );
     let sinks = &sinks;

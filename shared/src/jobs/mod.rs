@@ -5,3 +5,4 @@ pub mod archiver;
 pub mod mapping;
 pub mod replay;
 pub mod scrape;
+pub mod step;

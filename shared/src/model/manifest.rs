@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::chunk::Compression;
 use crate::model::record::ArrivalTime;
 use crate::model::seqno::SequenceNumber;
-use crate::sources::kinesis::{StartPosition, StopCondition, StopReason};
+use crate::model::window::{StartPosition, StopCondition, StopReason};
 
 /// One chunk in a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

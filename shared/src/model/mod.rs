@@ -6,3 +6,4 @@ pub mod kpl;
 pub mod manifest;
 pub mod record;
 pub mod seqno;
+pub mod window;

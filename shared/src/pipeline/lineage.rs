@@ -82,3 +82,40 @@ pub fn lineage_groups(shards: &[(String, Vec<String>)]) -> Vec<Vec<String>> {
     }
     groups.into_values().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_come_before_children() {
+        let shard = |id: &str, parents: &[&str]| PlannedShard {
+            shard_id: id.into(),
+            parent_shard_ids: parents.iter().map(|p| (*p).to_owned()).collect(),
+        };
+        // 0 split into 2 and 3; 1 and 3 merged into 4; 5 has a parent outside the list.
+        let shards = vec![
+            shard("shardId-4", &["shardId-1", "shardId-3"]),
+            shard("shardId-3", &["shardId-0"]),
+            shard("shardId-2", &["shardId-0"]),
+            shard("shardId-5", &["shardId-9"]),
+            shard("shardId-1", &[]),
+            shard("shardId-0", &[]),
+        ];
+        let order: Vec<String> = parents_first(shards)
+            .into_iter()
+            .map(|s| s.shard_id)
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "shardId-0",
+                "shardId-1",
+                "shardId-5",
+                "shardId-2",
+                "shardId-3",
+                "shardId-4"
+            ]
+        );
+    }
+}

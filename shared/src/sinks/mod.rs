@@ -5,3 +5,4 @@ pub mod dynamodb;
 pub mod kinesis;
 pub mod lambda;
 pub mod s3_archive;
+pub mod s3_chunks;

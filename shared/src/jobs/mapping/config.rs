@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
+use crate::model::window::StartPosition;
 use crate::request::RequestError;
 use crate::sinks::lambda::options::MappingOptions;
-use crate::sources::kinesis::{ReadOptions, StartPosition};
+use crate::sources::kinesis::ReadOptions;
 
 /// `MaximumBatchingWindowInSeconds` accepts 0 to 300.
 pub const MAX_BATCHING_WINDOW: Duration = Duration::from_secs(300);

@@ -50,14 +50,13 @@ use tracing::{debug, info, warn};
 
 use crate::model::event::EventSource;
 use crate::model::record::{ArrivalTime, Record};
+use crate::model::window::{ChildShard, StartPosition};
 use crate::pipeline::lineage::PlannedShard;
 use crate::request::RequestError;
 use crate::sinks::dlq::FailureDestination;
 use crate::sinks::lambda::invoker::Invoker;
 use crate::sinks::lambda::{Delivery, DeliveryError};
-use crate::sources::kinesis::{
-    ChildShard, MAX_LIMIT, ReadError, ShardPoller, ShardSource, SourceError, StartPosition,
-};
+use crate::sources::kinesis::{MAX_LIMIT, ReadError, ShardPoller, ShardSource, SourceError};
 
 use config::MappingConfig;
 use report::{MAX_FAILURE_LOCATIONS, MappingReport, ShardReport, ShardStatus, Stopped};
@@ -113,7 +112,7 @@ struct Shared {
 
 impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S, I, D> {
     /// Polls `shards` (the stream's shards when the mapping starts, as
-    /// [`crate::jobs::scrape::list_shards`] lists them for the starting position)
+    /// [`crate::sources::kinesis::list_shards`] lists them for the starting position)
     /// and the children they end with, until `shutdown` resolves, every
     /// shard is idle for `idle_exit`, or every shard has ended.
     pub async fn run(

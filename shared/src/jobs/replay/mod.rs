@@ -50,6 +50,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::jobs::scrape::{ScrapeRequest, read_shard_chunks};
+use crate::jobs::step::ErrorType;
 use crate::model::event::{EventSource, StreamArnError};
 use crate::model::manifest::{Manifest, ManifestShard};
 use crate::model::record::{ArrivalTime, Record};
@@ -795,9 +796,9 @@ pub enum ReplayError {
     Unfinished { shard_id: String, key: String },
 }
 
-impl ReplayError {
-    /// `InvalidRequest` fails the execution at once; the others are retried.
-    pub fn error_type(&self) -> &'static str {
+/// `InvalidRequest` fails the execution at once; the others are retried.
+impl ErrorType for ReplayError {
+    fn error_type(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_)
             | Self::Manifest { .. }

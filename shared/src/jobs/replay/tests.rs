@@ -4,9 +4,9 @@ use super::*;
 use crate::model::chunk::{ChunkWriter, Compression};
 use crate::model::event::DeliveredEvent;
 use crate::model::manifest::ManifestChunk;
+use crate::model::window::{StartPosition, StopCondition};
 use crate::sinks::kinesis::Entry;
 use crate::sinks::lambda::invoker::{Invocation, InvokeError};
-use crate::sources::kinesis::{StartPosition, StopCondition};
 use crate::store::MemoryStore;
 
 /// One bucket for every name.

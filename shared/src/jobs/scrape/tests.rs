@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::model::record::Record;
-use crate::sources::kinesis::StopReason;
+use crate::model::window::StopReason;
 use crate::sources::kinesis::tests::{MemoryShard, shard_records};
 use crate::store::MemoryStore;
 
@@ -125,38 +125,6 @@ fn bad_requests_name_the_field_and_the_accepted_values() {
                 .starts_with(&format!("invalid scrape request: {field}: "))
         );
     }
-}
-
-#[test]
-fn parents_come_before_children() {
-    let shard = |id: &str, parents: &[&str]| PlannedShard {
-        shard_id: id.into(),
-        parent_shard_ids: parents.iter().map(|p| (*p).to_owned()).collect(),
-    };
-    // 0 split into 2 and 3; 1 and 3 merged into 4; 5 has a parent outside the list.
-    let shards = vec![
-        shard("shardId-4", &["shardId-1", "shardId-3"]),
-        shard("shardId-3", &["shardId-0"]),
-        shard("shardId-2", &["shardId-0"]),
-        shard("shardId-5", &["shardId-9"]),
-        shard("shardId-1", &[]),
-        shard("shardId-0", &[]),
-    ];
-    let order: Vec<String> = parents_first(shards)
-        .into_iter()
-        .map(|s| s.shard_id)
-        .collect();
-    assert_eq!(
-        order,
-        [
-            "shardId-0",
-            "shardId-1",
-            "shardId-5",
-            "shardId-2",
-            "shardId-3",
-            "shardId-4"
-        ]
-    );
 }
 
 async fn run_shard(

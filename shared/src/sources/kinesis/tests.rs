@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use super::*;
+use crate::model::record::ArrivalTime;
+use crate::model::window::ChildShard;
 
 fn seq(s: &str) -> SequenceNumber {
     SequenceNumber::parse(s).unwrap()

@@ -1,5 +1,5 @@
-//! The archiver's settings, read once from the environment (failing fast
-//! with the variable's name and what it accepts):
+//! The archiver's settings, read once per container from the environment
+//! (failing fast with the variable's name and what it accepts):
 //!
 //! - `ARCHIVE_BUCKET` (required): the archive bucket.
 //! - `ARCHIVE_PREFIX` (default `archive`): key prefix.
@@ -22,9 +22,10 @@ use std::time::Duration;
 use rewind_engine::model::chunk::Compression;
 use rewind_engine::sinks::dynamodb::{ArchiveMode, StreamSettings};
 use rewind_engine::sinks::s3_archive::{ArchiveLayout, DEFAULT_MAX_OBJECT_BYTES};
+use rewind_function::settings::{SettingError, flag, number, required, text};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
+pub struct Settings {
     pub bucket: String,
     pub layout: ArchiveLayout,
     pub deaggregate: bool,
@@ -34,36 +35,10 @@ pub struct Config {
     pub max_attempts: u32,
 }
 
-/// A setting the function can't start with; names the variable and what it
-/// accepts.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("environment variable {name} is required: {what}")]
-    Missing {
-        name: &'static str,
-        what: &'static str,
-    },
-    #[error("environment variable {name} is {value:?}; accepted values: {accepted}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        accepted: &'static str,
-    },
-}
-
-impl Config {
-    /// `var` looks a variable up (`std::env::var` in the function; a map in
-    /// tests, so they never touch the process environment).
-    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let bucket =
-            var("ARCHIVE_BUCKET")
-                .filter(|b| !b.is_empty())
-                .ok_or(ConfigError::Missing {
-                    name: "ARCHIVE_BUCKET",
-                    what: "the name of the archive bucket",
-                })?;
-        let prefix = var("ARCHIVE_PREFIX")
-            .unwrap_or_else(|| "archive".to_owned())
+impl Settings {
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
+        let bucket = required(&var, "ARCHIVE_BUCKET", "the name of the archive bucket")?;
+        let prefix = text(&var, "ARCHIVE_PREFIX", "archive")
             .trim_matches('/')
             .to_owned();
         let compression = match var("ARCHIVE_COMPRESSION") {
@@ -71,11 +46,11 @@ impl Config {
             Some(value) => match value.parse() {
                 Ok(c @ (Compression::Gzip | Compression::Zstd)) => c,
                 _ => {
-                    return Err(ConfigError::Invalid {
-                        name: "ARCHIVE_COMPRESSION",
+                    return Err(SettingError::invalid(
+                        "ARCHIVE_COMPRESSION",
                         value,
-                        accepted: "gzip, zstd",
-                    });
+                        "gzip, zstd",
+                    ));
                 }
             },
         };
@@ -90,10 +65,12 @@ impl Config {
                     .split(',')
                     .map(str::parse)
                     .collect::<Result<Vec<ArchiveMode>, _>>()
-                    .map_err(|_| ConfigError::Invalid {
-                        name: "ARCHIVE_MODE",
-                        value: value.clone(),
-                        accepted: "ALL, LATEST, ALL,LATEST, NONE",
+                    .map_err(|_| {
+                        SettingError::invalid(
+                            "ARCHIVE_MODE",
+                            value.clone(),
+                            "ALL, LATEST, ALL,LATEST, NONE",
+                        )
                     })?;
                 modes.sort();
                 modes.dedup();
@@ -106,27 +83,15 @@ impl Config {
                 Ok(0) => None,
                 Ok(n) => Some(Duration::from_secs(n)),
                 Err(_) => {
-                    return Err(ConfigError::Invalid {
-                        name: "ARCHIVE_TTL_SECONDS",
+                    return Err(SettingError::invalid(
+                        "ARCHIVE_TTL_SECONDS",
                         value,
-                        accepted: "a whole number of seconds (0: no expiry)",
-                    });
+                        "a whole number of seconds (0: no expiry)",
+                    ));
                 }
             },
         };
-        let max_attempts = match var("ARCHIVE_MAX_ATTEMPTS") {
-            None => 5,
-            Some(value) => match value.parse::<u32>() {
-                Ok(n @ 1..=20) => n,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        name: "ARCHIVE_MAX_ATTEMPTS",
-                        value,
-                        accepted: "a whole number from 1 to 20",
-                    });
-                }
-            },
-        };
+        let max_attempts = number(&var, "ARCHIVE_MAX_ATTEMPTS", 5, 1..=20)? as u32;
         Ok(Self {
             bucket,
             layout: ArchiveLayout {
@@ -143,29 +108,14 @@ impl Config {
     }
 }
 
-fn flag(var: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, ConfigError> {
-    match var(name).as_deref() {
-        None | Some("") | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(other) => Err(ConfigError::Invalid {
-            name,
-            value: other.to_owned(),
-            accepted: "true, false",
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use std::collections::HashMap;
+    use rewind_function::settings::vars;
 
-    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Config::from_env(|name| map.get(name).cloned())
+    use super::*;
+
+    fn config(set: &[(&str, &str)]) -> Result<Settings, SettingError> {
+        Settings::from_env(vars(set))
     }
 
     #[test]
