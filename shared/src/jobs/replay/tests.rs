@@ -4,10 +4,11 @@ use super::*;
 use crate::model::chunk::{ChunkWriter, Compression};
 use crate::model::event::DeliveredEvent;
 use crate::model::manifest::ManifestChunk;
+use crate::model::seqno::SequenceNumber;
 use crate::sinks::kinesis::Entry;
 use crate::sinks::lambda::{Invocation, InvokeError};
 use crate::sources::kinesis::{StartPosition, StopCondition};
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, StoreError};
 
 /// One bucket for every name.
 #[derive(Clone, Default)]
