@@ -30,13 +30,14 @@ use rewind_engine::jobs::mapping::{
 };
 use rewind_engine::jobs::replay::ReplaySummary;
 use rewind_engine::jobs::scrape::{list_shards, resolve_stream_arn};
+use rewind_engine::model::archive::ArchiveLayout;
 use rewind_engine::model::event::EventSource;
 use rewind_engine::model::kpl::{self, UserRecord};
 use rewind_engine::model::seqno::SequenceNumber;
 use rewind_engine::sinks::invoke::LambdaInvoker;
 use rewind_engine::sinks::lambda::{FailureRecord, FunctionResponseType, MappingOptions};
-use rewind_engine::sinks::s3_archive::{ArchiveLayout, ShardScan, plan_scan};
 use rewind_engine::sources::kinesis::{KinesisSource, StartPosition};
+use rewind_engine::sources::s3_archive::{ShardScan, plan_scan};
 use rewind_engine::store::S3Store;
 use rewind_local::proxy::ACCOUNT;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;

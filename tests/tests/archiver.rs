@@ -26,6 +26,7 @@ use rewind_engine::jobs::mapping::{
     EventSourceMapping, LogOnlyDestination, MappingConfig, Stopped,
 };
 use rewind_engine::jobs::scrape::{list_shards, resolve_stream_arn};
+use rewind_engine::model::archive::ArchiveLayout;
 use rewind_engine::model::chunk;
 use rewind_engine::model::event::EventSource;
 use rewind_engine::model::kpl::{self, UserRecord};
@@ -34,8 +35,8 @@ use rewind_engine::sinks::invoke::LambdaInvoker;
 use rewind_engine::sinks::lambda::{
     FunctionResponseType, Invocation, InvokeError, Invoker, MappingOptions,
 };
-use rewind_engine::sinks::s3_archive::{self, ArchiveLayout, ShardScan};
 use rewind_engine::sources::kinesis::{KinesisSource, ReadOptions, ShardPoller, StartPosition};
+use rewind_engine::sources::s3_archive::{self, ShardScan};
 use rewind_engine::store::{ObjectReader, S3Store};
 use rewind_engine::{ArrivalTime, Record};
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;

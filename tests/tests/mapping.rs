@@ -19,12 +19,13 @@ use rewind_engine::jobs::mapping::{
     EventSourceMapping, LogOnlyDestination, MappingConfig, ShardStatus, Stopped, wall_clock,
 };
 use rewind_engine::jobs::scrape::{list_shards, resolve_stream_arn};
+use rewind_engine::model::archive::ArchiveLayout;
 use rewind_engine::model::event::EventSource;
 use rewind_engine::model::seqno::SequenceNumber;
 use rewind_engine::sinks::invoke::LambdaInvoker;
 use rewind_engine::sinks::lambda::{FunctionResponseType, MappingOptions};
-use rewind_engine::sinks::s3_archive::{self, ArchiveLayout, ShardScan};
 use rewind_engine::sources::kinesis::{KinesisSource, StartPosition};
+use rewind_engine::sources::s3_archive::{self, ShardScan};
 use rewind_engine::store::S3Store;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
 use rewind_tests::{create_stream, put_all, s3_client, unique, wait_active};

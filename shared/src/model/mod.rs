@@ -1,5 +1,6 @@
 //! The record model and its formats: what every other layer speaks.
 
+pub mod archive;
 pub mod chunk;
 pub mod event;
 pub mod kpl;

@@ -1,4 +1,5 @@
 //! What happens to records between a source and a sink.
 
+pub mod dedupe;
 pub mod filter;
 pub mod lineage;

@@ -1,3 +1,4 @@
 //! Where records come from.
 
 pub mod kinesis;
+pub mod s3_archive;

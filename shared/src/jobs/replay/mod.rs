@@ -61,6 +61,7 @@ pub use request::{DlqLocation, ReplayRequest, ReplaySource, ReplayTarget, RunOut
 pub use summary::{MAX_LISTED_LOCATIONS, ReplaySummary, ReplayTotals, ShardSummary};
 
 use crate::jobs::scrape::read_shard_chunks;
+use crate::model::archive::ArchiveLayout;
 use crate::model::event::EventSource;
 use crate::model::manifest::{Manifest, ManifestShard};
 use crate::model::record::{ArrivalTime, Record};
@@ -72,7 +73,7 @@ use crate::sinks::kinesis::{KinesisSink, RecordSink, ReinjectOptions, reinject};
 use crate::sinks::lambda::{
     Delivery, DeliveryError, DeliveryReport, FailureDestination, FailureRecord, Invoker, Unsettled,
 };
-use crate::sinks::s3_archive::{ArchiveLayout, ShardScan, plan_scan};
+use crate::sources::s3_archive::{ShardScan, plan_scan};
 use crate::store::{ObjectReader, ObjectStore, PutObject};
 
 /// S3 buckets by name (a memory store in tests).
@@ -466,8 +467,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                     .remove(&progress.shard_id)
                     .unwrap_or_default();
                 if let Some(last) = &progress.last {
-                    let last = (last.sequence_number.clone(), last.sub_sequence_number);
-                    objects.retain(|o| o.last > last);
+                    objects.retain(|o| o.last > *last);
                 }
                 let mut scan = ShardScan::new(objects, *from, *to);
                 let mut finished = true;
