@@ -9,7 +9,7 @@ use rewind_engine::Record;
 use rewind_engine::model::archive::ArchiveLayout;
 use rewind_engine::model::record::ArrivalTime;
 use rewind_engine::model::seqno::SequenceNumber;
-use rewind_engine::sinks::dynamodb::DynamoReader;
+use rewind_engine::sources::dynamodb::DynamoReader;
 use rewind_engine::sources::s3_archive::{self, ShardScan};
 use rewind_engine::store::{ObjectReader, S3Store};
 

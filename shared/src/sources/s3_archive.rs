@@ -9,7 +9,9 @@ use tracing::warn;
 use crate::model::archive::{ArchiveLayout, ObjectRef, hours_between, parse_object_key};
 use crate::model::chunk::{ChunkError, ChunkReader};
 use crate::model::record::{ArrivalTime, Record};
+use crate::model::seqno::Position;
 use crate::pipeline::dedupe::Dedupe;
+use crate::sources::{BoxFuture, Pages, RecordSource, SourceError, SourceStream, one_group};
 use crate::store::{ObjectReader, StoreError};
 
 /// Lists the archive objects of `stream` that can hold records that arrived
@@ -75,6 +77,15 @@ impl ShardScan {
         }
     }
 
+    /// Only the records after `position` (a resumed replay's last settled
+    /// record).
+    pub fn after(self, position: Option<Position>) -> Self {
+        Self {
+            seen: Dedupe::after(position),
+            ..self
+        }
+    }
+
     /// The next object's records in the window, not seen before; `None` at
     /// the end. An empty vector means the object held nothing new.
     pub async fn next_batch<R: ObjectReader>(
@@ -100,6 +111,84 @@ impl ShardScan {
             }
         }
         Ok(Some(out))
+    }
+}
+
+/// The S3 archive of one stream, records that arrived in `from..to`: its
+/// objects are listed once, when opened.
+#[derive(Debug)]
+pub struct ArchiveSource<R> {
+    store: R,
+    stream: String,
+    from: ArrivalTime,
+    to: ArrivalTime,
+    objects: BTreeMap<String, Vec<ObjectRef>>,
+}
+
+impl<R: ObjectReader> ArchiveSource<R> {
+    pub async fn open(
+        store: R,
+        layout: &ArchiveLayout,
+        stream: &str,
+        from: ArrivalTime,
+        to: ArrivalTime,
+    ) -> Result<Self, StoreError> {
+        let objects = plan_scan(&store, layout, stream, from, to).await?;
+        Ok(Self {
+            store,
+            stream: stream.to_owned(),
+            from,
+            to,
+            objects,
+        })
+    }
+}
+
+impl<R: ObjectReader> RecordSource for ArchiveSource<R> {
+    fn stream(&self) -> SourceStream {
+        SourceStream::Name(self.stream.clone())
+    }
+
+    fn shards(&self) -> BoxFuture<'_, Result<Vec<Vec<String>>, SourceError>> {
+        // The archive keeps no parent links.
+        let shards = one_group(self.objects.keys().cloned().collect());
+        Box::pin(async move { Ok(shards) })
+    }
+
+    fn pages<'a>(
+        &'a self,
+        shard_id: &'a str,
+        after: Option<&'a Position>,
+    ) -> BoxFuture<'a, Result<Box<dyn Pages + 'a>, SourceError>> {
+        let mut objects = self.objects.get(shard_id).cloned().unwrap_or_default();
+        if let Some(after) = after {
+            objects.retain(|o| o.last > *after);
+        }
+        let pages: Box<dyn Pages + 'a> = Box::new(ObjectPages {
+            store: &self.store,
+            scan: ShardScan::new(objects, self.from, self.to).after(after.cloned()),
+        });
+        Box::pin(async move { Ok(pages) })
+    }
+}
+
+/// A shard's archive objects, one page each.
+struct ObjectPages<'a, R> {
+    store: &'a R,
+    scan: ShardScan,
+}
+
+impl<R: ObjectReader> Pages for ObjectPages<'_, R> {
+    fn next_page(&mut self) -> BoxFuture<'_, Result<Option<Vec<Record>>, SourceError>> {
+        Box::pin(async move {
+            self.scan
+                .next_batch(self.store)
+                .await
+                .map_err(|error| match error {
+                    ScanError::Store(error) => SourceError::Store(error),
+                    ScanError::Chunk(error) => SourceError::Chunk(error),
+                })
+        })
     }
 }
 

@@ -3,9 +3,9 @@
 
 use crate::model::event::StreamArnError;
 use crate::request::RequestError;
-use crate::sinks::dynamodb::ReadError;
 use crate::sinks::kinesis::ReinjectError;
 use crate::sinks::lambda::DeliveryError;
+use crate::sources::dynamodb::ReadError;
 use crate::store::StoreError;
 
 /// Why a replay invocation failed, with a stable type name that the state

@@ -60,19 +60,19 @@ use request::invalid;
 pub use request::{DlqLocation, ReplayRequest, ReplaySource, ReplayTarget, RunOutput};
 pub use summary::{MAX_LISTED_LOCATIONS, ReplaySummary, ReplayTotals, ShardSummary};
 
-use crate::jobs::scrape::read_shard_chunks;
 use crate::model::archive::ArchiveLayout;
 use crate::model::event::EventSource;
 use crate::model::manifest::{Manifest, ManifestShard};
 use crate::model::record::{ArrivalTime, Record};
 use crate::model::seqno::Position;
 use crate::pipeline::lineage::lineage_groups;
-use crate::sinks::dynamodb::DynamoReader;
 use crate::sinks::invoke::{LambdaInvoker, S3FailureDestination, SqsFailureDestination};
 use crate::sinks::kinesis::{KinesisSink, RecordSink, ReinjectOptions, reinject};
 use crate::sinks::lambda::{
     Delivery, DeliveryError, DeliveryReport, FailureDestination, FailureRecord, Invoker, Unsettled,
 };
+use crate::sources::dynamodb::DynamoReader;
+use crate::sources::manifest::read_shard_chunks;
 use crate::sources::s3_archive::{ShardScan, plan_scan};
 use crate::store::{ObjectReader, ObjectStore, PutObject};
 

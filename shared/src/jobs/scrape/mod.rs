@@ -23,7 +23,7 @@ use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::model::chunk::{ChunkError, ChunkReader, ChunkWriter, Compression};
+use crate::model::chunk::{ChunkError, ChunkWriter, Compression};
 use crate::model::manifest::{Manifest, ManifestChunk, ManifestShard};
 use crate::model::record::{ArrivalTime, stream_name_from_arn};
 use crate::model::seqno::SequenceNumber;
@@ -627,21 +627,6 @@ pub async fn write_manifest<O: ObjectStore + ObjectReader>(
         })
         .await?;
     Ok((manifest, key))
-}
-
-/// Reads a manifest's records of one shard back, chunk by chunk.
-pub async fn read_shard_chunks<R: ObjectReader>(
-    reader: &R,
-    shard: &ManifestShard,
-    mut sink: impl FnMut(crate::model::record::Record),
-) -> Result<(), ScrapeError> {
-    for chunk in &shard.chunks {
-        let bytes = reader.get(&chunk.key).await?;
-        for record in ChunkReader::new(chunk.key.as_str(), bytes.as_slice())? {
-            sink(record?);
-        }
-    }
-    Ok(())
 }
 
 /// How much time a step leaves unused before its Lambda deadline: enough to
