@@ -20,7 +20,9 @@ use std::time::{Duration, SystemTime};
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
-use rewind_engine::jobs::replay::{ReplayError, ReplayEvent, Replayer};
+use rewind_engine::jobs::replay::{
+    ReplayError, ReplayEvent, ReplayOutput, ReplaySettings, Replayer,
+};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -45,25 +47,22 @@ async fn main() -> Result<(), Error> {
         .await;
     let env =
         |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
-    let replayer = Replayer {
-        buckets: aws_sdk_s3::Client::new(&sdk),
-        targets: aws_sdk_lambda::Client::new(&sdk),
-        streams: aws_sdk_kinesis::Client::new(&sdk),
-        queues: aws_sdk_sqs::Client::new(&sdk),
-        tables: (env("REPLAY_DYNAMODB", "false") == "true")
-            .then(|| aws_sdk_dynamodb::Client::new(&sdk)),
-        partition: env("REPLAY_PARTITION", "aws"),
-        region: sdk
-            .region()
-            .map(ToString::to_string)
-            .unwrap_or_else(|| env("AWS_REGION", "us-east-1")),
-        account_id: env("REPLAY_ACCOUNT_ID", "000000000000"),
-        invoke_identity_arn: env("REPLAY_INVOKE_IDENTITY_ARN", ""),
-        base_backoff: Duration::from_millis(100),
-    };
+    let replayer = Replayer::new(
+        aws_sdk_s3::Client::new(&sdk),
+        &sdk,
+        ReplaySettings {
+            partition: env("REPLAY_PARTITION", "aws"),
+            region: None,
+            account_id: env("REPLAY_ACCOUNT_ID", "000000000000"),
+            invoke_identity_arn: env("REPLAY_INVOKE_IDENTITY_ARN", ""),
+            dynamodb: env("REPLAY_DYNAMODB", "false") == "true",
+        },
+    );
     let replayer = &replayer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle(replayer, event).await
+        // Boxed: the runtime's future around a whole replay step would pass
+        // the compiler's layout depth.
+        Box::pin(handle(replayer, event)).await
     }))
     .await
 }
@@ -71,7 +70,7 @@ async fn main() -> Result<(), Error> {
 /// The time a step assumes when the invocation carries no usable deadline.
 const NO_DEADLINE: Duration = Duration::from_secs(60);
 
-async fn handle(replayer: &Replayer, event: LambdaEvent<Value>) -> Result<Value, Failure> {
+async fn handle(replayer: &Replayer, event: LambdaEvent<Value>) -> Result<ReplayOutput, Failure> {
     let payload = serde_json::to_vec(&event.payload).expect("a JSON value always serialises");
     let parsed = ReplayEvent::parse(&payload).map_err(ReplayError::from)?;
     let remaining = event

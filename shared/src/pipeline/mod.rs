@@ -3,3 +3,4 @@
 pub mod dedupe;
 pub mod filter;
 pub mod lineage;
+pub mod pace;

@@ -391,10 +391,10 @@ pub struct Delivery<'a, I, D> {
     pub base_backoff: Duration,
 }
 
-/// Where a delivery stopped at its deadline: the first record (sequence and
-/// sub-sequence number) it had not settled. Everything before it in the
+/// Where a delivery stopped at its deadline: the position of the first
+/// record it had not settled. Everything before it in the
 /// shard is settled; it and everything after must be delivered again.
-pub type Unsettled = (crate::model::seqno::SequenceNumber, Option<u64>);
+pub type Unsettled = crate::model::seqno::Position;
 
 impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
     /// Delivers every record, lanes in parallel, each lane in order.
@@ -480,10 +480,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                 }
                 if stop_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
                     let first = &batch[0];
-                    return Ok(Some((
-                        first.sequence_number.clone(),
-                        first.sub_sequence_number,
-                    )));
+                    return Ok(Some(crate::model::seqno::Position::of(first)));
                 }
                 if self.too_old(&batch) {
                     self.fail(

@@ -3,9 +3,10 @@
 
 use crate::model::event::StreamArnError;
 use crate::request::RequestError;
+use crate::sinks::TargetError;
 use crate::sinks::kinesis::ReinjectError;
 use crate::sinks::lambda::DeliveryError;
-use crate::sources::dynamodb::ReadError;
+use crate::sources::SourceError;
 use crate::store::StoreError;
 
 /// Why a replay invocation failed, with a stable type name that the state
@@ -16,16 +17,8 @@ pub enum ReplayError {
     InvalidRequest(#[from] RequestError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("reading the source failed: {0}")]
-    Source(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
-    Dynamo(#[from] ReadError),
-    #[error("{key}: not a scrape manifest: {source}")]
-    Manifest {
-        key: String,
-        #[source]
-        source: serde_json::Error,
-    },
+    Source(#[from] SourceError),
     #[error(
         "invalid replay request: source: a SCRAPE source is scraped by the replay state machine first; the replay function takes MANIFEST, ARCHIVE and DYNAMODB sources"
     )]
@@ -34,12 +27,29 @@ pub enum ReplayError {
     StreamArn(#[from] StreamArnError),
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
-    #[error("re-injection failed: {0}")]
+    /// Re-injection failed (the error names the stream and the entry).
+    #[error(transparent)]
     Reinject(#[from] ReinjectError),
-    #[error("writing the run's progress failed: {0}")]
-    Progress(#[source] StoreError),
+    /// Writing the run's progress failed (the error names the object).
+    #[error(transparent)]
+    Progress(StoreError),
     #[error("shard {shard_id} has no final progress at {key}: its replay did not finish")]
     Unfinished { shard_id: String, key: String },
+}
+
+impl From<TargetError> for ReplayError {
+    fn from(error: TargetError) -> Self {
+        match error {
+            TargetError::Delivery(error) => Self::Delivery(error),
+            TargetError::Reinject(error) => Self::Reinject(error),
+        }
+    }
+}
+
+impl From<crate::sources::files::FilesError> for ReplayError {
+    fn from(error: crate::sources::files::FilesError) -> Self {
+        Self::Source(error.into())
+    }
 }
 
 impl ReplayError {
@@ -47,7 +57,7 @@ impl ReplayError {
     pub fn error_type(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_)
-            | Self::Manifest { .. }
+            | Self::Source(SourceError::Manifest { .. } | SourceError::Request(_))
             | Self::StreamArn(_)
             | Self::ScrapeFirst => "InvalidRequest",
             Self::Delivery(DeliveryError::Options { .. }) => "InvalidRequest",
@@ -59,7 +69,7 @@ impl ReplayError {
             Self::Progress(_) => "OutputWriteFailed",
             Self::Delivery(DeliveryError::Destination { .. }) => "DlqWriteFailed",
             Self::Reinject(_) => "ReinjectFailed",
-            Self::Store(_) | Self::Source(_) | Self::Dynamo(_) => "SourceReadFailed",
+            Self::Store(_) | Self::Source(_) => "SourceReadFailed",
             Self::Unfinished { .. } => "ShardUnfinished",
         }
     }

@@ -51,29 +51,32 @@ mod summary;
 
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::time::Instant;
 
 pub use error::ReplayError;
-pub use protocol::{PaceOrigin, ReplayEvent, ReplayPlan, ShardReplay};
+pub use protocol::{PaceOrigin, ReplayEvent, ReplayOutput, ReplayPlan, ShardReplay};
 use request::invalid;
 pub use request::{DlqLocation, ReplayRequest, ReplaySource, ReplayTarget, RunOutput};
 pub use summary::{MAX_LISTED_LOCATIONS, ReplaySummary, ReplayTotals, ShardSummary};
 
 use crate::model::archive::ArchiveLayout;
 use crate::model::event::EventSource;
-use crate::model::manifest::{Manifest, ManifestShard};
 use crate::model::record::{ArrivalTime, Record};
 use crate::model::seqno::Position;
-use crate::pipeline::lineage::lineage_groups;
+use crate::pipeline::dedupe;
+use crate::pipeline::pace::Pace;
+use crate::sinks::Target;
+use crate::sinks::dry_run::DryRun;
+use crate::sinks::function_target::{Dlq, FunctionTarget};
 use crate::sinks::invoke::{LambdaInvoker, S3FailureDestination, SqsFailureDestination};
-use crate::sinks::kinesis::{KinesisSink, RecordSink, ReinjectOptions, reinject};
-use crate::sinks::lambda::{
-    Delivery, DeliveryError, DeliveryReport, FailureDestination, FailureRecord, Invoker, Unsettled,
-};
-use crate::sources::dynamodb::DynamoReader;
-use crate::sources::manifest::read_shard_chunks;
-use crate::sources::s3_archive::{ShardScan, plan_scan};
+use crate::sinks::kinesis::{KinesisSink, RecordSink, ReinjectOptions};
+use crate::sinks::lambda::{FailureDestination, Invoker};
+use crate::sinks::stream_target::StreamTarget;
+use crate::sources::dynamodb::{DynamoReader, DynamoSource};
+use crate::sources::files::FilesSource;
+use crate::sources::manifest::ManifestSource;
+use crate::sources::s3_archive::ArchiveSource;
+use crate::sources::{Pages, RecordSource, SourceStream};
 use crate::store::{ObjectReader, ObjectStore, PutObject};
 
 /// S3 buckets by name (a memory store in tests).
@@ -135,34 +138,25 @@ impl Queues for aws_sdk_sqs::Client {
     }
 }
 
-/// The request's DLQ, whichever kind it is.
-enum Dlq<A, B> {
-    S3(A),
-    Sqs(B),
-}
-
-impl<A: FailureDestination, B: FailureDestination> FailureDestination for Dlq<A, B> {
-    async fn send(&self, record: FailureRecord) -> Result<String, DeliveryError> {
-        match self {
-            Self::S3(destination) => destination.send(record).await,
-            Self::Sqs(destination) => destination.send(record).await,
-        }
-    }
-
-    fn wants_payload(&self) -> bool {
-        match self {
-            Self::S3(destination) => destination.wants_payload(),
-            Self::Sqs(destination) => destination.wants_payload(),
-        }
-    }
-}
-
 /// How much of a step's time is left unused before its Lambda deadline: a
 /// piece's invocations (and their retries) must fit in it.
 pub const STEP_MARGIN: Duration = Duration::from_secs(60);
 
-/// Records per page of a DynamoDB source.
-const DYNAMODB_PAGE: i32 = 1000;
+/// Where the replay runs: the `eventSourceARN` of records replayed from the
+/// archives (which keep stream names only) is
+/// `arn:<partition>:kinesis:<region>:<account>:stream/<stream>`, and a
+/// target stream named without an ARN is in them too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaySettings {
+    pub partition: String,
+    /// `None`: the SDK configuration's region (`us-east-1` without one).
+    pub region: Option<String>,
+    pub account_id: String,
+    /// `invokeIdentityArn` when the request names none.
+    pub invoke_identity_arn: String,
+    /// Whether requests may read the DynamoDB archive.
+    pub dynamodb: bool,
+}
 
 /// The replay function's clients and settings, built once per container.
 #[derive(Debug, Clone)]
@@ -179,28 +173,40 @@ pub struct Replayer<
     /// The DynamoDB archive's client (`DYNAMODB` sources); `None` where
     /// there is no table to read.
     pub tables: Option<aws_sdk_dynamodb::Client>,
-    /// The partition, region and account the replay runs in: the
-    /// `eventSourceARN` of records replayed from the archive is
-    /// `arn:<partition>:kinesis:<region>:<account>:stream/<stream>`, and a
-    /// target stream named without an ARN is in them too.
+    /// See [`ReplaySettings`].
     pub partition: String,
     pub region: String,
     pub account_id: String,
-    /// `invokeIdentityArn` when the request names none.
     pub invoke_identity_arn: String,
     /// First backoff after a throttled invoke or put.
     pub base_backoff: Duration,
 }
 
-impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
-    async fn manifest(&self, bucket: &str, key: &str) -> Result<Manifest, ReplayError> {
-        let bytes = self.buckets.bucket(bucket).get(key).await?;
-        serde_json::from_slice(&bytes).map_err(|source| ReplayError::Manifest {
-            key: format!("s3://{bucket}/{key}"),
-            source,
-        })
+impl<B: Buckets> Replayer<B> {
+    /// The replayer of the function and of the CLI: AWS clients from one
+    /// SDK configuration, `buckets` for S3 (the CLI's can be folders).
+    pub fn new(buckets: B, sdk: &aws_config::SdkConfig, settings: ReplaySettings) -> Self {
+        Self {
+            buckets,
+            targets: aws_sdk_lambda::Client::new(sdk),
+            streams: aws_sdk_kinesis::Client::new(sdk),
+            queues: aws_sdk_sqs::Client::new(sdk),
+            tables: settings
+                .dynamodb
+                .then(|| aws_sdk_dynamodb::Client::new(sdk)),
+            partition: settings.partition,
+            region: settings
+                .region
+                .or_else(|| sdk.region().map(ToString::to_string))
+                .unwrap_or_else(|| "us-east-1".to_owned()),
+            account_id: settings.account_id,
+            invoke_identity_arn: settings.invoke_identity_arn,
+            base_backoff: Duration::from_millis(100),
+        }
     }
+}
 
+impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
     /// A stream's ARN in the replay's own partition, region and account.
     pub fn local_stream_arn(&self, stream: &str) -> String {
         if stream.starts_with("arn:") {
@@ -212,51 +218,14 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         )
     }
 
-    /// The stream the records were read from: a manifest's own (`manifest`
-    /// is the request's, for a `MANIFEST` source), or the archived stream's
-    /// in the replay's account and region.
-    fn stream_arn(
+    /// The request's source, opened: the one place that knows every kind.
+    async fn open(
         &self,
         request: &ReplayRequest,
-        manifest: Option<&Manifest>,
-    ) -> Result<String, ReplayError> {
-        match (&request.source, manifest) {
-            (ReplaySource::Manifest { .. }, Some(manifest)) => Ok(manifest.stream_arn.clone()),
-            (ReplaySource::Archive { stream, .. } | ReplaySource::Dynamodb { stream, .. }, _) => {
-                Ok(self.local_stream_arn(stream))
-            }
-            (ReplaySource::Scrape { .. }, _) => Err(ReplayError::ScrapeFirst),
-            (ReplaySource::Manifest { key, .. }, None) => {
-                unreachable!("the manifest {key} is read before the stream ARN")
-            }
-        }
-    }
-
-    fn dynamo(&self, table: &str) -> Result<DynamoReader, ReplayError> {
-        let client = self.tables.clone().ok_or_else(|| {
-            invalid(
-                "source",
-                "DYNAMODB sources are not enabled here (the stack has no archive table)",
-            )
-        })?;
-        Ok(DynamoReader::new(client, table))
-    }
-
-    /// The shards to replay, parents before children, in lineage groups.
-    pub async fn plan(
-        &self,
-        request: &ReplayRequest,
-        run_id: &str,
-    ) -> Result<ReplayPlan, ReplayError> {
-        let (stream_arn, groups): (String, Vec<Vec<String>>) = match &request.source {
+    ) -> Result<Box<dyn RecordSource + '_>, ReplayError> {
+        Ok(match &request.source {
             ReplaySource::Manifest { bucket, key } => {
-                let manifest = self.manifest(bucket, key).await?;
-                let shards: Vec<(String, Vec<String>)> = manifest
-                    .shards
-                    .iter()
-                    .map(|s| (s.shard_id.clone(), s.parent_shard_ids.clone()))
-                    .collect();
-                (manifest.stream_arn, lineage_groups(&shards))
+                Box::new(ManifestSource::open(self.buckets.bucket(bucket), bucket, key).await?)
             }
             ReplaySource::Archive {
                 bucket,
@@ -265,16 +234,12 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                 from,
                 to,
             } => {
-                let layout = archive_layout(prefix);
+                let layout = ArchiveLayout {
+                    prefix: prefix.trim_end_matches('/').to_owned(),
+                    ..ArchiveLayout::default()
+                };
                 let store = self.buckets.bucket(bucket);
-                // A BTreeMap: shard-id order, which is lineage order. The
-                // archive keeps no parent links, so the shards form one
-                // group: a child never starts before its parents end.
-                let shards: Vec<String> = plan_scan(&store, &layout, stream, *from, *to)
-                    .await?
-                    .into_keys()
-                    .collect();
-                (self.local_stream_arn(stream), one_group(shards))
+                Box::new(ArchiveSource::open(store, &layout, stream, *from, *to).await?)
             }
             ReplaySource::Dynamodb {
                 table,
@@ -282,24 +247,115 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                 partition_key,
                 from_sequence_number,
                 to_sequence_number,
-                ..
+                overflow_bucket,
             } => {
-                let shards = self
-                    .dynamo(table)?
-                    .shards_of(
-                        stream,
-                        partition_key,
-                        from_sequence_number.as_ref(),
-                        to_sequence_number.as_ref(),
+                let client = self.tables.clone().ok_or_else(|| {
+                    invalid(
+                        "source",
+                        "DYNAMODB sources are not enabled here (the stack has no archive table)",
                     )
-                    .await?;
-                (
-                    self.local_stream_arn(stream),
-                    one_group(shards.into_iter().collect()),
-                )
+                })?;
+                Box::new(DynamoSource {
+                    reader: DynamoReader::new(client, table),
+                    stream: stream.clone(),
+                    partition_key: partition_key.clone(),
+                    from: from_sequence_number.clone(),
+                    to: to_sequence_number.clone(),
+                    overflow: overflow_bucket.as_ref().map(|b| self.buckets.bucket(b)),
+                })
+            }
+            ReplaySource::Files { paths, stream_arn } => {
+                Box::new(FilesSource::open(paths, stream_arn.clone())?)
             }
             ReplaySource::Scrape { .. } => return Err(ReplayError::ScrapeFirst),
+        })
+    }
+
+    /// The stream the source's records were read from.
+    fn stream_arn(&self, source: &dyn RecordSource) -> String {
+        match source.stream() {
+            SourceStream::Arn(arn) => arn,
+            SourceStream::Name(name) => self.local_stream_arn(&name),
+        }
+    }
+
+    /// The request's target (or the dry run standing in for it).
+    fn target<'a>(
+        &'a self,
+        request: &ReplayRequest,
+        run_id: &str,
+        stream_arn: String,
+    ) -> Result<Box<dyn Target + 'a>, ReplayError> {
+        let filters = request.options.filters()?;
+        let target: Box<dyn Target + 'a> = match &request.target {
+            ReplayTarget::Function { .. } if request.dry_run => Box::new(DryRun {
+                filters,
+                piece: (request.options.batch_size * request.options.parallelization_factor).max(1),
+            }),
+            ReplayTarget::Stream { .. } if request.dry_run => Box::new(DryRun {
+                filters,
+                piece: crate::sinks::kinesis::MAX_ENTRIES,
+            }),
+            ReplayTarget::Function {
+                function_name,
+                qualifier,
+                invoke_identity_arn,
+            } => {
+                let source = EventSource::new(
+                    stream_arn,
+                    invoke_identity_arn
+                        .clone()
+                        .unwrap_or_else(|| self.invoke_identity_arn.clone()),
+                )?;
+                let destination = match &request.dlq {
+                    Some(DlqLocation::Sqs { queue_url }) => Dlq::Sqs(self.queues.queue(queue_url)),
+                    Some(DlqLocation::S3 { bucket, prefix }) => Dlq::S3(S3FailureDestination {
+                        store: self.buckets.bucket(bucket),
+                        mapping_id: run_id.to_owned(),
+                        prefix: prefix.trim_end_matches('/').to_owned(),
+                    }),
+                    // validate() requires a DLQ for a function target.
+                    None => return Err(invalid("dlq", "is missing").into()),
+                };
+                Box::new(FunctionTarget {
+                    invoker: self.targets.invoker(function_name, qualifier.as_deref()),
+                    destination,
+                    source,
+                    options: request.options.clone(),
+                    now,
+                    base_backoff: self.base_backoff,
+                })
+            }
+            ReplayTarget::Stream {
+                stream,
+                include_metadata,
+                separator,
+                keep_explicit_hash_key,
+                ..
+            } => Box::new(StreamTarget {
+                // A name is put to in the replay's own account and region.
+                sink: self.streams.sink(stream),
+                options: ReinjectOptions {
+                    envelope_separator: include_metadata.then(|| separator.as_bytes().to_vec()),
+                    keep_explicit_hash_key: *keep_explicit_hash_key,
+                    base_backoff: self.base_backoff,
+                    ..ReinjectOptions::default()
+                },
+                filters,
+            }),
         };
+        Ok(target)
+    }
+
+    /// The shards to replay, parents before children, in lineage groups.
+    pub async fn plan(
+        &self,
+        request: &ReplayRequest,
+        run_id: &str,
+    ) -> Result<ReplayPlan, ReplayError> {
+        let source = self.open(request).await?;
+        let groups = source.shards().await?;
+        let stream_arn = self.stream_arn(source.as_ref());
         EventSource::new(stream_arn.clone(), "")?;
         Ok(ReplayPlan {
             run_id: run_id.to_owned(),
@@ -312,8 +368,10 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         })
     }
 
-    /// One step of one shard: delivers pieces until the shard ends or the
-    /// deadline nears; writes the shard's final progress when it is done.
+    /// One step of one shard: open the source, read its records after the
+    /// checkpoint, pace them and settle them on the target piece by piece
+    /// until the shard ends or the deadline nears; write the shard's final
+    /// progress when it is done.
     pub async fn step(
         &self,
         request: &ReplayRequest,
@@ -333,13 +391,15 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         // Where the last attempt of this step got to: a step that failed or
         // was killed after settling pieces left them in its checkpoint, and
         // its retry (from the same continuation) starts after them.
-        let checkpoint_key = format!(
-            "{}/{}/_checkpoint.json",
-            request.progress_folder(run_id),
-            progress.shard_id
-        );
-        let output = self.buckets.bucket(&request.output().0);
-        match output.get(&checkpoint_key).await {
+        let checkpoint = Checkpoint {
+            store: self.buckets.bucket(&request.output().0),
+            key: format!(
+                "{}/{}/_checkpoint.json",
+                request.progress_folder(run_id),
+                progress.shard_id
+            ),
+        };
+        match checkpoint.store.get(&checkpoint.key).await {
             Ok(bytes) => {
                 if let Ok(saved) = serde_json::from_slice::<ShardReplay>(&bytes)
                     && saved.shard_id == progress.shard_id
@@ -352,197 +412,20 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             Err(error) => return Err(error.into()),
         }
         progress.started_at.get_or_insert_with(now);
-        // Read once: the stream ARN and the shard's chunks both come from it.
-        let manifest = match &request.source {
-            ReplaySource::Manifest { bucket, key } => Some(self.manifest(bucket, key).await?),
+        let source = self.open(request).await?;
+        let target = self.target(request, run_id, self.stream_arn(source.as_ref()))?;
+        let speedup = match &request.target {
+            ReplayTarget::Stream { speedup, .. } if !request.dry_run => *speedup,
             _ => None,
         };
-        let stream_arn = self.stream_arn(request, manifest.as_ref())?;
-        let filters = request.options.filters()?;
-        let (invoker, source, destination);
-        let (target, speedup) = match (&request.target, request.dry_run) {
-            (_, true) => (Deliver::DryRun, None),
-            (
-                ReplayTarget::Function {
-                    function_name,
-                    qualifier,
-                    invoke_identity_arn,
-                },
-                false,
-            ) => {
-                source = EventSource::new(
-                    stream_arn,
-                    invoke_identity_arn
-                        .clone()
-                        .unwrap_or_else(|| self.invoke_identity_arn.clone()),
-                )?;
-                invoker = self.targets.invoker(function_name, qualifier.as_deref());
-                destination = match &request.dlq {
-                    Some(DlqLocation::Sqs { queue_url }) => Dlq::Sqs(self.queues.queue(queue_url)),
-                    Some(DlqLocation::S3 { bucket, prefix }) => Dlq::S3(S3FailureDestination {
-                        store: self.buckets.bucket(bucket),
-                        mapping_id: run_id.to_owned(),
-                        prefix: prefix.trim_end_matches('/').to_owned(),
-                    }),
-                    // validate() requires a DLQ for a function target.
-                    None => return Err(invalid("dlq", "is missing").into()),
-                };
-                let delivery = Delivery {
-                    invoker: &invoker,
-                    destination: &destination,
-                    source: &source,
-                    options: &request.options,
-                    now,
-                    base_backoff: self.base_backoff,
-                };
-                (Deliver::Function(delivery), None)
-            }
-            (
-                ReplayTarget::Stream {
-                    stream,
-                    include_metadata,
-                    separator,
-                    keep_explicit_hash_key,
-                    speedup,
-                },
-                false,
-            ) => {
-                let options = ReinjectOptions {
-                    envelope_separator: include_metadata.then(|| separator.as_bytes().to_vec()),
-                    keep_explicit_hash_key: *keep_explicit_hash_key,
-                    base_backoff: self.base_backoff,
-                    ..ReinjectOptions::default()
-                };
-                // A name is put to in the replay's own account and region.
-                let sink = self.streams.sink(stream);
-                (Deliver::Stream { sink, options }, *speedup)
-            }
+        let mut run = ShardRun {
+            target: target.as_ref(),
+            pace: Pace::new(request.records_per_second, speedup, started, stop_at),
+            checkpoint,
         };
-        let mut sink = Sink {
-            target,
-            filters,
-            piece: match &request.target {
-                // One PutRecords call's worth: a stream target has no
-                // batches of its own.
-                ReplayTarget::Stream { .. } => crate::sinks::kinesis::MAX_ENTRIES,
-                ReplayTarget::Function { .. } => {
-                    (request.options.batch_size * request.options.parallelization_factor).max(1)
-                }
-            },
-            stop_at,
-            started,
-            sent: 0,
-            records_per_second: request.records_per_second,
-            speedup,
-            checkpoint: (output, checkpoint_key),
-        };
-        let finished = match &request.source {
-            ReplaySource::Manifest { bucket, .. } => {
-                let manifest = manifest
-                    .as_ref()
-                    .expect("a MANIFEST source's manifest was read above");
-                let shard = manifest
-                    .shards
-                    .iter()
-                    .find(|s| s.shard_id == progress.shard_id)
-                    .ok_or_else(|| {
-                        invalid(
-                            "progress.shardId",
-                            format!("{:?} is not a shard of the manifest", progress.shard_id),
-                        )
-                    })?;
-                let store = self.buckets.bucket(bucket);
-                replay_manifest_shard(&store, shard, &mut progress, &mut sink).await?
-            }
-            ReplaySource::Archive {
-                bucket,
-                prefix,
-                stream,
-                from,
-                to,
-            } => {
-                let store = self.buckets.bucket(bucket);
-                let mut objects = plan_scan(&store, &archive_layout(prefix), stream, *from, *to)
-                    .await?
-                    .remove(&progress.shard_id)
-                    .unwrap_or_default();
-                if let Some(last) = &progress.last {
-                    objects.retain(|o| o.last > *last);
-                }
-                let mut scan = ShardScan::new(objects, *from, *to);
-                let mut finished = true;
-                while let Some(records) = scan
-                    .next_batch(&store)
-                    .await
-                    .map_err(|e| ReplayError::Source(Box::new(e)))?
-                {
-                    if !sink.take(records, &mut progress).await? {
-                        finished = false;
-                        break;
-                    }
-                }
-                finished
-            }
-            ReplaySource::Dynamodb {
-                table,
-                stream,
-                partition_key,
-                from_sequence_number,
-                to_sequence_number,
-                overflow_bucket,
-            } => {
-                let reader = self.dynamo(table)?;
-                // Resume at the last settled record (take() skips it and
-                // everything before).
-                let from = progress
-                    .last
-                    .as_ref()
-                    .map(|p| p.sequence_number.clone())
-                    .or_else(|| from_sequence_number.clone());
-                let overflow = overflow_bucket.as_ref().map(|b| self.buckets.bucket(b));
-                let mut start = None;
-                let mut finished = true;
-                loop {
-                    let page = reader
-                        .query(
-                            stream,
-                            partition_key,
-                            from.as_ref(),
-                            to_sequence_number.as_ref(),
-                            DYNAMODB_PAGE,
-                            start,
-                        )
-                        .await?;
-                    let mut records = Vec::new();
-                    for (mut record, data_key) in page.records {
-                        if record.shard_id != progress.shard_id {
-                            continue;
-                        }
-                        if let Some(key) = data_key {
-                            let Some(store) = &overflow else {
-                                return Err(invalid(
-                                    "source.overflowBucket",
-                                    format!("is missing; record {} keeps its data in S3 ({key}): name the archive bucket", record.sequence_number),
-                                )
-                                .into());
-                            };
-                            record.data = store.get(&key).await?;
-                        }
-                        records.push(record);
-                    }
-                    if !sink.take(records, &mut progress).await? {
-                        finished = false;
-                        break;
-                    }
-                    match page.next {
-                        Some(next) => start = Some(next),
-                        None => break,
-                    }
-                }
-                finished
-            }
-            ReplaySource::Scrape { .. } => return Err(ReplayError::ScrapeFirst),
-        };
+        let (shard_id, resume) = (progress.shard_id.clone(), progress.last.clone());
+        let mut pages = source.pages(&shard_id, resume.as_ref()).await?;
+        let finished = run.all(pages.as_mut(), &mut progress).await?;
         if finished {
             progress.done = true;
             progress.finished_at = Some(now());
@@ -551,96 +434,9 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                 request.progress_folder(run_id),
                 progress.shard_id
             );
-            self.buckets
-                .bucket(&request.output().0)
-                .put(PutObject {
-                    key,
-                    body: serde_json::to_vec(&progress).expect("progress always serialises"),
-                    content_type: "application/json",
-                    content_encoding: None,
-                })
-                .await
-                .map_err(ReplayError::Progress)?;
+            save(&run.checkpoint.store, key, &progress).await?;
         }
         Ok(progress)
-    }
-
-    /// Every shard's final progress, and the totals.
-    pub async fn summary(
-        &self,
-        request: &ReplayRequest,
-        run_id: &str,
-        shards: &[String],
-    ) -> Result<ReplaySummary, ReplayError> {
-        let store = self.buckets.bucket(&request.output().0);
-        let mut out = Vec::new();
-        let mut totals = ReplayTotals::default();
-        let (mut first_start, mut last_end) = (None::<ArrivalTime>, None::<ArrivalTime>);
-        for shard_id in shards {
-            let key = format!(
-                "{}/{shard_id}/_progress.json",
-                request.progress_folder(run_id)
-            );
-            let unfinished = || ReplayError::Unfinished {
-                shard_id: shard_id.clone(),
-                key: key.clone(),
-            };
-            // Only a missing progress file means the shard did not finish; a
-            // read that failed (throttled, denied) is retried as such.
-            let bytes = store.get(&key).await.map_err(|error| {
-                if error.is_not_found() {
-                    unfinished()
-                } else {
-                    ReplayError::Store(error)
-                }
-            })?;
-            let progress: ShardReplay = serde_json::from_slice(&bytes).map_err(|_| unfinished())?;
-            let dlq_keys = match (&request.dlq, request.dlq_folder(run_id, shard_id)) {
-                (Some(DlqLocation::S3 { bucket, .. }), Some(folder))
-                    if progress.dlq_locations > 0 =>
-                {
-                    let mut keys = self.buckets.bucket(bucket).list(&folder).await?;
-                    keys.truncate(MAX_LISTED_LOCATIONS);
-                    keys.into_iter()
-                        .map(|k| format!("s3://{bucket}/{k}"))
-                        .collect()
-                }
-                _ => Vec::new(),
-            };
-            totals.shards += 1;
-            totals.records += progress.records;
-            totals.delivered += progress.delivered;
-            totals.filtered += progress.filtered;
-            totals.failed_records += progress.failed_records;
-            totals.failed_batches += progress.failed_batches;
-            totals.invocations += progress.invocations;
-            totals.function_errors += progress.function_errors;
-            totals.dlq_locations += progress.dlq_locations;
-            if let Some(start) = progress.started_at {
-                first_start = Some(first_start.map_or(start, |t| t.min(start)));
-            }
-            if let Some(end) = progress.finished_at {
-                last_end = Some(last_end.map_or(end, |t| t.max(end)));
-            }
-            out.push(ShardSummary {
-                last_sequence_number: progress.last.as_ref().map(|p| p.sequence_number.clone()),
-                duration_ms: duration_ms(progress.started_at, progress.finished_at),
-                progress,
-                dlq_keys,
-            });
-        }
-        totals.duration_ms = duration_ms(first_start, last_end);
-        Ok(ReplaySummary {
-            run_id: run_id.to_owned(),
-            dry_run: request.dry_run,
-            target: match &request.target {
-                ReplayTarget::Function { function_name, .. } => function_name.clone(),
-                ReplayTarget::Stream { stream, .. } => stream.clone(),
-            },
-            dlq: request.dlq_location(run_id),
-            shards: out,
-            totals,
-        })
     }
 
     /// Handles one invocation; `deadline` is the Lambda's, `invocation_id`
@@ -650,16 +446,16 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         event: ReplayEvent,
         deadline: Instant,
         invocation_id: &str,
-    ) -> Result<serde_json::Value, ReplayError> {
+    ) -> Result<ReplayOutput, ReplayError> {
         match event {
             // Parsing validated it.
-            ReplayEvent::Validate { .. } => Ok(serde_json::json!({ "valid": true })),
+            ReplayEvent::Validate { .. } => Ok(ReplayOutput::Valid { valid: true }),
             ReplayEvent::Plan { request } => {
                 let run_id = request
                     .run_id
                     .clone()
                     .unwrap_or_else(|| invocation_id.to_owned());
-                Ok(to_json(&self.plan(&request, &run_id).await?))
+                Ok(ReplayOutput::Plan(self.plan(&request, &run_id).await?))
             }
             ReplayEvent::Step {
                 request,
@@ -667,73 +463,71 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                 progress,
             } => {
                 let progress = self.step(&request, &run_id, &progress, deadline).await?;
-                Ok(serde_json::json!({ "done": progress.done, "progress": progress }))
+                Ok(ReplayOutput::Step {
+                    done: progress.done,
+                    progress,
+                })
             }
             ReplayEvent::Summary {
                 request,
                 run_id,
                 shards,
-            } => Ok(to_json(&self.summary(&request, &run_id, &shards).await?)),
+            } => Ok(ReplayOutput::Summary(
+                self.summary(&request, &run_id, &shards).await?,
+            )),
         }
     }
-}
-
-fn one_group(shards: Vec<String>) -> Vec<Vec<String>> {
-    if shards.is_empty() {
-        Vec::new()
-    } else {
-        vec![shards]
-    }
-}
-
-fn duration_ms(start: Option<ArrivalTime>, end: Option<ArrivalTime>) -> Option<i64> {
-    Some(end?.epoch_millis() - start?.epoch_millis())
-}
-
-/// Replay outputs are plain data: serialising them can't fail.
-fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value).expect("replay outputs always serialise")
 }
 
 fn now() -> ArrivalTime {
     ArrivalTime::from_datetime(chrono::Utc::now())
 }
 
-fn archive_layout(prefix: &str) -> ArchiveLayout {
-    ArchiveLayout {
-        prefix: prefix.trim_end_matches('/').to_owned(),
-        ..ArchiveLayout::default()
+/// Where each settled piece's progress is saved.
+struct Checkpoint<W> {
+    store: W,
+    key: String,
+}
+
+async fn save<W: ObjectStore>(
+    store: &W,
+    key: String,
+    progress: &ShardReplay,
+) -> Result<(), ReplayError> {
+    store
+        .put(PutObject {
+            key,
+            body: serde_json::to_vec(progress).expect("progress always serialises"),
+            content_type: "application/json",
+            content_encoding: None,
+        })
+        .await
+        .map_err(ReplayError::Progress)
+}
+
+/// One shard's step: records after the checkpoint, paced, settled on the
+/// target one piece at a time until the stop time.
+struct ShardRun<'a, W> {
+    target: &'a dyn Target,
+    pace: Pace,
+    checkpoint: Checkpoint<W>,
+}
+
+impl<W: ObjectStore> ShardRun<'_, W> {
+    /// Every page of the shard; `false` when the step must stop first.
+    async fn all(
+        &mut self,
+        pages: &mut dyn Pages,
+        progress: &mut ShardReplay,
+    ) -> Result<bool, ReplayError> {
+        while let Some(records) = pages.next_page().await? {
+            if !self.take(records, progress).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
-}
 
-/// What a step hands its pieces to.
-enum Deliver<'a, I, D, S> {
-    Function(Delivery<'a, I, D>),
-    Stream {
-        sink: S,
-        options: ReinjectOptions,
-    },
-    /// Counts (and filters), invokes nothing.
-    DryRun,
-}
-
-/// Hands records to the target (or counts them, in a dry run) one piece at
-/// a time, at the request's pace, until the deadline.
-struct Sink<'a, I, D, S, W> {
-    target: Deliver<'a, I, D, S>,
-    filters: crate::pipeline::filter::Filters,
-    piece: usize,
-    stop_at: Instant,
-    /// When this step started, and records it handed on since.
-    started: Instant,
-    sent: u64,
-    records_per_second: Option<f64>,
-    speedup: Option<f64>,
-    /// Where each settled piece's progress is saved, and the key.
-    checkpoint: (W, String),
-}
-
-impl<I: Invoker, D: FailureDestination, S: RecordSink, W: ObjectStore> Sink<'_, I, D, S, W> {
     /// Takes the records after `progress.last`; `false` when the step must
     /// stop (the records not settled are taken again by the next step).
     async fn take(
@@ -741,168 +535,45 @@ impl<I: Invoker, D: FailureDestination, S: RecordSink, W: ObjectStore> Sink<'_, 
         records: Vec<Record>,
         progress: &mut ShardReplay,
     ) -> Result<bool, ReplayError> {
-        let mut records: Vec<Record> = match &progress.last {
-            Some(last) => records
-                .into_iter()
-                .filter(|r| Position::of(r) > *last)
-                .collect(),
-            None => records,
-        };
+        let mut records = dedupe::after(records, progress.last.as_ref());
         while !records.is_empty() {
-            if Instant::now() >= self.stop_at {
+            if Instant::now() >= self.pace.stop_at {
                 return Ok(false);
             }
-            let mut n = self.piece.min(records.len());
-            if let Some(speedup) = self.speedup {
-                let origin = *progress.pace.get_or_insert(PaceOrigin {
-                    wall: now(),
-                    arrival: records[0].approximate_arrival_timestamp,
-                });
-                let due = |r: &Record| {
-                    let offset = (r.approximate_arrival_timestamp.epoch_millis()
-                        - origin.arrival.epoch_millis()) as f64
-                        / speedup;
-                    origin.wall.epoch_millis() + offset.max(0.0) as i64
-                };
-                let wait = due(&records[0]) - now().epoch_millis();
-                if wait > 0 && !self.wait(Duration::from_millis(wait as u64)).await {
-                    return Ok(false);
-                }
-                let at = now().epoch_millis();
-                n = records[..n]
-                    .iter()
-                    .take_while(|r| due(r) <= at)
-                    .count()
-                    .max(1);
-            }
-            if let Some(rate) = self.records_per_second {
-                n = n.min(rate.ceil() as usize).max(1);
-                let earliest = self.started + Duration::from_secs_f64(self.sent as f64 / rate);
-                let wait = earliest.saturating_duration_since(Instant::now());
-                if !wait.is_zero() && !self.wait(wait).await {
-                    return Ok(false);
-                }
-            }
+            let Some(n) = self
+                .pace
+                .next_piece(&records, self.target.piece(), &mut progress.pace)
+                .await
+            else {
+                return Ok(false);
+            };
             let rest = records.split_off(n);
             let piece = std::mem::replace(&mut records, rest);
-            let (report, unsettled) = self.deliver(&piece).await?;
+            let settled = self.target.settle(piece.clone(), self.pace.stop_at).await?;
             // A delivery stopped at the step's deadline settles the records
             // before the first one it had not settled; the next step starts
             // there.
-            let settled = match &unsettled {
+            let count = match &settled.unsettled {
                 Some(first) => piece
                     .iter()
-                    .position(|r| (r.sequence_number.clone(), r.sub_sequence_number) >= *first)
+                    .position(|r| Position::of(r) >= *first)
                     .unwrap_or(piece.len()),
                 None => piece.len(),
             };
-            self.sent += settled as u64;
-            progress.settle(&piece[..settled], &report);
-            self.save(progress).await?;
-            if unsettled.is_some() {
+            self.pace.sent(count);
+            progress.settle(&piece[..count], &settled.report);
+            save(
+                &self.checkpoint.store,
+                self.checkpoint.key.clone(),
+                progress,
+            )
+            .await?;
+            if settled.unsettled.is_some() {
                 return Ok(false);
             }
         }
         Ok(true)
     }
-
-    /// Saves the progress of the pieces settled so far (see `step`).
-    async fn save(&self, progress: &ShardReplay) -> Result<(), ReplayError> {
-        let (store, key) = &self.checkpoint;
-        store
-            .put(PutObject {
-                key: key.clone(),
-                body: serde_json::to_vec(progress).expect("progress always serialises"),
-                content_type: "application/json",
-                content_encoding: None,
-            })
-            .await
-            .map_err(ReplayError::Progress)
-    }
-
-    /// Sleeps `wait`, unless that would pass the step's stop time: then
-    /// `false` (the step ends, the next one waits).
-    async fn wait(&self, wait: Duration) -> bool {
-        let until = Instant::now() + wait;
-        // Waiting out the step's time either way: a step that returned at
-        // once would have the state machine invoke the next one at once,
-        // in a loop, through a long gap in the original traffic.
-        tokio::time::sleep_until(until.min(self.stop_at)).await;
-        until < self.stop_at
-    }
-
-    /// What happened to `piece`, and where the delivery stopped if the
-    /// step's time ran out in the middle of it.
-    async fn deliver(
-        &self,
-        piece: &[Record],
-    ) -> Result<(DeliveryReport, Option<Unsettled>), ReplayError> {
-        match &self.target {
-            Deliver::Function(delivery) => Ok(delivery
-                .deliver_until(piece.to_vec(), Some(self.stop_at))
-                .await?),
-            Deliver::Stream { sink, options } => {
-                let matched: Vec<Record> = piece
-                    .iter()
-                    .filter(|r| self.filters.matches(r))
-                    .cloned()
-                    .collect();
-                let filtered = (piece.len() - matched.len()) as u64;
-                let report = reinject(sink, matched, options).await?;
-                let report = DeliveryReport {
-                    delivered: report.put,
-                    filtered,
-                    invocations: report.calls,
-                    ..DeliveryReport::default()
-                };
-                Ok((report, None))
-            }
-            Deliver::DryRun => {
-                let matched = piece.iter().filter(|r| self.filters.matches(r)).count() as u64;
-                let report = DeliveryReport {
-                    filtered: piece.len() as u64 - matched,
-                    ..DeliveryReport::default()
-                };
-                Ok((report, None))
-            }
-        }
-    }
-}
-
-/// A manifest shard's records after `progress.last`, one chunk at a time.
-async fn replay_manifest_shard<
-    R: ObjectReader,
-    I: Invoker,
-    D: FailureDestination,
-    S: RecordSink,
-    W: ObjectStore,
->(
-    store: &R,
-    shard: &ManifestShard,
-    progress: &mut ShardReplay,
-    sink: &mut Sink<'_, I, D, S, W>,
-) -> Result<bool, ReplayError> {
-    for chunk in &shard.chunks {
-        if progress
-            .last
-            .as_ref()
-            .is_some_and(|last| chunk.last_sequence_number < last.sequence_number)
-        {
-            continue;
-        }
-        let one = ManifestShard {
-            chunks: vec![chunk.clone()],
-            ..shard.clone()
-        };
-        let mut records = Vec::new();
-        read_shard_chunks(store, &one, |r| records.push(r))
-            .await
-            .map_err(|e| ReplayError::Source(Box::new(e)))?;
-        if !sink.take(records, progress).await? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 #[cfg(test)]

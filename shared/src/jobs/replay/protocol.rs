@@ -4,20 +4,14 @@
 use serde::{Deserialize, Serialize};
 
 use super::request::ReplayRequest;
+pub use crate::pipeline::pace::PaceOrigin;
+
+use super::request::ReplaySource;
+use super::summary::ReplaySummary;
 use crate::model::record::{ArrivalTime, Record};
 use crate::model::seqno::{Position, SequenceNumber};
 use crate::request::{RequestError, parse_json};
 use crate::sinks::lambda::DeliveryReport;
-
-/// Where a sped-up replay of a shard started: its first record (arrival)
-/// was put at `wall`; every later record is put at
-/// `wall + (arrival - first arrival) / speedup`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PaceOrigin {
-    pub wall: ArrivalTime,
-    pub arrival: ArrivalTime,
-}
 
 /// One shard's replay between steps: what the state machine carries.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +123,12 @@ impl ReplayEvent {
         | ReplayEvent::Step { request, .. }
         | ReplayEvent::Summary { request, .. }) = &event;
         request.validate()?;
+        if let ReplaySource::Files { .. } = request.source {
+            return Err(RequestError {
+                field: "source.type".to_owned(),
+                message: "FILES is the rewind CLI's (--files); accepted values: MANIFEST, ARCHIVE, DYNAMODB, SCRAPE".to_owned(),
+            });
+        }
         Ok(event)
     }
 }
@@ -144,4 +144,21 @@ pub struct ReplayPlan {
     pub stream_arn: String,
     pub shards: Vec<String>,
     pub groups: Vec<Vec<ShardReplay>>,
+}
+
+/// What the replay function answers, by action.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ReplayOutput {
+    /// `validate`: `{"valid": true}`.
+    Valid {
+        valid: bool,
+    },
+    Plan(ReplayPlan),
+    /// `step`: `{"done": …, "progress": …}`.
+    Step {
+        done: bool,
+        progress: ShardReplay,
+    },
+    Summary(ReplaySummary),
 }

@@ -1,6 +1,8 @@
 //! The replay request: where the records come from, where they go, where
 //! failures and progress go, and every check the types can't make.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::jobs::scrape::ScrapeRequest;
@@ -46,6 +48,24 @@ pub enum ReplaySource {
     /// A scrape request: the replay state machine scrapes first, then
     /// replays the scrape's manifest.
     Scrape { request: Box<ScrapeRequest> },
+    /// Local record-line files (the CLI's `--files`; the function refuses
+    /// them): each one shard's records in sequence order.
+    #[serde(rename_all = "camelCase")]
+    Files {
+        paths: Vec<PathBuf>,
+        /// The stream the records were read from (the events'
+        /// `eventSourceARN`); without it, the files' stream in the replay's
+        /// own account and region.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream_arn: Option<String>,
+    },
+}
+
+impl ReplaySource {
+    /// Local record-line files.
+    pub fn files(paths: Vec<PathBuf>, stream_arn: Option<String>) -> Self {
+        Self::Files { paths, stream_arn }
+    }
 }
 
 fn default_archive_prefix() -> String {
@@ -193,8 +213,21 @@ impl ReplayRequest {
         Ok(request)
     }
 
+    /// As [`ReplayRequest::parse`], for a run on this machine: without an
+    /// `output` or an S3 DLQ, the run keeps its progress in the bucket named
+    /// `""`, which the CLI's buckets make a local folder.
+    pub fn parse_local(json: &[u8]) -> Result<Self, RequestError> {
+        let request: Self = parse_json(json)?;
+        request.check(true)?;
+        Ok(request)
+    }
+
     /// Checks what the types can't.
     pub fn validate(&self) -> Result<(), RequestError> {
+        self.check(false)
+    }
+
+    fn check(&self, local: bool) -> Result<(), RequestError> {
         self.validate_source()?;
         self.validate_target()?;
         self.options.validate().map_err(|error| RequestError {
@@ -227,7 +260,7 @@ impl ReplayRequest {
                 }
                 check_prefix("output.prefix", prefix)?;
             }
-            None if !matches!(self.dlq, Some(DlqLocation::S3 { .. })) => {
+            None if !local && !matches!(self.dlq, Some(DlqLocation::S3 { .. })) => {
                 return Err(invalid(
                     "output",
                     "is missing; without an S3 DLQ name where the run keeps its progress: {\"bucket\": \"...\", \"prefix\": \"replays\"}",
@@ -345,6 +378,21 @@ impl ReplayRequest {
                     ));
                 }
             }
+            ReplaySource::Files { paths, stream_arn } => {
+                if paths.is_empty() {
+                    return Err(invalid("source.paths", "is empty; name the record files"));
+                }
+                if let Some(arn) = stream_arn
+                    && crate::model::event::EventSource::new(arn.clone(), "").is_err()
+                {
+                    return Err(invalid(
+                        "source.streamArn",
+                        format!(
+                            "{arn:?} is not a stream ARN (arn:aws:kinesis:<region>:<account>:stream/<name>)"
+                        ),
+                    ));
+                }
+            }
             ReplaySource::Scrape { request } => {
                 request.validate().map_err(|error| RequestError {
                     field: format!("source.request.{}", error.field),
@@ -459,7 +507,8 @@ impl ReplayRequest {
                 bucket.clone(),
                 join(prefix.trim_end_matches('/'), "replays"),
             ),
-            // validate() requires one of the two.
+            // validate() requires one of the two; a local run keeps its
+            // progress in its own folder, the bucket named "".
             (None, _) => (String::new(), "replays".to_owned()),
         }
     }
