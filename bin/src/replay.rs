@@ -138,34 +138,32 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
     let mut request: Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{}: not JSON", args.request.display()))
         .map_err(bad)?;
-    match args.files.is_empty() {
-        true => {}
-        false => {
-            let object = request
-                .as_object_mut()
-                .ok_or_else(|| bad(anyhow::anyhow!("the request is not a JSON object")))?;
-            if object.contains_key("source") {
-                return Err(bad(anyhow::anyhow!(
-                    "--files replaces the request's source: leave source out of {}",
-                    args.request.display()
-                )));
-            }
-            let stream_arn = args.stream_arn.unwrap_or_default();
-            if stream_name_from_arn(&stream_arn).is_none() {
-                return Err(bad(anyhow::anyhow!(
-                    "--stream-arn {stream_arn:?} is not a stream ARN"
-                )));
-            }
-            object.insert("source".into(), files_source(args.files, Some(stream_arn)));
+    if !args.files.is_empty() {
+        let object = request
+            .as_object_mut()
+            .ok_or_else(|| bad(anyhow::anyhow!("the request is not a JSON object")))?;
+        if object.contains_key("source") {
+            return Err(bad(anyhow::anyhow!(
+                "--files replaces the request's source: leave source out of {}",
+                args.request.display()
+            )));
         }
+        let stream_arn = args.stream_arn.unwrap_or_default();
+        if stream_name_from_arn(&stream_arn).is_none() {
+            return Err(bad(anyhow::anyhow!(
+                "--stream-arn {stream_arn:?} is not a stream ARN"
+            )));
+        }
+        object.insert("source".into(), files_source(args.files, Some(stream_arn))?);
     }
     execute(request, args.common)
 }
 
 /// `--files` as the request's source.
-fn files_source(files: Vec<PathBuf>, stream_arn: Option<String>) -> Value {
+fn files_source(files: Vec<PathBuf>, stream_arn: Option<String>) -> anyhow::Result<Value> {
     serde_json::to_value(ReplaySource::files(files, stream_arn))
-        .expect("a source always serialises")
+        .context("--files: the paths must be UTF-8")
+        .map_err(bad)
 }
 
 pub fn run_reinject(args: ReinjectArgs) -> anyhow::Result<()> {
@@ -187,7 +185,7 @@ pub fn run_reinject(args: ReinjectArgs) -> anyhow::Result<()> {
     } else if !args.files.is_empty() {
         // The records keep their own stream in the envelope; the events'
         // stream ARN is not used by a stream target.
-        files_source(args.files.clone(), None)
+        files_source(args.files.clone(), None)?
     } else {
         return Err(bad(anyhow::anyhow!(
             "name what to put: --files, --archive-bucket (with --source-stream, --from, --to) or --manifest"
