@@ -6,10 +6,11 @@ use std::io::{BufWriter, Write as _};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use rewind_engine::Record;
+use rewind_engine::model::archive::ArchiveLayout;
 use rewind_engine::model::record::ArrivalTime;
 use rewind_engine::model::seqno::SequenceNumber;
-use rewind_engine::sinks::dynamodb::DynamoReader;
-use rewind_engine::sinks::s3_archive::{self, ArchiveLayout, ShardScan};
+use rewind_engine::sources::dynamodb::DynamoReader;
+use rewind_engine::sources::s3_archive::{self, ShardScan};
 use rewind_engine::store::{ObjectReader, S3Store};
 
 use crate::Output;

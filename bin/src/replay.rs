@@ -5,19 +5,17 @@
 //! flags. The shards run one after another, parents first, each to its end;
 //! the summary is the replay state machine's.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use rewind_engine::jobs::replay::{Buckets, ReplayRequest, ReplaySummary, Replayer};
-use rewind_engine::model::chunk::{ChunkReader, Compression};
-use rewind_engine::model::manifest::{Manifest, ManifestChunk, ManifestShard};
+use rewind_engine::jobs::replay::{
+    Buckets, ReplayError, ReplayRequest, ReplaySettings, ReplaySource, ReplaySummary, Replayer,
+};
 use rewind_engine::model::record::stream_name_from_arn;
-use rewind_engine::model::seqno::SequenceNumber;
-use rewind_engine::model::window::{StartPosition, StopCondition};
+use rewind_engine::sources::SourceError;
 use rewind_engine::store::{DirStore, ObjectReader, ObjectStore, PutObject, S3Store, StoreError};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -32,9 +30,6 @@ Exit codes:
   2  bad input: flags, the request file, the record files; nothing was sent
   4  the replay finished, but some batches went to the DLQ (the summary says where)
 (3 is `rewind run`'s \"outcome unknown\"; a local replay always knows its outcome.)";
-
-/// The bucket name that stands for the local folder of `--files`.
-const LOCAL_FILES: &str = "rewind-local-files";
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
@@ -143,26 +138,32 @@ pub fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
     let mut request: Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{}: not JSON", args.request.display()))
         .map_err(bad)?;
-    let files = match args.files.is_empty() {
-        true => None,
-        false => {
-            let object = request
-                .as_object_mut()
-                .ok_or_else(|| bad(anyhow::anyhow!("the request is not a JSON object")))?;
-            if object.contains_key("source") {
-                return Err(bad(anyhow::anyhow!(
-                    "--files replaces the request's source: leave source out of {}",
-                    args.request.display()
-                )));
-            }
-            object.insert(
-                "source".into(),
-                json!({"type": "MANIFEST", "bucket": LOCAL_FILES, "key": "manifest.json"}),
-            );
-            Some(args.files)
+    if !args.files.is_empty() {
+        let object = request
+            .as_object_mut()
+            .ok_or_else(|| bad(anyhow::anyhow!("the request is not a JSON object")))?;
+        if object.contains_key("source") {
+            return Err(bad(anyhow::anyhow!(
+                "--files replaces the request's source: leave source out of {}",
+                args.request.display()
+            )));
         }
-    };
-    execute(request, files, args.stream_arn, args.common)
+        let stream_arn = args.stream_arn.unwrap_or_default();
+        if stream_name_from_arn(&stream_arn).is_none() {
+            return Err(bad(anyhow::anyhow!(
+                "--stream-arn {stream_arn:?} is not a stream ARN"
+            )));
+        }
+        object.insert("source".into(), files_source(args.files, Some(stream_arn))?);
+    }
+    execute(request, args.common)
+}
+
+/// `--files` as the request's source.
+fn files_source(files: Vec<PathBuf>, stream_arn: Option<String>) -> anyhow::Result<Value> {
+    serde_json::to_value(ReplaySource::files(files, stream_arn))
+        .context("--files: the paths must be UTF-8")
+        .map_err(bad)
 }
 
 pub fn run_reinject(args: ReinjectArgs) -> anyhow::Result<()> {
@@ -182,7 +183,9 @@ pub fn run_reinject(args: ReinjectArgs) -> anyhow::Result<()> {
         };
         json!({"type": "MANIFEST", "bucket": bucket, "key": key})
     } else if !args.files.is_empty() {
-        json!({"type": "MANIFEST", "bucket": LOCAL_FILES, "key": "manifest.json"})
+        // The records keep their own stream in the envelope; the events'
+        // stream ARN is not used by a stream target.
+        files_source(args.files.clone(), None)?
     } else {
         return Err(bad(anyhow::anyhow!(
             "name what to put: --files, --archive-bucket (with --source-stream, --from, --to) or --manifest"
@@ -198,13 +201,7 @@ pub fn run_reinject(args: ReinjectArgs) -> anyhow::Result<()> {
     if let Some(rate) = args.records_per_second {
         request["recordsPerSecond"] = json!(rate);
     }
-    let files = (!args.files.is_empty()).then_some(args.files);
-    // Records from files keep their own stream in the envelope; the events'
-    // stream ARN is not used by a stream target.
-    let stream_arn = files
-        .as_ref()
-        .map(|_| "arn:aws:kinesis:us-east-1:000000000000:stream/files".to_owned());
-    execute(request, files, stream_arn, args.common)
+    execute(request, args.common)
 }
 
 /// Where the progress of a local run goes: the folder, or a temporary one
@@ -222,60 +219,31 @@ fn progress_folder(dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<tempfi
     }
 }
 
-fn execute(
-    mut request: Value,
-    files: Option<Vec<PathBuf>>,
-    stream_arn: Option<String>,
-    common: CommonArgs,
-) -> anyhow::Result<()> {
-    // The local folder of --files (its manifest), which also keeps the run's
-    // progress when the request names no place for it.
-    let (local, _temp) = progress_folder(common.dir.as_deref())?;
-    let object = request.as_object_mut().expect("built or checked an object");
-    if !object.contains_key("output")
-        && !object
-            .get("dlq")
-            .is_some_and(|dlq| dlq.get("type") == Some(&json!("S3")))
-    {
-        object.insert(
-            "output".into(),
-            json!({"bucket": LOCAL_FILES, "prefix": "replays"}),
-        );
-    }
-    let request = ReplayRequest::parse(&serde_json::to_vec(&request)?).map_err(bad)?;
+fn execute(request: Value, common: CommonArgs) -> anyhow::Result<()> {
+    // Without an output or an S3 DLQ in the request, the run keeps its
+    // progress here.
+    let (progress, _temp) = progress_folder(common.dir.as_deref())?;
+    let request = ReplayRequest::parse_local(&serde_json::to_vec(&request)?).map_err(bad)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let files_root = match &files {
-            Some(files) => {
-                let root = local.join("files");
-                write_files_manifest(files, stream_arn.as_deref().unwrap_or_default(), &root)
-                    .map_err(bad)?;
-                Some(root)
-            }
-            None => None,
-        };
         let config = common.aws.config().await;
         let buckets = LocalBuckets {
             s3: aws_sdk_s3::Client::new(&config),
             dir: common.dir.clone(),
-            files: files_root,
-            progress: local.clone(),
+            progress,
         };
-        let replayer = Replayer {
+        let replayer = Replayer::new(
             buckets,
-            targets: aws_sdk_lambda::Client::new(&config),
-            streams: aws_sdk_kinesis::Client::new(&config),
-            queues: aws_sdk_sqs::Client::new(&config),
-            tables: Some(aws_sdk_dynamodb::Client::new(&config)),
-            partition: "aws".to_owned(),
-            region: config
-                .region()
-                .map_or_else(|| "us-east-1".to_owned(), ToString::to_string),
-            account_id: std::env::var("REWIND_ACCOUNT_ID")
-                .unwrap_or_else(|_| "000000000000".to_owned()),
-            invoke_identity_arn: String::new(),
-            base_backoff: Duration::from_millis(100),
-        };
+            &config,
+            ReplaySettings {
+                partition: "aws".to_owned(),
+                region: None,
+                account_id: std::env::var("REWIND_ACCOUNT_ID")
+                    .unwrap_or_else(|_| "000000000000".to_owned()),
+                invoke_identity_arn: String::new(),
+                dynamodb: true,
+            },
+        );
         let summary = drive(&replayer, &request, common.json).await?;
         println!("{}", serde_json::to_string_pretty(&summary)?);
         if summary.totals.failed_records > 0 {
@@ -300,7 +268,14 @@ async fn drive<B: Buckets>(
         .run_id
         .clone()
         .unwrap_or_else(|| format!("cli-{}", chrono_stamp()));
-    let plan = replayer.plan(request, &run_id).await?;
+    let plan = replayer
+        .plan(request, &run_id)
+        .await
+        .map_err(|error| match error {
+            // Record files that can't be read are bad input, as a bad request.
+            ReplayError::Source(SourceError::Files(_)) => bad(anyhow::Error::from(error)),
+            error => error.into(),
+        })?;
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
@@ -335,107 +310,12 @@ fn chrono_stamp() -> String {
     format!("{}-{}", now.as_secs(), std::process::id())
 }
 
-/// A manifest over local record-line files, in `root` (the files are linked
-/// into it, not copied): each file one shard's records in sequence order;
-/// a shard's files in sequence order (overlaps allowed); shards in shard-id
-/// order.
-fn write_files_manifest(files: &[PathBuf], stream_arn: &str, root: &Path) -> anyhow::Result<()> {
-    let stream = stream_name_from_arn(stream_arn)
-        .ok_or_else(|| anyhow::anyhow!("--stream-arn {stream_arn:?} is not a stream ARN"))?;
-    std::fs::create_dir_all(root.join("chunks"))
-        .with_context(|| format!("creating {}", root.display()))?;
-    let mut shards: BTreeMap<String, Vec<(ManifestChunk, u64)>> = BTreeMap::new();
-    for (n, path) in files.iter().enumerate() {
-        let name = path.display().to_string();
-        let file = std::fs::File::open(path).with_context(|| format!("opening {name}"))?;
-        let (mut shard, mut first, mut last, mut count) =
-            (None::<String>, None::<SequenceNumber>, None, 0u64);
-        let mut previous = None;
-        for record in ChunkReader::new(name.clone(), file)? {
-            let record = record?;
-            match &shard {
-                None => shard = Some(record.shard_id.clone()),
-                Some(s) if *s != record.shard_id => bail!(
-                    "{name}: records of {s} and {}; each file must hold one shard's records",
-                    record.shard_id
-                ),
-                Some(_) => {}
-            }
-            let position = (record.sequence_number.clone(), record.sub_sequence_number);
-            if previous.as_ref().is_some_and(|p| *p >= position) {
-                bail!(
-                    "{name}: record {} is not after the one before it; a file must be in sequence order",
-                    record.sequence_number
-                );
-            }
-            previous = Some(position);
-            first.get_or_insert_with(|| record.sequence_number.clone());
-            last = Some(record.sequence_number);
-            count += 1;
-        }
-        let (Some(shard), Some(first), Some(last)) = (shard, first, last) else {
-            continue;
-        };
-        let key = format!("chunks/{n}");
-        let link = root.join(&key);
-        let target = std::fs::canonicalize(path).with_context(|| format!("resolving {name}"))?;
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&target, &link)
-            .with_context(|| format!("linking {name} into {}", root.display()))?;
-        shards.entry(shard).or_default().push((
-            ManifestChunk {
-                key,
-                first_sequence_number: first,
-                last_sequence_number: last,
-            },
-            count,
-        ));
-    }
-    let mut manifest_shards = Vec::new();
-    let mut total = 0;
-    for (shard_id, mut chunks) in shards {
-        // In sequence order; files that overlap (archive objects of a
-        // re-delivered batch) are fine: the replay skips every record at or
-        // before the last one it settled, so each is delivered once.
-        chunks.sort_by(|a, b| a.0.first_sequence_number.cmp(&b.0.first_sequence_number));
-        let records: u64 = chunks.iter().map(|c| c.1).sum();
-        total += records;
-        manifest_shards.push(ManifestShard {
-            shard_id,
-            parent_shard_ids: Vec::new(),
-            records,
-            first_sequence_number: chunks.first().map(|c| c.0.first_sequence_number.clone()),
-            last_sequence_number: chunks.last().map(|c| c.0.last_sequence_number.clone()),
-            chunks: chunks.into_iter().map(|c| c.0).collect(),
-            first_arrival: None,
-            last_arrival: None,
-            stop_reason: None,
-            child_shard_ids: Vec::new(),
-        });
-    }
-    let manifest = Manifest {
-        stream: stream.to_owned(),
-        stream_arn: stream_arn.to_owned(),
-        run_id: "files".to_owned(),
-        bucket: LOCAL_FILES.to_owned(),
-        prefix: String::new(),
-        compression: Compression::Gzip,
-        start: StartPosition::TrimHorizon,
-        stop: StopCondition::Latest { as_of: None },
-        shards: manifest_shards,
-        records: total,
-    };
-    std::fs::write(root.join("manifest.json"), serde_json::to_vec(&manifest)?)
-        .with_context(|| format!("writing {}", root.display()))
-}
-
-/// Buckets for a local run: every bucket a folder with `--dir`; otherwise
-/// S3, except the stand-in bucket of `--files` (its manifest) and of the
-/// run's progress, which are local folders.
+/// Buckets for a local run: every bucket a folder with `--dir`, otherwise
+/// S3; the bucket named `""` (a request without an output or an S3 DLQ)
+/// is the run's own progress folder.
 struct LocalBuckets {
     s3: aws_sdk_s3::Client,
     dir: Option<PathBuf>,
-    files: Option<PathBuf>,
     progress: PathBuf,
 }
 
@@ -443,16 +323,9 @@ impl Buckets for LocalBuckets {
     type Store = Store;
 
     fn bucket(&self, name: &str) -> Store {
-        if name == LOCAL_FILES {
-            // The files' manifest and chunks, and the run's progress, side
-            // by side: keys never collide (manifest.json, chunks/, replays/).
-            return Store::Files {
-                files: self.files.as_ref().map(DirStore::new),
-                progress: DirStore::new(&self.progress),
-            };
-        }
         match &self.dir {
             Some(dir) => Store::Dir(DirStore::new(dir)),
+            None if name.is_empty() => Store::Dir(DirStore::new(&self.progress)),
             None => Store::S3(S3Store::new(self.s3.clone(), name)),
         }
     }
@@ -461,59 +334,36 @@ impl Buckets for LocalBuckets {
 enum Store {
     Dir(DirStore),
     S3(S3Store),
-    Files {
-        files: Option<DirStore>,
-        progress: DirStore,
-    },
-}
-
-impl Store {
-    /// The store a key of the `--files` stand-in bucket is in.
-    fn of(&self, key: &str) -> Either<'_> {
-        match self {
-            Store::Dir(d) => Either::Dir(d),
-            Store::S3(s) => Either::S3(s),
-            Store::Files { files, progress } => match files {
-                Some(files) if !key.starts_with("replays/") => Either::Dir(files),
-                _ => Either::Dir(progress),
-            },
-        }
-    }
-}
-
-enum Either<'a> {
-    Dir(&'a DirStore),
-    S3(&'a S3Store),
 }
 
 impl ObjectStore for Store {
     async fn put(&self, object: PutObject) -> Result<(), StoreError> {
-        match self.of(&object.key) {
-            Either::Dir(d) => d.put(object).await,
-            Either::S3(s) => s.put(object).await,
+        match self {
+            Store::Dir(d) => d.put(object).await,
+            Store::S3(s) => s.put(object).await,
         }
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        match self.of(key) {
-            Either::Dir(d) => d.delete(key).await,
-            Either::S3(s) => s.delete(key).await,
+        match self {
+            Store::Dir(d) => d.delete(key).await,
+            Store::S3(s) => s.delete(key).await,
         }
     }
 }
 
 impl ObjectReader for Store {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        match self.of(prefix) {
-            Either::Dir(d) => d.list(prefix).await,
-            Either::S3(s) => s.list(prefix).await,
+        match self {
+            Store::Dir(d) => d.list(prefix).await,
+            Store::S3(s) => s.list(prefix).await,
         }
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        match self.of(key) {
-            Either::Dir(d) => d.get(key).await,
-            Either::S3(s) => s.get(key).await,
+        match self {
+            Store::Dir(d) => d.get(key).await,
+            Store::S3(s) => s.get(key).await,
         }
     }
 }

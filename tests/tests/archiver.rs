@@ -25,6 +25,7 @@ use rewind_engine::jobs::mapping::EventSourceMapping;
 use rewind_engine::jobs::mapping::config::MappingConfig;
 use rewind_engine::jobs::mapping::report::Stopped;
 use rewind_engine::jobs::mapping::wall_clock;
+use rewind_engine::model::archive::ArchiveLayout;
 use rewind_engine::model::chunk;
 use rewind_engine::model::event::EventSource;
 use rewind_engine::model::kpl::{self, UserRecord};
@@ -33,10 +34,10 @@ use rewind_engine::model::window::StartPosition;
 use rewind_engine::sinks::dlq::LogOnlyDestination;
 use rewind_engine::sinks::lambda::invoker::{Invocation, InvokeError, Invoker, LambdaInvoker};
 use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
-use rewind_engine::sinks::s3_archive::{self, ArchiveLayout, ShardScan};
 use rewind_engine::sources::kinesis::{
     KinesisSource, ReadOptions, ShardPoller, list_shards, resolve_stream_arn,
 };
+use rewind_engine::sources::s3_archive::{self, ShardScan};
 use rewind_engine::store::{ObjectReader, S3Store};
 use rewind_engine::{ArrivalTime, Record};
 use rewind_local::sdk::s3_client;

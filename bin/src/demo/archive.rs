@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rewind_engine::ArrivalTime;
 use rewind_engine::jobs::mapping::wall_clock;
-use rewind_engine::sinks::s3_archive::{ArchiveLayout, ShardScan, plan_scan};
+use rewind_engine::model::archive::ArchiveLayout;
+use rewind_engine::sources::s3_archive::{ShardScan, plan_scan};
 use rewind_engine::store::S3Store;
 
 use super::progress;

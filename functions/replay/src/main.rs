@@ -5,12 +5,12 @@
 //! `step` per shard until done, `summary`). See [`settings`] for its
 //! settings.
 
-use std::time::Duration;
-
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use rewind_engine::jobs::replay::{ReplayError, ReplayEvent, Replayer};
+use rewind_engine::jobs::replay::{
+    ReplayError, ReplayEvent, ReplayOutput, ReplaySettings, Replayer,
+};
 use rewind_function::step::Failure;
 use serde_json::Value;
 
@@ -26,26 +26,26 @@ async fn main() -> Result<(), Error> {
         .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
         .load()
         .await;
-    let replayer = Replayer {
-        buckets: aws_sdk_s3::Client::new(&sdk),
-        targets: aws_sdk_lambda::Client::new(&sdk),
-        streams: aws_sdk_kinesis::Client::new(&sdk),
-        queues: aws_sdk_sqs::Client::new(&sdk),
-        tables: settings
-            .dynamodb
-            .then(|| aws_sdk_dynamodb::Client::new(&sdk)),
-        partition: settings.partition,
-        region: sdk
-            .region()
-            .map(ToString::to_string)
-            .unwrap_or(settings.region),
-        account_id: settings.account_id,
-        invoke_identity_arn: settings.invoke_identity_arn,
-        base_backoff: Duration::from_millis(100),
-    };
+    let replayer = Replayer::new(
+        aws_sdk_s3::Client::new(&sdk),
+        &sdk,
+        ReplaySettings {
+            partition: settings.partition,
+            region: Some(
+                sdk.region()
+                    .map(ToString::to_string)
+                    .unwrap_or(settings.region),
+            ),
+            account_id: settings.account_id,
+            invoke_identity_arn: settings.invoke_identity_arn,
+            dynamodb: settings.dynamodb,
+        },
+    );
     let replayer = &replayer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle(replayer, event).await
+        // Boxed: the runtime's future around a whole replay step would pass
+        // the compiler's layout depth.
+        Box::pin(handle(replayer, event)).await
     }))
     .await
 }
@@ -53,7 +53,7 @@ async fn main() -> Result<(), Error> {
 async fn handle(
     replayer: &Replayer,
     event: LambdaEvent<Value>,
-) -> Result<Value, Failure<ReplayError>> {
+) -> Result<ReplayOutput, Failure<ReplayError>> {
     // The replay's step future is deep: boxed, so the runtime's future
     // around it stays within the compiler's layout depth.
     rewind_function::step::run(

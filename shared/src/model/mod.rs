@@ -1,6 +1,8 @@
 //! The record model and its formats: what every other layer speaks.
 
+pub mod archive;
 pub mod chunk;
+pub mod dynamodb_item;
 pub mod event;
 pub mod kpl;
 pub mod manifest;

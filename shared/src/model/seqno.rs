@@ -220,6 +220,13 @@ pub struct Position {
 }
 
 impl Position {
+    pub fn new(sequence_number: SequenceNumber, sub_sequence_number: Option<u64>) -> Self {
+        Self {
+            sequence_number,
+            sub_sequence_number,
+        }
+    }
+
     /// The record's position.
     pub fn of(record: &crate::model::record::Record) -> Self {
         Self {

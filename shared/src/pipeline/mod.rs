@@ -2,5 +2,7 @@
 
 pub mod batch;
 pub mod deaggregate;
+pub mod dedupe;
 pub mod filter;
 pub mod lineage;
+pub mod pace;

@@ -25,14 +25,14 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use tracing::{debug, warn};
 
-use crate::model::record::{ArrivalTime, EncryptionType, Record};
-use crate::model::seqno::{MAX_DIGITS, SequenceNumber, UserRecordId};
+pub use crate::model::dynamodb_item::{LATEST_SORT_KEY, hash_key, position_key, position_range};
+use crate::model::record::{EncryptionType, Record};
+use crate::model::seqno::{Position, UserRecordId};
 use crate::store::{ObjectStore, PutObject, StoreError};
 
 /// DynamoDB's item size limit (400 KB, counted as KiB by DynamoDB).
@@ -42,11 +42,6 @@ pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 const ITEM_SIZE_MARGIN: usize = 2 * 1024;
 /// BatchWriteItem takes at most 25 requests.
 const BATCH_WRITE_LIMIT: usize = 25;
-/// The range key of a `LATEST` item. Sorts after every `<position>`
-/// (letters sort after digits), so range queries never see it.
-pub const LATEST_SORT_KEY: &str = "LATEST";
-const SUB_SEQUENCE_DIGITS: usize = 20;
-
 /// What the DynamoDB archive keeps for a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ArchiveMode {
@@ -102,31 +97,6 @@ pub struct StreamSettings {
     pub ttl: Option<Duration>,
 }
 
-/// `<stream>#<partitionKey>`.
-pub fn hash_key(stream: &str, partition_key: &str) -> String {
-    format!("{stream}#{partition_key}")
-}
-
-/// The `sk` of a user record's `ALL` item, and the `position` attribute the
-/// `LATEST` condition compares.
-pub fn position_key(sequence_number: &SequenceNumber, sub_sequence_number: Option<u64>) -> String {
-    format!(
-        "{}#{:0width$}",
-        sequence_number.to_padded(),
-        sub_sequence_number.unwrap_or(0),
-        width = SUB_SEQUENCE_DIGITS
-    )
-}
-
-/// The smallest and largest `sk` of the records with sequence numbers in
-/// `from..=to` (any sub-sequence).
-pub fn position_range(from: &SequenceNumber, to: &SequenceNumber) -> (String, String) {
-    (
-        format!("{}#{}", from.to_padded(), "0".repeat(SUB_SEQUENCE_DIGITS)),
-        format!("{}#{}", to.to_padded(), "9".repeat(SUB_SEQUENCE_DIGITS)),
-    )
-}
-
 /// Where a record's data goes when its item would be too large.
 pub fn overflow_key(prefix: &str, record: &Record) -> String {
     let name = match record.sub_sequence_number {
@@ -152,7 +122,7 @@ pub fn item(
     ttl: Option<Duration>,
     data: Result<&[u8], &str>,
 ) -> HashMap<String, AttributeValue> {
-    let position = position_key(&record.sequence_number, record.sub_sequence_number);
+    let position = position_key(&Position::of(record));
     let mut item = HashMap::new();
     let s = |v: &str| AttributeValue::S(v.to_owned());
     let n = |v: String| AttributeValue::N(v);
@@ -541,9 +511,7 @@ fn latest_candidates(records: &[Record], pending: &[usize]) -> Vec<usize> {
             .entry((r.stream.as_str(), r.partition_key.as_str()))
             .or_insert(i);
         let current = &records[*entry];
-        if (&r.sequence_number, r.sub_sequence_number)
-            > (&current.sequence_number, current.sub_sequence_number)
-        {
+        if Position::of(r) > Position::of(current) {
             *entry = i;
         }
     }
@@ -558,296 +526,5 @@ fn item_key(item: &HashMap<String, AttributeValue>) -> (String, String) {
     (text("pk"), text("sk"))
 }
 
-/// Reads an item written by [`item`] back as a record. `data` is empty when
-/// the payload lives in S3 (see the returned key).
-pub fn record_from_item(
-    item: &HashMap<String, AttributeValue>,
-) -> Result<(Record, Option<String>), ItemError> {
-    let text = |name: &'static str| match item.get(name) {
-        Some(AttributeValue::S(s)) => Ok(s.clone()),
-        _ => Err(ItemError::Missing { attribute: name }),
-    };
-    let number = |name: &'static str| match item.get(name) {
-        Some(AttributeValue::N(n)) => Ok(Some(n.clone())),
-        None => Ok(None),
-        _ => Err(ItemError::Missing { attribute: name }),
-    };
-    let sequence_number =
-        SequenceNumber::parse(&text("sequenceNumber")?).map_err(|source| ItemError::Invalid {
-            attribute: "sequenceNumber",
-            message: source.to_string(),
-        })?;
-    let sub_sequence_number = number("subSequenceNumber")?
-        .map(|n| n.parse::<u64>())
-        .transpose()
-        .map_err(|e| ItemError::Invalid {
-            attribute: "subSequenceNumber",
-            message: e.to_string(),
-        })?;
-    let arrival = number("approximateArrivalTimestamp")?.ok_or(ItemError::Missing {
-        attribute: "approximateArrivalTimestamp",
-    })?;
-    let approximate_arrival_timestamp = arrival
-        .parse::<f64>()
-        .ok()
-        .and_then(ArrivalTime::from_epoch_seconds)
-        .ok_or_else(|| ItemError::Invalid {
-            attribute: "approximateArrivalTimestamp",
-            message: arrival.clone(),
-        })?;
-    let (data, overflow) = match (item.get("data"), item.get("dataS3Key")) {
-        (Some(AttributeValue::B(b)), _) => (b.as_ref().to_vec(), None),
-        (_, Some(AttributeValue::S(key))) => (Vec::new(), Some(key.clone())),
-        _ => return Err(ItemError::Missing { attribute: "data" }),
-    };
-    Ok((
-        Record {
-            stream: text("stream")?,
-            shard_id: text("shardId")?,
-            sequence_number,
-            sub_sequence_number,
-            partition_key: text("partitionKey")?,
-            explicit_hash_key: text("explicitHashKey").ok(),
-            encryption_type: text("encryptionType")
-                .ok()
-                .filter(|t| t == "KMS")
-                .map(|_| EncryptionType::Kms),
-            approximate_arrival_timestamp,
-            data,
-        },
-        overflow,
-    ))
-}
-
-/// Where a paged read resumes (DynamoDB's `LastEvaluatedKey`).
-pub type PageKey = HashMap<String, AttributeValue>;
-
-/// One page of archive items read back.
-#[derive(Debug, Default)]
-pub struct Page {
-    /// Records in key order; the data of an overflowed record is empty and
-    /// its S3 key is given beside it.
-    pub records: Vec<(Record, Option<String>)>,
-    /// `Some` when there is more to read.
-    pub next: Option<PageKey>,
-}
-
-/// Reading the DynamoDB archive back, a page at a time (bounded memory
-/// whatever the table's size).
-#[derive(Debug, Clone)]
-pub struct DynamoReader {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
-}
-
-/// A read of the archive table that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("reading DynamoDB table {table} failed: {message}")]
-    Request {
-        table: String,
-        message: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("DynamoDB table {table}: {source}")]
-    Item {
-        table: String,
-        #[source]
-        source: ItemError,
-    },
-}
-
-impl DynamoReader {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
-    }
-
-    fn request_error<E>(&self, error: aws_sdk_dynamodb::error::SdkError<E>) -> ReadError
-    where
-        E: std::error::Error + Send + Sync + 'static,
-    {
-        ReadError::Request {
-            table: self.table.clone(),
-            message: DisplayErrorContext(&error).to_string(),
-            source: Box::new(error),
-        }
-    }
-
-    fn records(
-        &self,
-        items: &[HashMap<String, AttributeValue>],
-    ) -> Result<Vec<(Record, Option<String>)>, ReadError> {
-        items
-            .iter()
-            .map(|item| {
-                record_from_item(item).map_err(|source| ReadError::Item {
-                    table: self.table.clone(),
-                    source,
-                })
-            })
-            .collect()
-    }
-
-    /// `ALL` items of one partition key, in sequence order, with sequence
-    /// numbers in `from..=to` (either bound optional).
-    pub async fn query(
-        &self,
-        stream: &str,
-        partition_key: &str,
-        from: Option<&SequenceNumber>,
-        to: Option<&SequenceNumber>,
-        limit: i32,
-        start: Option<PageKey>,
-    ) -> Result<Page, ReadError> {
-        let zero = SequenceNumber::parse("0").expect("0 is a sequence number");
-        let max =
-            SequenceNumber::parse(&"9".repeat(MAX_DIGITS)).expect("129 nines is a sequence number");
-        let (low, high) = position_range(from.unwrap_or(&zero), to.unwrap_or(&max));
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
-            .expression_attribute_values(":pk", AttributeValue::S(hash_key(stream, partition_key)))
-            .expression_attribute_values(":low", AttributeValue::S(low))
-            .expression_attribute_values(":high", AttributeValue::S(high))
-            .limit(limit)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| self.request_error(e))?;
-        Ok(Page {
-            records: self.records(output.items())?,
-            next: output.last_evaluated_key().cloned(),
-        })
-    }
-
-    /// The shards that hold `ALL` items of one partition key with sequence
-    /// numbers in `from..=to`: a query of the keys and `shardId` only, so a
-    /// plan doesn't read every record's data to learn them.
-    pub async fn shards_of(
-        &self,
-        stream: &str,
-        partition_key: &str,
-        from: Option<&SequenceNumber>,
-        to: Option<&SequenceNumber>,
-    ) -> Result<std::collections::BTreeSet<String>, ReadError> {
-        let zero = SequenceNumber::parse("0").expect("0 is a sequence number");
-        let max =
-            SequenceNumber::parse(&"9".repeat(MAX_DIGITS)).expect("129 nines is a sequence number");
-        let (low, high) = position_range(from.unwrap_or(&zero), to.unwrap_or(&max));
-        let mut shards = std::collections::BTreeSet::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
-                .projection_expression("shardId")
-                .expression_attribute_values(
-                    ":pk",
-                    AttributeValue::S(hash_key(stream, partition_key)),
-                )
-                .expression_attribute_values(":low", AttributeValue::S(low.clone()))
-                .expression_attribute_values(":high", AttributeValue::S(high.clone()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| self.request_error(e))?;
-            for item in output.items() {
-                if let Some(AttributeValue::S(shard)) = item.get("shardId") {
-                    shards.insert(shard.clone());
-                }
-            }
-            match output.last_evaluated_key() {
-                Some(next) => start = Some(next.clone()),
-                None => return Ok(shards),
-            }
-        }
-    }
-
-    /// The `LATEST` item of one partition key.
-    pub async fn latest(
-        &self,
-        stream: &str,
-        partition_key: &str,
-    ) -> Result<Option<(Record, Option<String>)>, ReadError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(hash_key(stream, partition_key)))
-            .key("sk", AttributeValue::S(LATEST_SORT_KEY.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.request_error(e))?;
-        match output.item() {
-            Some(item) => Ok(self.records(std::slice::from_ref(item))?.pop()),
-            None => Ok(None),
-        }
-    }
-
-    /// Items of a stream that arrived in `from..to`, in table order (a
-    /// scan: use it when the partition key is unknown). `latest` chooses the
-    /// `LATEST` items instead of the `ALL` ones.
-    pub async fn scan(
-        &self,
-        stream: &str,
-        from: ArrivalTime,
-        to: ArrivalTime,
-        latest: bool,
-        limit: i32,
-        start: Option<PageKey>,
-    ) -> Result<Page, ReadError> {
-        let seconds = |t: ArrivalTime| serde_json::to_string(&t).expect("an f64 always serialises");
-        let sk_test = if latest {
-            "sk = :latest"
-        } else {
-            "sk <> :latest"
-        };
-        let output = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .filter_expression(format!(
-                "#stream = :stream AND {sk_test} AND approximateArrivalTimestamp >= :from AND approximateArrivalTimestamp < :to"
-            ))
-            .expression_attribute_names("#stream", "stream")
-            .expression_attribute_values(":stream", AttributeValue::S(stream.to_owned()))
-            .expression_attribute_values(":latest", AttributeValue::S(LATEST_SORT_KEY.to_owned()))
-            .expression_attribute_values(":from", AttributeValue::N(seconds(from)))
-            .expression_attribute_values(":to", AttributeValue::N(seconds(to)))
-            .limit(limit)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| self.request_error(e))?;
-        Ok(Page {
-            records: self.records(output.items())?,
-            next: output.last_evaluated_key().cloned(),
-        })
-    }
-}
-
-/// An archive item that isn't one this engine wrote.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ItemError {
-    #[error("archive item has no {attribute} attribute of the expected type")]
-    Missing { attribute: &'static str },
-    #[error("archive item attribute {attribute} is invalid: {message}")]
-    Invalid {
-        attribute: &'static str,
-        message: String,
-    },
-}
-
-const _: () = assert!(MAX_DIGITS == 129, "position keys assume 129-digit padding");
-
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

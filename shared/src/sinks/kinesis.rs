@@ -188,8 +188,12 @@ pub async fn reinject<S: RecordSink>(
             Ok(results) => results,
             Err(error @ PutError::Retryable { .. }) => {
                 failing_rounds += 1;
-                let error = &error as &(dyn std::error::Error + 'static);
-                debug!(error, "PutRecords failed as a whole; retrying");
+                {
+                    // Scoped: a `&dyn Error` held across the sleep would make
+                    // the future not `Send`.
+                    let error = &error as &(dyn std::error::Error + 'static);
+                    debug!(error, "PutRecords failed as a whole; retrying");
+                }
                 tokio::time::sleep(crate::backoff::backoff(
                     options.base_backoff,
                     failing_rounds,

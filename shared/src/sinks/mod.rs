@@ -1,8 +1,52 @@
-//! Where records go.
+//! Where records go. A replay settles its records through one seam,
+//! [`Target`]: a piece of one shard's records, settled up to a stop time,
+//! with its counters and the first record it left unsettled. A new target
+//! is one file here and one variant of the replay request's target.
 
 pub mod dlq;
+pub mod dry_run;
 pub mod dynamodb;
+pub mod function_target;
 pub mod kinesis;
 pub mod lambda;
 pub mod s3_archive;
 pub mod s3_chunks;
+pub mod stream_target;
+
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+
+use crate::model::record::Record;
+use crate::model::seqno::Position;
+
+/// What became of a piece.
+#[derive(Debug, Default)]
+pub struct Settled {
+    pub report: lambda::DeliveryReport,
+    /// The first record not settled when the stop time came in the middle
+    /// of the piece: it and everything after it are taken again.
+    pub unsettled: Option<Position>,
+}
+
+/// Why a piece could not be settled.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Delivery(#[from] lambda::DeliveryError),
+    #[error(transparent)]
+    Reinject(#[from] kinesis::ReinjectError),
+}
+
+/// Where a replay's records go.
+pub trait Target: Send + Sync {
+    /// Records per piece: what one call of [`Target::settle`] takes at most.
+    fn piece(&self) -> usize;
+
+    /// Settles `piece` (one shard's records, in order), starting nothing
+    /// after `stop_at`.
+    fn settle(
+        &self,
+        piece: Vec<Record>,
+        stop_at: Instant,
+    ) -> BoxFuture<'_, Result<Settled, TargetError>>;
+}

@@ -1,3 +1,87 @@
-//! Where records come from.
+//! Where records come from. A replay reads through one seam,
+//! [`RecordSource`]: the shards a source holds, in lineage groups, and one
+//! shard's records after a [`Position`], a bounded page at a time. A new
+//! source is one file here and one variant of the replay request's source.
 
+pub mod dynamodb;
+pub mod files;
 pub mod kinesis;
+pub mod manifest;
+pub mod s3_archive;
+
+pub use futures_util::future::BoxFuture;
+
+use crate::model::chunk::ChunkError;
+use crate::model::record::Record;
+use crate::model::seqno::Position;
+use crate::request::RequestError;
+use crate::store::StoreError;
+
+/// The stream a source's records were read from, as far as it knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceStream {
+    /// The stream's ARN (a scrape's manifest keeps it).
+    Arn(String),
+    /// Its name only (the archives, local files): the reader places it in
+    /// its own partition, region and account.
+    Name(String),
+}
+
+/// A source of records, opened for one request.
+pub trait RecordSource: Send + Sync {
+    /// The stream the records were read from.
+    fn stream(&self) -> SourceStream;
+
+    /// The shards it holds in lineage groups: shards related by a split or a
+    /// merge in one group, parents first; groups are independent.
+    fn shards(&self) -> BoxFuture<'_, Result<Vec<Vec<String>>, SourceError>>;
+
+    /// One shard's records after `after` (from its start when `None`), a
+    /// page at a time. A page can still hold records at or before `after`
+    /// (a chunk or a DynamoDB page starts where it starts): the reader skips
+    /// them ([`crate::pipeline::dedupe`]).
+    fn pages<'a>(
+        &'a self,
+        shard_id: &'a str,
+        after: Option<&'a Position>,
+    ) -> BoxFuture<'a, Result<Box<dyn Pages + 'a>, SourceError>>;
+}
+
+/// One shard's records, page by page.
+pub trait Pages: Send {
+    /// The next page, in sequence order (possibly empty); `None` at the end.
+    fn next_page(&mut self) -> BoxFuture<'_, Result<Option<Vec<Record>>, SourceError>>;
+}
+
+/// Shards whose lineage the source doesn't keep, in shard-id order (which
+/// is lineage order: Kinesis numbers a child after its parents): one group,
+/// so that a child never starts before its parents end.
+pub fn one_group(shards: Vec<String>) -> Vec<Vec<String>> {
+    if shards.is_empty() {
+        Vec::new()
+    } else {
+        vec![shards]
+    }
+}
+
+/// Why a source could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    #[error(transparent)]
+    Dynamo(#[from] dynamodb::ReadError),
+    #[error("{key}: not a scrape manifest")]
+    Manifest {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The request asks for what the source doesn't hold.
+    #[error("invalid replay request: {}: {}", .0.field, .0.message)]
+    Request(RequestError),
+    #[error(transparent)]
+    Files(#[from] files::FilesError),
+}

@@ -44,780 +44,42 @@
 //! starts after the checkpoint, so only the piece it was in the middle of is
 //! delivered again: at least once, never skipped.
 
+mod error;
+mod protocol;
+mod request;
+mod summary;
+
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::jobs::scrape::{ScrapeRequest, read_shard_chunks};
-use crate::jobs::step::ErrorType;
-use crate::model::event::{EventSource, StreamArnError};
-use crate::model::manifest::{Manifest, ManifestShard};
+pub use error::ReplayError;
+pub use protocol::{PaceOrigin, ReplayEvent, ReplayOutput, ReplayPlan, ShardReplay};
+use request::invalid;
+pub use request::{DlqLocation, ReplayRequest, ReplaySource, ReplayTarget, RunOutput};
+pub use summary::{MAX_LISTED_LOCATIONS, ReplaySummary, ReplayTotals, ShardSummary};
+
+use crate::model::archive::ArchiveLayout;
+use crate::model::event::EventSource;
 use crate::model::record::{ArrivalTime, Record};
-use crate::model::seqno::{Position, SequenceNumber};
-use crate::pipeline::lineage::lineage_groups;
-use crate::request::{RequestError, parse_json};
-use crate::sinks::dlq::{
-    DestinationError, FailureDestination, FailureRecord, S3FailureDestination,
-    SqsFailureDestination,
-};
-use crate::sinks::dynamodb::{DynamoReader, ReadError};
-use crate::sinks::kinesis::{KinesisSink, RecordSink, ReinjectError, ReinjectOptions, reinject};
-use crate::sinks::lambda::invoker::{Invoker, LambdaInvoker};
-use crate::sinks::lambda::options::MappingOptions;
-use crate::sinks::lambda::{Delivery, DeliveryError, DeliveryReport, Unsettled};
-use crate::sinks::s3_archive::{ArchiveLayout, ShardScan, plan_scan};
-use crate::store::{ObjectReader, ObjectStore, PutObject, StoreError};
-
-/// Where the records come from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
-pub enum ReplaySource {
-    /// A scrape's manifest.
-    Manifest { bucket: String, key: String },
-    /// The S3 archive of `stream`, records that arrived in `from..to`.
-    Archive {
-        bucket: String,
-        #[serde(default = "default_archive_prefix")]
-        prefix: String,
-        /// Stream name, as the archive's partitions name it.
-        stream: String,
-        /// Epoch seconds, inclusive.
-        from: ArrivalTime,
-        /// Epoch seconds, exclusive.
-        to: ArrivalTime,
-    },
-    /// The DynamoDB archive (`ALL` items) of one partition key, sequence
-    /// numbers in `fromSequenceNumber..=toSequenceNumber`.
-    #[serde(rename = "DYNAMODB", rename_all = "camelCase")]
-    Dynamodb {
-        table: String,
-        stream: String,
-        partition_key: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        from_sequence_number: Option<SequenceNumber>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        to_sequence_number: Option<SequenceNumber>,
-        /// The archive bucket, where records too large for an item keep
-        /// their data.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        overflow_bucket: Option<String>,
-    },
-    /// A scrape request: the replay state machine scrapes first, then
-    /// replays the scrape's manifest.
-    Scrape { request: Box<ScrapeRequest> },
-}
-
-fn default_archive_prefix() -> String {
-    "archive".to_owned()
-}
-
-/// Where the records go.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
-pub enum ReplayTarget {
-    #[serde(rename_all = "camelCase")]
-    Function {
-        /// Name, ARN or partial ARN.
-        function_name: String,
-        /// Version or alias.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        qualifier: Option<String>,
-        /// The events' `invokeIdentityArn` (a live mapping shows the target
-        /// function's execution role); the replay function's default when
-        /// absent.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        invoke_identity_arn: Option<String>,
-    },
-    /// Re-injection: `PutRecords` onto a stream.
-    #[serde(rename_all = "camelCase")]
-    Stream {
-        /// Name or ARN.
-        stream: String,
-        /// Wrap each payload in the Node.js archiver's metadata envelope
-        /// (`<sep>{originalApproximateArrivalTimestamp,…}<sep><payload>`).
-        #[serde(default)]
-        include_metadata: bool,
-        /// The envelope's separator (1 to 16 bytes of UTF-8).
-        #[serde(default = "default_separator")]
-        separator: String,
-        /// Put records with their original explicit hash keys (to the same
-        /// hash ranges), when the record lines have them.
-        #[serde(default)]
-        keep_explicit_hash_key: bool,
-        /// Keep each shard's original inter-arrival timing, this many times
-        /// faster (2: twice as fast); absent: as fast as the limits allow.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        speedup: Option<f64>,
-    },
-}
-
-fn default_separator() -> String {
-    "|".to_owned()
-}
-
-/// Where failed batches go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
-pub enum DlqLocation {
-    /// One object per failed batch, with the whole event, as the mapping's
-    /// S3 on-failure destination writes it.
-    S3 {
-        bucket: String,
-        #[serde(default = "default_dlq_prefix")]
-        prefix: String,
-    },
-    /// One message per failed batch: the mapping's on-failure record,
-    /// without the records.
-    #[serde(rename_all = "camelCase")]
-    Sqs { queue_url: String },
-}
-
-fn default_dlq_prefix() -> String {
-    "dlq".to_owned()
-}
-
-/// Where a run keeps its per-shard progress (read by the summary).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RunOutput {
-    pub bucket: String,
-    #[serde(default = "default_output_prefix")]
-    pub prefix: String,
-}
-
-/// Under the S3 DLQ's default prefix, where the stack lets the replay
-/// function write (`ReplayPrefix`).
-fn default_output_prefix() -> String {
-    "dlq/replays".to_owned()
-}
-
-/// A replay request: the replay state machine's input.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ReplayRequest {
-    pub source: ReplaySource,
-    pub target: ReplayTarget,
-    /// Named as the event source mapping names them; `FilterCriteria`
-    /// applies to both targets, the others to `FUNCTION` targets only.
-    #[serde(default)]
-    pub options: MappingOptions,
-    /// Required for a `FUNCTION` target; not for a `STREAM` target, which
-    /// retries failed entries until they are stored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dlq: Option<DlqLocation>,
-    /// Where the run's progress goes; by default the S3 DLQ's bucket, under
-    /// `<dlq prefix>/replays`. Required without an S3 DLQ.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<RunOutput>,
-    /// At most this many records per second per shard (replay's own pace
-    /// limit, so a replay leaves room for live traffic).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub records_per_second: Option<f64>,
-    /// Read and validate every record, invoke nothing.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// Names the run (DLQ folder and progress); the state machine passes its
-    /// execution name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-    /// Lineage groups replayed at the same time by the replay state machine
-    /// (its Map's `MaxConcurrency`, 1 when absent); the shards of a group
-    /// go one after another, parents first. The function ignores it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<u32>,
-}
-
-fn invalid(field: &str, message: impl Into<String>) -> RequestError {
-    RequestError {
-        field: field.to_owned(),
-        message: message.into(),
-    }
-}
-
-fn check_prefix(field: &str, prefix: &str) -> Result<(), RequestError> {
-    if prefix.starts_with('/') || prefix.contains("//") {
-        return Err(invalid(
-            field,
-            format!("{prefix:?} must not start with / or contain //"),
-        ));
-    }
-    Ok(())
-}
-
-impl ReplayRequest {
-    /// Parses and validates a request, before any work.
-    pub fn parse(json: &[u8]) -> Result<Self, RequestError> {
-        let request: Self = parse_json(json)?;
-        request.validate()?;
-        Ok(request)
-    }
-
-    /// Checks what the types can't.
-    pub fn validate(&self) -> Result<(), RequestError> {
-        self.validate_source()?;
-        self.validate_target()?;
-        self.options.validate().map_err(|error| RequestError {
-            field: format!("options.{}", error.field),
-            message: error.message,
-        })?;
-        match &self.dlq {
-            Some(DlqLocation::S3 { bucket, prefix }) => {
-                if bucket.is_empty() {
-                    return Err(invalid("dlq.bucket", "is empty; name the DLQ bucket"));
-                }
-                check_prefix("dlq.prefix", prefix)?;
-            }
-            Some(DlqLocation::Sqs { queue_url })
-                if !(queue_url.starts_with("https://") || queue_url.starts_with("http://")) =>
-            {
-                return Err(invalid(
-                    "dlq.queueUrl",
-                    format!(
-                        "{queue_url:?}; accepted values: an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<queue>)"
-                    ),
-                ));
-            }
-            Some(DlqLocation::Sqs { .. }) | None => {}
-        }
-        match &self.output {
-            Some(RunOutput { bucket, prefix }) => {
-                if bucket.is_empty() {
-                    return Err(invalid("output.bucket", "is empty; name the bucket"));
-                }
-                check_prefix("output.prefix", prefix)?;
-            }
-            None if !matches!(self.dlq, Some(DlqLocation::S3 { .. })) => {
-                return Err(invalid(
-                    "output",
-                    "is missing; without an S3 DLQ name where the run keeps its progress: {\"bucket\": \"...\", \"prefix\": \"replays\"}",
-                ));
-            }
-            None => {}
-        }
-        if let Some(rate) = self.records_per_second
-            && !(rate.is_finite() && rate > 0.0)
-        {
-            return Err(invalid(
-                "recordsPerSecond",
-                format!("{rate}; accepted values: a number greater than 0"),
-            ));
-        }
-        if let Some(n) = self.max_concurrency
-            && !(1..=crate::jobs::scrape::MAX_CONCURRENCY).contains(&n)
-        {
-            return Err(invalid(
-                "maxConcurrency",
-                format!(
-                    "{n} is out of range; accepted values: 1 to {}",
-                    crate::jobs::scrape::MAX_CONCURRENCY
-                ),
-            ));
-        }
-        if let Some(run_id) = &self.run_id
-            && !crate::request::valid_name(run_id, 80)
-        {
-            return Err(invalid(
-                "runId",
-                format!("{run_id:?}; accepted values: 1 to 80 of a-z A-Z 0-9 _ . -"),
-            ));
-        }
-        Ok(())
-    }
-
-    fn validate_source(&self) -> Result<(), RequestError> {
-        let stream_name = |field: &str, stream: &str| {
-            if crate::request::valid_name(stream, 128) {
-                Ok(())
-            } else {
-                Err(invalid(
-                    field,
-                    format!("{stream:?} is not a stream name ([a-zA-Z0-9_.-]{{1,128}})"),
-                ))
-            }
-        };
-        match &self.source {
-            ReplaySource::Manifest { bucket, key } => {
-                if bucket.is_empty() {
-                    return Err(invalid("source.bucket", "is empty; name the bucket"));
-                }
-                if key.is_empty() {
-                    return Err(invalid(
-                        "source.key",
-                        "is empty; name the manifest (<prefix>/<runId>/manifest.json)",
-                    ));
-                }
-            }
-            ReplaySource::Archive {
-                bucket,
-                prefix,
-                stream,
-                from,
-                to,
-            } => {
-                if bucket.is_empty() {
-                    return Err(invalid("source.bucket", "is empty; name the bucket"));
-                }
-                check_prefix("source.prefix", prefix)?;
-                stream_name("source.stream", stream)?;
-                if from >= to {
-                    return Err(invalid(
-                        "source.to",
-                        format!("{to} is not after source.from ({from})"),
-                    ));
-                }
-            }
-            ReplaySource::Dynamodb {
-                table,
-                stream,
-                partition_key,
-                from_sequence_number,
-                to_sequence_number,
-                overflow_bucket,
-            } => {
-                if !(3..=255).contains(&table.len()) {
-                    return Err(invalid(
-                        "source.table",
-                        format!(
-                            "{table:?}; accepted values: a DynamoDB table name (3 to 255 characters)"
-                        ),
-                    ));
-                }
-                stream_name("source.stream", stream)?;
-                if !(1..=256).contains(&partition_key.len()) {
-                    return Err(invalid(
-                        "source.partitionKey",
-                        "accepted values: 1 to 256 characters",
-                    ));
-                }
-                if let (Some(from), Some(to)) = (from_sequence_number, to_sequence_number)
-                    && from > to
-                {
-                    return Err(invalid(
-                        "source.toSequenceNumber",
-                        format!("{to} is before source.fromSequenceNumber ({from})"),
-                    ));
-                }
-                if overflow_bucket.as_ref().is_some_and(String::is_empty) {
-                    return Err(invalid(
-                        "source.overflowBucket",
-                        "is empty; name the archive bucket or leave it out",
-                    ));
-                }
-            }
-            ReplaySource::Scrape { request } => {
-                request.validate().map_err(|error| RequestError {
-                    field: format!("source.request.{}", error.field),
-                    message: error.message,
-                })?;
-            }
-        }
-        Ok(())
-    }
-
-    fn validate_target(&self) -> Result<(), RequestError> {
-        match &self.target {
-            ReplayTarget::Function {
-                function_name,
-                qualifier,
-                invoke_identity_arn,
-            } => {
-                if function_name.is_empty() || function_name.len() > 170 {
-                    return Err(invalid(
-                        "target.functionName",
-                        format!(
-                            "{function_name:?}; accepted values: a function name or ARN (1 to 170 characters)"
-                        ),
-                    ));
-                }
-                if qualifier.as_ref().is_some_and(|q| !valid_qualifier(q)) {
-                    return Err(invalid(
-                        "target.qualifier",
-                        format!(
-                            "{:?}; accepted values: $LATEST, a version number or an alias",
-                            qualifier.as_deref().unwrap_or_default()
-                        ),
-                    ));
-                }
-                if invoke_identity_arn
-                    .as_ref()
-                    .is_some_and(|arn| !arn.starts_with("arn:"))
-                {
-                    return Err(invalid(
-                        "target.invokeIdentityArn",
-                        "is not an ARN (arn:aws:iam::<account>:role/<name>)",
-                    ));
-                }
-                if self.dlq.is_none() {
-                    return Err(invalid(
-                        "dlq",
-                        "is missing; a FUNCTION target needs an on-failure destination: {\"type\": \"S3\", \"bucket\": \"...\"} or {\"type\": \"SQS\", \"queueUrl\": \"...\"}",
-                    ));
-                }
-            }
-            ReplayTarget::Stream {
-                stream,
-                separator,
-                speedup,
-                ..
-            } => {
-                let name = crate::model::record::stream_name_from_arn(stream).unwrap_or(stream);
-                if !crate::request::valid_name(name, 128) {
-                    return Err(invalid(
-                        "target.stream",
-                        format!(
-                            "{stream:?}; accepted values: a stream name ([a-zA-Z0-9_.-]{{1,128}}) or ARN"
-                        ),
-                    ));
-                }
-                if !(1..=16).contains(&separator.len()) {
-                    return Err(invalid(
-                        "target.separator",
-                        format!(
-                            "{separator:?}; accepted values: 1 to 16 bytes (a single byte, such as \"|\", lets consumers test the first byte)"
-                        ),
-                    ));
-                }
-                if let Some(speedup) = speedup
-                    && !(speedup.is_finite() && *speedup > 0.0)
-                {
-                    return Err(invalid(
-                        "target.speedup",
-                        format!(
-                            "{speedup}; accepted values: a number greater than 0 (1: the original pace, 2: twice as fast)"
-                        ),
-                    ));
-                }
-                if self.dlq.is_some() {
-                    return Err(invalid(
-                        "dlq",
-                        "applies to FUNCTION targets only; a STREAM target retries failed entries until they are stored (leave dlq out)",
-                    ));
-                }
-                let defaults = MappingOptions {
-                    filter_criteria: self.options.filter_criteria.clone(),
-                    ..MappingOptions::default()
-                };
-                if self.options != defaults {
-                    return Err(invalid(
-                        "options",
-                        "only FilterCriteria applies to a STREAM target (the others are the event source mapping's, for FUNCTION targets)",
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The run's progress location: (bucket, prefix).
-    fn output(&self) -> (String, String) {
-        match (&self.output, &self.dlq) {
-            (Some(RunOutput { bucket, prefix }), _) => {
-                (bucket.clone(), prefix.trim_end_matches('/').to_owned())
-            }
-            (None, Some(DlqLocation::S3 { bucket, prefix })) => (
-                bucket.clone(),
-                join(prefix.trim_end_matches('/'), "replays"),
-            ),
-            // validate() requires one of the two.
-            (None, _) => (String::new(), "replays".to_owned()),
-        }
-    }
-
-    /// The folder of the run's per-shard progress, in the output bucket.
-    pub fn progress_folder(&self, run_id: &str) -> String {
-        join(&self.output().1, run_id)
-    }
-
-    /// The folder of a shard's failed batches, in the S3 DLQ's bucket.
-    pub fn dlq_folder(&self, run_id: &str, shard_id: &str) -> Option<String> {
-        match &self.dlq {
-            Some(DlqLocation::S3 { prefix, .. }) => Some(join(
-                prefix.trim_end_matches('/'),
-                &format!("aws/lambda/{run_id}/{shard_id}/"),
-            )),
-            _ => None,
-        }
-    }
-
-    /// Where failures go, as a summary names it.
-    fn dlq_location(&self, run_id: &str) -> Option<String> {
-        match &self.dlq {
-            Some(DlqLocation::S3 { bucket, .. }) => Some(format!(
-                "s3://{bucket}/{}",
-                self.dlq_folder(run_id, "")
-                    .unwrap_or_default()
-                    .trim_end_matches('/')
-            )),
-            Some(DlqLocation::Sqs { queue_url }) => Some(queue_url.clone()),
-            None => None,
-        }
-    }
-}
-
-fn join(prefix: &str, rest: &str) -> String {
-    if prefix.is_empty() {
-        rest.to_owned()
-    } else {
-        format!("{prefix}/{rest}")
-    }
-}
-
-fn valid_qualifier(q: &str) -> bool {
-    q == "$LATEST"
-        || (!q.is_empty()
-            && q.len() <= 128
-            && q.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')))
-}
-
-/// Where a sped-up replay of a shard started: its first record (arrival)
-/// was put at `wall`; every later record is put at
-/// `wall + (arrival - first arrival) / speedup`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PaceOrigin {
-    pub wall: ArrivalTime,
-    pub arrival: ArrivalTime,
-}
-
-/// One shard's replay between steps: what the state machine carries.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ShardReplay {
-    pub shard_id: String,
-    /// The last record handed to the target and settled; the next step
-    /// resumes after it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last: Option<Position>,
-    /// Records read from the source (in the window).
-    #[serde(default)]
-    pub records: u64,
-    /// Records acknowledged by a successful invocation, or put on the
-    /// target stream.
-    #[serde(default)]
-    pub delivered: u64,
-    #[serde(default)]
-    pub filtered: u64,
-    #[serde(default)]
-    pub failed_records: u64,
-    #[serde(default)]
-    pub failed_batches: u64,
-    /// Invokes of the target function, or `PutRecords` calls.
-    #[serde(default)]
-    pub invocations: u64,
-    #[serde(default)]
-    pub function_errors: u64,
-    /// Failed batches sent to the DLQ (objects or messages).
-    #[serde(default)]
-    pub dlq_locations: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_sequence_number: Option<SequenceNumber>,
-    /// When the shard's first step started and its last step ended (epoch
-    /// seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<ArrivalTime>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<ArrivalTime>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pace: Option<PaceOrigin>,
-    #[serde(default)]
-    pub done: bool,
-}
-
-impl ShardReplay {
-    pub fn new(shard_id: impl Into<String>) -> Self {
-        Self {
-            shard_id: shard_id.into(),
-            ..Self::default()
-        }
-    }
-
-    /// Counts what `report` did and moves past `piece` (the records now
-    /// settled: possibly none, when a step's time ran out first).
-    fn settle(&mut self, piece: &[Record], report: &DeliveryReport) {
-        if let (Some(first), Some(last)) = (piece.first(), piece.last()) {
-            if self.first_sequence_number.is_none() {
-                self.first_sequence_number = Some(first.sequence_number.clone());
-            }
-            self.last = Some(Position::of(last));
-        }
-        self.records += piece.len() as u64;
-        self.delivered += report.delivered;
-        self.filtered += report.filtered;
-        self.failed_records += report.failed_records;
-        self.failed_batches += report.failed_batches;
-        self.invocations += report.invocations;
-        self.function_errors += report.function_errors;
-        self.dlq_locations += report.failure_locations.len() as u64;
-    }
-}
-
-/// What the replay function is asked to do. The replay state machine sends
-/// `plan`, then `step` per shard until done, then `summary`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
-pub enum ReplayEvent {
-    /// Checks the request and answers `{"valid": true}`: the state machine
-    /// asks before it scrapes, so a bad target or option fails before any
-    /// work.
-    Validate {
-        request: ReplayRequest,
-    },
-    Plan {
-        request: ReplayRequest,
-    },
-    #[serde(rename_all = "camelCase")]
-    Step {
-        request: ReplayRequest,
-        run_id: String,
-        progress: ShardReplay,
-    },
-    #[serde(rename_all = "camelCase")]
-    Summary {
-        request: ReplayRequest,
-        run_id: String,
-        shards: Vec<String>,
-    },
-}
-
-impl ReplayEvent {
-    /// Parses an invocation payload; the request is validated before any
-    /// work.
-    pub fn parse(json: &[u8]) -> Result<Self, RequestError> {
-        let event: Self = parse_json(json)?;
-        let (ReplayEvent::Validate { request }
-        | ReplayEvent::Plan { request }
-        | ReplayEvent::Step { request, .. }
-        | ReplayEvent::Summary { request, .. }) = &event;
-        request.validate()?;
-        Ok(event)
-    }
-}
-
-/// The plan: the run's identity and its shards, parents before children,
-/// in lineage groups: shards related by a split or a merge are in one
-/// group, replayed one after another in this order; groups are
-/// independent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplayPlan {
-    pub run_id: String,
-    pub stream_arn: String,
-    pub shards: Vec<String>,
-    pub groups: Vec<Vec<ShardReplay>>,
-}
-
-/// One shard in the summary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ShardSummary {
-    #[serde(flatten)]
-    pub progress: ShardReplay,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sequence_number: Option<SequenceNumber>,
-    /// From the first step's start to the last step's end.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration_ms: Option<i64>,
-    /// `s3://<bucket>/<key>` of each failed batch in an S3 DLQ (the first
-    /// [`MAX_LISTED_LOCATIONS`]; `dlqLocations` counts them all).
-    pub dlq_keys: Vec<String>,
-}
-
-/// DLQ objects a summary names per shard at most (Step Functions payloads
-/// stay small); the DLQ folder holds them all.
-pub const MAX_LISTED_LOCATIONS: usize = 100;
-
-/// The totals over every shard.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplayTotals {
-    pub shards: u64,
-    pub records: u64,
-    pub delivered: u64,
-    pub filtered: u64,
-    pub failed_records: u64,
-    pub failed_batches: u64,
-    pub invocations: u64,
-    pub function_errors: u64,
-    pub dlq_locations: u64,
-    /// From the first shard's start to the last shard's end.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration_ms: Option<i64>,
-}
-
-/// The replay's outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplaySummary {
-    pub run_id: String,
-    pub dry_run: bool,
-    /// The function or stream the records went to.
-    pub target: String,
-    /// Where failed batches went: `s3://<bucket>/<prefix>` of the run's
-    /// DLQ folder, or the SQS queue URL; absent for a stream target.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dlq: Option<String>,
-    pub shards: Vec<ShardSummary>,
-    pub totals: ReplayTotals,
-}
-
-/// Why a replay invocation failed, with a stable type name that the state
-/// machine matches.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    #[error("invalid replay request: {}: {}", .0.field, .0.message)]
-    InvalidRequest(#[from] RequestError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("reading the source failed: {0}")]
-    Source(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error(transparent)]
-    Dynamo(#[from] ReadError),
-    #[error("{key}: not a scrape manifest: {source}")]
-    Manifest {
-        key: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error(
-        "invalid replay request: source: a SCRAPE source is scraped by the replay state machine first; the replay function takes MANIFEST, ARCHIVE and DYNAMODB sources"
-    )]
-    ScrapeFirst,
-    #[error(transparent)]
-    StreamArn(#[from] StreamArnError),
-    #[error(transparent)]
-    Delivery(#[from] DeliveryError),
-    #[error("re-injection failed: {0}")]
-    Reinject(#[from] ReinjectError),
-    #[error("writing the run's progress failed: {0}")]
-    Progress(#[source] StoreError),
-    #[error("shard {shard_id} has no final progress at {key}: its replay did not finish")]
-    Unfinished { shard_id: String, key: String },
-}
-
-/// `InvalidRequest` fails the execution at once; the others are retried.
-impl ErrorType for ReplayError {
-    fn error_type(&self) -> &'static str {
-        match self {
-            Self::InvalidRequest(_)
-            | Self::Manifest { .. }
-            | Self::StreamArn(_)
-            | Self::ScrapeFirst => "InvalidRequest",
-            Self::Delivery(DeliveryError::Options { .. }) => "InvalidRequest",
-            // Denied, no such function: retrying won't help.
-            Self::Delivery(DeliveryError::Invoke(
-                crate::sinks::lambda::invoker::InvokeError::Fatal { .. },
-            )) => "InvokeRejected",
-            Self::Delivery(DeliveryError::Invoke(_)) => "InvokeFailed",
-            Self::Progress(_) => "OutputWriteFailed",
-            Self::Delivery(DeliveryError::Destination { .. }) => "DlqWriteFailed",
-            Self::Reinject(_) => "ReinjectFailed",
-            Self::Store(_) | Self::Source(_) | Self::Dynamo(_) => "SourceReadFailed",
-            Self::Unfinished { .. } => "ShardUnfinished",
-        }
-    }
-}
+use crate::model::seqno::Position;
+use crate::pipeline::dedupe;
+use crate::pipeline::pace::Pace;
+use crate::sinks::Target;
+use crate::sinks::dlq::FailureDestination;
+use crate::sinks::dlq::{S3FailureDestination, SqsFailureDestination};
+use crate::sinks::dry_run::DryRun;
+use crate::sinks::function_target::{Dlq, FunctionTarget};
+use crate::sinks::kinesis::{KinesisSink, RecordSink, ReinjectOptions};
+use crate::sinks::lambda::invoker::Invoker;
+use crate::sinks::lambda::invoker::LambdaInvoker;
+use crate::sinks::stream_target::StreamTarget;
+use crate::sources::dynamodb::{DynamoReader, DynamoSource};
+use crate::sources::files::FilesSource;
+use crate::sources::manifest::ManifestSource;
+use crate::sources::s3_archive::ArchiveSource;
+use crate::sources::{Pages, RecordSource, SourceStream};
+use crate::store::{ObjectReader, ObjectStore, PutObject};
 
 /// S3 buckets by name (a memory store in tests).
 pub trait Buckets: Send + Sync {
@@ -878,34 +140,25 @@ impl Queues for aws_sdk_sqs::Client {
     }
 }
 
-/// The request's DLQ, whichever kind it is.
-enum Dlq<A, B> {
-    S3(A),
-    Sqs(B),
-}
-
-impl<A: FailureDestination, B: FailureDestination> FailureDestination for Dlq<A, B> {
-    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
-        match self {
-            Self::S3(destination) => destination.send(record).await,
-            Self::Sqs(destination) => destination.send(record).await,
-        }
-    }
-
-    fn wants_payload(&self) -> bool {
-        match self {
-            Self::S3(destination) => destination.wants_payload(),
-            Self::Sqs(destination) => destination.wants_payload(),
-        }
-    }
-}
-
 /// How much of a step's time is left unused before its Lambda deadline: a
 /// piece's invocations (and their retries) must fit in it.
 pub const STEP_MARGIN: Duration = Duration::from_secs(60);
 
-/// Records per page of a DynamoDB source.
-const DYNAMODB_PAGE: i32 = 1000;
+/// Where the replay runs: the `eventSourceARN` of records replayed from the
+/// archives (which keep stream names only) is
+/// `arn:<partition>:kinesis:<region>:<account>:stream/<stream>`, and a
+/// target stream named without an ARN is in them too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaySettings {
+    pub partition: String,
+    /// `None`: the SDK configuration's region (`us-east-1` without one).
+    pub region: Option<String>,
+    pub account_id: String,
+    /// `invokeIdentityArn` when the request names none.
+    pub invoke_identity_arn: String,
+    /// Whether requests may read the DynamoDB archive.
+    pub dynamodb: bool,
+}
 
 /// The replay function's clients and settings, built once per container.
 #[derive(Debug, Clone)]
@@ -922,28 +175,40 @@ pub struct Replayer<
     /// The DynamoDB archive's client (`DYNAMODB` sources); `None` where
     /// there is no table to read.
     pub tables: Option<aws_sdk_dynamodb::Client>,
-    /// The partition, region and account the replay runs in: the
-    /// `eventSourceARN` of records replayed from the archive is
-    /// `arn:<partition>:kinesis:<region>:<account>:stream/<stream>`, and a
-    /// target stream named without an ARN is in them too.
+    /// See [`ReplaySettings`].
     pub partition: String,
     pub region: String,
     pub account_id: String,
-    /// `invokeIdentityArn` when the request names none.
     pub invoke_identity_arn: String,
     /// First backoff after a throttled invoke or put.
     pub base_backoff: Duration,
 }
 
-impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
-    async fn manifest(&self, bucket: &str, key: &str) -> Result<Manifest, ReplayError> {
-        let bytes = self.buckets.bucket(bucket).get(key).await?;
-        serde_json::from_slice(&bytes).map_err(|source| ReplayError::Manifest {
-            key: format!("s3://{bucket}/{key}"),
-            source,
-        })
+impl<B: Buckets> Replayer<B> {
+    /// The replayer of the function and of the CLI: AWS clients from one
+    /// SDK configuration, `buckets` for S3 (the CLI's can be folders).
+    pub fn new(buckets: B, sdk: &aws_config::SdkConfig, settings: ReplaySettings) -> Self {
+        Self {
+            buckets,
+            targets: aws_sdk_lambda::Client::new(sdk),
+            streams: aws_sdk_kinesis::Client::new(sdk),
+            queues: aws_sdk_sqs::Client::new(sdk),
+            tables: settings
+                .dynamodb
+                .then(|| aws_sdk_dynamodb::Client::new(sdk)),
+            partition: settings.partition,
+            region: settings
+                .region
+                .or_else(|| sdk.region().map(ToString::to_string))
+                .unwrap_or_else(|| "us-east-1".to_owned()),
+            account_id: settings.account_id,
+            invoke_identity_arn: settings.invoke_identity_arn,
+            base_backoff: Duration::from_millis(100),
+        }
     }
+}
 
+impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
     /// A stream's ARN in the replay's own partition, region and account.
     pub fn local_stream_arn(&self, stream: &str) -> String {
         if stream.starts_with("arn:") {
@@ -955,51 +220,14 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         )
     }
 
-    /// The stream the records were read from: a manifest's own (`manifest`
-    /// is the request's, for a `MANIFEST` source), or the archived stream's
-    /// in the replay's account and region.
-    fn stream_arn(
+    /// The request's source, opened: the one place that knows every kind.
+    async fn open(
         &self,
         request: &ReplayRequest,
-        manifest: Option<&Manifest>,
-    ) -> Result<String, ReplayError> {
-        match (&request.source, manifest) {
-            (ReplaySource::Manifest { .. }, Some(manifest)) => Ok(manifest.stream_arn.clone()),
-            (ReplaySource::Archive { stream, .. } | ReplaySource::Dynamodb { stream, .. }, _) => {
-                Ok(self.local_stream_arn(stream))
-            }
-            (ReplaySource::Scrape { .. }, _) => Err(ReplayError::ScrapeFirst),
-            (ReplaySource::Manifest { key, .. }, None) => {
-                unreachable!("the manifest {key} is read before the stream ARN")
-            }
-        }
-    }
-
-    fn dynamo(&self, table: &str) -> Result<DynamoReader, ReplayError> {
-        let client = self.tables.clone().ok_or_else(|| {
-            invalid(
-                "source",
-                "DYNAMODB sources are not enabled here (the stack has no archive table)",
-            )
-        })?;
-        Ok(DynamoReader::new(client, table))
-    }
-
-    /// The shards to replay, parents before children, in lineage groups.
-    pub async fn plan(
-        &self,
-        request: &ReplayRequest,
-        run_id: &str,
-    ) -> Result<ReplayPlan, ReplayError> {
-        let (stream_arn, groups): (String, Vec<Vec<String>>) = match &request.source {
+    ) -> Result<Box<dyn RecordSource + '_>, ReplayError> {
+        Ok(match &request.source {
             ReplaySource::Manifest { bucket, key } => {
-                let manifest = self.manifest(bucket, key).await?;
-                let shards: Vec<(String, Vec<String>)> = manifest
-                    .shards
-                    .iter()
-                    .map(|s| (s.shard_id.clone(), s.parent_shard_ids.clone()))
-                    .collect();
-                (manifest.stream_arn, lineage_groups(&shards))
+                Box::new(ManifestSource::open(self.buckets.bucket(bucket), bucket, key).await?)
             }
             ReplaySource::Archive {
                 bucket,
@@ -1008,16 +236,12 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                 from,
                 to,
             } => {
-                let layout = archive_layout(prefix);
+                let layout = ArchiveLayout {
+                    prefix: prefix.trim_end_matches('/').to_owned(),
+                    ..ArchiveLayout::default()
+                };
                 let store = self.buckets.bucket(bucket);
-                // A BTreeMap: shard-id order, which is lineage order. The
-                // archive keeps no parent links, so the shards form one
-                // group: a child never starts before its parents end.
-                let shards: Vec<String> = plan_scan(&store, &layout, stream, *from, *to)
-                    .await?
-                    .into_keys()
-                    .collect();
-                (self.local_stream_arn(stream), one_group(shards))
+                Box::new(ArchiveSource::open(store, &layout, stream, *from, *to).await?)
             }
             ReplaySource::Dynamodb {
                 table,
@@ -1025,24 +249,115 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                 partition_key,
                 from_sequence_number,
                 to_sequence_number,
-                ..
+                overflow_bucket,
             } => {
-                let shards = self
-                    .dynamo(table)?
-                    .shards_of(
-                        stream,
-                        partition_key,
-                        from_sequence_number.as_ref(),
-                        to_sequence_number.as_ref(),
+                let client = self.tables.clone().ok_or_else(|| {
+                    invalid(
+                        "source",
+                        "DYNAMODB sources are not enabled here (the stack has no archive table)",
                     )
-                    .await?;
-                (
-                    self.local_stream_arn(stream),
-                    one_group(shards.into_iter().collect()),
-                )
+                })?;
+                Box::new(DynamoSource {
+                    reader: DynamoReader::new(client, table),
+                    stream: stream.clone(),
+                    partition_key: partition_key.clone(),
+                    from: from_sequence_number.clone(),
+                    to: to_sequence_number.clone(),
+                    overflow: overflow_bucket.as_ref().map(|b| self.buckets.bucket(b)),
+                })
+            }
+            ReplaySource::Files { paths, stream_arn } => {
+                Box::new(FilesSource::open(paths, stream_arn.clone())?)
             }
             ReplaySource::Scrape { .. } => return Err(ReplayError::ScrapeFirst),
+        })
+    }
+
+    /// The stream the source's records were read from.
+    fn stream_arn(&self, source: &dyn RecordSource) -> String {
+        match source.stream() {
+            SourceStream::Arn(arn) => arn,
+            SourceStream::Name(name) => self.local_stream_arn(&name),
+        }
+    }
+
+    /// The request's target (or the dry run standing in for it).
+    fn target<'a>(
+        &'a self,
+        request: &ReplayRequest,
+        run_id: &str,
+        stream_arn: String,
+    ) -> Result<Box<dyn Target + 'a>, ReplayError> {
+        let filters = request.options.filters()?;
+        let target: Box<dyn Target + 'a> = match &request.target {
+            ReplayTarget::Function { .. } if request.dry_run => Box::new(DryRun {
+                filters,
+                piece: (request.options.batch_size * request.options.parallelization_factor).max(1),
+            }),
+            ReplayTarget::Stream { .. } if request.dry_run => Box::new(DryRun {
+                filters,
+                piece: crate::sinks::kinesis::MAX_ENTRIES,
+            }),
+            ReplayTarget::Function {
+                function_name,
+                qualifier,
+                invoke_identity_arn,
+            } => {
+                let source = EventSource::new(
+                    stream_arn,
+                    invoke_identity_arn
+                        .clone()
+                        .unwrap_or_else(|| self.invoke_identity_arn.clone()),
+                )?;
+                let destination = match &request.dlq {
+                    Some(DlqLocation::Sqs { queue_url }) => Dlq::Sqs(self.queues.queue(queue_url)),
+                    Some(DlqLocation::S3 { bucket, prefix }) => Dlq::S3(S3FailureDestination {
+                        store: self.buckets.bucket(bucket),
+                        mapping_id: run_id.to_owned(),
+                        prefix: prefix.trim_end_matches('/').to_owned(),
+                    }),
+                    // validate() requires a DLQ for a function target.
+                    None => return Err(invalid("dlq", "is missing").into()),
+                };
+                Box::new(FunctionTarget {
+                    invoker: self.targets.invoker(function_name, qualifier.as_deref()),
+                    destination,
+                    source,
+                    options: request.options.clone(),
+                    now,
+                    base_backoff: self.base_backoff,
+                })
+            }
+            ReplayTarget::Stream {
+                stream,
+                include_metadata,
+                separator,
+                keep_explicit_hash_key,
+                ..
+            } => Box::new(StreamTarget {
+                // A name is put to in the replay's own account and region.
+                sink: self.streams.sink(stream),
+                options: ReinjectOptions {
+                    envelope_separator: include_metadata.then(|| separator.as_bytes().to_vec()),
+                    keep_explicit_hash_key: *keep_explicit_hash_key,
+                    base_backoff: self.base_backoff,
+                    ..ReinjectOptions::default()
+                },
+                filters,
+            }),
         };
+        Ok(target)
+    }
+
+    /// The shards to replay, parents before children, in lineage groups.
+    pub async fn plan(
+        &self,
+        request: &ReplayRequest,
+        run_id: &str,
+    ) -> Result<ReplayPlan, ReplayError> {
+        let source = self.open(request).await?;
+        let groups = source.shards().await?;
+        let stream_arn = self.stream_arn(source.as_ref());
         EventSource::new(stream_arn.clone(), "")?;
         Ok(ReplayPlan {
             run_id: run_id.to_owned(),
@@ -1055,8 +370,10 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         })
     }
 
-    /// One step of one shard: delivers pieces until the shard ends or the
-    /// deadline nears; writes the shard's final progress when it is done.
+    /// One step of one shard: open the source, read its records after the
+    /// checkpoint, pace them and settle them on the target piece by piece
+    /// until the shard ends or the deadline nears; write the shard's final
+    /// progress when it is done.
     pub async fn step(
         &self,
         request: &ReplayRequest,
@@ -1076,13 +393,15 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         // Where the last attempt of this step got to: a step that failed or
         // was killed after settling pieces left them in its checkpoint, and
         // its retry (from the same continuation) starts after them.
-        let checkpoint_key = format!(
-            "{}/{}/_checkpoint.json",
-            request.progress_folder(run_id),
-            progress.shard_id
-        );
-        let output = self.buckets.bucket(&request.output().0);
-        match output.get(&checkpoint_key).await {
+        let checkpoint = Checkpoint {
+            store: self.buckets.bucket(&request.output().0),
+            key: format!(
+                "{}/{}/_checkpoint.json",
+                request.progress_folder(run_id),
+                progress.shard_id
+            ),
+        };
+        match checkpoint.store.get(&checkpoint.key).await {
             Ok(bytes) => {
                 if let Ok(saved) = serde_json::from_slice::<ShardReplay>(&bytes)
                     && saved.shard_id == progress.shard_id
@@ -1095,198 +414,20 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             Err(error) => return Err(error.into()),
         }
         progress.started_at.get_or_insert_with(now);
-        // Read once: the stream ARN and the shard's chunks both come from it.
-        let manifest = match &request.source {
-            ReplaySource::Manifest { bucket, key } => Some(self.manifest(bucket, key).await?),
+        let source = self.open(request).await?;
+        let target = self.target(request, run_id, self.stream_arn(source.as_ref()))?;
+        let speedup = match &request.target {
+            ReplayTarget::Stream { speedup, .. } if !request.dry_run => *speedup,
             _ => None,
         };
-        let stream_arn = self.stream_arn(request, manifest.as_ref())?;
-        let filters = request.options.filters()?;
-        let (invoker, source, destination);
-        let (target, speedup) = match (&request.target, request.dry_run) {
-            (_, true) => (Deliver::DryRun, None),
-            (
-                ReplayTarget::Function {
-                    function_name,
-                    qualifier,
-                    invoke_identity_arn,
-                },
-                false,
-            ) => {
-                source = EventSource::new(
-                    stream_arn,
-                    invoke_identity_arn
-                        .clone()
-                        .unwrap_or_else(|| self.invoke_identity_arn.clone()),
-                )?;
-                invoker = self.targets.invoker(function_name, qualifier.as_deref());
-                destination = match &request.dlq {
-                    Some(DlqLocation::Sqs { queue_url }) => Dlq::Sqs(self.queues.queue(queue_url)),
-                    Some(DlqLocation::S3 { bucket, prefix }) => Dlq::S3(S3FailureDestination {
-                        store: self.buckets.bucket(bucket),
-                        mapping_id: run_id.to_owned(),
-                        prefix: prefix.trim_end_matches('/').to_owned(),
-                    }),
-                    // validate() requires a DLQ for a function target.
-                    None => return Err(invalid("dlq", "is missing").into()),
-                };
-                let delivery = Delivery {
-                    invoker: &invoker,
-                    destination: &destination,
-                    source: &source,
-                    options: &request.options,
-                    now,
-                    base_backoff: self.base_backoff,
-                };
-                (Deliver::Function(delivery), None)
-            }
-            (
-                ReplayTarget::Stream {
-                    stream,
-                    include_metadata,
-                    separator,
-                    keep_explicit_hash_key,
-                    speedup,
-                },
-                false,
-            ) => {
-                let options = ReinjectOptions {
-                    envelope_separator: include_metadata.then(|| separator.as_bytes().to_vec()),
-                    keep_explicit_hash_key: *keep_explicit_hash_key,
-                    base_backoff: self.base_backoff,
-                    ..ReinjectOptions::default()
-                };
-                // A name is put to in the replay's own account and region.
-                let sink = self.streams.sink(stream);
-                (Deliver::Stream { sink, options }, *speedup)
-            }
+        let mut run = ShardRun {
+            target: target.as_ref(),
+            pace: Pace::new(request.records_per_second, speedup, started, stop_at),
+            checkpoint,
         };
-        let mut sink = Sink {
-            target,
-            filters,
-            piece: match &request.target {
-                // One PutRecords call's worth: a stream target has no
-                // batches of its own.
-                ReplayTarget::Stream { .. } => crate::sinks::kinesis::MAX_ENTRIES,
-                ReplayTarget::Function { .. } => {
-                    (request.options.batch_size * request.options.parallelization_factor).max(1)
-                }
-            },
-            stop_at,
-            started,
-            sent: 0,
-            records_per_second: request.records_per_second,
-            speedup,
-            checkpoint: (output, checkpoint_key),
-        };
-        let finished = match &request.source {
-            ReplaySource::Manifest { bucket, .. } => {
-                let manifest = manifest
-                    .as_ref()
-                    .expect("a MANIFEST source's manifest was read above");
-                let shard = manifest
-                    .shards
-                    .iter()
-                    .find(|s| s.shard_id == progress.shard_id)
-                    .ok_or_else(|| {
-                        invalid(
-                            "progress.shardId",
-                            format!("{:?} is not a shard of the manifest", progress.shard_id),
-                        )
-                    })?;
-                let store = self.buckets.bucket(bucket);
-                replay_manifest_shard(&store, shard, &mut progress, &mut sink).await?
-            }
-            ReplaySource::Archive {
-                bucket,
-                prefix,
-                stream,
-                from,
-                to,
-            } => {
-                let store = self.buckets.bucket(bucket);
-                let mut objects = plan_scan(&store, &archive_layout(prefix), stream, *from, *to)
-                    .await?
-                    .remove(&progress.shard_id)
-                    .unwrap_or_default();
-                if let Some(last) = &progress.last {
-                    let last = (last.sequence_number.clone(), last.sub_sequence_number);
-                    objects.retain(|o| o.last > last);
-                }
-                let mut scan = ShardScan::new(objects, *from, *to);
-                let mut finished = true;
-                while let Some(records) = scan
-                    .next_batch(&store)
-                    .await
-                    .map_err(|e| ReplayError::Source(Box::new(e)))?
-                {
-                    if !sink.take(records, &mut progress).await? {
-                        finished = false;
-                        break;
-                    }
-                }
-                finished
-            }
-            ReplaySource::Dynamodb {
-                table,
-                stream,
-                partition_key,
-                from_sequence_number,
-                to_sequence_number,
-                overflow_bucket,
-            } => {
-                let reader = self.dynamo(table)?;
-                // Resume at the last settled record (take() skips it and
-                // everything before).
-                let from = progress
-                    .last
-                    .as_ref()
-                    .map(|p| p.sequence_number.clone())
-                    .or_else(|| from_sequence_number.clone());
-                let overflow = overflow_bucket.as_ref().map(|b| self.buckets.bucket(b));
-                let mut start = None;
-                let mut finished = true;
-                loop {
-                    let page = reader
-                        .query(
-                            stream,
-                            partition_key,
-                            from.as_ref(),
-                            to_sequence_number.as_ref(),
-                            DYNAMODB_PAGE,
-                            start,
-                        )
-                        .await?;
-                    let mut records = Vec::new();
-                    for (mut record, data_key) in page.records {
-                        if record.shard_id != progress.shard_id {
-                            continue;
-                        }
-                        if let Some(key) = data_key {
-                            let Some(store) = &overflow else {
-                                return Err(invalid(
-                                    "source.overflowBucket",
-                                    format!("is missing; record {} keeps its data in S3 ({key}): name the archive bucket", record.sequence_number),
-                                )
-                                .into());
-                            };
-                            record.data = store.get(&key).await?;
-                        }
-                        records.push(record);
-                    }
-                    if !sink.take(records, &mut progress).await? {
-                        finished = false;
-                        break;
-                    }
-                    match page.next {
-                        Some(next) => start = Some(next),
-                        None => break,
-                    }
-                }
-                finished
-            }
-            ReplaySource::Scrape { .. } => return Err(ReplayError::ScrapeFirst),
-        };
+        let (shard_id, resume) = (progress.shard_id.clone(), progress.last.clone());
+        let mut pages = source.pages(&shard_id, resume.as_ref()).await?;
+        let finished = run.all(pages.as_mut(), &mut progress).await?;
         if finished {
             progress.done = true;
             progress.finished_at = Some(now());
@@ -1295,96 +436,9 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                 request.progress_folder(run_id),
                 progress.shard_id
             );
-            self.buckets
-                .bucket(&request.output().0)
-                .put(PutObject {
-                    key,
-                    body: serde_json::to_vec(&progress).expect("progress always serialises"),
-                    content_type: "application/json",
-                    content_encoding: None,
-                })
-                .await
-                .map_err(ReplayError::Progress)?;
+            save(&run.checkpoint.store, key, &progress).await?;
         }
         Ok(progress)
-    }
-
-    /// Every shard's final progress, and the totals.
-    pub async fn summary(
-        &self,
-        request: &ReplayRequest,
-        run_id: &str,
-        shards: &[String],
-    ) -> Result<ReplaySummary, ReplayError> {
-        let store = self.buckets.bucket(&request.output().0);
-        let mut out = Vec::new();
-        let mut totals = ReplayTotals::default();
-        let (mut first_start, mut last_end) = (None::<ArrivalTime>, None::<ArrivalTime>);
-        for shard_id in shards {
-            let key = format!(
-                "{}/{shard_id}/_progress.json",
-                request.progress_folder(run_id)
-            );
-            let unfinished = || ReplayError::Unfinished {
-                shard_id: shard_id.clone(),
-                key: key.clone(),
-            };
-            // Only a missing progress file means the shard did not finish; a
-            // read that failed (throttled, denied) is retried as such.
-            let bytes = store.get(&key).await.map_err(|error| {
-                if error.is_not_found() {
-                    unfinished()
-                } else {
-                    ReplayError::Store(error)
-                }
-            })?;
-            let progress: ShardReplay = serde_json::from_slice(&bytes).map_err(|_| unfinished())?;
-            let dlq_keys = match (&request.dlq, request.dlq_folder(run_id, shard_id)) {
-                (Some(DlqLocation::S3 { bucket, .. }), Some(folder))
-                    if progress.dlq_locations > 0 =>
-                {
-                    let mut keys = self.buckets.bucket(bucket).list(&folder).await?;
-                    keys.truncate(MAX_LISTED_LOCATIONS);
-                    keys.into_iter()
-                        .map(|k| format!("s3://{bucket}/{k}"))
-                        .collect()
-                }
-                _ => Vec::new(),
-            };
-            totals.shards += 1;
-            totals.records += progress.records;
-            totals.delivered += progress.delivered;
-            totals.filtered += progress.filtered;
-            totals.failed_records += progress.failed_records;
-            totals.failed_batches += progress.failed_batches;
-            totals.invocations += progress.invocations;
-            totals.function_errors += progress.function_errors;
-            totals.dlq_locations += progress.dlq_locations;
-            if let Some(start) = progress.started_at {
-                first_start = Some(first_start.map_or(start, |t| t.min(start)));
-            }
-            if let Some(end) = progress.finished_at {
-                last_end = Some(last_end.map_or(end, |t| t.max(end)));
-            }
-            out.push(ShardSummary {
-                last_sequence_number: progress.last.as_ref().map(|p| p.sequence_number.clone()),
-                duration_ms: duration_ms(progress.started_at, progress.finished_at),
-                progress,
-                dlq_keys,
-            });
-        }
-        totals.duration_ms = duration_ms(first_start, last_end);
-        Ok(ReplaySummary {
-            run_id: run_id.to_owned(),
-            dry_run: request.dry_run,
-            target: match &request.target {
-                ReplayTarget::Function { function_name, .. } => function_name.clone(),
-                ReplayTarget::Stream { stream, .. } => stream.clone(),
-            },
-            dlq: request.dlq_location(run_id),
-            shards: out,
-            totals,
-        })
     }
 
     /// Handles one invocation; `deadline` is the Lambda's, `invocation_id`
@@ -1394,16 +448,16 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         event: ReplayEvent,
         deadline: Instant,
         invocation_id: &str,
-    ) -> Result<serde_json::Value, ReplayError> {
+    ) -> Result<ReplayOutput, ReplayError> {
         match event {
             // Parsing validated it.
-            ReplayEvent::Validate { .. } => Ok(serde_json::json!({ "valid": true })),
+            ReplayEvent::Validate { .. } => Ok(ReplayOutput::Valid { valid: true }),
             ReplayEvent::Plan { request } => {
                 let run_id = request
                     .run_id
                     .clone()
                     .unwrap_or_else(|| invocation_id.to_owned());
-                Ok(to_json(&self.plan(&request, &run_id).await?))
+                Ok(ReplayOutput::Plan(self.plan(&request, &run_id).await?))
             }
             ReplayEvent::Step {
                 request,
@@ -1411,73 +465,71 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                 progress,
             } => {
                 let progress = self.step(&request, &run_id, &progress, deadline).await?;
-                Ok(serde_json::json!({ "done": progress.done, "progress": progress }))
+                Ok(ReplayOutput::Step {
+                    done: progress.done,
+                    progress,
+                })
             }
             ReplayEvent::Summary {
                 request,
                 run_id,
                 shards,
-            } => Ok(to_json(&self.summary(&request, &run_id, &shards).await?)),
+            } => Ok(ReplayOutput::Summary(
+                self.summary(&request, &run_id, &shards).await?,
+            )),
         }
     }
-}
-
-fn one_group(shards: Vec<String>) -> Vec<Vec<String>> {
-    if shards.is_empty() {
-        Vec::new()
-    } else {
-        vec![shards]
-    }
-}
-
-fn duration_ms(start: Option<ArrivalTime>, end: Option<ArrivalTime>) -> Option<i64> {
-    Some(end?.epoch_millis() - start?.epoch_millis())
-}
-
-/// Replay outputs are plain data: serialising them can't fail.
-fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value).expect("replay outputs always serialise")
 }
 
 fn now() -> ArrivalTime {
     ArrivalTime::from_datetime(chrono::Utc::now())
 }
 
-fn archive_layout(prefix: &str) -> ArchiveLayout {
-    ArchiveLayout {
-        prefix: prefix.trim_end_matches('/').to_owned(),
-        ..ArchiveLayout::default()
+/// Where each settled piece's progress is saved.
+struct Checkpoint<W> {
+    store: W,
+    key: String,
+}
+
+async fn save<W: ObjectStore>(
+    store: &W,
+    key: String,
+    progress: &ShardReplay,
+) -> Result<(), ReplayError> {
+    store
+        .put(PutObject {
+            key,
+            body: serde_json::to_vec(progress).expect("progress always serialises"),
+            content_type: "application/json",
+            content_encoding: None,
+        })
+        .await
+        .map_err(ReplayError::Progress)
+}
+
+/// One shard's step: records after the checkpoint, paced, settled on the
+/// target one piece at a time until the stop time.
+struct ShardRun<'a, W> {
+    target: &'a dyn Target,
+    pace: Pace,
+    checkpoint: Checkpoint<W>,
+}
+
+impl<W: ObjectStore> ShardRun<'_, W> {
+    /// Every page of the shard; `false` when the step must stop first.
+    async fn all(
+        &mut self,
+        pages: &mut dyn Pages,
+        progress: &mut ShardReplay,
+    ) -> Result<bool, ReplayError> {
+        while let Some(records) = pages.next_page().await? {
+            if !self.take(records, progress).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
-}
 
-/// What a step hands its pieces to.
-enum Deliver<'a, I, D, S> {
-    Function(Delivery<'a, I, D>),
-    Stream {
-        sink: S,
-        options: ReinjectOptions,
-    },
-    /// Counts (and filters), invokes nothing.
-    DryRun,
-}
-
-/// Hands records to the target (or counts them, in a dry run) one piece at
-/// a time, at the request's pace, until the deadline.
-struct Sink<'a, I, D, S, W> {
-    target: Deliver<'a, I, D, S>,
-    filters: crate::pipeline::filter::Filters,
-    piece: usize,
-    stop_at: Instant,
-    /// When this step started, and records it handed on since.
-    started: Instant,
-    sent: u64,
-    records_per_second: Option<f64>,
-    speedup: Option<f64>,
-    /// Where each settled piece's progress is saved, and the key.
-    checkpoint: (W, String),
-}
-
-impl<I: Invoker, D: FailureDestination, S: RecordSink, W: ObjectStore> Sink<'_, I, D, S, W> {
     /// Takes the records after `progress.last`; `false` when the step must
     /// stop (the records not settled are taken again by the next step).
     async fn take(
@@ -1485,168 +537,45 @@ impl<I: Invoker, D: FailureDestination, S: RecordSink, W: ObjectStore> Sink<'_, 
         records: Vec<Record>,
         progress: &mut ShardReplay,
     ) -> Result<bool, ReplayError> {
-        let mut records: Vec<Record> = match &progress.last {
-            Some(last) => records
-                .into_iter()
-                .filter(|r| Position::of(r) > *last)
-                .collect(),
-            None => records,
-        };
+        let mut records = dedupe::after(records, progress.last.as_ref());
         while !records.is_empty() {
-            if Instant::now() >= self.stop_at {
+            if Instant::now() >= self.pace.stop_at {
                 return Ok(false);
             }
-            let mut n = self.piece.min(records.len());
-            if let Some(speedup) = self.speedup {
-                let origin = *progress.pace.get_or_insert(PaceOrigin {
-                    wall: now(),
-                    arrival: records[0].approximate_arrival_timestamp,
-                });
-                let due = |r: &Record| {
-                    let offset = (r.approximate_arrival_timestamp.epoch_millis()
-                        - origin.arrival.epoch_millis()) as f64
-                        / speedup;
-                    origin.wall.epoch_millis() + offset.max(0.0) as i64
-                };
-                let wait = due(&records[0]) - now().epoch_millis();
-                if wait > 0 && !self.wait(Duration::from_millis(wait as u64)).await {
-                    return Ok(false);
-                }
-                let at = now().epoch_millis();
-                n = records[..n]
-                    .iter()
-                    .take_while(|r| due(r) <= at)
-                    .count()
-                    .max(1);
-            }
-            if let Some(rate) = self.records_per_second {
-                n = n.min(rate.ceil() as usize).max(1);
-                let earliest = self.started + Duration::from_secs_f64(self.sent as f64 / rate);
-                let wait = earliest.saturating_duration_since(Instant::now());
-                if !wait.is_zero() && !self.wait(wait).await {
-                    return Ok(false);
-                }
-            }
+            let Some(n) = self
+                .pace
+                .next_piece(&records, self.target.piece(), &mut progress.pace)
+                .await
+            else {
+                return Ok(false);
+            };
             let rest = records.split_off(n);
             let piece = std::mem::replace(&mut records, rest);
-            let (report, unsettled) = self.deliver(&piece).await?;
+            let settled = self.target.settle(piece.clone(), self.pace.stop_at).await?;
             // A delivery stopped at the step's deadline settles the records
             // before the first one it had not settled; the next step starts
             // there.
-            let settled = match &unsettled {
+            let count = match &settled.unsettled {
                 Some(first) => piece
                     .iter()
-                    .position(|r| (r.sequence_number.clone(), r.sub_sequence_number) >= *first)
+                    .position(|r| Position::of(r) >= *first)
                     .unwrap_or(piece.len()),
                 None => piece.len(),
             };
-            self.sent += settled as u64;
-            progress.settle(&piece[..settled], &report);
-            self.save(progress).await?;
-            if unsettled.is_some() {
+            self.pace.sent(count);
+            progress.settle(&piece[..count], &settled.report);
+            save(
+                &self.checkpoint.store,
+                self.checkpoint.key.clone(),
+                progress,
+            )
+            .await?;
+            if settled.unsettled.is_some() {
                 return Ok(false);
             }
         }
         Ok(true)
     }
-
-    /// Saves the progress of the pieces settled so far (see `step`).
-    async fn save(&self, progress: &ShardReplay) -> Result<(), ReplayError> {
-        let (store, key) = &self.checkpoint;
-        store
-            .put(PutObject {
-                key: key.clone(),
-                body: serde_json::to_vec(progress).expect("progress always serialises"),
-                content_type: "application/json",
-                content_encoding: None,
-            })
-            .await
-            .map_err(ReplayError::Progress)
-    }
-
-    /// Sleeps `wait`, unless that would pass the step's stop time: then
-    /// `false` (the step ends, the next one waits).
-    async fn wait(&self, wait: Duration) -> bool {
-        let until = Instant::now() + wait;
-        // Waiting out the step's time either way: a step that returned at
-        // once would have the state machine invoke the next one at once,
-        // in a loop, through a long gap in the original traffic.
-        tokio::time::sleep_until(until.min(self.stop_at)).await;
-        until < self.stop_at
-    }
-
-    /// What happened to `piece`, and where the delivery stopped if the
-    /// step's time ran out in the middle of it.
-    async fn deliver(
-        &self,
-        piece: &[Record],
-    ) -> Result<(DeliveryReport, Option<Unsettled>), ReplayError> {
-        match &self.target {
-            Deliver::Function(delivery) => Ok(delivery
-                .deliver_until(piece.to_vec(), Some(self.stop_at))
-                .await?),
-            Deliver::Stream { sink, options } => {
-                let matched: Vec<Record> = piece
-                    .iter()
-                    .filter(|r| self.filters.matches(r))
-                    .cloned()
-                    .collect();
-                let filtered = (piece.len() - matched.len()) as u64;
-                let report = reinject(sink, matched, options).await?;
-                let report = DeliveryReport {
-                    delivered: report.put,
-                    filtered,
-                    invocations: report.calls,
-                    ..DeliveryReport::default()
-                };
-                Ok((report, None))
-            }
-            Deliver::DryRun => {
-                let matched = piece.iter().filter(|r| self.filters.matches(r)).count() as u64;
-                let report = DeliveryReport {
-                    filtered: piece.len() as u64 - matched,
-                    ..DeliveryReport::default()
-                };
-                Ok((report, None))
-            }
-        }
-    }
-}
-
-/// A manifest shard's records after `progress.last`, one chunk at a time.
-async fn replay_manifest_shard<
-    R: ObjectReader,
-    I: Invoker,
-    D: FailureDestination,
-    S: RecordSink,
-    W: ObjectStore,
->(
-    store: &R,
-    shard: &ManifestShard,
-    progress: &mut ShardReplay,
-    sink: &mut Sink<'_, I, D, S, W>,
-) -> Result<bool, ReplayError> {
-    for chunk in &shard.chunks {
-        if progress
-            .last
-            .as_ref()
-            .is_some_and(|last| chunk.last_sequence_number < last.sequence_number)
-        {
-            continue;
-        }
-        let one = ManifestShard {
-            chunks: vec![chunk.clone()],
-            ..shard.clone()
-        };
-        let mut records = Vec::new();
-        read_shard_chunks(store, &one, |r| records.push(r))
-            .await
-            .map_err(|e| ReplayError::Source(Box::new(e)))?;
-        if !sink.take(records, progress).await? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 use tokio::time::Instant;
 
 use crate::jobs::step::{self, stop_time};
-use crate::model::chunk::{ChunkReader, Compression};
-use crate::model::manifest::{Manifest, ManifestShard};
+use crate::model::chunk::Compression;
+use crate::model::manifest::Manifest;
 use crate::model::record::stream_name_from_arn;
 use crate::pipeline::lineage::PlannedShard;
 use crate::request::RequestError;
@@ -102,21 +102,6 @@ pub async fn write_manifest<O: ObjectStore + ObjectReader>(
         shards,
     })
     .await
-}
-
-/// Reads a manifest's records of one shard back, chunk by chunk.
-pub async fn read_shard_chunks<R: ObjectReader>(
-    reader: &R,
-    shard: &ManifestShard,
-    mut sink: impl FnMut(crate::model::record::Record),
-) -> Result<(), ScrapeError> {
-    for chunk in &shard.chunks {
-        let bytes = reader.get(&chunk.key).await?;
-        for record in ChunkReader::new(chunk.key.as_str(), bytes.as_slice())? {
-            sink(record?);
-        }
-    }
-    Ok(())
 }
 
 /// How much time a step leaves unused before its Lambda deadline: enough to

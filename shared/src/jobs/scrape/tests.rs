@@ -4,6 +4,7 @@ use super::*;
 use crate::model::record::Record;
 use crate::model::window::StopReason;
 use crate::sources::kinesis::tests::{MemoryShard, shard_records};
+use crate::sources::manifest::read_shard_chunks;
 use crate::store::MemoryStore;
 
 fn request(json: &str) -> Result<ScrapeRequest, RequestError> {

@@ -7,13 +7,16 @@ use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
 use super::*;
 use crate::model::kpl::{self, UserRecord};
+use crate::model::record::ArrivalTime;
+use crate::model::seqno::SequenceNumber;
+use crate::sources::dynamodb::record_from_item;
 use crate::store::MemoryStore;
 
-fn seq(s: &str) -> SequenceNumber {
+pub(crate) fn seq(s: &str) -> SequenceNumber {
     SequenceNumber::parse(s).unwrap()
 }
 
-fn record(pk: &str, sequence: &str, sub: Option<u64>, data: Vec<u8>) -> Record {
+pub(crate) fn record(pk: &str, sequence: &str, sub: Option<u64>, data: Vec<u8>) -> Record {
     Record {
         stream: "orders".into(),
         shard_id: "shardId-000000000000".into(),
@@ -63,22 +66,6 @@ fn batch_rule(
         }
         out.build()
     })
-}
-
-#[test]
-fn positions_order_numerically_across_lengths_and_sub_sequences() {
-    let short = seq(&"9".repeat(55));
-    let long = seq(&format!("1{}", "0".repeat(55)));
-    assert!(position_key(&short, None) < position_key(&long, None));
-    assert!(position_key(&short, Some(u64::MAX)) < position_key(&long, Some(0)));
-    assert!(position_key(&long, Some(2)) < position_key(&long, Some(10)));
-    assert_eq!(position_key(&long, None), position_key(&long, Some(0)));
-    let (low, high) = position_range(&short, &long);
-    assert!(low <= position_key(&short, Some(0)) && position_key(&long, Some(u64::MAX)) <= high);
-    assert!(
-        high.as_str() < LATEST_SORT_KEY,
-        "range queries never reach the LATEST item"
-    );
 }
 
 #[test]
@@ -328,9 +315,18 @@ async fn deaggregated_records_are_keyed_by_their_own_partition_keys() {
     assert_eq!(
         keys,
         vec![
-            ("orders#user-1".into(), position_key(&s, Some(0))),
-            ("orders#user-1".into(), position_key(&s, Some(2))),
-            ("orders#user-2".into(), position_key(&s, Some(1))),
+            (
+                "orders#user-1".into(),
+                position_key(&Position::new(s.clone(), Some(0)))
+            ),
+            (
+                "orders#user-1".into(),
+                position_key(&Position::new(s.clone(), Some(2)))
+            ),
+            (
+                "orders#user-2".into(),
+                position_key(&Position::new(s.clone(), Some(1)))
+            ),
         ]
     );
 }
@@ -344,83 +340,6 @@ fn modes_parse_with_a_clear_error() {
     assert_eq!(
         "SOME".parse::<ArchiveMode>().unwrap_err().to_string(),
         "unknown archive mode \"SOME\"; accepted values: ALL, LATEST"
-    );
-}
-
-#[tokio::test]
-async fn query_pages_through_a_numeric_sequence_range() {
-    let stored: Vec<Record> = (0..5)
-        .map(|i| record("k", &format!("{}", 10 + i), None, vec![i as u8]))
-        .collect();
-    let items: Vec<_> = stored
-        .iter()
-        .map(|r| item(r, ArchiveMode::All, 0, None, Ok(&r.data)))
-        .collect();
-    let (first, second) = (items[..3].to_vec(), items[3..].to_vec());
-    let from = seq(&"9".repeat(2));
-    let to = seq("1000");
-    let (low, high) = position_range(&from, &to);
-    let rule = mock!(aws_sdk_dynamodb::Client::query)
-        .match_requests(move |q| {
-            q.key_condition_expression() == Some("pk = :pk AND sk BETWEEN :low AND :high")
-                && q.expression_attribute_values().unwrap()[":pk"]
-                    == AttributeValue::S("orders#k".into())
-                && q.expression_attribute_values().unwrap()[":low"]
-                    == AttributeValue::S(low.clone())
-                && q.expression_attribute_values().unwrap()[":high"]
-                    == AttributeValue::S(high.clone())
-        })
-        .sequence()
-        .output(move || {
-            aws_sdk_dynamodb::operation::query::QueryOutput::builder()
-                .set_items(Some(first.clone()))
-                .last_evaluated_key("pk", AttributeValue::S("orders#k".into()))
-                .build()
-        })
-        .output(move || {
-            aws_sdk_dynamodb::operation::query::QueryOutput::builder()
-                .set_items(Some(second.clone()))
-                .build()
-        })
-        .build();
-    let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
-    let reader = DynamoReader::new(client, "archive");
-    let mut read = Vec::new();
-    let mut start = None;
-    loop {
-        let page = reader
-            .query("orders", "k", Some(&from), Some(&to), 3, start)
-            .await
-            .unwrap();
-        read.extend(page.records.into_iter().map(|(r, overflow)| {
-            assert!(overflow.is_none());
-            r
-        }));
-        match page.next {
-            Some(next) => start = Some(next),
-            None => break,
-        }
-    }
-    assert_eq!(read, stored);
-    assert_eq!(rule.num_calls(), 2);
-}
-
-#[tokio::test]
-async fn a_foreign_item_is_an_error_naming_the_attribute() {
-    let rule = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| {
-        aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder()
-            .item("pk", AttributeValue::S("orders#k".into()))
-            .item("sk", AttributeValue::S(LATEST_SORT_KEY.into()))
-            .build()
-    });
-    let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&rule]);
-    let err = DynamoReader::new(client, "archive")
-        .latest("orders", "k")
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "DynamoDB table archive: archive item has no sequenceNumber attribute of the expected type"
     );
 }
 

@@ -139,10 +139,10 @@ pub struct Delivery<'a, I, D> {
     pub base_backoff: Duration,
 }
 
-/// Where a delivery stopped at its deadline: the first record (sequence and
-/// sub-sequence number) it had not settled. Everything before it in the
+/// Where a delivery stopped at its deadline: the position of the first
+/// record it had not settled. Everything before it in the
 /// shard is settled; it and everything after must be delivered again.
-pub type Unsettled = (crate::model::seqno::SequenceNumber, Option<u64>);
+pub type Unsettled = crate::model::seqno::Position;
 
 impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
     /// Delivers every record, lanes in parallel, each lane in order.
@@ -223,10 +223,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                 }
                 if stop_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
                     let first = &batch[0];
-                    return Ok(Some((
-                        first.sequence_number.clone(),
-                        first.sub_sequence_number,
-                    )));
+                    return Ok(Some(crate::model::seqno::Position::of(first)));
                 }
                 if self.too_old(&batch) {
                     self.fail(
@@ -298,8 +295,12 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                     // Not an invocation of the function: don't count it.
                     report.invocations -= 1;
                     attempt += 1;
-                    let error = &error as &(dyn std::error::Error + 'static);
-                    warn!(error, attempt, "invoke throttled or failed; retrying");
+                    {
+                        // Scoped: a `&dyn Error` held across the sleep would
+                        // make the future not `Send`.
+                        let error = &error as &(dyn std::error::Error + 'static);
+                        warn!(error, attempt, "invoke throttled or failed; retrying");
+                    }
                     tokio::time::sleep(crate::backoff::backoff(self.base_backoff, attempt.min(8)))
                         .await;
                 }

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use super::options::FunctionResponseType;
 use super::*;
 use crate::model::event::DeliveredEvent;
-use crate::model::seqno::SequenceNumber;
+use crate::model::seqno::{Position, SequenceNumber};
 use crate::pipeline::batch::MAX_PAYLOAD_BYTES;
 
 /// A target function: fails (Unhandled) on batches holding a poison
@@ -579,11 +579,7 @@ async fn a_deadline_stops_endless_retries_at_the_first_unsettled_record() {
         .unwrap();
     // The first batch (records 0-9) is settled; the second (10-19) holds
     // the poison and was retried until the deadline; the third never went.
-    assert_eq!(
-        unsettled,
-        Some((input[10].sequence_number.clone(), None)),
-        "{report:?}"
-    );
+    assert_eq!(unsettled, Some(Position::of(&input[10])), "{report:?}");
     assert_eq!(report.delivered, 10);
     assert!(report.function_errors >= 1);
     assert_eq!(report.failed_records, 0, "nothing is given up on");
@@ -599,7 +595,7 @@ async fn a_deadline_stops_endless_retries_at_the_first_unsettled_record() {
         .deliver_until(input.clone(), Some(tokio::time::Instant::now()))
         .await
         .unwrap();
-    assert_eq!(unsettled, Some((input[0].sequence_number.clone(), None)));
+    assert_eq!(unsettled, Some(Position::of(&input[0])));
     assert_eq!(*target.invokes.lock().unwrap(), 0);
     assert_eq!(report, DeliveryReport::default());
 }

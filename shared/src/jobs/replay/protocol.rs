@@ -1,0 +1,164 @@
+//! What the replay state machine and the replay function say to each other:
+//! the events, the plan and one shard's progress between steps.
+
+use serde::{Deserialize, Serialize};
+
+use super::request::ReplayRequest;
+pub use crate::pipeline::pace::PaceOrigin;
+
+use super::request::ReplaySource;
+use super::summary::ReplaySummary;
+use crate::model::record::{ArrivalTime, Record};
+use crate::model::seqno::{Position, SequenceNumber};
+use crate::request::{RequestError, parse_json};
+use crate::sinks::lambda::DeliveryReport;
+
+/// One shard's replay between steps: what the state machine carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardReplay {
+    pub shard_id: String,
+    /// The last record handed to the target and settled; the next step
+    /// resumes after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Position>,
+    /// Records read from the source (in the window).
+    #[serde(default)]
+    pub records: u64,
+    /// Records acknowledged by a successful invocation, or put on the
+    /// target stream.
+    #[serde(default)]
+    pub delivered: u64,
+    #[serde(default)]
+    pub filtered: u64,
+    #[serde(default)]
+    pub failed_records: u64,
+    #[serde(default)]
+    pub failed_batches: u64,
+    /// Invokes of the target function, or `PutRecords` calls.
+    #[serde(default)]
+    pub invocations: u64,
+    #[serde(default)]
+    pub function_errors: u64,
+    /// Failed batches sent to the DLQ (objects or messages).
+    #[serde(default)]
+    pub dlq_locations: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_sequence_number: Option<SequenceNumber>,
+    /// When the shard's first step started and its last step ended (epoch
+    /// seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<ArrivalTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<ArrivalTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace: Option<PaceOrigin>,
+    #[serde(default)]
+    pub done: bool,
+}
+
+impl ShardReplay {
+    pub fn new(shard_id: impl Into<String>) -> Self {
+        Self {
+            shard_id: shard_id.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Counts what `report` did and moves past `piece` (the records now
+    /// settled: possibly none, when a step's time ran out first).
+    pub(super) fn settle(&mut self, piece: &[Record], report: &DeliveryReport) {
+        if let (Some(first), Some(last)) = (piece.first(), piece.last()) {
+            if self.first_sequence_number.is_none() {
+                self.first_sequence_number = Some(first.sequence_number.clone());
+            }
+            self.last = Some(Position::of(last));
+        }
+        self.records += piece.len() as u64;
+        self.delivered += report.delivered;
+        self.filtered += report.filtered;
+        self.failed_records += report.failed_records;
+        self.failed_batches += report.failed_batches;
+        self.invocations += report.invocations;
+        self.function_errors += report.function_errors;
+        self.dlq_locations += report.failure_locations.len() as u64;
+    }
+}
+
+/// What the replay function is asked to do. The replay state machine sends
+/// `plan`, then `step` per shard until done, then `summary`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ReplayEvent {
+    /// Checks the request and answers `{"valid": true}`: the state machine
+    /// asks before it scrapes, so a bad target or option fails before any
+    /// work.
+    Validate {
+        request: ReplayRequest,
+    },
+    Plan {
+        request: ReplayRequest,
+    },
+    #[serde(rename_all = "camelCase")]
+    Step {
+        request: ReplayRequest,
+        run_id: String,
+        progress: ShardReplay,
+    },
+    #[serde(rename_all = "camelCase")]
+    Summary {
+        request: ReplayRequest,
+        run_id: String,
+        shards: Vec<String>,
+    },
+}
+
+impl ReplayEvent {
+    /// Parses an invocation payload; the request is validated before any
+    /// work.
+    pub fn parse(json: &[u8]) -> Result<Self, RequestError> {
+        let event: Self = parse_json(json)?;
+        let (ReplayEvent::Validate { request }
+        | ReplayEvent::Plan { request }
+        | ReplayEvent::Step { request, .. }
+        | ReplayEvent::Summary { request, .. }) = &event;
+        request.validate()?;
+        if let ReplaySource::Files { .. } = request.source {
+            return Err(RequestError {
+                field: "source.type".to_owned(),
+                message: "FILES is the rewind CLI's (--files); accepted values: MANIFEST, ARCHIVE, DYNAMODB, SCRAPE".to_owned(),
+            });
+        }
+        Ok(event)
+    }
+}
+
+/// The plan: the run's identity and its shards, parents before children,
+/// in lineage groups: shards related by a split or a merge are in one
+/// group, replayed one after another in this order; groups are
+/// independent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayPlan {
+    pub run_id: String,
+    pub stream_arn: String,
+    pub shards: Vec<String>,
+    pub groups: Vec<Vec<ShardReplay>>,
+}
+
+/// What the replay function answers, by action.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ReplayOutput {
+    /// `validate`: `{"valid": true}`.
+    Valid {
+        valid: bool,
+    },
+    Plan(ReplayPlan),
+    /// `step`: `{"done": …, "progress": …}`.
+    Step {
+        done: bool,
+        progress: ShardReplay,
+    },
+    Summary(ReplaySummary),
+}

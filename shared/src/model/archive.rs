@@ -1,0 +1,223 @@
+//! The S3 archive's key layout (Hive-style, so Athena and Glue can prune by
+//! stream, day and hour), which the archive's writer and its scan share:
+//!
+//! ```text
+//! <prefix>/stream=<name>/dt=YYYY-MM-DD/hour=HH/<shardId>/<first>-<last>.jsonl.gz
+//! ```
+//!
+//! `dt` and `hour` are the records' arrival time (UTC); `<first>` and
+//! `<last>` their positions in the shard.
+
+use chrono::{DateTime, Utc};
+
+use crate::model::chunk::Compression;
+use crate::model::record::{ArrivalTime, Record};
+use crate::model::seqno::{Position, SequenceNumber, UserRecordId};
+
+/// Uncompressed record-line bytes one archive object holds at most. A
+/// delivered batch is at most 6 MB of event (10,000 records), so this only
+/// splits batches whose records were deaggregated or are unusually large; it
+/// keeps each object small enough for one in-memory upload and a quick read.
+pub const DEFAULT_MAX_OBJECT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Where and how the archive stores records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveLayout {
+    /// Key prefix without a trailing slash; empty for the bucket root.
+    pub prefix: String,
+    pub compression: Compression,
+    pub max_object_bytes: usize,
+}
+
+impl Default for ArchiveLayout {
+    fn default() -> Self {
+        Self {
+            prefix: "archive".to_owned(),
+            compression: Compression::Gzip,
+            max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+        }
+    }
+}
+
+impl ArchiveLayout {
+    /// The partition folder of a stream's records that arrived in `hour`.
+    pub fn partition(&self, stream: &str, hour: DateTime<Utc>) -> String {
+        let folder = format!(
+            "stream={stream}/dt={}/hour={}",
+            hour.format("%Y-%m-%d"),
+            hour.format("%H")
+        );
+        if self.prefix.is_empty() {
+            folder
+        } else {
+            format!("{}/{folder}", self.prefix)
+        }
+    }
+
+    /// The key of the object holding a shard's records `first..=last`.
+    pub fn object_key(
+        &self,
+        stream: &str,
+        hour: DateTime<Utc>,
+        first: &UserRecordId,
+        last: &UserRecordId,
+    ) -> String {
+        format!(
+            "{}/{}/{}-{}.{}",
+            self.partition(stream, hour),
+            first.shard_id,
+            position(first),
+            position(last),
+            self.compression.extension()
+        )
+    }
+}
+
+/// `<sequence>` or `<sequence>.<sub-sequence>`: sorts and reads as the
+/// position it names.
+fn position(id: &UserRecordId) -> String {
+    match id.sub_sequence_number {
+        Some(sub) => format!("{}.{sub}", id.sequence_number),
+        None => id.sequence_number.to_string(),
+    }
+}
+
+/// The start of the hour the record arrived in.
+pub fn hour_of(record: &Record) -> DateTime<Utc> {
+    let millis = record.approximate_arrival_timestamp.epoch_millis();
+    ArrivalTime::from_epoch_millis(millis - millis.rem_euclid(3_600_000)).to_datetime()
+}
+
+/// An archive object, known from its key alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub key: String,
+    pub shard_id: String,
+    pub first: Position,
+    pub last: Position,
+}
+
+/// Parses `…/<shardId>/<first>-<last>.<extension>`; `None` for keys the
+/// archiver did not write (the caller skips them).
+pub fn parse_object_key(key: &str) -> Option<ObjectRef> {
+    let (folder, file) = key.rsplit_once('/')?;
+    let shard_id = folder.rsplit('/').next()?;
+    let stem = &file[..file.find(".jsonl")?];
+    let (first, last) = stem.split_once('-')?;
+    let position = |text: &str| -> Option<Position> {
+        let (seq, sub) = match text.split_once('.') {
+            Some((seq, sub)) => (seq, Some(sub.parse().ok()?)),
+            None => (text, None),
+        };
+        Some(Position {
+            sequence_number: SequenceNumber::parse(seq).ok()?,
+            sub_sequence_number: sub,
+        })
+    };
+    Some(ObjectRef {
+        key: key.to_owned(),
+        shard_id: shard_id.to_owned(),
+        first: position(first)?,
+        last: position(last)?,
+    })
+}
+
+/// The hour partitions that can hold records that arrived in `from..to`.
+pub fn hours_between(from: ArrivalTime, to: ArrivalTime) -> Vec<DateTime<Utc>> {
+    const HOUR: i64 = 3_600_000;
+    let start = from.epoch_millis() - from.epoch_millis().rem_euclid(HOUR);
+    let mut hours = Vec::new();
+    let mut at = start;
+    while at < to.epoch_millis() {
+        hours.push(ArrivalTime::from_epoch_millis(at).to_datetime());
+        at += HOUR;
+    }
+    hours
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn record(shard: u32, seq: u32, millis: i64) -> Record {
+        Record {
+            stream: "orders".into(),
+            shard_id: format!("shardId-{shard:012}"),
+            sequence_number: SequenceNumber::parse(&format!(
+                "4959033827149025660855969253836157109592157598913{seq:07}"
+            ))
+            .unwrap(),
+            sub_sequence_number: None,
+            partition_key: format!("k{seq}"),
+            explicit_hash_key: None,
+            encryption_type: None,
+            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(millis),
+            data: vec![seq as u8; 100],
+        }
+    }
+
+    // 2024-11-22T00:59:59.000Z
+    pub(crate) const BEFORE_HOUR: i64 = 1_732_237_199_000;
+
+    #[test]
+    fn keys_follow_the_hive_layout() {
+        let layout = ArchiveLayout::default();
+        let r = record(3, 1, BEFORE_HOUR);
+        let mut last = r.id();
+        last.sub_sequence_number = Some(4);
+        assert_eq!(
+            layout.object_key("orders", hour_of(&r), &r.id(), &last),
+            "archive/stream=orders/dt=2024-11-22/hour=00/shardId-000000000003/\
+             49590338271490256608559692538361571095921575989130000001-\
+             49590338271490256608559692538361571095921575989130000001.4.jsonl.gz"
+        );
+        let root = ArchiveLayout {
+            prefix: String::new(),
+            compression: Compression::Zstd,
+            ..ArchiveLayout::default()
+        };
+        assert!(
+            root.object_key("s", hour_of(&r), &r.id(), &r.id())
+                .starts_with("stream=s/dt=2024-11-22/hour=00/")
+        );
+    }
+
+    #[test]
+    fn object_keys_parse_back() {
+        let layout = ArchiveLayout::default();
+        let r = record(3, 1, BEFORE_HOUR);
+        let mut last = r.id();
+        last.sub_sequence_number = Some(4);
+        let key = layout.object_key("orders", hour_of(&r), &r.id(), &last);
+        let parsed = parse_object_key(&key).unwrap();
+        assert_eq!(parsed.shard_id, "shardId-000000000003");
+        assert_eq!(parsed.first, Position::of(&r));
+        assert_eq!(
+            parsed.last,
+            Position {
+                sub_sequence_number: Some(4),
+                ..Position::of(&r)
+            }
+        );
+        assert_eq!(
+            parse_object_key("archive/stream=s/dt=x/hour=1/shardId-1/notes.txt"),
+            None
+        );
+        assert_eq!(
+            parse_object_key("archive/stream=s/shardId-1/01-2.jsonl.gz"),
+            None
+        );
+    }
+
+    #[test]
+    fn window_hours() {
+        let from = ArrivalTime::from_epoch_millis(BEFORE_HOUR); // 00:59:59
+        let to = ArrivalTime::from_epoch_millis(BEFORE_HOUR + 1000 + 3_600_000); // 02:00:00, exclusive
+        let hours: Vec<String> = hours_between(from, to)
+            .iter()
+            .map(|h| h.format("%H").to_string())
+            .collect();
+        assert_eq!(hours, ["00", "01"]);
+        assert!(hours_between(to, from).is_empty());
+    }
+}
