@@ -11,7 +11,17 @@ for the keys each function really writes:
   scraper, read or delete) an archive object or a DynamoDB overflow object;
 - each function can still do its own work under its own prefix;
 - the state machines may invoke only their functions (and their versions and
-  aliases), not every function whose name starts the same.
+  aliases), not every function whose name starts the same;
+- no role is allowed anything on "*" but what AWS only grants on "*" (X-Ray's
+  trace segments, and the state machines' CloudWatch Logs deliveries), and
+  tracing adds nothing else;
+- only the stack's alarms and its failed-executions rule may publish to the
+  alarm topic, over TLS, and its key serves only them; the alarms, the rule
+  and the dashboard exist and point at the topic (the stack's or the given);
+- the expiry of scrape and DLQ objects never reaches the archive or another
+  folder, whatever the prefixes; and a few template settings (reserved
+  concurrency, retained bucket policy, the table's key, the executions'
+  TimeoutSeconds) come out as intended.
 
 Run by `bin/test template` with the tools venv (cfn-lint parses the YAML).
 Exits 1 naming each failed check.
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import json
 import re
 import sys
 from pathlib import Path
@@ -113,6 +124,13 @@ class Template:
             return BUCKET_ARN
         if kind == "AWS::Serverless::Function" and attr == "Arn":
             return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:stack-{resource}"
+        if kind == "AWS::CloudWatch::Alarm" and attr == "Arn":
+            name = self.properties(resource)["AlarmName"]
+            return f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{name}"
+        if kind == "AWS::Events::Rule" and attr == "Arn":
+            return f"arn:aws:events:{REGION}:{ACCOUNT}:rule/stack-{resource}"
+        if kind == "AWS::SQS::Queue" and attr == "QueueName":
+            return f"stack-{resource}"
         return f"arn:aws:{resource}:{attr}"
 
     def ref(self, name: str):
@@ -186,6 +204,20 @@ class Template:
             return out
         return node
 
+    def exists(self, resource: str) -> bool:
+        condition = self.doc["Resources"][resource].get("Condition")
+        return condition is None or self.conditions[condition]
+
+    def properties(self, resource: str) -> dict:
+        return self.value(self.doc["Resources"][resource].get("Properties", {}))
+
+    def of_type(self, kind: str) -> list[str]:
+        return [
+            name
+            for name, spec in self.doc["Resources"].items()
+            if spec["Type"] == kind and self.exists(name)
+        ]
+
     def statements(self, resource: str, policies_key: str = "Policies") -> list[dict]:
         props = self.doc["Resources"][resource]["Properties"]
         out = []
@@ -256,7 +288,8 @@ def check_prefixes(doc: dict, failures: list[str]) -> int:
             or archive.startswith(replay + "/")
         ):
             continue
-        params = {"ArchivePrefix": archive, "ScrapePrefix": scrape, "ReplayPrefix": replay}
+        params = {"ArchivePrefix": archive, "ScrapePrefix": scrape, "ReplayPrefix": replay,
+                  "ScrapeExpiryDays": 30, "DlqExpiryDays": 7}
         try:
             template = Template(doc, params)
         except ValueError:
@@ -266,6 +299,7 @@ def check_prefixes(doc: dict, failures: list[str]) -> int:
         scraper = template.statements("ScraperRole")
         replayer = template.statements("ReplayRole")
         archiver = template.statements("ArchiverRole")
+        check_lifecycle(template, archive, scrape, replay, label, failures)
         for key in archive_keys(archive):
             for action in ("s3:PutObject", "s3:DeleteObject", "s3:GetObject"):
                 check(failures, label, not allowed(scraper, action, object_arn(key)),
@@ -303,6 +337,8 @@ def check_refusals(doc: dict, failures: list[str]) -> None:
                                      f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:b"},
         {"ReplayTargetStreamArns": f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/a,"},
         {"ScrapeStreamArns": f",arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/a"},
+        {"AlarmTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:ops", "AlarmEmail": "ops@example.com"},
+        {"AlarmEmail": "not an address"},
     ]
     for params in refused:
         try:
@@ -349,6 +385,247 @@ def check_invoke_grants(doc: dict, failures: list[str]) -> None:
               f"may invoke {arn}")
 
 
+# What AWS grants only on "*": the actions have no resource type.
+XRAY_PUT = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+XRAY_STATES = XRAY_PUT | {"xray:GetSamplingRules", "xray:GetSamplingTargets"}
+LOG_DELIVERY = {
+    "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery", "logs:ListLogDeliveries", "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
+}
+FUNCTION_ROLES = ["ArchiverRole", "ScraperRole", "ReplayRole"]
+MACHINES = ["ScrapeStateMachine", "ReplayStateMachine"]
+KMS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT}:ops"
+
+
+def star_allowed(resource: str) -> set[str]:
+    return XRAY_PUT if resource in FUNCTION_ROLES else XRAY_STATES | LOG_DELIVERY
+
+
+def check_star_resources(doc: dict, failures: list[str]) -> None:
+    for params in ({}, {"Tracing": "true"},
+                   {"Tracing": "true", "KmsKeyArn": KMS_KEY, "DynamoArchive": "ALL"}):
+        template = Template(doc, params)
+        for resource in FUNCTION_ROLES + MACHINES:
+            for statement in template.statements(resource):
+                if statement["Effect"] != "Allow" or "*" not in as_list(statement["Resource"]):
+                    continue
+                extra = set(as_list(statement["Action"])) - star_allowed(resource)
+                check(failures, f"{resource} {params}", not extra,
+                      f"statement {statement.get('Sid')} allows {sorted(extra)} on *")
+
+
+def check_tracing(doc: dict, failures: list[str]) -> None:
+    for base in ({}, {"KmsKeyArn": KMS_KEY, "DynamoArchive": "ALL,LATEST", "UseStreamTags": "true"}):
+        off, on = Template(doc, base), Template(doc, {**base, "Tracing": "true"})
+        for resource in FUNCTION_ROLES + MACHINES:
+            before = [json.dumps(x, sort_keys=True) for x in off.statements(resource)]
+            after = [json.dumps(x, sort_keys=True) for x in on.statements(resource)]
+            check(failures, resource, all(x in after for x in before),
+                  "tracing changes a statement it should only add to")
+            added = [json.loads(x) for x in after if x not in before]
+            actions = {a for x in added for a in as_list(x["Action"])}
+            wanted = XRAY_PUT if resource in FUNCTION_ROLES else XRAY_STATES
+            check(failures, resource, actions == wanted,
+                  f"tracing adds {sorted(actions)}, not exactly {sorted(wanted)}")
+            for action in XRAY_PUT:
+                check(failures, resource, not allowed(off.statements(resource), action, "*"),
+                      f"may {action} with tracing off")
+                check(failures, resource, allowed(on.statements(resource), action, "*"),
+                      f"may not {action} with tracing on")
+        for function in ("ArchiverFunction", "ScraperFunction", "ReplayFunction"):
+            check(failures, function, on.properties(function).get("Tracing") == "Active",
+                  "not traced with Tracing=true")
+            check(failures, function, off.properties(function).get("Tracing") in (None, "PassThrough"),
+                  "traced with Tracing=false")
+        for machine in MACHINES:
+            check(failures, machine, on.properties(machine)["Tracing"] == {"Enabled": True}
+                  and off.properties(machine)["Tracing"] == {"Enabled": False},
+                  "tracing does not follow the Tracing parameter")
+
+
+def check_notifications(doc: dict, failures: list[str]) -> None:
+    for params in ({}, {"KmsKeyArn": KMS_KEY}, {"AlarmEmail": "ops@example.com"},
+                   {"AlarmTopicArn": TOPIC}):
+        template = Template(doc, params)
+        label = f"notifications {params}"
+        creates = "AlarmTopicArn" not in params
+        topic = template.ref("AlarmTopic") if creates else TOPIC
+        alarms = template.of_type("AWS::CloudWatch::Alarm")
+        check(failures, label, len(alarms) == 4, f"{len(alarms)} alarms, not 4")
+        metrics = {template.properties(a).get("MetricName") for a in alarms}
+        check(failures, label, metrics == {"IteratorAge", "Errors", "ApproximateNumberOfMessagesVisible"},
+              f"alarms on {sorted(map(str, metrics))}")
+        queues = {template.properties(a)["Dimensions"][0]["Value"] for a in alarms
+                  if template.properties(a)["Namespace"] == "AWS/SQS"}
+        check(failures, label, queues == {"stack-ArchiverFailureQueue", "stack-ReplayDlq"},
+              f"queue alarms on {sorted(queues)}")
+        for alarm in alarms:
+            props = template.properties(alarm)
+            check(failures, label, props["AlarmActions"] == [topic] and props["OKActions"] == [topic],
+                  f"{alarm} does not notify {topic}")
+        rules = template.of_type("AWS::Events::Rule")
+        check(failures, label, rules == ["FailedExecutionsRule"], f"rules {rules}")
+        rule = template.properties("FailedExecutionsRule")
+        pattern = rule["EventPattern"]
+        check(failures, label, set(pattern["detail"]["status"]) == {"FAILED", "TIMED_OUT", "ABORTED"}
+              and set(pattern["detail"]["stateMachineArn"]) == {template.ref(m) for m in MACHINES}
+              and pattern["source"] == ["aws.states"],
+              "the rule does not match failed, timed-out and aborted executions of both machines")
+        check(failures, label, [t["Arn"] for t in rule["Targets"]] == [topic],
+              "the rule does not notify the topic")
+        body = json.loads(template.properties("Dashboard")["DashboardBody"])
+        text = json.dumps(body)
+        for needle in ("stack-ArchiverFunction", "stack-ScrapeStateMachine", "stack-ReplayStateMachine",
+                       "stack-ArchiverFailureQueue", "stack-ReplayDlq", '"orders"', "IteratorAge",
+                       "RecordsArchived", "BytesArchived", "ObjectsWritten", "ItemsWritten",
+                       "NewestRecordAgeMs", "Throttles", "Duration", "ExecutionsStarted",
+                       "ExecutionsFailed"):
+            check(failures, label, needle in text, f"the dashboard does not show {needle}")
+        own = ["AlarmTopic", "AlarmTopicPolicy"]
+        for resource in own:
+            check(failures, label, template.exists(resource) == creates,
+                  f"{resource} {'missing' if creates else 'created with AlarmTopicArn'}")
+        check(failures, label, template.exists("AlarmEmailSubscription") == ("AlarmEmail" in params),
+              "email subscription does not follow AlarmEmail")
+        check(failures, label, template.exists("AlarmTopicKey") == (creates and "KmsKeyArn" not in params),
+              "the topic's own key exists when it shouldn't, or is missing")
+        if not creates:
+            continue
+        key = template.properties("AlarmTopic")["KmsMasterKeyId"]
+        check(failures, label, key == params.get("KmsKeyArn", template.ref("AlarmTopicKey")),
+              f"the topic is encrypted with {key}")
+        check_topic_policy(template, alarms, label, failures)
+        if template.exists("AlarmTopicKey"):
+            check_topic_key(template, label, failures)
+
+
+def check_topic_policy(template: Template, alarms: list[str], label: str, failures: list[str]) -> None:
+    topic = template.ref("AlarmTopic")
+    statements = template.properties("AlarmTopicPolicy")["PolicyDocument"]["Statement"]
+    sources = {
+        "cloudwatch.amazonaws.com": {template.attribute(a, "Arn") for a in alarms},
+        "events.amazonaws.com": {template.attribute("FailedExecutionsRule", "Arn")},
+    }
+    seen = set()
+    for statement in statements:
+        if statement["Effect"] == "Deny":
+            continue
+        principal = statement["Principal"]
+        services = set(as_list(principal.get("Service", []))) if isinstance(principal, dict) else set()
+        ok = (
+            len(services) == 1
+            and set(principal) == {"Service"}
+            and services <= set(sources)
+            and as_list(statement["Action"]) == ["sns:Publish"]
+            and as_list(statement["Resource"]) == [topic]
+        )
+        check(failures, label, ok, f"topic policy statement {statement.get('Sid')} allows more than one service's publishing")
+        if not ok:
+            continue
+        service = services.pop()
+        seen.add(service)
+        arns = set(as_list(statement.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn", [])))
+        check(failures, label, arns == sources[service],
+              f"{service} may publish from {sorted(arns)}, not exactly {sorted(sources[service])}")
+    check(failures, label, seen == set(sources), f"only {sorted(seen)} may publish")
+    tls = [
+        s for s in statements
+        if s["Effect"] == "Deny" and s["Principal"] == "*" and "sns:Publish" in as_list(s["Action"])
+        and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+    ]
+    check(failures, label, bool(tls), "the topic accepts publishing without TLS")
+
+
+def check_topic_key(template: Template, label: str, failures: list[str]) -> None:
+    statements = template.properties("AlarmTopicKey")["KeyPolicy"]["Statement"]
+    root = f"arn:aws:iam::{ACCOUNT}:root"
+    for statement in statements:
+        principal = statement["Principal"]
+        if principal == {"AWS": root}:
+            continue  # administration through IAM, as every key has
+        services = set(as_list(principal.get("Service", [])))
+        ok = (
+            set(principal) == {"Service"}
+            and services <= {"cloudwatch.amazonaws.com", "events.amazonaws.com"}
+            and set(as_list(statement["Action"])) <= {"kms:GenerateDataKey", "kms:Decrypt"}
+        )
+        check(failures, label, ok and statement["Effect"] == "Allow",
+              f"key policy statement {statement.get('Sid')} serves more than alarms and the rule")
+        if "cloudwatch.amazonaws.com" in services:
+            account = statement.get("Condition", {}).get("StringEquals", {}).get("aws:SourceAccount")
+            check(failures, label, account == ACCOUNT, "CloudWatch may use the key for any account's alarms")
+
+
+def expiring_prefixes(template: Template) -> dict[str, str]:
+    rules = template.properties("Bucket")["LifecycleConfiguration"]["Rules"]
+    return {r["Id"]: r.get("Prefix", "") for r in rules if "ExpirationInDays" in r}
+
+
+def check_lifecycle(template: Template, archive: str, scrape: str, replay: str,
+                    label: str, failures: list[str]) -> None:
+    """With ScrapeExpiryDays and DlqExpiryDays set: no expiry reaches an
+    archive object or the other folder's objects, and an expiry is dropped
+    only when another folder is nested in its folder."""
+    expiring = expiring_prefixes(template)
+    keys = {
+        "archive": archive_keys(archive),
+        "scrape": [f"{scrape}/run-1/shardId-000000000001/0-1-2.jsonl.gz", f"{scrape}/run-1/manifest.json"],
+        "replay": [f"{replay}/aws/lambda/run-1/shardId-000000000001/2026/12/01/09/x",
+                   f"{replay}/replays/run-1/shardId-000000000001/_checkpoint.json"],
+    }
+    owners = {"ExpireScrapeOutput": ("scrape", scrape), "ExpireReplayDlqAndProgress": ("replay", replay)}
+    for rule, prefix in expiring.items():
+        own, _ = owners[rule]
+        for kind, kind_keys in keys.items():
+            if kind == own:
+                continue
+            for key in kind_keys:
+                check(failures, label, not key.startswith(prefix),
+                      f"lifecycle rule {rule} ({prefix}) expires {kind} object {key}")
+    for rule, (own, folder) in owners.items():
+        nested = any(other.startswith(folder + "/") for other in (archive, scrape, replay))
+        check(failures, label, (rule in expiring) == (not nested),
+              f"lifecycle rule {rule} {'missing' if not nested else 'kept with a folder inside'}")
+
+
+def check_settings(doc: dict, failures: list[str]) -> None:
+    archiver = Template(doc, {}).properties("ArchiverFunction")
+    check(failures, "ArchiverReservedConcurrency=0", "ReservedConcurrentExecutions" not in archiver,
+          "0 reserves 0 (Lambda then throttles every invocation)")
+    reserved = Template(doc, {"ArchiverReservedConcurrency": 8}).properties("ArchiverFunction")
+    check(failures, "ArchiverReservedConcurrency=8", str(reserved.get("ReservedConcurrentExecutions")) == "8",
+          "not reserved")
+    for resource in ("Bucket", "BucketPolicy"):
+        spec = doc["Resources"][resource]
+        check(failures, resource, spec.get("DeletionPolicy") == "Retain"
+              and spec.get("UpdateReplacePolicy") == "Retain", "not retained")
+    table = Template(doc, {"DynamoArchive": "ALL", "KmsKeyArn": KMS_KEY}).properties("ArchiveTable")
+    check(failures, "ArchiveTable", table.get("DeletionProtectionEnabled") is True, "no deletion protection")
+    check(failures, "ArchiveTable", table["SSESpecification"].get("KMSMasterKeyId") == KMS_KEY,
+          "not encrypted with KmsKeyArn")
+    versions = Template(doc, {"Versioning": "Enabled"})
+    check(failures, "Versioning=Enabled", "ExpireNoncurrentVersions" in
+          [r["Id"] for r in versions.properties("Bucket")["LifecycleConfiguration"]["Rules"]],
+          "noncurrent versions never expire")
+    for machine, path in (("ScrapeStateMachine", "scrape"), ("ReplayStateMachine", "replay")):
+        template = Template(doc, {"ExecutionTimeoutSeconds": 3600})
+        raw = (ROOT / "statemachines" / f"{path}.asl.json").read_text()
+        json.loads(raw)  # the tests read the file as it is
+        text = raw
+        for name, value in template.properties(machine)["DefinitionSubstitutions"].items():
+            text = text.replace("${" + name + "}", str(value))
+        definition = json.loads(text)
+        check(failures, machine, definition.get("TimeoutSeconds") == 3600
+              and definition.get("Version") == "1.0"
+              and definition["Comment"] == json.loads(raw)["Comment"].replace("${ExecutionTimeout}", ""),
+              "the substituted definition has no TimeoutSeconds of ExecutionTimeoutSeconds")
+        logging = template.properties(machine)["Logging"]
+        check(failures, machine, logging["Level"] == "ERROR" and logging["IncludeExecutionData"] is False,
+              "logs more than errors, or execution data, by default")
+
+
 def main() -> int:
     doc = cfn_yaml.load(str(ROOT / "template.yaml"))
     failures: list[str] = []
@@ -357,12 +634,18 @@ def main() -> int:
         failures.append(f"only {checked} prefix combinations were accepted: the check proves nothing")
     check_refusals(doc, failures)
     check_invoke_grants(doc, failures)
+    check_star_resources(doc, failures)
+    check_tracing(doc, failures)
+    check_notifications(doc, failures)
+    check_settings(doc, failures)
     for failure in failures[:50]:
         print(f"FAIL {failure}")
     if failures:
         print(f"{len(failures)} IAM checks failed")
         return 1
-    print(f"IAM: {checked} prefix combinations checked; refusals and invoke grants as intended")
+    print(f"IAM: {checked} prefix combinations checked (grants and lifecycle expiry); refusals,"
+          " invoke grants, '*' resources, tracing, the alarm topic's policy and key, alarms, rule,"
+          " dashboard and settings as intended")
     return 0
 
 
