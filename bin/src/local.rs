@@ -74,6 +74,7 @@ impl UpArgs {
                 Kinesis::Moto => KinesisBackend::Moto,
             },
             shard_limits: !self.no_shard_limits,
+            ..Options::default()
         }
     }
 

@@ -8,7 +8,8 @@
 //!   `.local/logs/`, nothing left behind;
 //! - [`proxy`]: the endpoint — routing, Lambda's invoke semantics, Kinesis
 //!   shard limits, fault injection;
-//! - [`stack`]: [`LocalStack`] starts and stops all of it; [`Admin`] drives
+//! - [`stack`]: [`LocalStack`] starts and stops all of it (functions serve
+//!   concurrent invocations concurrently, up to a limit); [`Admin`] drives
 //!   the endpoint's faults and limits;
 //! - [`daemon`]: the stack as a background process (`rewind local up`);
 //! - [`sdk`]: SDK clients of a stack's endpoint;

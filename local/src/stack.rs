@@ -1,9 +1,13 @@
 //! Starting and stopping the whole stack: install, build the functions, start
 //! moto, kinesis-mock and `cargo lambda watch` on free loopback ports, wait
-//! until each answers, then serve the one endpoint in front of them.
+//! until each answers, then serve the one endpoint in front of them. Each
+//! function runs up to [`LOCAL_FUNCTION_CONCURRENCY`] invocations at once,
+//! each in a process of its own, as Lambda runs them in execution
+//! environments of their own.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +42,14 @@ pub const LOCAL_SCRAPER_MAX_STEP_SECONDS: u64 = 6;
 /// so the archiver can run behind `rewind local mapping` (its archive keys
 /// start with the stream's name, so streams never share objects).
 pub const LOCAL_ARCHIVE_BUCKET: &str = "rewind-archive";
+/// Instances of each function `cargo lambda watch` may run at once, the
+/// default of [`Options::function_concurrency`]. Lambda gives every
+/// concurrent invocation an execution environment of its own; ten covers a
+/// mapping's largest `ParallelizationFactor` (10) on one shard, or ten shards
+/// replayed side by side, while keeping a 2-core machine to a few dozen
+/// processes when every function is busy. Invocations past it wait for a
+/// free instance, as those past a reserved concurrency would be throttled.
+pub const LOCAL_FUNCTION_CONCURRENCY: NonZeroUsize = NonZeroUsize::new(10).unwrap();
 
 /// Which emulator serves Kinesis.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,6 +67,9 @@ pub struct Options {
     pub kinesis: KinesisBackend,
     /// Enforce Kinesis per-shard limits at the endpoint.
     pub shard_limits: bool,
+    /// How many invocations of one function run at once, each in its own
+    /// process (see [`LOCAL_FUNCTION_CONCURRENCY`]).
+    pub function_concurrency: NonZeroUsize,
 }
 
 impl Default for Options {
@@ -62,6 +77,7 @@ impl Default for Options {
         Options {
             kinesis: KinesisBackend::KinesisMock,
             shard_limits: true,
+            function_concurrency: LOCAL_FUNCTION_CONCURRENCY,
         }
     }
 }
@@ -143,6 +159,16 @@ impl LocalStack {
             // Serve what was built: other work in the tree must not restart
             // functions under a running test.
             .arg("--ignore-changes")
+            // By default cargo lambda runs one instance per function and
+            // queues every other invocation behind it, so no concurrency
+            // (a ParallelizationFactor, shards in parallel) could show here.
+            // With a limit it starts another instance, a process of its own
+            // as Lambda's execution environments are, while invocations
+            // wait, and keeps it warm. (1.9.2 never sees its instances idle,
+            // so a function that ever has a queue soon runs the limit's
+            // worth of instances: about 10 MB each, the price of no machinery
+            // of our own.)
+            .args(["--concurrency", &options.function_concurrency.to_string()])
             .current_dir(&layout.root);
         // The functions inherit this environment: their SDK clients call the
         // endpoint, with the local stack's region and dummy credentials.

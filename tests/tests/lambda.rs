@@ -81,3 +81,54 @@ async fn invocation_types_qualifiers_and_unknown_functions() -> anyhow::Result<(
     assert!(error.is_resource_not_found_exception(), "{error:?}");
     Ok(())
 }
+
+/// Lambda runs concurrent invocations of one function side by side, each in
+/// an execution environment of its own; the stack must too, or neither a
+/// mapping's `ParallelizationFactor` nor shards replayed in parallel can
+/// show their effect locally. Asserts that the runs overlapped, never how
+/// long they took, so a slow machine can't fail it.
+#[tokio::test]
+async fn concurrent_invokes_of_one_function_overlap() -> anyhow::Result<()> {
+    let stack = stack();
+    let lambda = aws_sdk_lambda::Client::new(&stack.sdk_config().await);
+    let slow = |round: u32, tag: &'static str| {
+        let lambda = lambda.clone();
+        let payload = serde_json::json!({ "sleep_ms": 1500, "round": round, "tag": tag });
+        async move {
+            let output = lambda
+                .invoke()
+                .function_name("echo")
+                .payload(Blob::new(payload.to_string()))
+                .send()
+                .await?;
+            anyhow::ensure!(output.function_error().is_none(), "{output:?}");
+            let run: serde_json::Value =
+                serde_json::from_slice(output.payload().map_or(&[][..], |p| p.as_ref()))?;
+            let field = |name: &str| {
+                run[name]
+                    .as_u64()
+                    .ok_or_else(|| anyhow::anyhow!("no {name} in {run}"))
+            };
+            anyhow::Ok((field("started_ms")?, field("ended_ms")?, field("pid")?))
+        }
+    };
+    // The first round may meet cold starts (a second instance is started
+    // only once the first is busy), as on Lambda; the second finds both warm.
+    for round in 1..=2 {
+        let started = std::time::Instant::now();
+        let (a, b) = tokio::try_join!(slow(round, "a"), slow(round, "b"))?;
+        eprintln!(
+            "round {round}: two 1.5 s invokes took {:.2} s together (a {a:?}, b {b:?})",
+            started.elapsed().as_secs_f64()
+        );
+        if round == 2 {
+            let ((a_start, a_end, a_pid), (b_start, b_end, b_pid)) = (a, b);
+            assert!(
+                a_start < b_end && b_start < a_end,
+                "the runs did not overlap: a {a_start}..{a_end}, b {b_start}..{b_end}"
+            );
+            assert_ne!(a_pid, b_pid, "each ran in an instance of its own");
+        }
+    }
+    Ok(())
+}

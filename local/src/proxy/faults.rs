@@ -46,6 +46,11 @@ pub struct Fault {
     /// other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matching: Option<String>,
+    /// Further strings the request must contain too (a shard's objects of
+    /// one stream's archive), for a fault that concurrent calls of the same
+    /// test must not share.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub and_matching: Vec<String>,
 }
 
 impl Fault {
@@ -57,6 +62,7 @@ impl Fault {
             kind,
             frequency: Frequency::Count(count),
             matching: None,
+            and_matching: Vec::new(),
         }
     }
 
@@ -71,6 +77,12 @@ impl Fault {
     /// Restricts the rule to requests mentioning `needle`.
     pub fn matching(mut self, needle: &str) -> Self {
         self.matching = Some(needle.to_owned());
+        self
+    }
+
+    /// Restricts the rule further, to requests mentioning `needle` as well.
+    pub fn and_matching(mut self, needle: &str) -> Self {
+        self.and_matching.push(needle.to_owned());
         self
     }
 }
@@ -107,8 +119,11 @@ impl Faults {
                 && (rule.operation == "*" || rule.operation == operation)
                 && rule
                     .matching
-                    .as_deref()
-                    .is_none_or(|needle| path.contains(needle) || contains(body, needle.as_bytes()))
+                    .iter()
+                    .chain(&rule.and_matching)
+                    .all(|needle| {
+                        path.contains(needle.as_str()) || contains(body, needle.as_bytes())
+                    })
                 && match rule.frequency {
                     Frequency::Count(n) => n > 0,
                     Frequency::Rate(rate) => fastrand::f64() < rate,
@@ -155,6 +170,26 @@ mod tests {
             Some(FaultKind::Throttle)
         );
         assert_eq!(faults.take("kinesis", "GetRecords", "/", b"s1"), None);
+        assert!(faults.rules().is_empty());
+    }
+
+    #[test]
+    fn every_needle_must_match() {
+        let mut faults = Faults::default();
+        faults.add(
+            Fault::count("s3", "PutObject", FaultKind::ServerError, 1)
+                .matching("stream=orders")
+                .and_matching("shardId-1"),
+        );
+        assert_eq!(
+            faults.take("s3", "PutObject", "/b/stream=orders/shardId-2/k", b""),
+            None
+        );
+        assert_eq!(faults.take("s3", "PutObject", "/b/shardId-1/k", b""), None);
+        assert_eq!(
+            faults.take("s3", "PutObject", "/b/stream=orders/shardId-1/k", b""),
+            Some(FaultKind::ServerError)
+        );
         assert!(faults.rules().is_empty());
     }
 

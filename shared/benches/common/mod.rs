@@ -62,6 +62,7 @@ pub async fn moto_stack() -> (LocalStack, aws_sdk_kinesis::Client) {
         Options {
             kinesis: KinesisBackend::Moto,
             shard_limits: true,
+            ..Options::default()
         },
     )
     .await
