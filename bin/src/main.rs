@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use rewind_engine::Record;
 use rewind_engine::model::chunk::{ChunkReader, ChunkWriter, Compression};
 
@@ -99,6 +99,10 @@ enum Command {
         #[command(subcommand)]
         command: local::LocalCommand,
     },
+    /// Print a completion script for a shell, to source or to install where
+    /// the shell looks for completions (`rewind completions bash >
+    /// ~/.local/share/bash-completion/completions/rewind`).
+    Completions { shell: clap_complete::Shell },
 }
 
 /// Input a command refused before doing anything (a request file, flag
@@ -190,6 +194,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { command } => run::run(command),
         Command::Local { command } => local::run(command),
         Command::Demo(args) => demo::run(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "rewind", &mut io::stdout());
+            Ok(())
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod archive;
 mod chunks;
 mod common;
 mod demo;
+mod install;
 mod local;
 mod mapping;
 mod replay;
