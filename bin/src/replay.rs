@@ -246,10 +246,10 @@ fn execute(request: Value, common: CommonArgs) -> anyhow::Result<()> {
         );
         let summary = drive(&replayer, &request, common.json).await?;
         println!("{}", serde_json::to_string_pretty(&summary)?);
-        if summary.totals.failed_records > 0 {
+        if summary.totals.counters.failed_records > 0 {
             return Err(ReplayCliError::Failures {
-                dlq_records: summary.totals.failed_records,
-                dlq_batches: summary.totals.failed_batches,
+                dlq_records: summary.totals.counters.failed_records,
+                dlq_batches: summary.totals.counters.failed_batches,
                 dlq: summary.dlq.clone().unwrap_or_default(),
             }
             .into());
@@ -294,7 +294,10 @@ async fn drive<B: Buckets>(
             progress = replayer.step(request, &run_id, &progress, deadline).await?;
             bar.set_message(format!(
                 "{}: {} records, {} delivered, {} failed",
-                progress.shard_id, progress.records, progress.delivered, progress.failed_records
+                progress.shard_id,
+                progress.records,
+                progress.counters.delivered,
+                progress.counters.failed_records
             ));
         }
         bar.inc(1);

@@ -6,11 +6,12 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
+use rewind_engine::model::archive::ArchiveLayout;
 use rewind_engine::model::chunk;
 use rewind_engine::model::record::{ArrivalTime, Record};
 use rewind_engine::model::seqno::SequenceNumber;
 use rewind_engine::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
-use rewind_engine::sinks::s3_archive::{self, ArchiveLayout};
+use rewind_engine::sinks::s3_archive;
 use rewind_engine::store::S3Store;
 use rewind_local::sdk::s3_client;
 use rewind_tests::unique;

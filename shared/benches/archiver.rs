@@ -28,12 +28,12 @@ use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
 use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use rewind_engine::jobs::archiver::{Archiver, KinesisTags};
+use rewind_engine::model::archive::ArchiveLayout;
 use rewind_engine::model::chunk::Compression;
 use rewind_engine::model::event::{self, DeliveredEvent, EventSource, PAYLOAD_ENVELOPE_LEN};
 use rewind_engine::model::record::Record;
 use rewind_engine::pipeline::batch::MAX_PAYLOAD_BYTES;
 use rewind_engine::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
-use rewind_engine::sinks::s3_archive::ArchiveLayout;
 use rewind_engine::store::{ObjectStore, PutObject, StoreError};
 
 const RECORDS: usize = 10_000;

@@ -212,7 +212,7 @@ async fn delivery_rate() {
             let started = Instant::now();
             let report = deliver(&target, &dlq, &options, run).await;
             seconds.push(started.elapsed().as_secs_f64());
-            assert_eq!(report.delivered, RECORDS as u64);
+            assert_eq!(report.counters.delivered, RECORDS as u64);
             last = (report, target.payload_bytes.into_inner().expect("bytes"));
         }
         seconds.sort_by(f64::total_cmp);
@@ -220,9 +220,9 @@ async fn delivery_rate() {
         let (report, payload_bytes) = last;
         println!(
             "  BatchSize {batch_size:>6}: {} invokes ({:.0} records and {:.2} MB per invoke); median {:.3} s of {RUNS} (min {:.3}, max {:.3}) = {:.0} records/s, {:.1} MiB/s of payload, {:.1} MB/s of event JSON",
-            report.invocations,
-            RECORDS as f64 / report.invocations as f64,
-            payload_bytes as f64 / report.invocations as f64 / 1e6,
+            report.counters.invocations,
+            RECORDS as f64 / report.counters.invocations as f64,
+            payload_bytes as f64 / report.counters.invocations as f64 / 1e6,
             median,
             seconds[0],
             seconds[RUNS - 1],
@@ -273,9 +273,9 @@ async fn bisect_invokes() {
             };
             let report = deliver(&target, &dlq, &options, input.clone()).await;
             let invokes = target.invokes.into_inner().expect("invokes");
-            assert_eq!(invokes, report.invocations);
+            assert_eq!(invokes, report.counters.invocations);
             assert_eq!(
-                report.delivered + report.failed_records,
+                report.counters.delivered + report.counters.failed_records,
                 RECORDS as u64,
                 "nothing lost"
             );
@@ -285,13 +285,16 @@ async fn bisect_invokes() {
                     RECORDS,
                     "one invocation held the whole batch"
                 );
-                assert_eq!(report.failed_records, poison_count as u64, "exactly");
+                assert_eq!(
+                    report.counters.failed_records, poison_count as u64,
+                    "exactly"
+                );
             }
             line.push_str(&format!(
                 " {label}: {invokes} invokes ({:.1} per poison record), {} delivered, {} to the DLQ;",
                 invokes as f64 / poison_count as f64,
-                report.delivered,
-                report.failed_records,
+                report.counters.delivered,
+                report.counters.failed_records,
             ));
         }
         println!("{}", line.trim_end_matches(';'));

@@ -325,16 +325,16 @@ async fn archiver_keeps_every_record_once_through_retries_and_bisects() -> anyho
         let expected = by_shard.get(&shard.shard_id).map_or(0, Vec::len) as u64;
         anyhow::ensure!(
             shard.records == expected
-                && shard.delivered == expected
-                && shard.failed_records == 0
+                && shard.counters.delivered == expected
+                && shard.counters.failed_records == 0
                 && shard.in_flight == 0,
             "{shard:?}: {expected} put"
         );
     }
-    anyhow::ensure!(sum(|s| s.function_errors) == 1, "{report:#?}");
+    anyhow::ensure!(sum(|s| s.counters.function_errors) == 1, "{report:#?}");
     anyhow::ensure!(
-        sum(|s| s.invocations) == sum(|s| s.batches) + 3
-            && calls.len() as u64 == sum(|s| s.invocations),
+        sum(|s| s.counters.invocations) == sum(|s| s.batches) + 3
+            && calls.len() as u64 == sum(|s| s.counters.invocations),
         "batches + the garbled invocation + one more half + one retry: {report:#?}\n{calls:#?}"
     );
     let garbled: Vec<usize> = (0..calls.len()).filter(|&i| calls[i].garbled).collect();
@@ -433,7 +433,7 @@ async fn archiver_keeps_every_record_once_through_retries_and_bisects() -> anyho
         keys.len(),
         distinct.len(),
         calls.len(),
-        sum(|s| s.function_errors)
+        sum(|s| s.counters.function_errors)
     );
     // The failed invocations stored nothing and the retry rewrote the same
     // key: here even the raw archive holds each record once.

@@ -139,7 +139,7 @@ async fn mapping_archives_every_record_once_across_a_reshard() -> anyhow::Result
     anyhow::ensure!(ended.len() == 2 && report.shards.len() == 6, "{report:#?}");
     for shard in &report.shards {
         anyhow::ensure!(
-            shard.failed_records == 0 && shard.in_flight == 0,
+            shard.counters.failed_records == 0 && shard.in_flight == 0,
             "{shard:?}"
         );
         let expected = oracle.get(&shard.shard_id).map_or(0, Vec::len) as u64;

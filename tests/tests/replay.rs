@@ -17,10 +17,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_sdk_kinesis::types::{ScalingType, ShardIteratorType};
+use rewind_engine::model::archive::ArchiveLayout;
 use rewind_engine::model::record::{ArrivalTime, Record, decode_base64};
 use rewind_engine::model::seqno::SequenceNumber;
 use rewind_engine::sinks::dlq::FailureRecord;
-use rewind_engine::sinks::s3_archive::{ArchiveLayout, archive_batch};
+use rewind_engine::sinks::s3_archive::archive_batch;
 use rewind_engine::store::S3Store;
 use rewind_local::proxy::ACCOUNT;
 use rewind_local::sdk::{s3_client, wait_active};

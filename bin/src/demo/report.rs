@@ -237,7 +237,7 @@ impl Report {
             },
             Check {
                 name: "replayed + DLQ = window".to_owned(),
-                ok: totals.delivered + replay.dlq.records == in_window.len() as u64,
+                ok: totals.counters.delivered + replay.dlq.records == in_window.len() as u64,
             },
             Check {
                 name: "DLQ = poison planted (the very records)".to_owned(),
@@ -245,7 +245,7 @@ impl Report {
             },
             Check {
                 name: "consumer = replayed, each record once".to_owned(),
-                ok: consumer.0 as u64 == totals.delivered && consumer.1 == consumer.0,
+                ok: consumer.0 as u64 == totals.counters.delivered && consumer.1 == consumer.0,
             },
         ];
         Report {
@@ -269,10 +269,10 @@ impl Report {
                 execution_arn: replay.execution_arn,
                 run_id: replay.run_id,
                 records: totals.records,
-                delivered: totals.delivered,
-                failed_records: totals.failed_records,
-                invocations: totals.invocations,
-                function_errors: totals.function_errors,
+                delivered: totals.counters.delivered,
+                failed_records: totals.counters.failed_records,
+                invocations: totals.counters.invocations,
+                function_errors: totals.counters.function_errors,
                 shards: totals.shards,
             },
             dlq: DlqReport {
@@ -290,8 +290,12 @@ impl Report {
             },
             mapping: MappingSummary {
                 records: mapping.records(),
-                invocations: mapping.shards.iter().map(|s| s.invocations).sum(),
-                function_errors: mapping.shards.iter().map(|s| s.function_errors).sum(),
+                invocations: mapping.shards.iter().map(|s| s.counters.invocations).sum(),
+                function_errors: mapping
+                    .shards
+                    .iter()
+                    .map(|s| s.counters.function_errors)
+                    .sum(),
                 shards: mapping.shards.len(),
             },
             checks,

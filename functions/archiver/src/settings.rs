@@ -19,9 +19,9 @@
 
 use std::time::Duration;
 
+use rewind_engine::model::archive::{ArchiveLayout, DEFAULT_MAX_OBJECT_BYTES};
 use rewind_engine::model::chunk::Compression;
 use rewind_engine::sinks::dynamodb::{ArchiveMode, StreamSettings};
-use rewind_engine::sinks::s3_archive::{ArchiveLayout, DEFAULT_MAX_OBJECT_BYTES};
 use rewind_function::settings::{SettingError, flag, number, required, text};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,11 +21,12 @@ use std::time::Duration;
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use tracing::{info, warn};
 
+use crate::model::archive::ArchiveLayout;
 use crate::model::record::Record;
 use crate::model::seqno::UserRecordId;
 use crate::pipeline::deaggregate::deaggregate_all;
 use crate::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
-use crate::sinks::s3_archive::{self, ArchiveLayout};
+use crate::sinks::s3_archive;
 use crate::store::ObjectStore;
 
 pub const MODE_TAG: &str = "StreamArchiveMode";
@@ -266,7 +267,9 @@ pub fn batch_response(failed: &[UserRecordId]) -> KinesisEventResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::archive::tests::{BEFORE_HOUR, record};
     use crate::model::seqno::SequenceNumber;
+    use crate::store::MemoryStore;
 
     fn defaults() -> StreamSettings {
         StreamSettings {
@@ -429,6 +432,38 @@ mod tests {
         assert_eq!(
             stored, records,
             "S3 keeps the batch as received, aggregate whole"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_object_fails_the_rest_of_its_shard_only() {
+        let records = vec![
+            record(0, 1, BEFORE_HOUR),
+            record(0, 2, BEFORE_HOUR + 1000),
+            record(0, 3, BEFORE_HOUR + 1001),
+            record(1, 4, BEFORE_HOUR),
+        ];
+        let layout = ArchiveLayout::default();
+        let failing_key = layout.object_key(
+            "orders",
+            crate::model::archive::hour_of(&records[1]),
+            &records[1].id(),
+            &records[2].id(),
+        );
+        let store = MemoryStore::default().failing_on(&failing_key);
+        let outcome = s3_archive::archive_batch(&store, &layout, &records).await;
+        let failed: Vec<_> = outcome.failed.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(failed, vec![records[1].id()]);
+        let written: Vec<_> = outcome
+            .written
+            .iter()
+            .map(|w| w.summary.first.clone().unwrap())
+            .collect();
+        assert_eq!(written, vec![records[0].id(), records[3].id()]);
+        let failed: Vec<UserRecordId> = outcome.failed.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(
+            serde_json::to_value(batch_response(&failed)).unwrap(),
+            serde_json::json!({"batchItemFailures": [{"itemIdentifier": records[1].sequence_number.to_string()}]})
         );
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod chunk;
+pub mod counters;
 pub mod dynamodb_item;
 pub mod event;
 pub mod kpl;

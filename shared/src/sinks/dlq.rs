@@ -204,6 +204,29 @@ impl FailureDestination for LogOnlyDestination {
     }
 }
 
+/// A DLQ of either kind: the one place a job chooses between an S3 and an
+/// SQS on-failure destination.
+pub enum Dlq<A, B> {
+    S3(A),
+    Sqs(B),
+}
+
+impl<A: FailureDestination, B: FailureDestination> FailureDestination for Dlq<A, B> {
+    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
+        match self {
+            Self::S3(destination) => destination.send(record).await,
+            Self::Sqs(destination) => destination.send(record).await,
+        }
+    }
+
+    fn wants_payload(&self) -> bool {
+        match self {
+            Self::S3(destination) => destination.wants_payload(),
+            Self::Sqs(destination) => destination.wants_payload(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

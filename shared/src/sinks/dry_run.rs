@@ -3,6 +3,7 @@
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
+use crate::model::counters::Counters;
 use crate::model::record::Record;
 use crate::pipeline::filter::Filters;
 use crate::sinks::lambda::DeliveryReport;
@@ -27,7 +28,10 @@ impl Target for DryRun {
     ) -> BoxFuture<'_, Result<Settled, TargetError>> {
         let matched = piece.iter().filter(|r| self.filters.matches(r)).count() as u64;
         let report = DeliveryReport {
-            filtered: piece.len() as u64 - matched,
+            counters: Counters {
+                filtered: piece.len() as u64 - matched,
+                ..Counters::default()
+            },
             ..DeliveryReport::default()
         };
         Box::pin(async move {

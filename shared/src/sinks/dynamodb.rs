@@ -30,7 +30,7 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use tracing::{debug, warn};
 
-pub use crate::model::dynamodb_item::{LATEST_SORT_KEY, hash_key, position_key, position_range};
+use crate::model::dynamodb_item::{LATEST_SORT_KEY, hash_key, position_key};
 use crate::model::record::{EncryptionType, Record};
 use crate::model::seqno::{Position, UserRecordId};
 use crate::store::{ObjectStore, PutObject, StoreError};

@@ -8,33 +8,11 @@ use tokio::time::Instant;
 
 use crate::model::event::EventSource;
 use crate::model::record::{ArrivalTime, Record};
-use crate::sinks::dlq::{DestinationError, FailureDestination, FailureRecord};
+use crate::sinks::dlq::FailureDestination;
 use crate::sinks::lambda::Delivery;
 use crate::sinks::lambda::invoker::Invoker;
 use crate::sinks::lambda::options::MappingOptions;
 use crate::sinks::{Settled, Target, TargetError};
-
-/// A DLQ of either kind.
-pub enum Dlq<A, B> {
-    S3(A),
-    Sqs(B),
-}
-
-impl<A: FailureDestination, B: FailureDestination> FailureDestination for Dlq<A, B> {
-    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
-        match self {
-            Self::S3(destination) => destination.send(record).await,
-            Self::Sqs(destination) => destination.send(record).await,
-        }
-    }
-
-    fn wants_payload(&self) -> bool {
-        match self {
-            Self::S3(destination) => destination.wants_payload(),
-            Self::Sqs(destination) => destination.wants_payload(),
-        }
-    }
-}
 
 /// One function, with its DLQ, as a mapping with `options` would invoke it.
 pub struct FunctionTarget<I, D> {

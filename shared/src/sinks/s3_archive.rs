@@ -17,7 +17,7 @@ use std::ops::Range;
 
 use tracing::{info, warn};
 
-pub use crate::model::archive::{ArchiveLayout, DEFAULT_MAX_OBJECT_BYTES, hour_of};
+use crate::model::archive::{ArchiveLayout, hour_of};
 use crate::model::chunk::{ChunkError, ChunkSummary, ChunkWriter};
 use crate::model::record::Record;
 use crate::model::seqno::UserRecordId;
@@ -206,37 +206,5 @@ mod tests {
             stored.extend(chunk::decode(key, &object.body).unwrap());
         }
         assert_eq!(stored, records);
-    }
-
-    #[tokio::test]
-    async fn a_failed_object_fails_the_rest_of_its_shard_only() {
-        let records = vec![
-            record(0, 1, BEFORE_HOUR),
-            record(0, 2, BEFORE_HOUR + 1000),
-            record(0, 3, BEFORE_HOUR + 1001),
-            record(1, 4, BEFORE_HOUR),
-        ];
-        let layout = ArchiveLayout::default();
-        let failing_key = layout.object_key(
-            "orders",
-            hour_of(&records[1]),
-            &records[1].id(),
-            &records[2].id(),
-        );
-        let store = MemoryStore::default().failing_on(&failing_key);
-        let outcome = archive_batch(&store, &layout, &records).await;
-        let failed: Vec<_> = outcome.failed.iter().map(|(id, _)| id.clone()).collect();
-        assert_eq!(failed, vec![records[1].id()]);
-        let written: Vec<_> = outcome
-            .written
-            .iter()
-            .map(|w| w.summary.first.clone().unwrap())
-            .collect();
-        assert_eq!(written, vec![records[0].id(), records[3].id()]);
-        let failed: Vec<UserRecordId> = outcome.failed.iter().map(|(id, _)| id.clone()).collect();
-        assert_eq!(
-            serde_json::to_value(crate::jobs::archiver::batch_response(&failed)).unwrap(),
-            serde_json::json!({"batchItemFailures": [{"itemIdentifier": records[1].sequence_number.to_string()}]})
-        );
     }
 }

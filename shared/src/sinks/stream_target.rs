@@ -4,6 +4,7 @@
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
+use crate::model::counters::Counters;
 use crate::model::record::Record;
 use crate::pipeline::filter::Filters;
 use crate::sinks::kinesis::{MAX_ENTRIES, RecordSink, ReinjectOptions, reinject};
@@ -38,9 +39,12 @@ impl<S: RecordSink> Target for StreamTarget<S> {
             let report = reinject(&self.sink, matched, &self.options).await?;
             Ok(Settled {
                 report: DeliveryReport {
-                    delivered: report.put,
-                    filtered,
-                    invocations: report.calls,
+                    counters: Counters {
+                        delivered: report.put,
+                        filtered,
+                        invocations: report.calls,
+                        ..Counters::default()
+                    },
                     ..DeliveryReport::default()
                 },
                 unsettled: None,

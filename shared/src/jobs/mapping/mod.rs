@@ -432,12 +432,7 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         r.records += records;
         r.batches += 1;
         r.in_flight -= records;
-        r.delivered += delivered.delivered;
-        r.filtered += delivered.filtered;
-        r.invocations += delivered.invocations;
-        r.function_errors += delivered.function_errors;
-        r.failed_batches += delivered.failed_batches;
-        r.failed_records += delivered.failed_records;
+        r.counters += delivered.counters;
         let room = MAX_FAILURE_LOCATIONS.saturating_sub(r.failure_locations.len());
         let (kept, dropped) = delivered
             .failure_locations
@@ -455,9 +450,9 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         info!(
             shard = %shard_id,
             records,
-            invocations = delivered.invocations,
-            function_errors = delivered.function_errors,
-            failed_records = delivered.failed_records,
+            invocations = delivered.counters.invocations,
+            function_errors = delivered.counters.function_errors,
+            failed_records = delivered.counters.failed_records,
             checkpoint = %last,
             "batch settled"
         );

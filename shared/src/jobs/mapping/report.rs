@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::counters::Counters;
 use crate::model::seqno::SequenceNumber;
 use crate::pipeline::lineage::PlannedShard;
 
@@ -38,13 +39,8 @@ pub struct ShardReport {
     /// `ParallelizationFactor` records; delivery may cut one into several
     /// invocations).
     pub batches: u64,
-    pub delivered: u64,
-    pub filtered: u64,
-    pub invocations: u64,
-    pub function_errors: u64,
-    /// Batches (and their records) sent to the on-failure destination.
-    pub failed_batches: u64,
-    pub failed_records: u64,
+    #[serde(flatten)]
+    pub counters: Counters,
     /// Where the failed batches went: the first [`MAX_FAILURE_LOCATIONS`]
     /// of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -77,12 +73,7 @@ impl ShardReport {
             status: ShardStatus::WaitingForParents,
             records: 0,
             batches: 0,
-            delivered: 0,
-            filtered: 0,
-            invocations: 0,
-            function_errors: 0,
-            failed_batches: 0,
-            failed_records: 0,
+            counters: Counters::default(),
             failure_locations: Vec::new(),
             failure_locations_dropped: 0,
             throttles: 0,

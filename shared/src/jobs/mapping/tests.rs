@@ -541,8 +541,8 @@ async fn every_record_once_in_order_children_after_their_parents() {
     for (n, count) in [(0, 11), (1, 7), (2, 5), (3, 9), (4, 6)] {
         let shard = shard_report(&report, n);
         assert_eq!(shard.records, count, "{shard:?}");
-        assert_eq!(shard.delivered, count, "{shard:?}");
-        assert_eq!(shard.invocations, shard.batches, "{shard:?}");
+        assert_eq!(shard.counters.delivered, count, "{shard:?}");
+        assert_eq!(shard.counters.invocations, shard.batches, "{shard:?}");
         assert_eq!(shard.in_flight, 0);
         assert_eq!(shard.checkpoint, Some(sequence(n, count as u32 - 1)));
         let closed = n < 3;
@@ -613,7 +613,7 @@ async fn the_batching_window_fills_batches_up_to_batch_size() {
     assert_eq!(rig.invocation_sizes(), [4, 4, 2, 2]);
     let shard = shard_report(&report, 0);
     assert_eq!(
-        (shard.records, shard.batches, shard.invocations),
+        (shard.records, shard.batches, shard.counters.invocations),
         (12, 4, 4)
     );
     assert_eq!(shard.checkpoint, Some(sequence(0, 11)));
@@ -672,13 +672,17 @@ async fn failing_batches_are_retried_bisected_and_sent_to_the_destination() {
     );
     let shard = shard_report(&report, 0);
     assert_eq!(
-        (shard.records, shard.delivered, shard.failed_records),
+        (
+            shard.records,
+            shard.counters.delivered,
+            shard.counters.failed_records
+        ),
         (20, 19, 1)
     );
-    assert_eq!(shard.failed_batches, 1);
+    assert_eq!(shard.counters.failed_batches, 1);
     assert_eq!(shard.failure_locations, ["dlq-1"]);
-    assert!(shard.function_errors >= 4, "{shard:?}");
-    assert_eq!(shard.invocations, rig.invocations().len() as u64);
+    assert!(shard.counters.function_errors >= 4, "{shard:?}");
+    assert_eq!(shard.counters.invocations, rig.invocations().len() as u64);
     // The checkpoint passes the failed record only once it is in the
     // destination.
     assert_eq!(shard.checkpoint, Some(sequence(0, 19)));
@@ -704,7 +708,10 @@ async fn partial_batch_responses_resume_from_the_reported_record() {
     // 10, then from the reported record: 4, 4 (retries), then to the DLQ.
     assert_eq!(rig.invocation_sizes(), [10, 4, 4]);
     let shard = shard_report(&report, 0);
-    assert_eq!((shard.delivered, shard.failed_records), (6, 4));
+    assert_eq!(
+        (shard.counters.delivered, shard.counters.failed_records),
+        (6, 4)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -953,7 +960,10 @@ async fn failure_locations_keep_the_first_hundred_and_count_the_rest() {
     config.options.maximum_retry_attempts = 0;
     let report = rig.run_shard_0(&config).await;
     let shard = shard_report(&report, 0);
-    assert_eq!((shard.failed_batches, shard.failed_records), (105, 105));
+    assert_eq!(
+        (shard.counters.failed_batches, shard.counters.failed_records),
+        (105, 105)
+    );
     let first_hundred: Vec<String> = (1..=100).map(|i| format!("dlq-{i}")).collect();
     assert_eq!(shard.failure_locations, first_hundred);
     assert_eq!(shard.failure_locations_dropped, 5);

@@ -59,6 +59,7 @@ use request::invalid;
 pub use request::{DlqLocation, ReplayRequest, ReplaySource, ReplayTarget, RunOutput};
 pub use summary::{MAX_LISTED_LOCATIONS, ReplaySummary, ReplayTotals, ShardSummary};
 
+use crate::jobs::step;
 use crate::model::archive::ArchiveLayout;
 use crate::model::event::EventSource;
 use crate::model::record::{ArrivalTime, Record};
@@ -66,13 +67,11 @@ use crate::model::seqno::Position;
 use crate::pipeline::dedupe;
 use crate::pipeline::pace::Pace;
 use crate::sinks::Target;
-use crate::sinks::dlq::FailureDestination;
-use crate::sinks::dlq::{S3FailureDestination, SqsFailureDestination};
+use crate::sinks::dlq::{Dlq, FailureDestination, S3FailureDestination, SqsFailureDestination};
 use crate::sinks::dry_run::DryRun;
-use crate::sinks::function_target::{Dlq, FunctionTarget};
+use crate::sinks::function_target::FunctionTarget;
 use crate::sinks::kinesis::{KinesisSink, RecordSink, ReinjectOptions};
-use crate::sinks::lambda::invoker::Invoker;
-use crate::sinks::lambda::invoker::LambdaInvoker;
+use crate::sinks::lambda::invoker::{Invoker, LambdaInvoker};
 use crate::sinks::stream_target::StreamTarget;
 use crate::sources::dynamodb::{DynamoReader, DynamoSource};
 use crate::sources::files::FilesSource;
@@ -386,10 +385,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             return Ok(progress);
         }
         let started = Instant::now();
-        let remaining = deadline.saturating_duration_since(started);
-        let stop_at = deadline
-            .checked_sub(STEP_MARGIN.min(remaining / 3))
-            .unwrap_or(deadline);
+        let stop_at = step::stop_time(deadline, STEP_MARGIN);
         // Where the last attempt of this step got to: a step that failed or
         // was killed after settling pieces left them in its checkpoint, and
         // its retry (from the same continuation) starts after them.
@@ -453,10 +449,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             // Parsing validated it.
             ReplayEvent::Validate { .. } => Ok(ReplayOutput::Valid { valid: true }),
             ReplayEvent::Plan { request } => {
-                let run_id = request
-                    .run_id
-                    .clone()
-                    .unwrap_or_else(|| invocation_id.to_owned());
+                let run_id = step::run_id(request.run_id.as_deref(), invocation_id);
                 Ok(ReplayOutput::Plan(self.plan(&request, &run_id).await?))
             }
             ReplayEvent::Step {

@@ -8,6 +8,7 @@ pub use crate::pipeline::pace::PaceOrigin;
 
 use super::request::ReplaySource;
 use super::summary::ReplaySummary;
+use crate::model::counters::Counters;
 use crate::model::record::{ArrivalTime, Record};
 use crate::model::seqno::{Position, SequenceNumber};
 use crate::request::{RequestError, parse_json};
@@ -25,21 +26,8 @@ pub struct ShardReplay {
     /// Records read from the source (in the window).
     #[serde(default)]
     pub records: u64,
-    /// Records acknowledged by a successful invocation, or put on the
-    /// target stream.
-    #[serde(default)]
-    pub delivered: u64,
-    #[serde(default)]
-    pub filtered: u64,
-    #[serde(default)]
-    pub failed_records: u64,
-    #[serde(default)]
-    pub failed_batches: u64,
-    /// Invokes of the target function, or `PutRecords` calls.
-    #[serde(default)]
-    pub invocations: u64,
-    #[serde(default)]
-    pub function_errors: u64,
+    #[serde(flatten)]
+    pub counters: Counters,
     /// Failed batches sent to the DLQ (objects or messages).
     #[serde(default)]
     pub dlq_locations: u64,
@@ -75,12 +63,7 @@ impl ShardReplay {
             self.last = Some(Position::of(last));
         }
         self.records += piece.len() as u64;
-        self.delivered += report.delivered;
-        self.filtered += report.filtered;
-        self.failed_records += report.failed_records;
-        self.failed_batches += report.failed_batches;
-        self.invocations += report.invocations;
-        self.function_errors += report.function_errors;
+        self.counters += report.counters;
         self.dlq_locations += report.failure_locations.len() as u64;
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::jobs::scrape::ScrapeRequest;
+use crate::jobs::step::check_run_id;
 use crate::model::record::ArrivalTime;
 use crate::model::seqno::SequenceNumber;
 use crate::request::{RequestError, parse_json};
@@ -287,15 +288,7 @@ impl ReplayRequest {
                 ),
             ));
         }
-        if let Some(run_id) = &self.run_id
-            && !crate::request::valid_name(run_id, 80)
-        {
-            return Err(invalid(
-                "runId",
-                format!("{run_id:?}; accepted values: 1 to 80 of a-z A-Z 0-9 _ . -"),
-            ));
-        }
-        Ok(())
+        check_run_id(self.run_id.as_deref())
     }
 
     fn validate_source(&self) -> Result<(), RequestError> {

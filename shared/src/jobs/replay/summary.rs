@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::protocol::ShardReplay;
 use super::request::{DlqLocation, ReplayRequest, ReplayTarget};
 use super::{Buckets, Queues, ReplayError, Replayer, Streams, Targets};
+use crate::model::counters::Counters;
 use crate::model::record::ArrivalTime;
 use crate::model::seqno::SequenceNumber;
 use crate::store::ObjectReader;
@@ -35,12 +36,8 @@ pub const MAX_LISTED_LOCATIONS: usize = 100;
 pub struct ReplayTotals {
     pub shards: u64,
     pub records: u64,
-    pub delivered: u64,
-    pub filtered: u64,
-    pub failed_records: u64,
-    pub failed_batches: u64,
-    pub invocations: u64,
-    pub function_errors: u64,
+    #[serde(flatten)]
+    pub counters: Counters,
     pub dlq_locations: u64,
     /// From the first shard's start to the last shard's end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,12 +105,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             };
             totals.shards += 1;
             totals.records += progress.records;
-            totals.delivered += progress.delivered;
-            totals.filtered += progress.filtered;
-            totals.failed_records += progress.failed_records;
-            totals.failed_batches += progress.failed_batches;
-            totals.invocations += progress.invocations;
-            totals.function_errors += progress.function_errors;
+            totals.counters += progress.counters;
             totals.dlq_locations += progress.dlq_locations;
             if let Some(start) = progress.started_at {
                 first_start = Some(first_start.map_or(start, |t| t.min(start)));

@@ -405,8 +405,8 @@ async fn a_manifest_is_replayed_in_order_with_exactly_the_poison_records_in_the_
     assert_eq!(got.len(), expected.len());
 
     assert_eq!(summary.totals.records, 32);
-    assert_eq!(summary.totals.delivered, 30);
-    assert_eq!(summary.totals.failed_records, 2);
+    assert_eq!(summary.totals.counters.delivered, 30);
+    assert_eq!(summary.totals.counters.failed_records, 2);
     assert_eq!(summary.totals.dlq_locations, 2);
     assert_eq!(summary.shards[0].dlq_keys.len(), 2);
     assert_eq!(
@@ -499,7 +499,7 @@ async fn a_dry_run_counts_without_invoking() {
     let summary = run_all(&replayer, &request).await;
     assert_eq!(*replayer.targets.invokes.lock().unwrap(), 0);
     assert_eq!(summary.totals.records, 12);
-    assert_eq!(summary.totals.delivered, 0);
+    assert_eq!(summary.totals.counters.delivered, 0);
     assert!(summary.dry_run);
 }
 
@@ -543,8 +543,8 @@ async fn an_archive_window_is_replayed_parents_first_with_the_replay_accounts_ar
         .collect();
     assert_eq!(accepted(&replayer.targets), expected);
     assert_eq!(summary.totals.records, 10);
-    assert_eq!(summary.totals.delivered, 9);
-    assert_eq!(summary.totals.failed_records, 1);
+    assert_eq!(summary.totals.counters.delivered, 9);
+    assert_eq!(summary.totals.counters.failed_records, 1);
     assert!(
         summary.shards[1].dlq_keys[0]
             .starts_with("s3://bucket/replay-dlq/aws/lambda/run-1/shardId-000000000002/")
@@ -733,8 +733,8 @@ async fn failed_batches_go_to_an_sqs_dlq_and_progress_to_the_output_bucket() {
     )
     .unwrap();
     let summary = run_all(&replayer, &request).await;
-    assert_eq!(summary.totals.delivered, 9);
-    assert_eq!(summary.totals.failed_records, 1);
+    assert_eq!(summary.totals.counters.delivered, 9);
+    assert_eq!(summary.totals.counters.failed_records, 1);
     assert_eq!(
         summary.dlq.as_deref(),
         Some("https://sqs.eu-west-1.amazonaws.com/123456789012/dlq")
@@ -791,7 +791,7 @@ async fn a_stream_target_puts_every_record_once_in_key_order_in_the_envelope() {
     .unwrap();
     let summary = run_all(&replayer, &request).await;
     assert_eq!(summary.totals.records, 65);
-    assert_eq!(summary.totals.delivered, 65);
+    assert_eq!(summary.totals.counters.delivered, 65);
     assert_eq!(summary.target, "orders-copy");
     assert_eq!(*replayer.streams.arns.lock().unwrap(), ["orders-copy"; 2]);
     assert!(summary.dlq.is_none());
@@ -937,9 +937,9 @@ async fn a_step_out_of_time_in_endless_retries_keeps_the_settled_records_and_sto
     assert!(Instant::now() <= deadline, "the step ended in time");
     assert_eq!(progress.last, Some(Position::of(&a[3])));
     assert_eq!(progress.records, 4);
-    assert_eq!(progress.delivered, 4);
-    assert!(progress.function_errors >= 1);
-    assert_eq!(progress.failed_records, 0);
+    assert_eq!(progress.counters.delivered, 4);
+    assert!(progress.counters.function_errors >= 1);
+    assert_eq!(progress.counters.failed_records, 0);
 }
 
 #[tokio::test]
@@ -1022,7 +1022,7 @@ async fn a_failed_step_is_retried_from_its_last_settled_piece() {
         .unwrap();
     assert!(progress.done);
     assert_eq!(progress.records, 20);
-    assert_eq!(progress.delivered, 20);
+    assert_eq!(progress.counters.delivered, 20);
     let got = accepted(&replayer.targets);
     let want: Vec<_> = a
         .iter()

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
+use crate::model::counters::Counters;
 use crate::model::event::{self, EventSource};
 use crate::model::record::{ArrivalTime, Record};
 use crate::pipeline::batch::{lane_of, next_batch};
@@ -45,32 +46,10 @@ pub enum DeliveryError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryReport {
-    /// Records acknowledged by a successful invocation.
-    pub delivered: u64,
-    /// Records no filter matched: not sent, and processed as the mapping
-    /// counts them.
-    #[serde(default)]
-    pub filtered: u64,
-    pub invocations: u64,
-    pub function_errors: u64,
-    /// Batches (and their records) sent to the on-failure destination.
-    pub failed_batches: u64,
-    pub failed_records: u64,
+    #[serde(flatten)]
+    pub counters: Counters,
     /// Where each failed batch went.
     pub failure_locations: Vec<String>,
-}
-
-impl DeliveryReport {
-    fn add(&mut self, other: &Self) {
-        self.delivered += other.delivered;
-        self.filtered += other.filtered;
-        self.invocations += other.invocations;
-        self.function_errors += other.function_errors;
-        self.failed_batches += other.failed_batches;
-        self.failed_records += other.failed_records;
-        self.failure_locations
-            .extend(other.failure_locations.iter().cloned());
-    }
 }
 
 /// What the function said of a batch.
@@ -168,7 +147,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
             if filters.matches(&record) {
                 queues[lane_of(&record.partition_key, lanes)].push_back(record);
             } else {
-                report.filtered += 1;
+                report.counters.filtered += 1;
             }
         }
         let results = futures_util::future::join_all(
@@ -178,7 +157,8 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         let mut unsettled: Option<Unsettled> = None;
         for result in results {
             let (lane, stopped) = result?;
-            report.add(&lane);
+            report.counters += lane.counters;
+            report.failure_locations.extend(lane.failure_locations);
             if let Some(position) = stopped {
                 unsettled = Some(match unsettled {
                     Some(lowest) => lowest.min(position),
@@ -239,15 +219,15 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                 let invocation = self.invoke(&batch, report).await?;
                 match judge_response(&invocation, &batch, self.options.reports_item_failures()) {
                     Verdict::Success => {
-                        report.delivered += batch.len() as u64;
+                        report.counters.delivered += batch.len() as u64;
                         break;
                     }
                     Verdict::PartialFrom(index) => {
-                        report.delivered += index as u64;
+                        report.counters.delivered += index as u64;
                         batch.drain(..index);
                     }
                     Verdict::Failure => {
-                        report.function_errors += 1;
+                        report.counters.function_errors += 1;
                         if self.options.bisect_batch_on_function_error && batch.len() > 1 {
                             // Halving doesn't consume the retry quota. The
                             // second half waits until the first is settled,
@@ -288,12 +268,12 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         let payload = event::payload(&event::kinesis_event(batch, self.source));
         let mut attempt = 0u32;
         loop {
-            report.invocations += 1;
+            report.counters.invocations += 1;
             match self.invoker.invoke(payload.clone()).await {
                 Ok(invocation) => return Ok(invocation),
                 Err(error @ InvokeError::Retryable { .. }) => {
                     // Not an invocation of the function: don't count it.
-                    report.invocations -= 1;
+                    report.counters.invocations -= 1;
                     attempt += 1;
                     {
                         // Scoped: a `&dyn Error` held across the sleep would
@@ -351,8 +331,8 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         };
         let location = self.destination.send(record).await?;
         debug!(%location, records = batch.len(), ?condition, "batch sent to the on-failure destination");
-        report.failed_batches += 1;
-        report.failed_records += batch.len() as u64;
+        report.counters.failed_batches += 1;
+        report.counters.failed_records += batch.len() as u64;
         report.failure_locations.push(location);
         Ok(())
     }

@@ -189,8 +189,8 @@ async fn bisect_isolates_exactly_the_poison_records_in_logarithmic_invokes() {
         ..MappingOptions::default()
     };
     let report = run(&target, &dlq, options, input.clone()).await;
-    assert_eq!(report.delivered, 9_998);
-    assert_eq!(report.failed_records, 2);
+    assert_eq!(report.counters.delivered, 9_998);
+    assert_eq!(report.counters.failed_records, 2);
     let dead: Vec<String> = dlq
         .records
         .lock()
@@ -223,9 +223,9 @@ async fn bisect_isolates_exactly_the_poison_records_in_logarithmic_invokes() {
     // ~2 × log2(10,000) halvings per poison record plus the retries: far
     // from the 10,000 a record-by-record search would take.
     assert!(
-        report.invocations <= 2 * 2 * 14 + 2 * 3 + 2,
+        report.counters.invocations <= 2 * 2 * 14 + 2 * 3 + 2,
         "{} invokes",
-        report.invocations
+        report.counters.invocations
     );
 }
 
@@ -247,12 +247,12 @@ async fn retries_are_counted_and_then_the_batch_goes_to_the_destination() {
     };
     let report = run(&target, &dlq, options, input.clone()).await;
     assert_eq!(
-        report.invocations,
+        report.counters.invocations,
         4 + 1,
         "the failing batch 4 times, the next once"
     );
-    assert_eq!(report.function_errors, 4);
-    assert_eq!(report.delivered, 5);
+    assert_eq!(report.counters.function_errors, 4);
+    assert_eq!(report.counters.delivered, 5);
     let dead = dlq.records.lock().unwrap();
     assert_eq!(dead.len(), 1);
     let info = &dead[0].kinesis_batch_info;
@@ -309,8 +309,8 @@ async fn partial_batch_responses_move_the_checkpoint_to_the_lowest_failure() {
     };
     let report = run(&target, &dlq, options, input.clone()).await;
     // First call: 0..4 acknowledged; retry from 4 once; then 4..10 to the DLQ.
-    assert_eq!(report.delivered, 4);
-    assert_eq!(report.invocations, 2);
+    assert_eq!(report.counters.delivered, 4);
+    assert_eq!(report.counters.invocations, 2);
     let dead = dlq.records.lock().unwrap();
     assert_eq!(
         dead[0].kinesis_batch_info.start_sequence_number,
@@ -342,7 +342,11 @@ async fn malformed_partial_responses_fail_the_whole_batch() {
             ..MappingOptions::default()
         };
         let report = run(&target, &dlq, options, records(3, 8)).await;
-        assert_eq!((report.delivered, report.failed_records), (0, 3), "{body}");
+        assert_eq!(
+            (report.counters.delivered, report.counters.failed_records),
+            (0, 3),
+            "{body}"
+        );
     }
     for body in [
         "",
@@ -360,7 +364,7 @@ async fn malformed_partial_responses_fail_the_whole_batch() {
             ..MappingOptions::default()
         };
         let report = run(&target, &Dlq::default(), options, records(3, 8)).await;
-        assert_eq!(report.delivered, 3, "{body:?} is a success");
+        assert_eq!(report.counters.delivered, 3, "{body:?} is a success");
     }
 }
 
@@ -378,7 +382,7 @@ async fn batches_are_split_to_stay_under_six_megabytes() {
         input.clone(),
     )
     .await;
-    assert_eq!(report.delivered, 9);
+    assert_eq!(report.counters.delivered, 9);
     assert!(*target.largest_payload.lock().unwrap() <= MAX_PAYLOAD_BYTES);
     let sizes: Vec<usize> = target
         .accepted
@@ -407,7 +411,7 @@ async fn parallel_lanes_keep_each_partition_keys_order() {
         ..MappingOptions::default()
     };
     let report = run(&target, &Dlq::default(), options, input.clone()).await;
-    assert_eq!(report.delivered, 500);
+    assert_eq!(report.counters.delivered, 500);
     let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for record in target.accepted.lock().unwrap().iter().flatten() {
         by_key
@@ -446,7 +450,11 @@ async fn records_past_the_maximum_age_go_to_the_destination_unsent() {
     };
     let report = run(&target, &dlq, options, input).await;
     assert_eq!(
-        (report.delivered, report.failed_records, report.invocations),
+        (
+            report.counters.delivered,
+            report.counters.failed_records,
+            report.counters.invocations
+        ),
         (3, 3, 1)
     );
     assert_eq!(
@@ -469,7 +477,11 @@ async fn throttled_invokes_are_retried_and_not_function_errors() {
     )
     .await;
     assert_eq!(
-        (report.delivered, report.invocations, report.function_errors),
+        (
+            report.counters.delivered,
+            report.counters.invocations,
+            report.counters.function_errors
+        ),
         (5, 1, 0)
     );
 }
@@ -526,7 +538,11 @@ async fn filtered_records_are_not_sent_and_count_as_processed() {
     .unwrap();
     let report = run(&target, &Dlq::default(), options, input.clone()).await;
     assert_eq!(
-        (report.delivered, report.filtered, report.invocations),
+        (
+            report.counters.delivered,
+            report.counters.filtered,
+            report.counters.invocations
+        ),
         (3, 3, 1)
     );
     let sent: Vec<String> = input
@@ -580,9 +596,9 @@ async fn a_deadline_stops_endless_retries_at_the_first_unsettled_record() {
     // The first batch (records 0-9) is settled; the second (10-19) holds
     // the poison and was retried until the deadline; the third never went.
     assert_eq!(unsettled, Some(Position::of(&input[10])), "{report:?}");
-    assert_eq!(report.delivered, 10);
-    assert!(report.function_errors >= 1);
-    assert_eq!(report.failed_records, 0, "nothing is given up on");
+    assert_eq!(report.counters.delivered, 10);
+    assert!(report.counters.function_errors >= 1);
+    assert_eq!(report.counters.failed_records, 0, "nothing is given up on");
     assert_eq!(accepted_ids(&target).len(), 10);
 
     // A deadline already passed invokes nothing and settles nothing.
