@@ -251,6 +251,19 @@ pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The error and its sources, `a: b: c`, as the functions and the CLI
+    /// print them: what a test of an error's text compares.
+    pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(error) = source {
+            text.push_str(": ");
+            text.push_str(&error.to_string());
+            source = error.source();
+        }
+        text
+    }
+
     pub(crate) fn arb_record() -> impl Strategy<Value = Record> {
         (
             "[a-zA-Z0-9_.-]{1,128}",

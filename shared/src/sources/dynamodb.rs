@@ -97,7 +97,7 @@ pub enum ReadError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("DynamoDB table {table}: {source}")]
+    #[error("DynamoDB table {table}")]
     Item {
         table: String,
         #[source]
@@ -485,7 +485,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(
-            err.to_string(),
+            crate::model::record::tests::chain(&err),
             "DynamoDB table archive: archive item has no sequenceNumber attribute of the expected type"
         );
     }

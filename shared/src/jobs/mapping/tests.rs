@@ -167,7 +167,7 @@ impl ShardSource for MemoryStream {
         };
         if self.throttle.contains(&call) {
             return Err(SourceError::Throttled {
-                message: "Rate exceeded for shard".into(),
+                source: "Rate exceeded for shard".into(),
             });
         }
         if self.expire.contains(&call) {

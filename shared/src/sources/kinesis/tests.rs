@@ -109,7 +109,7 @@ impl ShardSource for MemoryShard {
         };
         if self.faults.throttle.contains(&call) {
             return Err(SourceError::Throttled {
-                message: "Rate exceeded for shard".into(),
+                source: "Rate exceeded for shard".into(),
             });
         }
         if self.faults.expire.contains(&call) {
@@ -395,10 +395,10 @@ async fn persistent_throttling_is_an_error_not_a_silent_end() {
     )
     .await
     .unwrap_err();
+    let chain = crate::model::record::tests::chain(&err);
     assert!(
-        err.to_string()
-            .starts_with("reading orders/shardId-000000000000: throttled"),
-        "{err}"
+        chain.starts_with("reading orders/shardId-000000000000: throttled"),
+        "{chain}"
     );
 }
 
