@@ -32,18 +32,14 @@ pub(crate) fn shard_records() -> Vec<Record> {
                 )
             };
             Record {
-                stream: "orders".into(),
-                shard_id: "shardId-000000000000".into(),
                 sequence_number: seq(&sequence),
-                sub_sequence_number: None,
                 partition_key: format!("k{}", i % 5),
-                explicit_hash_key: None,
-                encryption_type: None,
                 // Two records per millisecond.
                 approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
                     1_700_000_000_000 + (i / 2) as i64,
                 ),
                 data: vec![i as u8; 10],
+                ..crate::model::record::tests::record(0, i as usize)
             }
         })
         .collect()
