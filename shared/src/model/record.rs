@@ -254,14 +254,11 @@ pub(crate) mod tests {
     /// The error and its sources, `a: b: c`, as the functions and the CLI
     /// print them: what a test of an error's text compares.
     pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-        let mut text = error.to_string();
-        let mut source = error.source();
-        while let Some(error) = source {
-            text.push_str(": ");
-            text.push_str(&error.to_string());
-            source = error.source();
-        }
-        text
+        let errors = std::iter::successors(Some(error), |error| error.source());
+        errors
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ")
     }
 
     /// Record `i` of shard `shard` of stream `orders`, for tests: key
