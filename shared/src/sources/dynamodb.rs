@@ -123,6 +123,17 @@ impl DynamoReader {
         }
     }
 
+    fn page(
+        &self,
+        items: &[HashMap<String, AttributeValue>],
+        next: Option<&PageKey>,
+    ) -> Result<Page, ReadError> {
+        Ok(Page {
+            records: self.records(items)?,
+            next: next.cloned(),
+        })
+    }
+
     fn records(
         &self,
         items: &[HashMap<String, AttributeValue>],
@@ -178,10 +189,7 @@ impl DynamoReader {
             .send()
             .await
             .map_err(|e| self.request_error(e))?;
-        Ok(Page {
-            records: self.records(output.items())?,
-            next: output.last_evaluated_key().cloned(),
-        })
+        self.page(output.items(), output.last_evaluated_key())
     }
 
     /// The shards that hold `ALL` items of one partition key with sequence
@@ -267,10 +275,7 @@ impl DynamoReader {
             .send()
             .await
             .map_err(|e| self.request_error(e))?;
-        Ok(Page {
-            records: self.records(output.items())?,
-            next: output.last_evaluated_key().cloned(),
-        })
+        self.page(output.items(), output.last_evaluated_key())
     }
 }
 
