@@ -63,6 +63,13 @@ pub enum Error {
     #[error("the local stack's endpoint {endpoint} did not answer: {message}")]
     Admin { endpoint: String, message: String },
 
+    #[error("the local stack's endpoint {endpoint} did not answer: reading the answer failed")]
+    AdminBody {
+        endpoint: String,
+        #[source]
+        source: hyper::Error,
+    },
+
     #[error("HTTP request to {url} failed")]
     Http {
         url: String,
@@ -83,12 +90,19 @@ pub enum Error {
     #[error(transparent)]
     Template(#[from] crate::statemachine::TemplateError),
 
-    #[error("execution {name} of the local stack's Step Functions: {message}")]
+    #[error("execution {name} of the local stack's Step Functions: could not {doing} it")]
     Execution {
         name: String,
-        message: String,
+        /// `start` or `describe`.
+        doing: &'static str,
         #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    #[error("execution {name} of the local stack's Step Functions: still running after {limit:?}")]
+    ExecutionTimedOut {
+        name: String,
+        limit: std::time::Duration,
     },
 
     #[error("describing {stream}")]

@@ -386,9 +386,9 @@ impl Admin {
             .into_body()
             .collect()
             .await
-            .map_err(|error| Error::Admin {
+            .map_err(|source| Error::AdminBody {
                 endpoint: self.base.clone(),
-                message: error.to_string(),
+                source,
             })?
             .to_bytes();
         if !status.is_success() {

@@ -191,13 +191,16 @@ pub async fn execute(
     input: &str,
     limit: std::time::Duration,
 ) -> Result<aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput, Error> {
-    let failed = |message: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| {
-        Error::Execution {
+    fn failed<E: std::error::Error + Send + Sync + 'static>(
+        name: &str,
+        doing: &'static str,
+    ) -> impl FnOnce(E) -> Error {
+        move |source| Error::Execution {
             name: name.to_owned(),
-            message,
-            source,
+            doing,
+            source: Box::new(source),
         }
-    };
+    }
     let execution = client
         .start_execution()
         .state_machine_arn(machine)
@@ -205,7 +208,7 @@ pub async fn execute(
         .input(input)
         .send()
         .await
-        .map_err(|e| failed("could not start it".to_owned(), Some(Box::new(e))))?;
+        .map_err(failed(name, "start"))?;
     let started = std::time::Instant::now();
     loop {
         let described = client
@@ -213,12 +216,15 @@ pub async fn execute(
             .execution_arn(execution.execution_arn())
             .send()
             .await
-            .map_err(|e| failed("could not describe it".to_owned(), Some(Box::new(e))))?;
+            .map_err(failed(name, "describe"))?;
         if *described.status() != aws_sdk_sfn::types::ExecutionStatus::Running {
             return Ok(described);
         }
         if started.elapsed() >= limit {
-            return Err(failed(format!("still running after {limit:?}"), None));
+            return Err(Error::ExecutionTimedOut {
+                name: name.to_owned(),
+                limit,
+            });
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }

@@ -3,8 +3,6 @@
 //! and, when configured, the DynamoDB archive. See [`settings`] for its
 //! settings.
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use rewind_engine::jobs::archiver::{Archiver, KinesisTags};
@@ -22,10 +20,7 @@ type Sinks = Archiver<S3Store, Option<KinesisTags>>;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let settings = Settings::from_env(|name| std::env::var(name).ok())?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
-        .load()
-        .await;
+    let sdk = rewind_function::sdk_config(settings.max_attempts).await;
     let s3 = S3Store::new(aws_sdk_s3::Client::new(&sdk), settings.bucket.clone());
     let dynamo = settings.table.as_ref().map(|table| {
         DynamoArchive::new(

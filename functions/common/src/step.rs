@@ -82,13 +82,8 @@ pub fn message(error: &(dyn std::error::Error + 'static)) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(error) = source {
-        let text = error.to_string();
-        // Some errors still write their source's text into their own
-        // message: it is not repeated.
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
+        message.push_str(": ");
+        message.push_str(&error.to_string());
         source = error.source();
     }
     message
@@ -123,14 +118,24 @@ mod tests {
         );
     }
 
-    #[derive(Debug, thiserror::Error)]
-    #[error("reading orders failed: {0}")]
-    struct Embeds(#[source] std::io::Error);
-
     #[test]
-    fn a_source_already_in_the_message_is_not_repeated() {
-        let error = Embeds(std::io::Error::other("connection reset"));
-        assert_eq!(message(&error), "reading orders failed: connection reset");
+    fn each_error_of_the_chain_is_printed_once() {
+        use rewind_engine::sources::kinesis::{ReadError, SourceError};
+        let error = ReadError {
+            stream: "orders".into(),
+            shard_id: "shardId-000000000000".into(),
+            source: SourceError::Throttled {
+                source: "Rate exceeded for shard".into(),
+            },
+        };
+        let message = message(&error);
+        assert_eq!(
+            message,
+            "reading orders/shardId-000000000000: throttled: Rate exceeded for shard"
+        );
+        for text in ["reading orders", "throttled", "Rate exceeded for shard"] {
+            assert_eq!(message.matches(text).count(), 1, "{message}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,8 +5,6 @@
 //! `step` per shard until done, `summary`). See [`settings`] for its
 //! settings.
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use rewind_engine::jobs::replay::{
     ReplayError, ReplayEvent, ReplayOutput, ReplaySettings, Replayer,
@@ -22,10 +20,7 @@ use settings::Settings;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let settings = Settings::from_env(|name| std::env::var(name).ok())?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
-        .load()
-        .await;
+    let sdk = rewind_function::sdk_config(settings.max_attempts).await;
     let replayer = Replayer::new(
         aws_sdk_s3::Client::new(&sdk),
         &sdk,

@@ -3,8 +3,6 @@
 //! the scrape state machine, or invoked directly with a scrape request. See
 //! [`settings`] for its settings.
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use rewind_engine::jobs::scrape::{Scraper, ScraperEvent};
 use serde_json::Value;
@@ -17,10 +15,7 @@ use settings::Settings;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let settings = Settings::from_env(|name| std::env::var(name).ok())?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
-        .load()
-        .await;
+    let sdk = rewind_function::sdk_config(settings.max_attempts).await;
     let scraper = Scraper::new(
         aws_sdk_kinesis::Client::new(&sdk),
         aws_sdk_s3::Client::new(&sdk),

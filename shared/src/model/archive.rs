@@ -141,18 +141,10 @@ pub(crate) mod tests {
 
     pub(crate) fn record(shard: u32, seq: u32, millis: i64) -> Record {
         Record {
-            stream: "orders".into(),
-            shard_id: format!("shardId-{shard:012}"),
-            sequence_number: SequenceNumber::parse(&format!(
-                "4959033827149025660855969253836157109592157598913{seq:07}"
-            ))
-            .unwrap(),
-            sub_sequence_number: None,
             partition_key: format!("k{seq}"),
-            explicit_hash_key: None,
-            encryption_type: None,
             approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(millis),
             data: vec![seq as u8; 100],
+            ..crate::model::record::tests::record(shard, seq as usize)
         }
     }
 

@@ -396,27 +396,15 @@ pub fn decode(object: &str, bytes: &[u8]) -> Result<Vec<Record>, ChunkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::record::tests::arb_record;
-    use crate::model::seqno::SequenceNumber;
+    use crate::model::record::tests::{arb_record, record};
     use proptest::prelude::*;
 
     fn records(n: usize) -> Vec<Record> {
         (0..n)
             .map(|i| Record {
-                stream: "orders".into(),
-                shard_id: "shardId-000000000000".into(),
-                sequence_number: SequenceNumber::parse(&format!(
-                    "4956816737333333333333333333333333333333333333333{i:07}"
-                ))
-                .unwrap(),
-                sub_sequence_number: None,
                 partition_key: format!("key-{}", i % 7),
-                explicit_hash_key: None,
-                encryption_type: None,
-                approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
-                    1_700_000_000_000 + i as i64,
-                ),
                 data: (0..(i % 300)).map(|b| (b * 31 + i) as u8).collect(),
+                ..record(0, i)
             })
             .collect()
     }

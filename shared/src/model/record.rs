@@ -251,6 +251,38 @@ pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The error and its sources, `a: b: c`, as the functions and the CLI
+    /// print them: what a test of an error's text compares.
+    pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+        let errors = std::iter::successors(Some(error), |error| error.source());
+        errors
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ")
+    }
+
+    /// Record `i` of shard `shard` of stream `orders`, for tests: key
+    /// `key-{i}`, arrived `i` ms after 1,700,000,000,000, no data. A test
+    /// sets what it is about: `Record { data, ..record(0, i) }`.
+    pub(crate) fn record(shard: u32, i: usize) -> Record {
+        Record {
+            stream: "orders".into(),
+            shard_id: format!("shardId-{shard:012}"),
+            sequence_number: SequenceNumber::parse(&format!(
+                "4959033827149025660855969253836157109592157598913{i:07}"
+            ))
+            .unwrap(),
+            sub_sequence_number: None,
+            partition_key: format!("key-{i}"),
+            explicit_hash_key: None,
+            encryption_type: None,
+            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
+                1_700_000_000_000 + i as i64,
+            ),
+            data: Vec::new(),
+        }
+    }
+
     pub(crate) fn arb_record() -> impl Strategy<Value = Record> {
         (
             "[a-zA-Z0-9_.-]{1,128}",

@@ -259,6 +259,12 @@ pub enum Verdict {
     Stop,
 }
 
+/// `Take` a record inside the bound, else `past` (what the first record
+/// past the bound gets).
+fn inside_or(inside: bool, past: Verdict) -> Verdict {
+    if inside { Verdict::Take } else { past }
+}
+
 /// Judges one record; `taken` is how many the read kept before it.
 pub fn judge(stop: &StopCondition, record: &Record, taken: u64) -> Verdict {
     use Verdict::*;
@@ -280,42 +286,14 @@ pub fn judge(stop: &StopCondition, record: &Record, taken: u64) -> Verdict {
             std::cmp::Ordering::Greater => Stop,
         },
         StopCondition::AfterSequenceNumber { sequence_number: x } => {
-            if seq <= x {
-                Take
-            } else {
-                TakeAndStop
-            }
+            inside_or(seq <= x, TakeAndStop)
         }
-        StopCondition::BeforeSequenceNumber { sequence_number: x } => {
-            if seq < x {
-                Take
-            } else {
-                Stop
-            }
-        }
+        StopCondition::BeforeSequenceNumber { sequence_number: x } => inside_or(seq < x, Stop),
         // Several records can share a millisecond: an inclusive time bound
         // only stops at the first record past it.
-        StopCondition::AtTimestamp { timestamp: t } => {
-            if at <= *t {
-                Take
-            } else {
-                Stop
-            }
-        }
-        StopCondition::BeforeTimestamp { timestamp: t } => {
-            if at < *t {
-                Take
-            } else {
-                Stop
-            }
-        }
-        StopCondition::AfterTimestamp { timestamp: t } => {
-            if at <= *t {
-                Take
-            } else {
-                TakeAndStop
-            }
-        }
+        StopCondition::AtTimestamp { timestamp: t } => inside_or(at <= *t, Stop),
+        StopCondition::BeforeTimestamp { timestamp: t } => inside_or(at < *t, Stop),
+        StopCondition::AfterTimestamp { timestamp: t } => inside_or(at <= *t, TakeAndStop),
         StopCondition::Latest { as_of } => match as_of {
             Some(t) if at > *t => Stop,
             _ => Take,

@@ -13,7 +13,10 @@ pub fn deaggregate_all(records: &[Record]) -> Vec<Record> {
         match record.clone().deaggregate() {
             Ok(users) => out.extend(users),
             Err(error) => {
-                warn!(%error, "keeping a corrupt KPL aggregate as received");
+                warn!(
+                    error = &error as &(dyn std::error::Error + 'static),
+                    "keeping a corrupt KPL aggregate as received"
+                );
                 out.push(record.clone());
             }
         }

@@ -242,17 +242,14 @@ mod tests {
     fn record(pk: &str, data: &str) -> Record {
         Record {
             stream: "s".into(),
-            shard_id: "shardId-000000000000".into(),
             sequence_number: SequenceNumber::parse(
                 "49590338271490256608559692538361571095921575989136588898",
             )
             .unwrap(),
-            sub_sequence_number: None,
             partition_key: pk.into(),
-            explicit_hash_key: None,
-            encryption_type: None,
             approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(1_545_084_650_987),
             data: data.as_bytes().to_vec(),
+            ..crate::model::record::tests::record(0, 0)
         }
     }
 

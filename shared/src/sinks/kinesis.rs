@@ -349,7 +349,6 @@ mod tests {
 
     use super::*;
     use crate::model::record::ArrivalTime;
-    use crate::model::seqno::SequenceNumber;
 
     /// A stream that throttles every `nth` entry it is offered, and keeps
     /// what it stored in order.
@@ -386,18 +385,11 @@ mod tests {
     fn records(n: usize, keys: usize) -> Vec<Record> {
         (0..n)
             .map(|i| Record {
-                stream: "orders".into(),
-                shard_id: "shardId-000000000001".into(),
-                sequence_number: SequenceNumber::parse(&format!(
-                    "4959033827149025660855969253836157109592157598913{i:07}"
-                ))
-                .unwrap(),
-                sub_sequence_number: None,
                 partition_key: format!("key-{}", i % keys),
                 explicit_hash_key: Some(format!("{}", i * 1000)),
-                encryption_type: None,
                 approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(1_700_000_000_123),
                 data: vec![i as u8, 0, 255],
+                ..crate::model::record::tests::record(1, i)
             })
             .collect()
     }

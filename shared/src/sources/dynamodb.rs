@@ -97,7 +97,7 @@ pub enum ReadError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("DynamoDB table {table}: {source}")]
+    #[error("DynamoDB table {table}")]
     Item {
         table: String,
         #[source]
@@ -123,6 +123,17 @@ impl DynamoReader {
         }
     }
 
+    fn page(
+        &self,
+        items: &[HashMap<String, AttributeValue>],
+        next: Option<&PageKey>,
+    ) -> Result<Page, ReadError> {
+        Ok(Page {
+            records: self.records(items)?,
+            next: next.cloned(),
+        })
+    }
+
     fn records(
         &self,
         items: &[HashMap<String, AttributeValue>],
@@ -138,6 +149,28 @@ impl DynamoReader {
             .collect()
     }
 
+    /// The query of `ALL` items of one partition key with sequence numbers
+    /// in `from..=to` (either bound optional), in sequence order.
+    fn key_range(
+        &self,
+        stream: &str,
+        partition_key: &str,
+        from: Option<&SequenceNumber>,
+        to: Option<&SequenceNumber>,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        let zero = SequenceNumber::parse("0").expect("0 is a sequence number");
+        let max =
+            SequenceNumber::parse(&"9".repeat(MAX_DIGITS)).expect("129 nines is a sequence number");
+        let (low, high) = position_range(from.unwrap_or(&zero), to.unwrap_or(&max));
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
+            .expression_attribute_values(":pk", AttributeValue::S(hash_key(stream, partition_key)))
+            .expression_attribute_values(":low", AttributeValue::S(low))
+            .expression_attribute_values(":high", AttributeValue::S(high))
+    }
+
     /// `ALL` items of one partition key, in sequence order, with sequence
     /// numbers in `from..=to` (either bound optional).
     pub async fn query(
@@ -149,27 +182,14 @@ impl DynamoReader {
         limit: i32,
         start: Option<PageKey>,
     ) -> Result<Page, ReadError> {
-        let zero = SequenceNumber::parse("0").expect("0 is a sequence number");
-        let max =
-            SequenceNumber::parse(&"9".repeat(MAX_DIGITS)).expect("129 nines is a sequence number");
-        let (low, high) = position_range(from.unwrap_or(&zero), to.unwrap_or(&max));
         let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
-            .expression_attribute_values(":pk", AttributeValue::S(hash_key(stream, partition_key)))
-            .expression_attribute_values(":low", AttributeValue::S(low))
-            .expression_attribute_values(":high", AttributeValue::S(high))
+            .key_range(stream, partition_key, from, to)
             .limit(limit)
             .set_exclusive_start_key(start)
             .send()
             .await
             .map_err(|e| self.request_error(e))?;
-        Ok(Page {
-            records: self.records(output.items())?,
-            next: output.last_evaluated_key().cloned(),
-        })
+        self.page(output.items(), output.last_evaluated_key())
     }
 
     /// The shards that hold `ALL` items of one partition key with sequence
@@ -182,39 +202,20 @@ impl DynamoReader {
         from: Option<&SequenceNumber>,
         to: Option<&SequenceNumber>,
     ) -> Result<std::collections::BTreeSet<String>, ReadError> {
-        let zero = SequenceNumber::parse("0").expect("0 is a sequence number");
-        let max =
-            SequenceNumber::parse(&"9".repeat(MAX_DIGITS)).expect("129 nines is a sequence number");
-        let (low, high) = position_range(from.unwrap_or(&zero), to.unwrap_or(&max));
         let mut shards = std::collections::BTreeSet::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
-                .projection_expression("shardId")
-                .expression_attribute_values(
-                    ":pk",
-                    AttributeValue::S(hash_key(stream, partition_key)),
-                )
-                .expression_attribute_values(":low", AttributeValue::S(low.clone()))
-                .expression_attribute_values(":high", AttributeValue::S(high.clone()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| self.request_error(e))?;
-            for item in output.items() {
-                if let Some(AttributeValue::S(shard)) = item.get("shardId") {
-                    shards.insert(shard.clone());
-                }
-            }
-            match output.last_evaluated_key() {
-                Some(next) => start = Some(next.clone()),
-                None => return Ok(shards),
+        let mut items = self
+            .key_range(stream, partition_key, from, to)
+            .projection_expression("shardId")
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = items.next().await {
+            let item = item.map_err(|e| self.request_error(e))?;
+            if let Some(AttributeValue::S(shard)) = item.get("shardId") {
+                shards.insert(shard.clone());
             }
         }
+        Ok(shards)
     }
 
     /// The `LATEST` item of one partition key.
@@ -274,10 +275,7 @@ impl DynamoReader {
             .send()
             .await
             .map_err(|e| self.request_error(e))?;
-        Ok(Page {
-            records: self.records(output.items())?,
-            next: output.last_evaluated_key().cloned(),
-        })
+        self.page(output.items(), output.last_evaluated_key())
     }
 }
 
@@ -485,7 +483,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(
-            err.to_string(),
+            crate::model::record::tests::chain(&err),
             "DynamoDB table archive: archive item has no sequenceNumber attribute of the expected type"
         );
     }

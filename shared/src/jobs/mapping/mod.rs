@@ -333,7 +333,7 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
                     }
                     warn!(
                         shard = %shard_id,
-                        %error,
+                        error = &error as &(dyn std::error::Error + 'static),
                         failures = read_failures,
                         retry_in_ms = wait.as_millis() as u64,
                         "reading the shard failed; retrying"
@@ -469,7 +469,7 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
 fn heals(error: &SourceError) -> bool {
     match error {
         SourceError::Throttled { .. } => false,
-        SourceError::ExpiredIterator => true,
+        SourceError::ExpiredIterator | SourceError::NoIterator { .. } => true,
         SourceError::Other { source, .. } => !cannot_heal(source.as_ref()),
     }
 }

@@ -39,15 +39,11 @@ fn sequence(shard: u32, i: u32) -> SequenceNumber {
 
 fn record(shard: u32, i: u32, arrival_ms: i64) -> Record {
     Record {
-        stream: "orders".into(),
-        shard_id: shard_name(shard),
         sequence_number: sequence(shard, i),
-        sub_sequence_number: None,
         partition_key: format!("key-{}", (shard * 7 + i) % 5),
-        explicit_hash_key: None,
-        encryption_type: None,
         approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(arrival_ms),
         data: format!("shard {shard} record {i}").into_bytes(),
+        ..crate::model::record::tests::record(shard, i as usize)
     }
 }
 
@@ -167,7 +163,7 @@ impl ShardSource for MemoryStream {
         };
         if self.throttle.contains(&call) {
             return Err(SourceError::Throttled {
-                message: "Rate exceeded for shard".into(),
+                source: "Rate exceeded for shard".into(),
             });
         }
         if self.expire.contains(&call) {

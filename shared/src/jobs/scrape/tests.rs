@@ -239,35 +239,31 @@ async fn a_retried_step_replaces_its_leftover_chunk() {
         parent_shard_ids: vec![],
     };
     let start = ShardProgress::new(&planned);
-    let budget = |n| StepBudget {
-        deadline: Instant::now() + Duration::from_secs(600),
-        max_records: n,
+    // One step from `progress`, of at most `n` records.
+    let (shard_ref, store_ref, window_ref) = (&shard, &store, &window);
+    let step = |progress: ShardProgress, n| async move {
+        let budget = StepBudget {
+            deadline: Instant::now() + Duration::from_secs(600),
+            max_records: n,
+        };
+        let run = "scrapes/run-1";
+        scrape_step(
+            shard_ref,
+            store_ref,
+            window_ref,
+            run,
+            req.compression,
+            &progress,
+            budget,
+        )
+        .await
+        .unwrap()
     };
     // The lost attempt read 12 records into chunk 0.
-    let lost = scrape_step(
-        &shard,
-        &store,
-        &window,
-        "scrapes/run-1",
-        req.compression,
-        &start,
-        budget(12),
-    )
-    .await
-    .unwrap();
+    let lost = step(start.clone(), 12).await;
     assert_eq!(lost.chunks, 1);
     // The retry reads 5 into chunk 0, then the run goes on from there.
-    let mut progress = scrape_step(
-        &shard,
-        &store,
-        &window,
-        "scrapes/run-1",
-        req.compression,
-        &start,
-        budget(5),
-    )
-    .await
-    .unwrap();
+    let mut progress = step(start, 5).await;
     let chunk0: Vec<String> = store
         .objects()
         .keys()
@@ -276,17 +272,7 @@ async fn a_retried_step_replaces_its_leftover_chunk() {
         .collect();
     assert_eq!(chunk0.len(), 1, "one chunk 0: {chunk0:?}");
     while !progress.is_done() {
-        progress = scrape_step(
-            &shard,
-            &store,
-            &window,
-            "scrapes/run-1",
-            req.compression,
-            &progress,
-            budget(9),
-        )
-        .await
-        .unwrap();
+        progress = step(progress, 9).await;
     }
     let (manifest, _) = write_manifest(
         &store,

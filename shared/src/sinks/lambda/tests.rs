@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use super::options::FunctionResponseType;
 use super::*;
 use crate::model::event::DeliveredEvent;
-use crate::model::seqno::{Position, SequenceNumber};
+use crate::model::seqno::Position;
 use crate::pipeline::batch::MAX_PAYLOAD_BYTES;
 
 /// A target function: fails (Unhandled) on batches holding a poison
@@ -116,20 +116,9 @@ fn source() -> EventSource {
 fn records(n: usize, size: usize) -> Vec<Record> {
     (0..n)
         .map(|i| Record {
-            stream: "orders".into(),
-            shard_id: "shardId-000000000004".into(),
-            sequence_number: SequenceNumber::parse(&format!(
-                "4959033827149025660855969253836157109592157598913{i:07}"
-            ))
-            .unwrap(),
-            sub_sequence_number: None,
             partition_key: format!("key-{}", i % 13),
-            explicit_hash_key: None,
-            encryption_type: None,
-            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
-                1_700_000_000_000 + i as i64,
-            ),
             data: vec![b'x'; size],
+            ..crate::model::record::tests::record(4, i)
         })
         .collect()
 }

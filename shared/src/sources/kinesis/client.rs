@@ -1,7 +1,7 @@
 //! The Kinesis API as a shard source, and the calls that find a stream's
 //! shards.
 
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::operation::get_records::GetRecordsError;
 use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType, ShardIteratorType};
 
@@ -33,7 +33,9 @@ impl KinesisSource {
     }
 }
 
-fn classify<E>(error: aws_sdk_kinesis::error::SdkError<E>) -> SourceError
+/// `operation` names the call in the message: the SDK error, kept as the
+/// source, says what went wrong.
+fn classify<E>(operation: &str, error: aws_sdk_kinesis::error::SdkError<E>) -> SourceError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -43,11 +45,11 @@ where
             | "LimitExceededException"
             | "KMSThrottlingException",
         ) => SourceError::Throttled {
-            message: DisplayErrorContext(&error).to_string(),
+            source: Box::new(error),
         },
         Some("ExpiredIteratorException") => SourceError::ExpiredIterator,
         _ => SourceError::Other {
-            message: DisplayErrorContext(&error).to_string(),
+            message: format!("{operation} failed"),
             source: Box::new(error),
         },
     }
@@ -81,13 +83,15 @@ impl ShardSource for KinesisSource {
                     timestamp.epoch_millis(),
                 )),
         };
-        let output = request.send().await.map_err(classify)?;
+        let output = request
+            .send()
+            .await
+            .map_err(|error| classify("GetShardIterator", error))?;
         output
             .shard_iterator()
             .map(str::to_owned)
-            .ok_or_else(|| SourceError::Other {
-                message: format!("GetShardIterator for {shard_id} returned no iterator"),
-                source: "no iterator".into(),
+            .ok_or_else(|| SourceError::NoIterator {
+                shard_id: shard_id.to_owned(),
             })
     }
 
@@ -112,7 +116,7 @@ impl ShardSource for KinesisSource {
                 ) {
                     SourceError::ExpiredIterator
                 } else {
-                    classify(error)
+                    classify("GetRecords", error)
                 }
             })?;
         let mut bytes = 0;
@@ -120,9 +124,7 @@ impl ShardSource for KinesisSource {
         for r in output.records() {
             let sequence_number =
                 SequenceNumber::parse(r.sequence_number()).map_err(|e| SourceError::Other {
-                    message: format!(
-                        "GetRecords on {shard_id} returned a bad sequence number: {e}"
-                    ),
+                    message: format!("GetRecords on {shard_id} returned a bad sequence number"),
                     source: Box::new(e),
                 })?;
             let data = r.data().as_ref().to_vec();

@@ -49,10 +49,15 @@ pub struct RecordsPage {
 /// A failed shard read call.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("throttled: {message}")]
-    Throttled { message: String },
+    #[error("throttled")]
+    Throttled {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("shard iterator expired")]
     ExpiredIterator,
+    #[error("GetShardIterator for {shard_id} returned no iterator")]
+    NoIterator { shard_id: String },
     #[error("{message}")]
     Other {
         message: String,
@@ -79,7 +84,7 @@ pub trait ShardSource: Send + Sync {
 
 /// A shard read call that gave up.
 #[derive(Debug, thiserror::Error)]
-#[error("reading {stream}/{shard_id}: {source}")]
+#[error("reading {stream}/{shard_id}")]
 pub struct ReadError {
     pub stream: String,
     pub shard_id: String,

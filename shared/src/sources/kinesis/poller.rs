@@ -173,7 +173,12 @@ impl<'a, S: ShardSource> ShardPoller<'a, S> {
                         return Err(error);
                     }
                     self.pacer.called(called_at, 0);
-                    warn!(shard = %self.shard_id, %error, throttles, "GetRecords throttled");
+                    warn!(
+                        shard = %self.shard_id,
+                        error = &error as &(dyn std::error::Error + 'static),
+                        throttles,
+                        "GetRecords throttled"
+                    );
                     let backoff = crate::backoff::backoff(self.options.base_backoff, throttles);
                     if past(Instant::now() + backoff) {
                         return Ok(None);
@@ -195,9 +200,12 @@ where
     let mut attempt = 0;
     loop {
         match call().await {
-            Err(SourceError::Throttled { message }) if attempt < options.max_retries => {
+            Err(error @ SourceError::Throttled { .. }) if attempt < options.max_retries => {
                 attempt += 1;
-                debug!(%message, attempt, "throttled; backing off");
+                debug!(
+                    error = &error as &(dyn std::error::Error + 'static),
+                    attempt, "throttled; backing off"
+                );
                 tokio::time::sleep(crate::backoff::backoff(options.base_backoff, attempt)).await;
             }
             other => return other,

@@ -32,18 +32,14 @@ pub(crate) fn shard_records() -> Vec<Record> {
                 )
             };
             Record {
-                stream: "orders".into(),
-                shard_id: "shardId-000000000000".into(),
                 sequence_number: seq(&sequence),
-                sub_sequence_number: None,
                 partition_key: format!("k{}", i % 5),
-                explicit_hash_key: None,
-                encryption_type: None,
                 // Two records per millisecond.
                 approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
                     1_700_000_000_000 + (i / 2) as i64,
                 ),
                 data: vec![i as u8; 10],
+                ..crate::model::record::tests::record(0, i as usize)
             }
         })
         .collect()
@@ -109,7 +105,7 @@ impl ShardSource for MemoryShard {
         };
         if self.faults.throttle.contains(&call) {
             return Err(SourceError::Throttled {
-                message: "Rate exceeded for shard".into(),
+                source: "Rate exceeded for shard".into(),
             });
         }
         if self.faults.expire.contains(&call) {
@@ -177,10 +173,7 @@ async fn read_all(
     while !cursor.is_done() {
         steps += 1;
         assert!(steps < 200, "the read makes progress");
-        let budget = StepBudget {
-            deadline: Instant::now() + Duration::from_secs(60),
-            max_records: step_records,
-        };
+        let budget = minute(step_records);
         // The cursor goes through JSON between steps, as it does through a
         // state machine.
         let json = serde_json::to_string(&cursor).unwrap();
@@ -376,10 +369,7 @@ async fn persistent_throttling_is_an_error_not_a_silent_end() {
     let mut shard = MemoryShard::new(records, true);
     shard.faults.throttle = (1..100).collect();
     let cursor = ShardCursor::new("shardId-000000000000");
-    let budget = StepBudget {
-        deadline: Instant::now() + Duration::from_secs(60),
-        max_records: 1000,
-    };
+    let budget = minute(1000);
     let mut options = fast();
     options.max_retries = 4;
     let err = read_step(
@@ -395,10 +385,10 @@ async fn persistent_throttling_is_an_error_not_a_silent_end() {
     )
     .await
     .unwrap_err();
+    let chain = crate::model::record::tests::chain(&err);
     assert!(
-        err.to_string()
-            .starts_with("reading orders/shardId-000000000000: throttled"),
-        "{err}"
+        chain.starts_with("reading orders/shardId-000000000000: throttled"),
+        "{chain}"
     );
 }
 
@@ -415,12 +405,33 @@ async fn an_open_shard_at_its_tip_ends_after_max_empty_polls() {
     assert_eq!(cursor.empty_polls, fast().max_empty_polls);
 }
 
+/// A minute and at most `max_records`: a step that only the records end.
+fn minute(max_records: u64) -> StepBudget {
+    StepBudget {
+        deadline: Instant::now() + Duration::from_secs(60),
+        max_records,
+    }
+}
+
+/// One step of a whole shard, TRIM_HORIZON to LATEST, into `out`.
+async fn whole_shard_step(
+    shard: &MemoryShard,
+    options: ReadOptions,
+    cursor: &ShardCursor,
+    budget: StepBudget,
+    out: &mut Vec<Record>,
+) -> ShardCursor {
+    let stop = StopCondition::Latest { as_of: None };
+    let window = window(&StartPosition::TrimHorizon, &stop, options);
+    read_step(shard, &window, cursor, budget, |r| out.push(r))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_step_ends_at_its_deadline_and_the_next_resumes_after_it() {
     let records = shard_records();
     let shard = MemoryShard::new(records.clone(), true);
-    let start = StartPosition::TrimHorizon;
-    let stop = StopCondition::Latest { as_of: None };
     let mut out = Vec::new();
     // A deadline already passed: the step issues no call and returns the
     // cursor unchanged.
@@ -429,41 +440,17 @@ async fn a_step_ends_at_its_deadline_and_the_next_resumes_after_it() {
         deadline: Instant::now(),
         max_records: 1000,
     };
-    let same = read_step(&shard, &window(&start, &stop, fast()), &cursor, past, |r| {
-        out.push(r)
-    })
-    .await
-    .unwrap();
+    let same = whole_shard_step(&shard, fast(), &cursor, past, &mut out).await;
     assert_eq!(same, cursor);
     assert!(out.is_empty());
     // A step cut after 5 records; the next step starts after the last read.
-    let budget = StepBudget {
-        deadline: Instant::now() + Duration::from_secs(60),
-        max_records: 5,
-    };
-    let first = read_step(
-        &shard,
-        &window(&start, &stop, fast()),
-        &cursor,
-        budget,
-        |r| out.push(r),
-    )
-    .await
-    .unwrap();
+    let first = whole_shard_step(&shard, fast(), &cursor, minute(5), &mut out).await;
     assert!(!first.is_done());
     assert_eq!(
         first.last_sequence_number.as_ref(),
         Some(&out.last().unwrap().sequence_number)
     );
-    let rest = StepBudget {
-        deadline: Instant::now() + Duration::from_secs(60),
-        max_records: 1000,
-    };
-    let done = read_step(&shard, &window(&start, &stop, fast()), &first, rest, |r| {
-        out.push(r)
-    })
-    .await
-    .unwrap();
+    let done = whole_shard_step(&shard, fast(), &first, minute(1000), &mut out).await;
     assert!(done.is_done());
     assert_eq!(out, records);
 }
@@ -476,8 +463,6 @@ async fn a_step_ends_at_its_deadline_and_the_next_resumes_after_it() {
 async fn a_poll_delay_never_waits_past_the_deadline() {
     let records = shard_records();
     let shard = MemoryShard::new(records.clone(), true);
-    let start = StartPosition::TrimHorizon;
-    let stop = StopCondition::Latest { as_of: None };
     let mut cursor = ShardCursor::new("shardId-000000000000");
     let mut out = Vec::new();
     for delay in [3, 30] {
@@ -491,15 +476,7 @@ async fn a_poll_delay_never_waits_past_the_deadline() {
             max_records: 1000,
         };
         let before = out.len();
-        cursor = read_step(
-            &shard,
-            &window(&start, &stop, options),
-            &cursor,
-            budget,
-            |r| out.push(r),
-        )
-        .await
-        .unwrap();
+        cursor = whole_shard_step(&shard, options, &cursor, budget, &mut out).await;
         let pages = if delay == 3 { 3 } else { 1 };
         assert_eq!(out.len() - before, 3 * pages, "delay {delay} s");
         if delay == 3 {
@@ -508,15 +485,7 @@ async fn a_poll_delay_never_waits_past_the_deadline() {
         }
         assert!(!cursor.is_done());
     }
-    let rest = StepBudget {
-        deadline: Instant::now() + Duration::from_secs(60),
-        max_records: 1000,
-    };
-    let done = read_step(&shard, &window(&start, &stop, fast()), &cursor, rest, |r| {
-        out.push(r)
-    })
-    .await
-    .unwrap();
+    let done = whole_shard_step(&shard, fast(), &cursor, minute(1000), &mut out).await;
     assert!(done.is_done());
     assert_eq!(out, records);
 }
