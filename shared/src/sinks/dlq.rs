@@ -227,6 +227,29 @@ impl<A: FailureDestination, B: FailureDestination> FailureDestination for Dlq<A,
     }
 }
 
+/// An in-memory DLQ for the delivery and mapping tests: keeps every record
+/// it is sent, in order.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct MemoryDlq {
+    pub records: std::sync::Mutex<Vec<FailureRecord>>,
+    /// Whether it asks for the batch's records, as the S3 destination does.
+    pub with_payload: bool,
+}
+
+#[cfg(test)]
+impl FailureDestination for MemoryDlq {
+    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
+        let mut records = self.records.lock().unwrap();
+        records.push(record);
+        Ok(format!("dlq-{}", records.len()))
+    }
+
+    fn wants_payload(&self) -> bool {
+        self.with_payload
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use aws_sdk_kinesis::types::error::{InternalFailureException, ResourceNotFoundEx
 
 use crate::model::event::DeliveredEvent;
 use crate::model::seqno::SequenceNumber;
-use crate::sinks::dlq::{DestinationError, FailureRecord};
+use crate::sinks::dlq::{FailureRecord, MemoryDlq as Dlq};
 use crate::sinks::lambda::invoker::{Invocation, InvokeError};
 use crate::sinks::lambda::options::{FunctionResponseType, MappingOptions};
 use crate::sources::kinesis::{ReadOptions, RecordsPage, SourceError};
@@ -299,23 +299,6 @@ impl Invoker for Function {
 
     fn function_arn(&self) -> &str {
         "arn:aws:lambda:us-east-1:123456789012:function:consumer"
-    }
-}
-
-#[derive(Default)]
-struct Dlq {
-    records: Mutex<Vec<FailureRecord>>,
-}
-
-impl FailureDestination for Dlq {
-    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
-        let mut records = self.records.lock().unwrap();
-        records.push(record);
-        Ok(format!("dlq-{}", records.len()))
-    }
-
-    fn wants_payload(&self) -> bool {
-        false
     }
 }
 

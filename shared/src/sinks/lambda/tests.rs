@@ -6,6 +6,7 @@ use super::*;
 use crate::model::event::DeliveredEvent;
 use crate::model::seqno::Position;
 use crate::pipeline::batch::MAX_PAYLOAD_BYTES;
+use crate::sinks::dlq::MemoryDlq as Dlq;
 
 /// A target function: fails (Unhandled) on batches holding a poison
 /// record, or reports it as a batch item failure; keeps every batch it
@@ -84,24 +85,6 @@ impl Invoker for Target {
 
     fn function_arn(&self) -> &str {
         "arn:aws:lambda:eu-west-1:111122223333:function:consumer"
-    }
-}
-
-#[derive(Default)]
-struct Dlq {
-    records: Mutex<Vec<FailureRecord>>,
-    with_payload: bool,
-}
-
-impl FailureDestination for Dlq {
-    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
-        let mut records = self.records.lock().unwrap();
-        records.push(record);
-        Ok(format!("dlq-{}", records.len()))
-    }
-
-    fn wants_payload(&self) -> bool {
-        self.with_payload
     }
 }
 
