@@ -3,8 +3,10 @@
 //! clients and call in here, so no Kinesis semantic is written twice.
 //!
 //! A job is a source, a few pipeline steps and a sink, run in bounded steps.
-//! The layers, in the order records flow through them; each uses only the
-//! ones before it, and none uses [`jobs`]:
+//! The layers, in the order records flow through them. [`model`] uses no
+//! other layer; sources and sinks use the model and the pipeline's plain
+//! functions (a source orders its shards by lineage, a sink cuts batches);
+//! only [`jobs`] puts them together, and nothing else uses it:
 //!
 //! 1. [`model`]: what every layer speaks. [`model::seqno`]: sequence
 //!    numbers, ordered *numerically* (decimal strings of up to 129 digits),
