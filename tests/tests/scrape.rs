@@ -598,26 +598,14 @@ async fn an_invalid_request_fails_without_retries() -> anyhow::Result<()> {
         "pollBatchSize": 20000,
         "output": { "bucket": "b" },
     });
-    let started = Instant::now();
-    let execution = sfn
-        .start_execution()
-        .state_machine_arn(&machine)
-        .name(unique("bad"))
-        .input(input.to_string())
-        .send()
-        .await?;
-    let described = loop {
-        let described = sfn
-            .describe_execution()
-            .execution_arn(execution.execution_arn())
-            .send()
-            .await?;
-        if *described.status() != ExecutionStatus::Running {
-            break described;
-        }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "still running");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let described = statemachine::execute(
+        &sfn,
+        &machine,
+        &unique("bad"),
+        &input.to_string(),
+        Duration::from_secs(60),
+    )
+    .await?;
     assert_eq!(*described.status(), ExecutionStatus::Failed);
     assert_eq!(described.error(), Some("InvalidRequest"));
     assert!(
@@ -631,7 +619,7 @@ async fn an_invalid_request_fails_without_retries() -> anyhow::Result<()> {
     // No retry: the plan's invocation was scheduled once.
     let history = sfn
         .get_execution_history()
-        .execution_arn(execution.execution_arn())
+        .execution_arn(described.execution_arn())
         .max_results(1000)
         .send()
         .await?;
