@@ -279,6 +279,23 @@ pub async fn put_entries(
     Ok(accepted)
 }
 
+/// Reshards `stream` to `shards` shards (uniform scaling) and waits until
+/// it is active again.
+pub async fn reshard(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shards: i32,
+) -> anyhow::Result<()> {
+    kinesis
+        .update_shard_count()
+        .stream_name(stream)
+        .target_shard_count(shards)
+        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+        .send()
+        .await?;
+    Ok(rewind_local::sdk::wait_active(kinesis, stream).await?)
+}
+
 /// Creates `stream` with `shards` shards and waits until it is active.
 pub async fn create_stream(
     kinesis: &aws_sdk_kinesis::Client,

@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::ScalingType;
 use rewind_engine::ArrivalTime;
 use rewind_engine::jobs::mapping::report::{ShardStatus, Stopped};
 use rewind_engine::jobs::mapping::wall_clock;
@@ -23,9 +22,9 @@ use rewind_engine::sinks::dlq::LogOnlyDestination;
 use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
 use rewind_engine::sources::s3_archive::{self, ShardScan};
 use rewind_engine::store::S3Store;
-use rewind_local::sdk::{s3_client, wait_active};
+use rewind_local::sdk::s3_client;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
-use rewind_tests::{archiver_mapping, create_stream, put_all, unique};
+use rewind_tests::{archiver_mapping, create_stream, put_all, reshard, unique};
 
 use crate::stack;
 
@@ -88,14 +87,7 @@ async fn mapping_archives_every_record_once_across_a_reshard() -> anyhow::Result
     let deadline = tokio::time::sleep(Duration::from_secs(240));
     let producer = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        kinesis
-            .update_shard_count()
-            .stream_name(&stream)
-            .target_shard_count(4)
-            .scaling_type(ScalingType::UniformScaling)
-            .send()
-            .await?;
-        wait_active(&kinesis, &stream).await?;
+        reshard(&kinesis, &stream, 4).await?;
         put(&kinesis, &stream, 1, 150, &mut oracle).await?;
         anyhow::Ok(())
     };

@@ -26,14 +26,9 @@ async fn map_with_a_choice_loop_over_a_function_succeeds() -> anyhow::Result<()>
     let arn = statemachine::create(&sfn, &unique("count-loop"), &machine).await?;
 
     let input = serde_json::json!({ "items": [{ "n": 0 }, { "n": 1 }, { "n": 5 }] });
-    let described = statemachine::execute(
-        &sfn,
-        &arn,
-        &unique("run"),
-        &input.to_string(),
-        Duration::from_secs(60),
-    )
-    .await?;
+    let (name, input) = (unique("run"), input.to_string());
+    let limit = Duration::from_secs(60);
+    let described = statemachine::execute(&sfn, &arn, &name, &input, limit).await?;
     assert_eq!(
         *described.status(),
         ExecutionStatus::Succeeded,
