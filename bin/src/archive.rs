@@ -115,6 +115,7 @@ async fn scan(args: ScanArgs, out: &mut impl std::io::Write) -> anyhow::Result<(
     };
     let plan = s3_archive::plan_scan(&store, &layout, &args.stream, from, to).await?;
     let mut count = 0u64;
+    let mut line = Vec::new();
     for (shard, objects) in plan {
         if !args.shards.is_empty() && !args.shards.contains(&shard) {
             continue;
@@ -122,7 +123,7 @@ async fn scan(args: ScanArgs, out: &mut impl std::io::Write) -> anyhow::Result<(
         let mut scan = ShardScan::new(objects, from, to);
         while let Some(batch) = scan.next_batch(&store).await? {
             for record in batch {
-                print(out, &record, args.output)?;
+                args.output.print(out, &mut line, &record)?;
                 count += 1;
             }
         }
@@ -140,13 +141,11 @@ async fn query(args: QueryArgs, out: &mut impl std::io::Write) -> anyhow::Result
         .map(|bucket| S3Store::new(aws_sdk_s3::Client::new(&config), bucket.clone()));
     let limit = args.limit.unwrap_or(u64::MAX);
     let mut count = 0u64;
+    let mut line = Vec::new();
     if args.latest {
         if let Some((record, key)) = reader.latest(&args.stream, &args.partition_key).await? {
-            print(
-                out,
-                &with_data(record, key, overflow.as_ref()).await?,
-                args.output,
-            )?;
+            let record = with_data(record, key, overflow.as_ref()).await?;
+            args.output.print(out, &mut line, &record)?;
             count += 1;
         }
     } else {
@@ -164,11 +163,8 @@ async fn query(args: QueryArgs, out: &mut impl std::io::Write) -> anyhow::Result
                 )
                 .await?;
             for (record, key) in page.records {
-                print(
-                    out,
-                    &with_data(record, key, overflow.as_ref()).await?,
-                    args.output,
-                )?;
+                let record = with_data(record, key, overflow.as_ref()).await?;
+                args.output.print(out, &mut line, &record)?;
                 count += 1;
             }
             match page.next {
@@ -191,16 +187,4 @@ async fn with_data(
         record.data = store.get(&key).await?;
     }
     Ok(record)
-}
-
-fn print(out: &mut impl std::io::Write, record: &Record, output: Output) -> anyhow::Result<()> {
-    let mut line = Vec::new();
-    match output {
-        Output::Lines => record.write_line(&mut line),
-        Output::Data => {
-            line.extend_from_slice(String::from_utf8_lossy(&record.data).as_bytes());
-            line.push(b'\n');
-        }
-    }
-    out.write_all(&line).context("writing to standard output")
 }

@@ -125,6 +125,27 @@ enum Output {
     Data,
 }
 
+impl Output {
+    /// Writes `record` to `out` as one line, through `line` (a buffer the
+    /// caller keeps between records).
+    fn print(
+        self,
+        out: &mut impl Write,
+        line: &mut Vec<u8>,
+        record: &Record,
+    ) -> anyhow::Result<()> {
+        line.clear();
+        match self {
+            Output::Lines => record.write_line(line),
+            Output::Data => {
+                line.extend_from_slice(String::from_utf8_lossy(&record.data).as_bytes());
+                line.push(b'\n');
+            }
+        }
+        out.write_all(line).context("writing to standard output")
+    }
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,15 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut out = BufWriter::new(stdout);
             let mut line = Vec::new();
             for_each_record(&files, deaggregate, |record| {
-                line.clear();
-                match output {
-                    Output::Lines => record.write_line(&mut line),
-                    Output::Data => {
-                        line.extend_from_slice(String::from_utf8_lossy(&record.data).as_bytes());
-                        line.push(b'\n');
-                    }
-                }
-                out.write_all(&line).context("writing to standard output")
+                output.print(&mut out, &mut line, &record)
             })?;
             out.flush().context("writing to standard output")
         }

@@ -1,6 +1,7 @@
 //! `rewind archive scan | query` against the local stack (moto's S3 and
 //! DynamoDB), reading what the archiver's engine wrote.
 
+use std::process::Output;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
@@ -39,6 +40,23 @@ fn record(shard: u32, i: u32, millis: i64, key: &str) -> Record {
         approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(millis),
         data: format!("payload {shard}/{i}").into_bytes(),
     }
+}
+
+/// `rewind archive query` of `key` in the `orders` stream of `table`, with
+/// `extra` arguments.
+fn query(endpoint: &str, table: &str, key: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "archive",
+        "query",
+        "--table",
+        table,
+        "--stream",
+        "orders",
+        "--partition-key",
+        key,
+    ];
+    args.extend_from_slice(extra);
+    rewind(endpoint, &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,19 +172,7 @@ async fn scan_and_query_the_archive() {
     );
 
     let k1: Vec<&Record> = shard0.iter().filter(|r| r.partition_key == "k1").collect();
-    let out = rewind(
-        &endpoint,
-        &[
-            "archive",
-            "query",
-            "--table",
-            &table,
-            "--stream",
-            "orders",
-            "--partition-key",
-            "k1",
-        ],
-    );
+    let out = query(&endpoint, &table, "k1", &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -183,17 +189,11 @@ async fn scan_and_query_the_archive() {
         k1[1].sequence_number.to_string(),
         k1[4].sequence_number.to_string(),
     );
-    let out = rewind(
+    let out = query(
         &endpoint,
+        &table,
+        "k1",
         &[
-            "archive",
-            "query",
-            "--table",
-            &table,
-            "--stream",
-            "orders",
-            "--partition-key",
-            "k1",
             "--from-sequence",
             &low,
             "--to-sequence",
@@ -208,20 +208,7 @@ async fn scan_and_query_the_archive() {
         .collect();
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
 
-    let out = rewind(
-        &endpoint,
-        &[
-            "archive",
-            "query",
-            "--table",
-            &table,
-            "--stream",
-            "orders",
-            "--partition-key",
-            "k1",
-            "--latest",
-        ],
-    );
+    let out = query(&endpoint, &table, "k1", &["--latest"]);
     let latest = chunk::decode("stdout", &out.stdout).unwrap();
     assert_eq!(latest, vec![(*k1.last().unwrap()).clone()]);
 
@@ -234,21 +221,7 @@ async fn scan_and_query_the_archive() {
     );
     assert_eq!(out.status.code(), Some(2), "bad input");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--from must be before --to"));
-    let out = rewind(
-        &endpoint,
-        &[
-            "archive",
-            "query",
-            "--table",
-            &table,
-            "--stream",
-            "orders",
-            "--partition-key",
-            "k",
-            "--from-sequence",
-            "01",
-        ],
-    );
+    let out = query(&endpoint, &table, "k", &["--from-sequence", "01"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("leading zero"));
 }

@@ -34,6 +34,23 @@ pub fn rewind(endpoint: &str, args: &[&str]) -> Output {
         .expect("running rewind")
 }
 
+/// The batches the `target` fixture function accepted from `stream`, each
+/// as the records it kept (one line of its file a batch).
+pub fn accepted_batches(stack: &rewind_tests::Stack, stream: &str) -> Vec<Vec<serde_json::Value>> {
+    let path = stack
+        .layout
+        .run_dir()
+        .join(format!("fixtures/target/{stream}.jsonl"));
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let batch: serde_json::Value = serde_json::from_str(line).unwrap();
+            batch["records"].as_array().unwrap().clone()
+        })
+        .collect()
+}
+
 /// A folder of its own per test, removed when the test ends.
 pub struct Scratch(pub PathBuf);
 

@@ -8,7 +8,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use rewind_tests::{create_stream, unique};
 use serde_json::Value;
 
-use crate::common::{rewind, stack};
+use crate::common::{accepted_batches, rewind, stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_is_delivered_to_a_function_until_idle() {
@@ -84,23 +84,10 @@ async fn a_stream_is_delivered_to_a_function_until_idle() {
     assert_eq!(shard["failedRecords"], 1, "{report}");
     assert_eq!(shard["failedBatches"], 1, "{report}");
 
-    let accepted = std::fs::read_to_string(
-        stack
-            .layout
-            .run_dir()
-            .join(format!("fixtures/target/{stream}.jsonl")),
-    )
-    .unwrap();
-    let mut delivered: Vec<String> = accepted
-        .lines()
-        .flat_map(|line| {
-            serde_json::from_str::<Value>(line).unwrap()["records"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["sequenceNumber"].as_str().unwrap().to_owned())
-                .collect::<Vec<_>>()
-        })
+    let mut delivered: Vec<String> = accepted_batches(stack, &stream)
+        .iter()
+        .flatten()
+        .map(|r| r["sequenceNumber"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(delivered.len(), 39);
     delivered.dedup();

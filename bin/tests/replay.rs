@@ -15,7 +15,7 @@ use rewind_engine::model::seqno::SequenceNumber;
 use rewind_tests::{create_stream, unique};
 use serde_json::{Value, json};
 
-use crate::common::{Scratch, rewind, stack};
+use crate::common::{Scratch, accepted_batches, rewind, stack};
 
 fn records(stream: &str, shard: &str, n: usize, marked: &[usize]) -> Vec<Record> {
     (0..n)
@@ -80,19 +80,16 @@ async fn files_are_replayed_to_a_function_and_reinjected_onto_a_stream() {
     .unwrap();
     let out_dir = dir.join("out");
     let stream_arn = format!("arn:aws:kinesis:us-east-1:123456789012:stream/{stream}");
-    let mut args = vec![
-        "replay",
-        "--request",
-        request.to_str().unwrap(),
-        "--stream-arn",
-        &stream_arn,
-        "--dir",
-        out_dir.to_str().unwrap(),
-        "--json",
-        "--files",
-    ];
-    args.extend(files);
-    let out = rewind(&endpoint, &args);
+    // `rewind replay` of the files with the request, `extra` before them.
+    let replay_files = |extra: &[&str]| {
+        let request = request.to_str().unwrap();
+        let head = ["replay", "--request", request, "--stream-arn", &stream_arn];
+        rewind(
+            &endpoint,
+            &[&head[..], extra, &["--files"], &files].concat(),
+        )
+    };
+    let out = replay_files(&["--dir", out_dir.to_str().unwrap(), "--json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(
@@ -109,22 +106,7 @@ async fn files_are_replayed_to_a_function_and_reinjected_onto_a_stream() {
         dlq_files.push(day);
     }
     assert_eq!(dlq_files.len(), 2, "{dlq_files:?}");
-    let accepted = std::fs::read_to_string(
-        stack
-            .layout
-            .run_dir()
-            .join(format!("fixtures/target/{stream}.jsonl")),
-    )
-    .unwrap();
-    let delivered: usize = accepted
-        .lines()
-        .map(|line| {
-            serde_json::from_str::<Value>(line).unwrap()["records"]
-                .as_array()
-                .unwrap()
-                .len()
-        })
-        .sum();
+    let delivered: usize = accepted_batches(stack, &stream).iter().map(Vec::len).sum();
     assert_eq!(delivered, 28);
 
     // Re-inject the same files onto a stream.
@@ -187,16 +169,7 @@ async fn files_are_replayed_to_a_function_and_reinjected_onto_a_stream() {
         .to_string(),
     )
     .unwrap();
-    let mut args = vec![
-        "replay",
-        "--request",
-        request.to_str().unwrap(),
-        "--stream-arn",
-        &stream_arn,
-        "--files",
-    ];
-    args.extend(files);
-    let out = rewind(&endpoint, &args);
+    let out = replay_files(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("options.BatchSize"), "{stderr}");

@@ -30,6 +30,18 @@ fn rewind(args: &[&str], limit: Duration) -> Output {
         .expect("run rewind")
 }
 
+/// `rewind run start --state-machine MACHINE --request REQUEST`.
+fn start_args<'a>(machine: &'a str, request: &'a str) -> [&'a str; 6] {
+    [
+        "run",
+        "start",
+        "--state-machine",
+        machine,
+        "--request",
+        request,
+    ]
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -62,18 +74,10 @@ fn bad_flags_and_bad_requests_fail_before_connecting() {
         "us-east-1",
     ];
     let machine = "arn:aws:states:us-east-1:123456789012:stateMachine:scrape";
+    let quick = |args: &[&str]| rewind(args, Duration::from_secs(30));
+    let to_nowhere = |args: &[&str]| quick(&[args, &nowhere].concat());
     let start = |request: &str, extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            "start",
-            "--state-machine",
-            machine,
-            "--request",
-            request,
-        ];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&nowhere);
-        rewind(&args, Duration::from_secs(30))
+        to_nowhere(&[&start_args(machine, request), extra].concat())
     };
 
     let bad = scratch.write(
@@ -133,16 +137,7 @@ fn bad_flags_and_bad_requests_fail_before_connecting() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("reading /nonexistent/request.json"));
 
-    let mut args = vec![
-        "run",
-        "start",
-        "--state-machine",
-        "scrape",
-        "--request",
-        &good,
-    ];
-    args.extend_from_slice(&nowhere);
-    let out = rewind(&args, Duration::from_secs(30));
+    let out = to_nowhere(&start_args("scrape", &good));
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr)
@@ -151,48 +146,28 @@ fn bad_flags_and_bad_requests_fail_before_connecting() {
         text(&out.stderr)
     );
 
-    let mut args = vec!["run", "status", machine];
-    args.extend_from_slice(&nowhere);
-    let out = rewind(&args, Duration::from_secs(30));
+    let out = to_nowhere(&["run", "status", machine]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("is not a Step Functions execution ARN"));
 
     // Usage errors are clap's, with the same code.
-    let out = rewind(
-        &["run", "start", "--request", &good],
-        Duration::from_secs(30),
-    );
+    let out = quick(&["run", "start", "--request", &good]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--state-machine <STATE_MACHINE>"));
-    let out = rewind(
-        &[
-            "run",
-            "watch",
-            "arn:aws:states:us-east-1:1:execution:m:e",
-            "--interval",
-            "0",
-        ],
-        Duration::from_secs(30),
-    );
+    let out = quick(&[
+        "run",
+        "watch",
+        "arn:aws:states:us-east-1:1:execution:m:e",
+        "--interval",
+        "0",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("accepted values: 0.1 to 600"));
-    let out = rewind(
-        &[
-            "run",
-            "start",
-            "--state-machine",
-            machine,
-            "--request",
-            &good,
-            "--kind",
-            "archive",
-        ],
-        Duration::from_secs(30),
-    );
+    let out = quick(&[&start_args(machine, &good)[..], &["--kind", "archive"]].concat());
     assert_eq!(out.status.code(), Some(2));
 
     // The exit codes are documented where users look.
-    let out = rewind(&["run", "watch", "--help"], Duration::from_secs(30));
+    let out = quick(&["run", "watch", "--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
     for line in [
@@ -246,10 +221,9 @@ async fn start_watch_and_status_of_the_state_machines() -> anyhow::Result<()> {
     let scratch = Scratch::new("run-local");
     let aws = ["--endpoint-url", endpoint, "--region", "us-east-1"];
     let limit = Duration::from_secs(240);
-    let run = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend_from_slice(&aws);
-        rewind(&all, limit)
+    let run = |args: &[&str]| rewind(&[args, &aws].concat(), limit);
+    let start = |machine: &str, request: &str, extra: &[&str]| {
+        run(&[&start_args(machine, request)[..], extra].concat())
     };
 
     // A bad request against the real machine starts nothing.
@@ -257,31 +231,14 @@ async fn start_watch_and_status_of_the_state_machines() -> anyhow::Result<()> {
         "bad.json",
         &scrape_request(&stream, &bucket, json!({"start": {"type": "SOMETIME"}})),
     );
-    let out = run(&[
-        "run",
-        "start",
-        "--state-machine",
-        &machine,
-        "--request",
-        &bad,
-    ]);
+    let out = start(&machine, &bad, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("invalid scrape request: start"));
 
     // start --watch: progress on stderr, the output (naming the manifest)
     // on stdout, exit code 0.
     let good = scratch.write("good.json", &scrape_request(&stream, &bucket, json!({})));
-    let out = run(&[
-        "run",
-        "start",
-        "--state-machine",
-        &machine,
-        "--request",
-        &good,
-        "--watch",
-        "--interval",
-        "0.2",
-    ]);
+    let out = start(&machine, &good, &["--watch", "--interval", "0.2"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let arn = started_arn(&stderr);
@@ -347,17 +304,11 @@ async fn start_watch_and_status_of_the_state_machines() -> anyhow::Result<()> {
             json!({"shards": ["shardId-000000000009"]}),
         ),
     );
-    let out = run(&[
-        "run",
-        "start",
-        "--state-machine",
+    let out = start(
         &machine,
-        "--request",
         &missing,
-        "--name",
-        &format!("missing-shard-{id}"),
-        "--json",
-    ]);
+        &["--name", &format!("missing-shard-{id}"), "--json"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let started: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(started["name"], json!(format!("missing-shard-{id}")));
@@ -402,18 +353,11 @@ async fn start_watch_and_status_of_the_state_machines() -> anyhow::Result<()> {
             "output": {"bucket": bucket, "prefix": "replays"},
         }),
     );
-    let out = run(&[
-        "run",
-        "start",
-        "--state-machine",
+    let out = start(
         &replay_machine,
-        "--request",
         &replay,
-        "--watch",
-        "--interval",
-        "0.2",
-        "--json",
-    ]);
+        &["--watch", "--interval", "0.2", "--json"],
+    );
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(

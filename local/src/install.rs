@@ -72,34 +72,19 @@ async fn ensure_venv(layout: &Layout) -> Result<(), Error> {
         command.args(["-m", "pip", "--no-input", "--disable-pip-version-check"]);
         command
     };
-    let offline = run(
-        pip()
-            .args(["install", "--quiet", "--no-index", "--find-links"])
-            .arg(&wheels)
-            .arg("-r")
-            .arg(&requirements),
-        &log,
-    )
-    .await;
+    // `pip ARGS WHEELS -r REQUIREMENTS`: ARGS ends with the wheel folder's
+    // flag.
+    let with_wheels = |args: [&str; 4]| {
+        let mut command = pip();
+        command.args(args).arg(&wheels).arg("-r").arg(&requirements);
+        command
+    };
+    let install = ["install", "--quiet", "--no-index", "--find-links"];
+    let offline = run(&mut with_wheels(install), &log).await;
     if offline.is_err() {
-        run(
-            pip()
-                .args(["download", "--quiet", "--only-binary=:all:", "--dest"])
-                .arg(&wheels)
-                .arg("-r")
-                .arg(&requirements),
-            &log,
-        )
-        .await?;
-        run(
-            pip()
-                .args(["install", "--quiet", "--no-index", "--find-links"])
-                .arg(&wheels)
-                .arg("-r")
-                .arg(&requirements),
-            &log,
-        )
-        .await?;
+        let download = ["download", "--quiet", "--only-binary=:all:", "--dest"];
+        run(&mut with_wheels(download), &log).await?;
+        run(&mut with_wheels(install), &log).await?;
     }
     // Written last: an interrupted install leaves no stamp and is redone.
     std::fs::write(&stamp, want).map_err(Error::io("writing", &stamp))?;

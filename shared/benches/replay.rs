@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use rewind_engine::model::event::{DeliveredEvent, EventSource};
 use rewind_engine::model::record::{ArrivalTime, Record};
-use rewind_engine::model::seqno::SequenceNumber;
 use rewind_engine::sinks::dlq::{DestinationError, FailureDestination, FailureRecord};
 use rewind_engine::sinks::kinesis::{
     Entry, EntryResult, KinesisSink, PutError, RecordSink, ReinjectOptions, reinject,
@@ -65,21 +64,13 @@ fn source() -> EventSource {
 /// numbers, so event payloads are as large as the live mapping's.
 fn records(n: usize, size: usize) -> Vec<Record> {
     (0..n)
-        .map(|i| Record {
-            stream: "bench".into(),
-            shard_id: "shardId-000000000000".into(),
-            sequence_number: SequenceNumber::parse(&format!(
-                "4959033827149025660855969253836157109592157598913{i:07}"
-            ))
-            .expect("digits"),
-            sub_sequence_number: None,
-            partition_key: format!("key-{}", i % 997),
-            explicit_hash_key: None,
-            encryption_type: None,
-            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
-                1_700_000_000_000 + i as i64,
-            ),
-            data: (0..size).map(|j| ((i + j) % 251) as u8).collect(),
+        .map(|i| {
+            common::record(
+                &format!("4959033827149025660855969253836157109592157598913{i:07}"),
+                format!("key-{}", i % 997),
+                i as i64,
+                (0..size).map(|j| ((i + j) % 251) as u8).collect(),
+            )
         })
         .collect()
 }
@@ -362,26 +353,7 @@ async fn reinject_rate() {
         // burst allowance (a full bucket) is a small part of the run.
         let count = 20_000 * shards;
         let stream = format!("reinject-{shards}");
-        kinesis
-            .create_stream()
-            .stream_name(&stream)
-            .shard_count(shards as i32)
-            .send()
-            .await
-            .expect("create stream");
-        let arn = loop {
-            let d = kinesis
-                .describe_stream_summary()
-                .stream_name(&stream)
-                .send()
-                .await
-                .expect("describe");
-            let s = d.stream_description_summary().expect("summary");
-            if s.stream_status().as_str() == "ACTIVE" {
-                break s.stream_arn().to_owned();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let arn = common::create_stream(&kinesis, &stream, shards as i32).await;
         // 5,000 keys: every call can be filled with 500 distinct keys, and
         // MD5 spreads them evenly over the shards.
         let mut input = records(count, 1024);

@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use rewind_engine::model::chunk::{ChunkWriter, Compression};
-use rewind_engine::model::record::{ArrivalTime, Record};
-use rewind_engine::model::seqno::SequenceNumber;
+use rewind_engine::model::record::Record;
 use rewind_engine::model::window::{StartPosition, StopCondition};
 use rewind_engine::sources::kinesis::{
     KinesisSource, ReadOptions, RecordsPage, ShardCursor, ShardSource, ShardWindow, SourceError,
@@ -51,26 +50,7 @@ async fn read_rate() {
     println!("read rate, one shard, default settings (limit 10000, full share):");
     for (size, count) in [(1024usize, 50_000usize), (50 * 1024, 1_000)] {
         let stream = format!("bench-{size}");
-        kinesis
-            .create_stream()
-            .stream_name(&stream)
-            .shard_count(1)
-            .send()
-            .await
-            .expect("create stream");
-        let arn = loop {
-            let d = kinesis
-                .describe_stream_summary()
-                .stream_name(&stream)
-                .send()
-                .await
-                .expect("describe");
-            let s = d.stream_description_summary().expect("summary");
-            if s.stream_status().as_str() == "ACTIVE" {
-                break s.stream_arn().to_owned();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let arn = common::create_stream(&kinesis, &stream, 1).await;
         // Fill without limits; read with them.
         stack
             .admin()
@@ -221,18 +201,13 @@ impl ShardSource for Synthetic {
         let from: u64 = iterator.parse().expect("ours");
         let to = (from + limit as u64).min(self.len + 1);
         let records: Vec<Record> = (from..to)
-            .map(|i| Record {
-                stream: "bench".into(),
-                shard_id: "shardId-000000000000".into(),
-                sequence_number: SequenceNumber::parse(&i.to_string()).expect("digits"),
-                sub_sequence_number: None,
-                partition_key: format!("k{}", i % 1000),
-                explicit_hash_key: None,
-                encryption_type: None,
-                approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
-                    1_700_000_000_000 + i as i64,
-                ),
-                data: vec![(i % 251) as u8; 1024],
+            .map(|i| {
+                common::record(
+                    &i.to_string(),
+                    format!("k{}", i % 1000),
+                    i as i64,
+                    vec![(i % 251) as u8; 1024],
+                )
             })
             .collect();
         Ok(RecordsPage {

@@ -19,6 +19,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use aws_config::SdkConfig;
+use rewind_engine::jobs::mapping::config::MappingConfig;
+use rewind_engine::jobs::mapping::stream::StreamMapping;
+use rewind_engine::model::window::StartPosition;
+use rewind_engine::pipeline::lineage::PlannedShard;
+use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
+use rewind_engine::sources::kinesis::resolve_stream_arn;
 use rewind_local::daemon::State;
 use rewind_local::{Admin, Layout};
 use rustix::fs::{FlockOperation, flock};
@@ -273,6 +279,23 @@ pub async fn put_entries(
     Ok(accepted)
 }
 
+/// Reshards `stream` to `shards` shards (uniform scaling) and waits until
+/// it is active again.
+pub async fn reshard(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shards: i32,
+) -> anyhow::Result<()> {
+    kinesis
+        .update_shard_count()
+        .stream_name(stream)
+        .target_shard_count(shards)
+        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+        .send()
+        .await?;
+    Ok(rewind_local::sdk::wait_active(kinesis, stream).await?)
+}
+
 /// Creates `stream` with `shards` shards and waits until it is active.
 pub async fn create_stream(
     kinesis: &aws_sdk_kinesis::Client,
@@ -286,4 +309,34 @@ pub async fn create_stream(
         .send()
         .await?;
     Ok(rewind_local::sdk::wait_active(kinesis, stream).await?)
+}
+
+/// The archiver's event source mapping on `stream` as template.yaml sets it
+/// up (from the start of the stream, bisect on function error, batch item
+/// failures, three retries), with `batch_size` and `batching_window`, ending
+/// once every shard has been idle for `idle_exit`; returns it with the
+/// shards it starts from.
+pub async fn archiver_mapping(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    batch_size: usize,
+    batching_window: Duration,
+    idle_exit: Duration,
+) -> anyhow::Result<(StreamMapping, Vec<PlannedShard>)> {
+    let config = MappingConfig {
+        starting_position: StartPosition::TrimHorizon,
+        options: MappingOptions {
+            batch_size,
+            maximum_retry_attempts: 3,
+            bisect_batch_on_function_error: true,
+            function_response_types: vec![FunctionResponseType::ReportBatchItemFailures],
+            ..MappingOptions::default()
+        },
+        batching_window,
+        idle_exit: Some(idle_exit),
+        ..MappingConfig::default()
+    };
+    let stream_arn = resolve_stream_arn(kinesis, stream).await?;
+    let role = "arn:aws:iam::123456789012:role/archiver";
+    Ok(StreamMapping::open(kinesis, &stream_arn, role, config).await?)
 }

@@ -21,29 +21,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rewind_engine::jobs::mapping::EventSourceMapping;
-use rewind_engine::jobs::mapping::config::MappingConfig;
 use rewind_engine::jobs::mapping::report::Stopped;
 use rewind_engine::jobs::mapping::wall_clock;
 use rewind_engine::model::archive::ArchiveLayout;
 use rewind_engine::model::chunk;
-use rewind_engine::model::event::EventSource;
 use rewind_engine::model::kpl::{self, UserRecord};
 use rewind_engine::model::seqno::SequenceNumber;
 use rewind_engine::model::window::StartPosition;
 use rewind_engine::sinks::dlq::LogOnlyDestination;
 use rewind_engine::sinks::lambda::invoker::{Invocation, InvokeError, Invoker, LambdaInvoker};
-use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
-use rewind_engine::sources::kinesis::{
-    KinesisSource, ReadOptions, ShardPoller, list_shards, resolve_stream_arn,
-};
+use rewind_engine::sources::kinesis::{ReadOptions, ShardPoller};
 use rewind_engine::sources::s3_archive::{self, ShardScan};
 use rewind_engine::store::{ObjectReader, S3Store};
 use rewind_engine::{ArrivalTime, Record};
 use rewind_local::sdk::s3_client;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
 use rewind_local::{Fault, FaultKind};
-use rewind_tests::{create_stream, put_all, put_entries, unique};
+use rewind_tests::{archiver_mapping, create_stream, put_all, put_entries, unique};
 
 use crate::stack;
 
@@ -267,44 +261,29 @@ async fn archiver_keeps_every_record_once_through_retries_and_bisects() -> anyho
         )
         .await?;
 
-    let stream_arn = resolve_stream_arn(&kinesis, &stream).await?;
-    let event_source = EventSource::new(
-        stream_arn.clone(),
-        "arn:aws:iam::123456789012:role/archiver",
-    )?;
-    let config = MappingConfig {
-        starting_position: StartPosition::TrimHorizon,
-        options: MappingOptions {
-            batch_size: 20,
-            maximum_retry_attempts: 3,
-            bisect_batch_on_function_error: true,
-            function_response_types: vec![FunctionResponseType::ReportBatchItemFailures],
-            ..MappingOptions::default()
-        },
-        batching_window: Duration::ZERO,
-        // Every record is on the stream before the mapping starts; this only
-        // has to outlast the gaps between polls.
-        idle_exit: Some(Duration::from_secs(5)),
-        ..MappingConfig::default()
-    };
-    let shards = list_shards(&kinesis, &stream_arn, &config.starting_position).await?;
-    let source = KinesisSource::new(kinesis.clone(), &stream_arn);
+    // Every record is on the stream before the mapping starts; the idle
+    // exit only has to outlast the gaps between polls.
+    let (mapping, shards) = archiver_mapping(
+        &kinesis,
+        &stream,
+        20,
+        Duration::ZERO,
+        Duration::from_secs(5),
+    )
+    .await?;
     let invoker = GarbleOnce {
         inner: LambdaInvoker::new(lambda, "archiver", None),
         garble: Mutex::new(true),
         calls: Mutex::new(Vec::new()),
     };
-    let mapping = EventSourceMapping {
-        source: &source,
-        invoker: &invoker,
-        destination: &LogOnlyDestination,
-        event_source: &event_source,
-        config: &config,
-        now: wall_clock,
-    };
     // The mapping may not outlive the test.
     let report = mapping
-        .run(shards, tokio::time::sleep(Duration::from_secs(240)))
+        .run(
+            &invoker,
+            &LogOnlyDestination,
+            shards,
+            tokio::time::sleep(Duration::from_secs(240)),
+        )
         .await?;
     anyhow::ensure!(report.stopped == Stopped::Idle, "{report:#?}");
     let left = admin.faults().await?;
@@ -385,7 +364,7 @@ async fn archiver_keeps_every_record_once_through_retries_and_bisects() -> anyho
     let mut held: BTreeMap<String, Vec<Record>> = BTreeMap::new();
     for (shard_id, puts) in &by_shard {
         let mut poller = ShardPoller::new(
-            &source,
+            &mapping.source,
             shard_id.clone(),
             StartPosition::TrimHorizon,
             ReadOptions::default(),

@@ -42,20 +42,27 @@ async fn get_records_throttled(kinesis: &Client, iterator: &str) -> anyhow::Resu
     }
 }
 
+/// A `TRIM_HORIZON` iterator of `shard`.
+async fn trim_horizon(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard: &str,
+) -> anyhow::Result<Option<String>> {
+    Ok(kinesis
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard)
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await?
+        .shard_iterator)
+}
+
 #[tokio::test]
 async fn get_records_above_five_per_second_is_throttled() -> anyhow::Result<()> {
     let kinesis = counting_client().await;
     let (stream, shard) = one_shard_stream(&kinesis).await?;
-    let iterator = kinesis
-        .get_shard_iterator()
-        .stream_name(&stream)
-        .shard_id(&shard)
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await?
-        .shard_iterator()
-        .unwrap()
-        .to_owned();
+    let iterator = trim_horizon(&kinesis, &stream, &shard).await?.unwrap();
 
     // A burst: ten calls back to back.
     let mut throttled = 0;
@@ -174,14 +181,8 @@ async fn put_records_above_a_shards_write_limit_fails_only_the_entries_over_it()
     assert_eq!(accepted + throttled, 1500);
     assert!(accepted >= 1000, "the first second's budget is written");
     // Exactly the accepted records are in the shard.
-    let mut iterator = kinesis
-        .get_shard_iterator()
-        .stream_name(&stream)
-        .shard_id(&shard)
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
+    let mut iterator = trim_horizon(&kinesis, &stream, &shard)
         .await?
-        .shard_iterator
         .unwrap_or_default();
     let mut read = 0;
     loop {

@@ -13,24 +13,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::ScalingType;
 use rewind_engine::ArrivalTime;
-use rewind_engine::jobs::mapping::config::MappingConfig;
 use rewind_engine::jobs::mapping::report::{ShardStatus, Stopped};
-use rewind_engine::jobs::mapping::{EventSourceMapping, wall_clock};
+use rewind_engine::jobs::mapping::wall_clock;
 use rewind_engine::model::archive::ArchiveLayout;
-use rewind_engine::model::event::EventSource;
 use rewind_engine::model::seqno::SequenceNumber;
-use rewind_engine::model::window::StartPosition;
 use rewind_engine::sinks::dlq::LogOnlyDestination;
 use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
-use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
-use rewind_engine::sources::kinesis::{KinesisSource, list_shards, resolve_stream_arn};
 use rewind_engine::sources::s3_archive::{self, ShardScan};
 use rewind_engine::store::S3Store;
-use rewind_local::sdk::{s3_client, wait_active};
+use rewind_local::sdk::s3_client;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
-use rewind_tests::{create_stream, put_all, unique};
+use rewind_tests::{archiver_mapping, create_stream, put_all, reshard, unique};
 
 use crate::stack;
 
@@ -76,55 +70,31 @@ async fn mapping_archives_every_record_once_across_a_reshard() -> anyhow::Result
     let mut oracle = Oracle::new();
     put(&kinesis, &stream, 0, 150, &mut oracle).await?;
 
-    let stream_arn = resolve_stream_arn(&kinesis, &stream).await?;
-    let event_source = EventSource::new(
-        stream_arn.clone(),
-        "arn:aws:iam::123456789012:role/archiver",
-    )?;
-    let config = MappingConfig {
-        starting_position: StartPosition::TrimHorizon,
-        options: MappingOptions {
-            batch_size: 40,
-            maximum_retry_attempts: 3,
-            bisect_batch_on_function_error: true,
-            function_response_types: vec![FunctionResponseType::ReportBatchItemFailures],
-            ..MappingOptions::default()
-        },
-        batching_window: Duration::from_millis(500),
-        // Longer than a reshard takes: the mapping ends once the stream has
-        // been quiet that long after the last put.
-        idle_exit: Some(Duration::from_secs(8)),
-        ..MappingConfig::default()
-    };
+    // The idle exit is longer than a reshard takes: the mapping ends once
+    // the stream has been quiet that long after the last put.
+    let (mapping, shards) = archiver_mapping(
+        &kinesis,
+        &stream,
+        40,
+        Duration::from_millis(500),
+        Duration::from_secs(8),
+    )
+    .await?;
     // Listed before the reshard: only the two parents.
-    let shards = list_shards(&kinesis, &stream_arn, &config.starting_position).await?;
     anyhow::ensure!(shards.len() == 2, "{shards:?}");
-    let source = KinesisSource::new(kinesis.clone(), &stream_arn);
     let invoker = LambdaInvoker::new(lambda, "archiver", None);
-    let mapping = EventSourceMapping {
-        source: &source,
-        invoker: &invoker,
-        destination: &LogOnlyDestination,
-        event_source: &event_source,
-        config: &config,
-        now: wall_clock,
-    };
     // The mapping may not outlive the test.
     let deadline = tokio::time::sleep(Duration::from_secs(240));
     let producer = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        kinesis
-            .update_shard_count()
-            .stream_name(&stream)
-            .target_shard_count(4)
-            .scaling_type(ScalingType::UniformScaling)
-            .send()
-            .await?;
-        wait_active(&kinesis, &stream).await?;
+        reshard(&kinesis, &stream, 4).await?;
         put(&kinesis, &stream, 1, 150, &mut oracle).await?;
         anyhow::Ok(())
     };
-    let (report, produced) = tokio::join!(mapping.run(shards, deadline), producer);
+    let (report, produced) = tokio::join!(
+        mapping.run(&invoker, &LogOnlyDestination, shards, deadline),
+        producer
+    );
     produced?;
     let report = report?;
     anyhow::ensure!(report.stopped == Stopped::Idle, "{report:#?}");

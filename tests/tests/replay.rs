@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::{ScalingType, ShardIteratorType};
+use aws_sdk_kinesis::types::ShardIteratorType;
 use rewind_engine::model::archive::ArchiveLayout;
 use rewind_engine::model::record::{ArrivalTime, Record, decode_base64};
 use rewind_engine::model::seqno::SequenceNumber;
@@ -24,9 +24,9 @@ use rewind_engine::sinks::dlq::FailureRecord;
 use rewind_engine::sinks::s3_archive::archive_batch;
 use rewind_engine::store::S3Store;
 use rewind_local::proxy::ACCOUNT;
-use rewind_local::sdk::{s3_client, wait_active};
+use rewind_local::sdk::s3_client;
 use rewind_local::statemachine::{self, Context};
-use rewind_tests::{execute, get_object, put_all, unique};
+use rewind_tests::{create_stream, execute, get_object, put_all, reshard, unique};
 use serde_json::{Value, json};
 
 use crate::stack;
@@ -206,24 +206,9 @@ async fn put(
 async fn a_scrape_request_is_scraped_then_replayed_across_a_reshard() -> anyhow::Result<()> {
     let replay = Replay::new("replay-scrape").await?;
     let stream = unique("replay-scrape");
-    replay
-        .kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(2)
-        .send()
-        .await?;
-    wait_active(&replay.kinesis, &stream).await?;
+    create_stream(&replay.kinesis, &stream, 2).await?;
     let mut put_records = put(&replay.kinesis, &stream, 0, 45, 13).await?;
-    replay
-        .kinesis
-        .update_shard_count()
-        .stream_name(&stream)
-        .target_shard_count(4)
-        .scaling_type(ScalingType::UniformScaling)
-        .send()
-        .await?;
-    wait_active(&replay.kinesis, &stream).await?;
+    reshard(&replay.kinesis, &stream, 4).await?;
     put_records.extend(put(&replay.kinesis, &stream, 1, 45, 13).await?);
 
     let run = unique("run");
@@ -364,14 +349,7 @@ async fn the_archive_is_reinjected_onto_a_stream_in_key_order_with_the_envelope(
     let replay = Replay::new("reinject").await?;
     let source = unique("reinject-src");
     let target = unique("reinject-dst");
-    replay
-        .kinesis
-        .create_stream()
-        .stream_name(&target)
-        .shard_count(2)
-        .send()
-        .await?;
-    wait_active(&replay.kinesis, &target).await?;
+    create_stream(&replay.kinesis, &target, 2).await?;
     let t0 = 1_732_240_000_000;
     let records = archived_records(&source, t0, 60, 1000);
     archive(&replay, &records).await?;

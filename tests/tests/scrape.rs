@@ -18,16 +18,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_kinesis::types::ScalingType;
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
 use rewind_engine::model::chunk::ChunkReader;
 use rewind_engine::model::manifest::{Manifest, ManifestShard};
 use rewind_engine::model::seqno::SequenceNumber;
-use rewind_local::sdk::{s3_client, wait_active};
+use rewind_local::sdk::s3_client;
 use rewind_local::stack::{LOCAL_SCRAPER_CHUNK, LOCAL_SCRAPER_MAX_STEP_SECONDS};
 use rewind_local::statemachine::{self, Context};
 use rewind_local::{Fault, FaultKind};
-use rewind_tests::{create_stream, execute, get_object, put_all, unique};
+use rewind_tests::{create_stream, execute, get_object, put_all, reshard, unique};
 use serde_json::{Value, json};
 
 use crate::stack;
@@ -107,15 +106,7 @@ impl Fixture {
                 _ => None,
             };
             if let Some(target) = target {
-                fixture
-                    .kinesis
-                    .update_shard_count()
-                    .stream_name(&fixture.stream)
-                    .target_shard_count(target)
-                    .scaling_type(ScalingType::UniformScaling)
-                    .send()
-                    .await?;
-                wait_active(&fixture.kinesis, &fixture.stream).await?;
+                reshard(&fixture.kinesis, &fixture.stream, target).await?;
             }
             fixture.put(i, count).await?;
         }
@@ -598,26 +589,9 @@ async fn an_invalid_request_fails_without_retries() -> anyhow::Result<()> {
         "pollBatchSize": 20000,
         "output": { "bucket": "b" },
     });
-    let started = Instant::now();
-    let execution = sfn
-        .start_execution()
-        .state_machine_arn(&machine)
-        .name(unique("bad"))
-        .input(input.to_string())
-        .send()
-        .await?;
-    let described = loop {
-        let described = sfn
-            .describe_execution()
-            .execution_arn(execution.execution_arn())
-            .send()
-            .await?;
-        if *described.status() != ExecutionStatus::Running {
-            break described;
-        }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "still running");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (name, input) = (unique("bad"), input.to_string());
+    let limit = Duration::from_secs(60);
+    let described = statemachine::execute(&sfn, &machine, &name, &input, limit).await?;
     assert_eq!(*described.status(), ExecutionStatus::Failed);
     assert_eq!(described.error(), Some("InvalidRequest"));
     assert!(
@@ -631,7 +605,7 @@ async fn an_invalid_request_fails_without_retries() -> anyhow::Result<()> {
     // No retry: the plan's invocation was scheduled once.
     let history = sfn
         .get_execution_history()
-        .execution_arn(execution.execution_arn())
+        .execution_arn(described.execution_arn())
         .max_results(1000)
         .send()
         .await?;

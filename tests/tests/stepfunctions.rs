@@ -1,7 +1,7 @@
 //! State machines created from the template's own definitions run the real
 //! functions.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_sfn::types::ExecutionStatus;
 use rewind_local::statemachine::{self, Context};
@@ -26,29 +26,9 @@ async fn map_with_a_choice_loop_over_a_function_succeeds() -> anyhow::Result<()>
     let arn = statemachine::create(&sfn, &unique("count-loop"), &machine).await?;
 
     let input = serde_json::json!({ "items": [{ "n": 0 }, { "n": 1 }, { "n": 5 }] });
-    let execution = sfn
-        .start_execution()
-        .state_machine_arn(&arn)
-        .name(unique("run"))
-        .input(input.to_string())
-        .send()
-        .await?;
-    let started = Instant::now();
-    let described = loop {
-        let described = sfn
-            .describe_execution()
-            .execution_arn(execution.execution_arn())
-            .send()
-            .await?;
-        if *described.status() != ExecutionStatus::Running {
-            break described;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(60),
-            "execution still running"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (name, input) = (unique("run"), input.to_string());
+    let limit = Duration::from_secs(60);
+    let described = statemachine::execute(&sfn, &arn, &name, &input, limit).await?;
     assert_eq!(
         *described.status(),
         ExecutionStatus::Succeeded,

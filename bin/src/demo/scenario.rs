@@ -8,14 +8,12 @@ use std::collections::BTreeSet;
 use anyhow::Context as _;
 use rewind_engine::ArrivalTime;
 use rewind_engine::jobs::mapping::config::MappingConfig;
-use rewind_engine::jobs::mapping::{EventSourceMapping, wall_clock};
-use rewind_engine::model::event::EventSource;
+use rewind_engine::jobs::mapping::stream::StreamMapping;
 use rewind_engine::model::window::StartPosition;
 use rewind_engine::sinks::dlq::LogOnlyDestination;
 use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
 use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
-use rewind_engine::sources::kinesis::KinesisSource;
-use rewind_engine::sources::kinesis::{list_shards, resolve_stream_arn};
+use rewind_engine::sources::kinesis::resolve_stream_arn;
 use rewind_engine::store::S3Store;
 use rewind_local::proxy::ACCOUNT;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
@@ -93,10 +91,6 @@ pub(super) async fn run(
     // The archiver behind the event source mapping, with template.yaml's
     // mapping settings (bisect on function error, batch item failures,
     // retries until stored), from the start of the stream, batches of 100.
-    let event_source = EventSource::new(
-        stream_arn.clone(),
-        format!("arn:aws:iam::{ACCOUNT}:role/rewind-demo-archiver-mapping"),
-    )?;
     let config = MappingConfig {
         starting_position: StartPosition::TrimHorizon,
         options: MappingOptions {
@@ -108,23 +102,20 @@ pub(super) async fn run(
         ..MappingConfig::default()
     };
     config.validate()?;
-    let shards = list_shards(&clients.kinesis, &stream_arn, &config.starting_position).await?;
-    let source = KinesisSource::new(clients.kinesis.clone(), &stream_arn);
+    let (mapping, shards) = StreamMapping::open(
+        &clients.kinesis,
+        &stream_arn,
+        format!("arn:aws:iam::{ACCOUNT}:role/rewind-demo-archiver-mapping"),
+        config,
+    )
+    .await?;
     let invoker = LambdaInvoker::new(clients.lambda.clone(), "archiver", None);
-    let mapping = EventSourceMapping {
-        source: &source,
-        invoker: &invoker,
-        destination: &LogOnlyDestination,
-        event_source: &event_source,
-        config: &config,
-        now: wall_clock,
-    };
     let (stop_mapping, stopped) = tokio::sync::oneshot::channel::<()>();
     progress(format_args!(
         "archiver attached: the local event source mapping polls {} shard(s) from TRIM_HORIZON",
         shards.len()
     ));
-    let mapping_run = mapping.run(shards, async {
+    let mapping_run = mapping.run(&invoker, &LogOnlyDestination, shards, async {
         // A dropped sender stops the mapping too.
         let _ = stopped.await;
     });

@@ -5,24 +5,20 @@
 //! the stream has been quiet for that long; then it prints what each shard
 //! did.
 
-use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use rewind_engine::ArrivalTime;
+use rewind_engine::jobs::mapping::MappingError;
 use rewind_engine::jobs::mapping::config::MappingConfig;
 use rewind_engine::jobs::mapping::report::MappingReport;
-use rewind_engine::jobs::mapping::{EventSourceMapping, MappingError, wall_clock};
-use rewind_engine::model::event::EventSource;
+use rewind_engine::jobs::mapping::stream::StreamMapping;
 use rewind_engine::model::window::StartPosition;
-use rewind_engine::sinks::dlq::{
-    FailureDestination, LogOnlyDestination, S3FailureDestination, SqsFailureDestination,
-};
+use rewind_engine::sinks::dlq::{LogOnlyDestination, S3FailureDestination, SqsFailureDestination};
 use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
 use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
-use rewind_engine::sources::kinesis::KinesisSource;
-use rewind_engine::sources::kinesis::{list_shards, resolve_stream_arn};
+use rewind_engine::sources::kinesis::resolve_stream_arn;
 use rewind_engine::store::S3Store;
 
 use crate::aws::AwsArgs;
@@ -197,11 +193,13 @@ pub fn run(args: MappingArgs) -> anyhow::Result<()> {
         // The mapping's own identity has no local equivalent: name a role in
         // the stream's account, as the event's `invokeIdentityArn` would.
         let account = stream_arn.split(':').nth(4).unwrap_or_default();
-        let event_source = EventSource::new(
-            stream_arn.clone(),
+        let (mapping, shards) = StreamMapping::open(
+            &kinesis,
+            &stream_arn,
             format!("arn:aws:iam::{account}:role/rewind-local-mapping"),
-        )?;
-        let shards = list_shards(&kinesis, &stream_arn, &config.starting_position).await?;
+            config,
+        )
+        .await?;
         if !args.json {
             eprintln!(
                 "polling {} shard(s) of {stream_arn} into {} (Ctrl-C stops)",
@@ -214,7 +212,6 @@ pub fn run(args: MappingArgs) -> anyhow::Result<()> {
             &args.function,
             args.qualifier.clone(),
         );
-        let source = KinesisSource::new(kinesis, &stream_arn);
         let shutdown = async {
             // If the handler can't be installed, only an idle exit or an
             // error ends the run, as without a terminal.
@@ -222,14 +219,12 @@ pub fn run(args: MappingArgs) -> anyhow::Result<()> {
                 std::future::pending::<()>().await;
             }
         };
-        let mapping = Mapping {
-            source: &source,
-            invoker: &invoker,
-            event_source: &event_source,
-            config: &config,
-        };
         let outcome = match on_failure {
-            None => mapping.run(&LogOnlyDestination, shards, shutdown).await,
+            None => {
+                mapping
+                    .run(&invoker, &LogOnlyDestination, shards, shutdown)
+                    .await
+            }
             Some(OnFailure::S3 { bucket, prefix }) => {
                 let s3 = aws_sdk_s3::Client::from_conf(
                     aws_sdk_s3::config::Builder::from(&sdk)
@@ -241,14 +236,14 @@ pub fn run(args: MappingArgs) -> anyhow::Result<()> {
                     mapping_id: format!("rewind-local-{}", std::process::id()),
                     prefix,
                 };
-                mapping.run(&destination, shards, shutdown).await
+                mapping.run(&invoker, &destination, shards, shutdown).await
             }
             Some(OnFailure::Sqs { queue_url }) => {
                 let destination = SqsFailureDestination {
                     client: aws_sdk_sqs::Client::new(&sdk),
                     queue_url,
                 };
-                mapping.run(&destination, shards, shutdown).await
+                mapping.run(&invoker, &destination, shards, shutdown).await
             }
         };
         anyhow::Ok(outcome)
@@ -259,34 +254,6 @@ pub fn run(args: MappingArgs) -> anyhow::Result<()> {
             print_report(&report, args.json)?;
             Err(anyhow::Error::new(source).context("the event source mapping stopped"))
         }
-    }
-}
-
-/// Everything but the failure destination, which picks the engine's type.
-struct Mapping<'a> {
-    source: &'a KinesisSource,
-    invoker: &'a LambdaInvoker,
-    event_source: &'a EventSource,
-    config: &'a MappingConfig,
-}
-
-impl Mapping<'_> {
-    async fn run<D: FailureDestination>(
-        &self,
-        destination: &D,
-        shards: Vec<rewind_engine::pipeline::lineage::PlannedShard>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<MappingReport, MappingError> {
-        EventSourceMapping {
-            source: self.source,
-            invoker: self.invoker,
-            destination,
-            event_source: self.event_source,
-            config: self.config,
-            now: wall_clock,
-        }
-        .run(shards, shutdown)
-        .await
     }
 }
 

@@ -27,22 +27,8 @@ pub(super) async fn start(
         .send()
         .await
         .map_err(|error| {
-            service_error(
-                error,
-                |e| {
-                    matches!(
-                        e,
-                        StartExecutionError::ExecutionAlreadyExists(_)
-                            | StartExecutionError::InvalidArn(_)
-                            | StartExecutionError::InvalidExecutionInput(_)
-                            | StartExecutionError::InvalidName(_)
-                            | StartExecutionError::StateMachineDeleting(_)
-                            | StartExecutionError::StateMachineDoesNotExist(_)
-                            | StartExecutionError::ValidationException(_)
-                    )
-                },
-                format!("starting execution {} of {machine}", checked.name),
-            )
+            let doing = format!("starting execution {} of {machine}", checked.name);
+            service_error(error, start_refused, doing)
         })?;
     Ok(Started {
         execution_arn: output.execution_arn().to_owned(),
@@ -62,14 +48,31 @@ pub(super) async fn describe(
         .map_err(|error| {
             service_error(
                 error,
-                |e| {
-                    matches!(
-                        e,
-                        DescribeExecutionError::ExecutionDoesNotExist(_)
-                            | DescribeExecutionError::InvalidArn(_)
-                    )
-                },
+                describe_refused,
                 format!("describing execution {arn}"),
             )
         })
+}
+
+/// Start errors that are the request's fault (bad input, not an unknown
+/// outcome).
+fn start_refused(error: &StartExecutionError) -> bool {
+    matches!(
+        error,
+        StartExecutionError::ExecutionAlreadyExists(_)
+            | StartExecutionError::InvalidArn(_)
+            | StartExecutionError::InvalidExecutionInput(_)
+            | StartExecutionError::InvalidName(_)
+            | StartExecutionError::StateMachineDeleting(_)
+            | StartExecutionError::StateMachineDoesNotExist(_)
+            | StartExecutionError::ValidationException(_)
+    )
+}
+
+/// Describe errors that are the request's fault.
+fn describe_refused(error: &DescribeExecutionError) -> bool {
+    matches!(
+        error,
+        DescribeExecutionError::ExecutionDoesNotExist(_) | DescribeExecutionError::InvalidArn(_)
+    )
 }

@@ -3,8 +3,6 @@
 
 #![allow(dead_code)] // Each bench binary uses its own part of it.
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_kinesis::config::Credentials;
 use rewind_engine::{ArrivalTime, Record, SequenceNumber};
 use rewind_local::{KinesisBackend, Layout, LocalStack, Options};
 
@@ -29,27 +27,67 @@ pub fn telemetry(i: usize, bytes: usize, devices: usize) -> Vec<u8> {
     data
 }
 
+/// A record of the bench's one shard, arriving `offset_ms` after the
+/// bench's epoch.
+pub fn record(
+    sequence_number: &str,
+    partition_key: String,
+    offset_ms: i64,
+    data: Vec<u8>,
+) -> Record {
+    Record {
+        stream: "bench".into(),
+        shard_id: "shardId-000000000000".into(),
+        sequence_number: SequenceNumber::parse(sequence_number).expect("valid sequence number"),
+        sub_sequence_number: None,
+        partition_key,
+        explicit_hash_key: None,
+        encryption_type: None,
+        approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
+            1_700_000_000_000 + offset_ms,
+        ),
+        data,
+    }
+}
+
 /// `n` telemetry records of one shard, partition key the device, arriving
 /// `step_ms` apart.
 pub fn telemetry_records(n: usize, bytes: usize, devices: usize, step_ms: i64) -> Vec<Record> {
     (0..n)
-        .map(|i| Record {
-            stream: "bench".into(),
-            shard_id: "shardId-000000000000".into(),
-            sequence_number: SequenceNumber::parse(&format!(
-                "49590338271490256608559692538361571095921575989{i:09}"
-            ))
-            .expect("valid sequence number"),
-            sub_sequence_number: None,
-            partition_key: format!("device-{}", i % devices),
-            explicit_hash_key: None,
-            encryption_type: None,
-            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
-                1_700_000_000_000 + i as i64 * step_ms,
-            ),
-            data: telemetry(i, bytes, devices),
+        .map(|i| {
+            record(
+                &format!("49590338271490256608559692538361571095921575989{i:09}"),
+                format!("device-{}", i % devices),
+                i as i64 * step_ms,
+                telemetry(i, bytes, devices),
+            )
         })
         .collect()
+}
+
+/// Creates `stream` with `shards` shards on the stack; returns its ARN once
+/// it is `ACTIVE`.
+pub async fn create_stream(kinesis: &aws_sdk_kinesis::Client, stream: &str, shards: i32) -> String {
+    kinesis
+        .create_stream()
+        .stream_name(stream)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("create stream");
+    rewind_local::sdk::wait_active(kinesis, stream)
+        .await
+        .expect("stream active");
+    kinesis
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("describe")
+        .stream_description_summary()
+        .expect("summary")
+        .stream_arn()
+        .to_owned()
 }
 
 /// The local stack with Kinesis served by moto (kinesis-mock slows down
@@ -67,12 +105,7 @@ pub async fn moto_stack() -> (LocalStack, aws_sdk_kinesis::Client) {
     )
     .await
     .expect("local stack");
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(stack.endpoint_url())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::for_tests())
-        .load()
-        .await;
+    let config = rewind_local::sdk::config(&stack.endpoint_url()).await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);
     (stack, kinesis)
 }

@@ -33,6 +33,7 @@
 
 pub mod config;
 pub mod report;
+pub mod stream;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
