@@ -46,6 +46,24 @@ impl Stack {
     pub async fn sdk_config(&self) -> SdkConfig {
         rewind_local::sdk::config(&self.endpoint).await
     }
+
+    /// The clients a test of the archiver needs: the stream, the bucket
+    /// (path-style) and the functions.
+    pub async fn archive_clients(&self) -> ArchiveClients {
+        let sdk = self.sdk_config().await;
+        ArchiveClients {
+            kinesis: aws_sdk_kinesis::Client::new(&sdk),
+            s3: rewind_local::sdk::s3_client(&sdk),
+            lambda: aws_sdk_lambda::Client::new(&sdk),
+        }
+    }
+}
+
+/// See [`Stack::archive_clients`].
+pub struct ArchiveClients {
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub lambda: aws_sdk_lambda::Client,
 }
 
 /// What serves the shared stack: `program args… --state-file STATE --lease

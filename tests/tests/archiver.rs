@@ -34,10 +34,9 @@ use rewind_engine::sources::kinesis::{ReadOptions, ShardPoller};
 use rewind_engine::sources::s3_archive::{self, ShardScan};
 use rewind_engine::store::{ObjectReader, S3Store};
 use rewind_engine::{ArrivalTime, Record};
-use rewind_local::sdk::s3_client;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
 use rewind_local::{Fault, FaultKind};
-use rewind_tests::{archiver_mapping, create_stream, put_all, put_entries, unique};
+use rewind_tests::{ArchiveClients, archiver_mapping, create_stream, put_all, put_entries, unique};
 
 use crate::stack;
 
@@ -182,10 +181,11 @@ impl Invoker for GarbleOnce {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archiver_keeps_every_record_once_through_retries_and_bisects() -> anyhow::Result<()> {
     let stack = stack();
-    let sdk = stack.sdk_config().await;
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-    let s3 = s3_client(&sdk);
-    let lambda = aws_sdk_lambda::Client::new(&sdk);
+    let ArchiveClients {
+        kinesis,
+        s3,
+        lambda,
+    } = stack.archive_clients().await;
     let started_at = wall_clock();
 
     let stream = unique("archiver");

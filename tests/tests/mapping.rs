@@ -22,9 +22,8 @@ use rewind_engine::sinks::dlq::LogOnlyDestination;
 use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
 use rewind_engine::sources::s3_archive::{self, ShardScan};
 use rewind_engine::store::S3Store;
-use rewind_local::sdk::s3_client;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
-use rewind_tests::{archiver_mapping, create_stream, put_all, reshard, unique};
+use rewind_tests::{ArchiveClients, archiver_mapping, create_stream, put_all, reshard, unique};
 
 use crate::stack;
 
@@ -59,10 +58,11 @@ async fn put(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mapping_archives_every_record_once_across_a_reshard() -> anyhow::Result<()> {
     let stack = stack();
-    let sdk = stack.sdk_config().await;
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-    let s3 = s3_client(&sdk);
-    let lambda = aws_sdk_lambda::Client::new(&sdk);
+    let ArchiveClients {
+        kinesis,
+        s3,
+        lambda,
+    } = stack.archive_clients().await;
     let started_at = wall_clock();
 
     let stream = unique("mapping");

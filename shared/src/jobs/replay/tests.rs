@@ -5,7 +5,6 @@ use crate::jobs::step::ErrorType;
 use crate::model::chunk::{ChunkWriter, Compression};
 use crate::model::event::DeliveredEvent;
 use crate::model::manifest::{Manifest, ManifestChunk, ManifestShard};
-use crate::model::seqno::SequenceNumber;
 use crate::model::window::{StartPosition, StopCondition};
 use crate::pipeline::lineage::lineage_groups;
 use crate::sinks::dlq::{DestinationError, FailureRecord};
@@ -180,19 +179,24 @@ fn replayer() -> TestReplayer {
     }
 }
 
+/// A scrape of two shards, `a` and `b`, `per_chunk` records a chunk.
+async fn write_two_shards(buckets: &Mem, a: &[Record], b: &[Record], per_chunk: usize) {
+    write_scrape(
+        buckets,
+        &[
+            ("shardId-000000000000", a.to_vec()),
+            ("shardId-000000000001", b.to_vec()),
+        ],
+        per_chunk,
+    )
+    .await;
+}
+
 fn records(shard: &str, n: usize, poison: &[usize]) -> Vec<Record> {
     (0..n)
         .map(|i| Record {
-            stream: "orders".into(),
             shard_id: shard.into(),
-            sequence_number: SequenceNumber::parse(&format!(
-                "4959033827149025660855969253836157109592157598913{i:07}"
-            ))
-            .unwrap(),
-            sub_sequence_number: None,
             partition_key: format!("key-{}", i % 3),
-            explicit_hash_key: None,
-            encryption_type: None,
             approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
                 1_700_000_000_000 + i as i64 * 1000,
             ),
@@ -201,6 +205,7 @@ fn records(shard: &str, n: usize, poison: &[usize]) -> Vec<Record> {
             } else {
                 format!("record {i}").into_bytes()
             },
+            ..crate::model::record::tests::record(0, i)
         })
         .collect()
 }
@@ -380,15 +385,7 @@ async fn a_manifest_is_replayed_in_order_with_exactly_the_poison_records_in_the_
     let replayer = replayer();
     let a = records("shardId-000000000000", 23, &[5, 17]);
     let b = records("shardId-000000000001", 9, &[]);
-    write_scrape(
-        &replayer.buckets,
-        &[
-            ("shardId-000000000000", a.clone()),
-            ("shardId-000000000001", b.clone()),
-        ],
-        7,
-    )
-    .await;
+    write_two_shards(&replayer.buckets, &a, &b, 7).await;
     let request = manifest_request();
     let summary = run_all(&replayer, &request).await;
 
@@ -772,15 +769,7 @@ async fn a_stream_target_puts_every_record_once_in_key_order_in_the_envelope() {
     replayer.streams.nth = 3;
     let a = records("shardId-000000000000", 40, &[]);
     let b = records("shardId-000000000001", 25, &[]);
-    write_scrape(
-        &replayer.buckets,
-        &[
-            ("shardId-000000000000", a.clone()),
-            ("shardId-000000000001", b.clone()),
-        ],
-        9,
-    )
-    .await;
+    write_two_shards(&replayer.buckets, &a, &b, 9).await;
     let request = ReplayRequest::parse(
         br#"{
             "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},
