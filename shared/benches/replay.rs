@@ -326,13 +326,15 @@ impl RecordSink for Counted {
         };
         if let Ok(results) = &result {
             for (outcome, size) in results.iter().zip(&sizes) {
-                match outcome.as_deref() {
-                    None => {
+                match outcome {
+                    Ok(_) => {
                         call.stored += 1;
                         call.stored_bytes += size;
                     }
-                    Some("ProvisionedThroughputExceededException") => call.throttled += 1,
-                    Some(_) => {}
+                    Err(code) if code == "ProvisionedThroughputExceededException" => {
+                        call.throttled += 1
+                    }
+                    Err(_) => {}
                 }
             }
         }

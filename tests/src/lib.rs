@@ -224,9 +224,9 @@ pub struct Accepted {
     pub data: Vec<u8>,
 }
 
-/// Puts `records` (partition key, data) on `stream`, 100 a `PutRecords`
-/// call, retrying only the entries that failed; returns what the stream
-/// accepted, in the order it accepted them.
+/// Puts `records` (partition key, data) on `stream` through the engine's
+/// re-injection (each key's records stored in order, only failed entries
+/// retried); returns what the stream accepted, in the order it stored them.
 pub async fn put_all(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
@@ -246,54 +246,32 @@ pub async fn put_entries(
     stream: &str,
     records: Vec<(String, Option<String>, Vec<u8>)>,
 ) -> anyhow::Result<Vec<Accepted>> {
-    use aws_sdk_kinesis::primitives::Blob;
-    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-    let mut accepted = Vec::with_capacity(records.len());
-    let mut pending = records;
-    let started = Instant::now();
-    while !pending.is_empty() {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "puts on {stream} never succeeded"
-        );
-        let chunk: Vec<(String, Option<String>, Vec<u8>)> =
-            pending.drain(..pending.len().min(100)).collect();
-        let entries = chunk
-            .iter()
-            .map(|(key, hash_key, data)| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(key)
-                    .set_explicit_hash_key(hash_key.clone())
-                    .data(Blob::new(data.clone()))
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let output = kinesis
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await?;
-        let mut failed = Vec::new();
-        for (entry, (key, hash_key, data)) in output.records().iter().zip(chunk) {
-            match (entry.shard_id(), entry.sequence_number()) {
-                (Some(shard), Some(sequence)) if entry.error_code().is_none() => {
-                    accepted.push(Accepted {
-                        shard: shard.to_owned(),
-                        sequence: rewind_engine::model::seqno::SequenceNumber::parse(sequence)?,
-                        partition_key: key,
-                        data,
-                    });
-                }
-                _ => failed.push((key, hash_key, data)),
-            }
-        }
-        if !failed.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            failed.append(&mut pending);
-            pending = failed;
-        }
-    }
+    use rewind_engine::sinks::kinesis::{Entry, KinesisSink, ReinjectOptions, put_entries};
+    let entries = records
+        .into_iter()
+        .map(|(partition_key, explicit_hash_key, data)| Entry {
+            partition_key,
+            explicit_hash_key,
+            data,
+        });
+    let mut accepted = Vec::new();
+    let sink = KinesisSink::new(kinesis.clone(), stream);
+    // The local stack enforces the shard limits: throttled entries back off
+    // from 200 ms, as the helper always did.
+    let options = ReinjectOptions {
+        base_backoff: Duration::from_millis(200),
+        ..ReinjectOptions::default()
+    };
+    put_entries(&sink, entries, &options, |_, entry, stored| {
+        accepted.push(Accepted {
+            shard: stored.shard_id,
+            sequence: stored.sequence_number,
+            partition_key: entry.partition_key.clone(),
+            data: entry.data.clone(),
+        })
+    })
+    .await
+    .with_context(|| format!("putting records on {stream}"))?;
     Ok(accepted)
 }
 

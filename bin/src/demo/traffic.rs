@@ -1,22 +1,18 @@
 //! The traffic: each phase put with PutRecords, the outage's resharded
 //! halfway, and what the stream accepted counted from its answers.
 
-use std::collections::{BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ScalingType};
+use aws_sdk_kinesis::types::ScalingType;
 use rewind_engine::ArrivalTime;
 use rewind_engine::jobs::mapping::wall_clock;
 use rewind_engine::model::seqno::SequenceNumber;
+use rewind_engine::sinks::kinesis::{Entry, KinesisSink, ReinjectOptions, put_entries};
 
 use super::plan::{Phase, PhaseName, Put};
 use super::{SHARDS, SHARDS_AFTER_RESHARD, progress};
-
-const PUT_LIMIT: Duration = Duration::from_secs(60);
-/// Records per PutRecords call (the API takes up to 500).
-const PUT_CHUNK: usize = 100;
 
 /// A Kinesis record by where the stream put it.
 pub(super) type RecordId = (String, SequenceNumber);
@@ -127,70 +123,41 @@ async fn sleep_past(second: i64) {
     }
 }
 
-/// Puts `puts` in order with PutRecords, retrying only the failed entries
-/// (throttled by the shard limits the endpoint enforces), ahead of the rest
-/// so each partition key keeps its order.
+/// Puts `puts` through the engine's re-injection: each partition key's
+/// records stored in order, only the entries the shard limits throttled
+/// retried; records where each one went.
 async fn put_all(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
     puts: &[Put],
     accepted: &mut Placed,
 ) -> anyhow::Result<()> {
-    let mut pending: VecDeque<&Put> = puts.iter().collect();
-    let started = Instant::now();
-    let mut backoff = Duration::from_millis(100);
-    while !pending.is_empty() {
-        anyhow::ensure!(
-            started.elapsed() < PUT_LIMIT,
-            "{} records still not accepted by {stream} after {PUT_LIMIT:?}",
-            pending.len()
-        );
-        let chunk: Vec<&Put> = pending.drain(..pending.len().min(PUT_CHUNK)).collect();
-        let entries = chunk
-            .iter()
-            .map(|put| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(&put.key)
-                    .data(Blob::new(put.data.clone()))
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .context("building PutRecords entries")?;
-        let output = kinesis
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .with_context(|| format!("PutRecords to {stream}"))?;
-        let mut failed = Vec::new();
-        for (entry, put) in output.records().iter().zip(&chunk) {
-            match (entry.shard_id(), entry.sequence_number()) {
-                (Some(shard), Some(sequence)) if entry.error_code().is_none() => {
-                    let id = (shard.to_owned(), SequenceNumber::parse(sequence)?);
-                    if put.poison {
-                        accepted.poison.insert(id.clone());
-                    }
-                    accepted.records.insert(id);
-                    accepted.user_records += put.user_records;
-                    if put.aggregate {
-                        accepted.aggregates += 1;
-                        accepted.users_in_aggregates += put.user_records;
-                    }
-                }
-                _ => failed.push(*put),
+    let entries = puts.iter().map(|put| Entry {
+        partition_key: put.key.clone(),
+        explicit_hash_key: None,
+        data: put.data.clone(),
+    });
+    let sink = KinesisSink::new(kinesis.clone(), stream);
+    put_entries(
+        &sink,
+        entries,
+        &ReinjectOptions::default(),
+        |index, _, stored| {
+            let put = &puts[index];
+            let id = (stored.shard_id, stored.sequence_number);
+            if put.poison {
+                accepted.poison.insert(id.clone());
             }
-        }
-        if failed.is_empty() {
-            backoff = Duration::from_millis(100);
-        } else {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            for put in failed.into_iter().rev() {
-                pending.push_front(put);
+            accepted.records.insert(id);
+            accepted.user_records += put.user_records;
+            if put.aggregate {
+                accepted.aggregates += 1;
+                accepted.users_in_aggregates += put.user_records;
             }
-        }
-    }
+        },
+    )
+    .await
+    .with_context(|| format!("putting records on {stream}"))?;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use serde::Serialize;
 use tracing::debug;
 
 use crate::model::record::Record;
+use crate::model::seqno::SequenceNumber;
 
 /// PutRecords limits: entries per call and bytes per call (data plus keys).
 pub const MAX_ENTRIES: usize = 500;
@@ -39,8 +40,16 @@ impl Entry {
     }
 }
 
-/// What PutRecords said of one entry: `None` stored, `Some(code)` failed.
-pub type EntryResult = Option<String>;
+/// Where PutRecords stored an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub shard_id: String,
+    pub sequence_number: SequenceNumber,
+}
+
+/// What PutRecords said of one entry: where it was stored, or its error
+/// code.
+pub type EntryResult = Result<Stored, String>;
 
 /// A PutRecords call that failed as a whole; the source says why.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +155,8 @@ pub enum ReinjectError {
 }
 
 struct Pending {
+    /// Its place in the input.
+    index: usize,
     entry: Entry,
     attempts: u32,
 }
@@ -156,7 +167,7 @@ pub async fn reinject<S: RecordSink>(
     records: impl IntoIterator<Item = Record>,
     options: &ReinjectOptions,
 ) -> Result<ReinjectReport, ReinjectError> {
-    let mut input = records.into_iter().map(|record| Entry {
+    let entries = records.into_iter().map(|record| Entry {
         data: match &options.envelope_separator {
             Some(separator) => envelope(&record, separator),
             None => record.data,
@@ -166,6 +177,21 @@ pub async fn reinject<S: RecordSink>(
             .filter(|_| options.keep_explicit_hash_key),
         partition_key: record.partition_key,
     });
+    put_entries(sink, entries, options, |_, _, _| {}).await
+}
+
+/// Puts `entries` as they are (the options' envelope and hash-key choices
+/// don't apply), in order per partition key, and tells `on_stored` where
+/// each one was stored, with its index in the input, in the order they were
+/// stored. Producers use it to put records with the same guarantee as a
+/// re-injection.
+pub async fn put_entries<S: RecordSink>(
+    sink: &S,
+    entries: impl IntoIterator<Item = Entry>,
+    options: &ReinjectOptions,
+    mut on_stored: impl FnMut(usize, &Entry, Stored),
+) -> Result<ReinjectReport, ReinjectError> {
+    let mut input = entries.into_iter().enumerate();
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut report = ReinjectReport::default();
     let mut failing_rounds = 0u32;
@@ -174,7 +200,11 @@ pub async fn reinject<S: RecordSink>(
         // with distinct keys, bounded whatever the input's size.
         while pending.len() < MAX_ENTRIES * 4 {
             match input.next() {
-                Some(entry) => pending.push_back(Pending { entry, attempts: 0 }),
+                Some((index, entry)) => pending.push_back(Pending {
+                    index,
+                    entry,
+                    attempts: 0,
+                }),
                 None => break,
             }
         }
@@ -207,8 +237,11 @@ pub async fn reinject<S: RecordSink>(
         let mut any_failed = false;
         for (&index, result) in chosen.iter().zip(results) {
             match result {
-                None => stored.push(index),
-                Some(code) => {
+                Ok(place) => {
+                    on_stored(pending[index].index, &pending[index].entry, place);
+                    stored.push(index);
+                }
+                Err(code) => {
                     any_failed = true;
                     let item = &mut pending[index];
                     item.attempts += 1;
@@ -324,11 +357,26 @@ impl RecordSink for KinesisSink {
                     PutError::Fatal { source }
                 }
             })?;
-        let results: Vec<EntryResult> = output
+        let results = output
             .records()
             .iter()
-            .map(|r| r.error_code().map(str::to_owned))
-            .collect();
+            .map(|r| match (r.error_code(), r.shard_id(), r.sequence_number()) {
+                (Some(code), _, _) => Ok(Err(code.to_owned())),
+                (None, Some(shard_id), Some(sequence)) => Ok(Ok(Stored {
+                    shard_id: shard_id.to_owned(),
+                    sequence_number: SequenceNumber::parse(sequence).map_err(|error| {
+                        PutError::Fatal {
+                            source: Box::new(error),
+                        }
+                    })?,
+                })),
+                // Stored, but not said where: putting it again would
+                // duplicate it, so stop instead.
+                (None, _, _) => Err(PutError::Fatal {
+                    source: "PutRecords stored an entry without naming its shard and sequence number".into(),
+                }),
+            })
+            .collect::<Result<Vec<EntryResult>, PutError>>()?;
         if results.len() != count {
             return Err(PutError::Retryable {
                 source: format!(
@@ -343,7 +391,7 @@ impl RecordSink for KinesisSink {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
     use std::sync::Mutex;
 
@@ -372,13 +420,22 @@ mod tests {
                 let mut offered = self.offered.lock().unwrap();
                 *offered += 1;
                 if (*offered).is_multiple_of(self.nth) {
-                    results.push(Some("ProvisionedThroughputExceededException".to_owned()));
+                    results.push(Err("ProvisionedThroughputExceededException".to_owned()));
                 } else {
-                    self.stored.lock().unwrap().push(entry);
-                    results.push(None);
+                    let mut stored = self.stored.lock().unwrap();
+                    stored.push(entry);
+                    results.push(Ok(crate::sinks::kinesis::tests::stored_at(stored.len())));
                 }
             }
             Ok(results)
+        }
+    }
+
+    /// Where a fake stream stored its `n`th entry.
+    pub(crate) fn stored_at(n: usize) -> Stored {
+        Stored {
+            shard_id: "shardId-000000000000".to_owned(),
+            sequence_number: SequenceNumber::parse(&n.to_string()).unwrap(),
         }
     }
 
@@ -398,6 +455,47 @@ mod tests {
         ReinjectOptions {
             base_backoff: Duration::ZERO,
             ..ReinjectOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn put_entries_names_where_each_entry_went_once_in_key_order() {
+        let entries: Vec<Entry> = records(1_000, 7)
+            .into_iter()
+            .map(|r| Entry {
+                partition_key: r.partition_key,
+                explicit_hash_key: None,
+                data: r.data,
+            })
+            .collect();
+        let stream = Stream {
+            nth: 5,
+            offered: Mutex::new(0),
+            stored: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
+        };
+        let mut told: Vec<(usize, String, Stored)> = Vec::new();
+        let report = put_entries(&stream, entries.clone(), &fast(), |index, entry, place| {
+            told.push((index, entry.partition_key.clone(), place))
+        })
+        .await
+        .unwrap();
+        assert_eq!(report.put, 1_000);
+        assert!(report.retried_entries > 0);
+        // Each entry once, where the stream says it stored it.
+        let mut indices: Vec<usize> = told.iter().map(|(i, _, _)| *i).collect();
+        indices.sort_unstable();
+        assert_eq!(indices, (0..1_000).collect::<Vec<_>>());
+        for (n, (index, key, place)) in told.iter().enumerate() {
+            assert_eq!(key, &entries[*index].partition_key);
+            assert_eq!(place, &stored_at(n + 1));
+        }
+        // A key's entries are stored in input order, throttling and all.
+        let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+        for (index, key, _) in &told {
+            if let Some(before) = last.insert(key, *index) {
+                assert!(before < *index, "{key}: {index} stored after {before}");
+            }
         }
     }
 

@@ -116,10 +116,11 @@ impl RecordSink for Stream {
             let mut offered = self.offered.lock().unwrap();
             *offered += 1;
             if self.nth > 0 && (*offered).is_multiple_of(self.nth) {
-                results.push(Some("ProvisionedThroughputExceededException".to_owned()));
+                results.push(Err("ProvisionedThroughputExceededException".to_owned()));
             } else {
-                self.stored.lock().unwrap().push(entry);
-                results.push(None);
+                let mut stored = self.stored.lock().unwrap();
+                stored.push(entry);
+                results.push(Ok(crate::sinks::kinesis::tests::stored_at(stored.len())));
             }
         }
         Ok(results)
