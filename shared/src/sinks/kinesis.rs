@@ -393,21 +393,23 @@ impl RecordSink for KinesisSink {
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::BTreeMap;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
     use crate::model::record::ArrivalTime;
 
-    /// A stream that throttles every `nth` entry it is offered, and keeps
-    /// what it stored in order.
-    struct Stream {
-        nth: usize,
-        offered: Mutex<usize>,
-        stored: Mutex<Vec<Entry>>,
-        calls: Mutex<Vec<usize>>,
+    /// A stream that throttles every `nth` entry it is offered (0: none),
+    /// keeps what it stored in order, and checks each call's limits. Clones
+    /// share what they saw.
+    #[derive(Clone, Default)]
+    pub(crate) struct FakeStream {
+        pub nth: usize,
+        pub offered: Arc<Mutex<usize>>,
+        pub stored: Arc<Mutex<Vec<Entry>>>,
+        pub calls: Arc<Mutex<Vec<usize>>>,
     }
 
-    impl RecordSink for Stream {
+    impl RecordSink for FakeStream {
         async fn put_records(&self, entries: Vec<Entry>) -> Result<Vec<EntryResult>, PutError> {
             assert!(entries.len() <= MAX_ENTRIES);
             assert!(
@@ -419,12 +421,12 @@ pub(crate) mod tests {
             for entry in entries {
                 let mut offered = self.offered.lock().unwrap();
                 *offered += 1;
-                if (*offered).is_multiple_of(self.nth) {
+                if self.nth > 0 && (*offered).is_multiple_of(self.nth) {
                     results.push(Err("ProvisionedThroughputExceededException".to_owned()));
                 } else {
                     let mut stored = self.stored.lock().unwrap();
                     stored.push(entry);
-                    results.push(Ok(crate::sinks::kinesis::tests::stored_at(stored.len())));
+                    results.push(Ok(stored_at(stored.len())));
                 }
             }
             Ok(results)
@@ -468,11 +470,9 @@ pub(crate) mod tests {
                 data: r.data,
             })
             .collect();
-        let stream = Stream {
+        let stream = FakeStream {
             nth: 5,
-            offered: Mutex::new(0),
-            stored: Mutex::new(Vec::new()),
-            calls: Mutex::new(Vec::new()),
+            ..FakeStream::default()
         };
         let mut told: Vec<(usize, String, Stored)> = Vec::new();
         let report = put_entries(&stream, entries.clone(), &fast(), |index, entry, place| {
@@ -502,11 +502,9 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn partial_failures_are_retried_and_per_key_order_is_kept() {
         let input = records(3_000, 40);
-        let stream = Stream {
+        let stream = FakeStream {
             nth: 7,
-            offered: Mutex::new(0),
-            stored: Mutex::new(Vec::new()),
-            calls: Mutex::new(Vec::new()),
+            ..FakeStream::default()
         };
         let report = reinject(&stream, input.clone(), &fast()).await.unwrap();
         assert_eq!(report.put, 3_000);
@@ -533,12 +531,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn calls_hold_distinct_keys_up_to_the_limits() {
-        let stream = Stream {
-            nth: usize::MAX,
-            offered: Mutex::new(0),
-            stored: Mutex::new(Vec::new()),
-            calls: Mutex::new(Vec::new()),
-        };
+        let stream = FakeStream::default();
         let options = ReinjectOptions {
             keep_explicit_hash_key: true,
             ..fast()
@@ -559,11 +552,9 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn an_entry_that_never_goes_through_is_an_error() {
-        let stream = Stream {
+        let stream = FakeStream {
             nth: 1,
-            offered: Mutex::new(0),
-            stored: Mutex::new(Vec::new()),
-            calls: Mutex::new(Vec::new()),
+            ..FakeStream::default()
         };
         let options = ReinjectOptions {
             max_attempts: 3,

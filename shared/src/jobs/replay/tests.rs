@@ -9,6 +9,7 @@ use crate::model::window::{StartPosition, StopCondition};
 use crate::pipeline::lineage::lineage_groups;
 use crate::sinks::dlq::{DestinationError, FailureRecord};
 use crate::sinks::kinesis::Entry;
+use crate::sinks::kinesis::tests::FakeStream;
 use crate::sinks::lambda::DeliveryError;
 use crate::sinks::lambda::invoker::{Invocation, InvokeError};
 use crate::store::{MemoryStore, StoreError};
@@ -96,13 +97,11 @@ impl Targets for Target {
     }
 }
 
-/// A stream that throttles every `nth` entry it is offered (0: none) and
-/// keeps what it stored, in order.
+/// Target streams: one fake stream, whatever the name, remembering the
+/// names it was asked for.
 #[derive(Clone, Default)]
 struct Stream {
-    nth: usize,
-    offered: Arc<Mutex<usize>>,
-    stored: Arc<Mutex<Vec<Entry>>>,
+    fake: FakeStream,
     arns: Arc<Mutex<Vec<String>>>,
 }
 
@@ -111,19 +110,7 @@ impl RecordSink for Stream {
         &self,
         entries: Vec<Entry>,
     ) -> Result<Vec<crate::sinks::kinesis::EntryResult>, crate::sinks::kinesis::PutError> {
-        let mut results = Vec::new();
-        for entry in entries {
-            let mut offered = self.offered.lock().unwrap();
-            *offered += 1;
-            if self.nth > 0 && (*offered).is_multiple_of(self.nth) {
-                results.push(Err("ProvisionedThroughputExceededException".to_owned()));
-            } else {
-                let mut stored = self.stored.lock().unwrap();
-                stored.push(entry);
-                results.push(Ok(crate::sinks::kinesis::tests::stored_at(stored.len())));
-            }
-        }
-        Ok(results)
+        self.fake.put_records(entries).await
     }
 }
 
@@ -178,6 +165,23 @@ fn replayer() -> TestReplayer {
         invoke_identity_arn: "arn:aws:iam::123456789012:role/replay".into(),
         base_backoff: std::time::Duration::from_millis(1),
     }
+}
+
+/// The first step of shard 0 of run `run-1`, stopping at `stop_at`.
+async fn first_step(
+    replayer: &TestReplayer,
+    request: &ReplayRequest,
+    stop_at: Instant,
+) -> ShardReplay {
+    replayer
+        .step(
+            request,
+            "run-1",
+            &ShardReplay::new("shardId-000000000000"),
+            stop_at,
+        )
+        .await
+        .unwrap()
 }
 
 /// A scrape of two shards, `a` and `b`, `per_chunk` records a chunk.
@@ -767,7 +771,7 @@ fn a_seq(i: usize) -> String {
 async fn a_stream_target_puts_every_record_once_in_key_order_in_the_envelope() {
     let mut replayer = replayer();
     // Every third entry offered is throttled and retried.
-    replayer.streams.nth = 3;
+    replayer.streams.fake.nth = 3;
     let a = records("shardId-000000000000", 40, &[]);
     let b = records("shardId-000000000001", 25, &[]);
     write_two_shards(&replayer.buckets, &a, &b, 9).await;
@@ -785,7 +789,7 @@ async fn a_stream_target_puts_every_record_once_in_key_order_in_the_envelope() {
     assert_eq!(summary.target, "orders-copy");
     assert_eq!(*replayer.streams.arns.lock().unwrap(), ["orders-copy"; 2]);
     assert!(summary.dlq.is_none());
-    let stored = replayer.streams.stored.lock().unwrap().clone();
+    let stored = replayer.streams.fake.stored.lock().unwrap().clone();
     assert_eq!(stored.len(), 65, "each record once");
     // Per partition key, the original order.
     for key in ["key-0", "key-1", "key-2"] {
@@ -838,20 +842,13 @@ async fn a_sped_up_stream_replay_keeps_the_order_and_resumes_its_pace() {
         }"#,
     )
     .unwrap();
-    let progress = replayer
-        .step(
-            &request,
-            "run-1",
-            &ShardReplay::new("shardId-000000000000"),
-            far(),
-        )
-        .await
-        .unwrap();
+    let progress = first_step(&replayer, &request, far()).await;
     assert!(progress.done);
     let pace = progress.pace.expect("the pace's origin is kept");
     assert_eq!(pace.arrival, a[0].approximate_arrival_timestamp);
     let stored: Vec<Vec<u8>> = replayer
         .streams
+        .fake
         .stored
         .lock()
         .unwrap()
@@ -877,18 +874,15 @@ async fn a_stream_replay_that_must_wait_past_its_deadline_ends_the_step_in_place
         }"#,
     )
     .unwrap();
-    let progress = replayer
-        .step(
-            &request,
-            "run-1",
-            &ShardReplay::new("shardId-000000000000"),
-            Instant::now() + std::time::Duration::from_secs(3),
-        )
-        .await
-        .unwrap();
+    let progress = first_step(
+        &replayer,
+        &request,
+        Instant::now() + std::time::Duration::from_secs(3),
+    )
+    .await;
     assert!(!progress.done);
     assert_eq!(progress.last, Some(Position::of(&a[0])));
-    assert_eq!(replayer.streams.stored.lock().unwrap().len(), 1);
+    assert_eq!(replayer.streams.fake.stored.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -914,15 +908,7 @@ async fn a_step_out_of_time_in_endless_retries_keeps_the_settled_records_and_sto
     )
     .unwrap();
     let deadline = Instant::now() + std::time::Duration::from_millis(600);
-    let progress = replayer
-        .step(
-            &request,
-            "run-1",
-            &ShardReplay::new("shardId-000000000000"),
-            deadline,
-        )
-        .await
-        .unwrap();
+    let progress = first_step(&replayer, &request, deadline).await;
     assert!(!progress.done);
     assert!(Instant::now() <= deadline, "the step ended in time");
     assert_eq!(progress.last, Some(Position::of(&a[3])));
