@@ -347,12 +347,13 @@ fn record_from_wire(record: &WireRecord<'_>) -> Result<Record, EventError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::record::tests::arb_record;
     use proptest::prelude::*;
 
-    fn source() -> EventSource {
+    /// The event source the engine's tests deliver from.
+    pub(crate) fn source() -> EventSource {
         EventSource::new(
             "arn:aws:kinesis:eu-west-1:111122223333:stream/orders",
             "arn:aws:iam::111122223333:role/consumer",

@@ -53,14 +53,7 @@ pub fn next_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn source() -> EventSource {
-        EventSource::new(
-            "arn:aws:kinesis:eu-west-1:111122223333:stream/orders",
-            "arn:aws:iam::111122223333:role/consumer",
-        )
-        .unwrap()
-    }
+    use crate::model::event::tests::source;
 
     fn record(i: usize, key_len: usize, data_len: usize) -> Record {
         Record {

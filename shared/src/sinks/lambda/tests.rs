@@ -4,6 +4,7 @@ use std::sync::Mutex;
 use super::options::FunctionResponseType;
 use super::*;
 use crate::model::event::DeliveredEvent;
+use crate::model::event::tests::source;
 use crate::model::seqno::Position;
 use crate::pipeline::batch::MAX_PAYLOAD_BYTES;
 use crate::sinks::dlq::MemoryDlq as Dlq;
@@ -86,14 +87,6 @@ impl Invoker for Target {
     fn function_arn(&self) -> &str {
         "arn:aws:lambda:eu-west-1:111122223333:function:consumer"
     }
-}
-
-fn source() -> EventSource {
-    EventSource::new(
-        "arn:aws:kinesis:eu-west-1:111122223333:stream/orders",
-        "arn:aws:iam::111122223333:role/consumer",
-    )
-    .unwrap()
 }
 
 fn records(n: usize, size: usize) -> Vec<Record> {
