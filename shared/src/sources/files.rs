@@ -12,7 +12,6 @@ use crate::model::chunk::{ChunkError, ChunkReader};
 use crate::model::record::Record;
 use crate::model::seqno::Position;
 use crate::pipeline::dedupe::Dedupe;
-use crate::pipeline::lineage::lineage_groups;
 use crate::sources::{BoxFuture, Pages, RecordSource, SourceError, SourceStream};
 
 /// Records per page of a file.
@@ -133,13 +132,10 @@ impl RecordSource for FilesSource {
     }
 
     fn shards(&self) -> BoxFuture<'_, Result<Vec<Vec<String>>, SourceError>> {
-        // Files keep no lineage: every shard is its own group.
-        let shards: Vec<(String, Vec<String>)> = self
-            .shards
-            .keys()
-            .map(|id| (id.clone(), Vec::new()))
-            .collect();
-        Box::pin(async move { Ok(lineage_groups(&shards)) })
+        // Files keep no lineage: every shard is its own group, in shard-id
+        // order.
+        let groups = self.shards.keys().map(|id| vec![id.clone()]).collect();
+        Box::pin(async move { Ok(groups) })
     }
 
     fn pages<'a>(
