@@ -15,7 +15,7 @@ use rewind_engine::jobs::mapping::config::MappingConfig;
 use rewind_engine::jobs::mapping::report::MappingReport;
 use rewind_engine::jobs::mapping::stream::StreamMapping;
 use rewind_engine::model::window::StartPosition;
-use rewind_engine::sinks::dlq::{LogOnlyDestination, S3FailureDestination, SqsFailureDestination};
+use rewind_engine::sinks::dlq::{Dlq, S3FailureDestination, SqsFailureDestination};
 use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
 use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
 use rewind_engine::sources::kinesis::resolve_stream_arn;
@@ -219,33 +219,26 @@ pub fn run(args: MappingArgs) -> anyhow::Result<()> {
                 std::future::pending::<()>().await;
             }
         };
-        let outcome = match on_failure {
-            None => {
-                mapping
-                    .run(&invoker, &LogOnlyDestination, shards, shutdown)
-                    .await
-            }
-            Some(OnFailure::S3 { bucket, prefix }) => {
+        let destination = on_failure.map(|on_failure| match on_failure {
+            OnFailure::S3 { bucket, prefix } => {
                 let s3 = aws_sdk_s3::Client::from_conf(
                     aws_sdk_s3::config::Builder::from(&sdk)
                         .force_path_style(args.aws.endpoint_url.is_some())
                         .build(),
                 );
-                let destination = S3FailureDestination {
+                Dlq::S3(S3FailureDestination {
                     store: S3Store::new(s3, bucket),
                     mapping_id: format!("rewind-local-{}", std::process::id()),
                     prefix,
-                };
-                mapping.run(&invoker, &destination, shards, shutdown).await
+                })
             }
-            Some(OnFailure::Sqs { queue_url }) => {
-                let destination = SqsFailureDestination {
-                    client: aws_sdk_sqs::Client::new(&sdk),
-                    queue_url,
-                };
-                mapping.run(&invoker, &destination, shards, shutdown).await
-            }
-        };
+            OnFailure::Sqs { queue_url } => Dlq::Sqs(SqsFailureDestination {
+                client: aws_sdk_sqs::Client::new(&sdk),
+                queue_url,
+            }),
+        });
+        // Without one, a discarded batch is logged (LogOnlyDestination).
+        let outcome = mapping.run(&invoker, &destination, shards, shutdown).await;
         anyhow::Ok(outcome)
     })?;
     match outcome {

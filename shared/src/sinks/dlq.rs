@@ -227,6 +227,21 @@ impl<A: FailureDestination, B: FailureDestination> FailureDestination for Dlq<A,
     }
 }
 
+/// A mapping's destination, when it has one; [`LogOnlyDestination`] when it
+/// has none.
+impl<D: FailureDestination> FailureDestination for Option<D> {
+    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
+        match self {
+            Some(destination) => destination.send(record).await,
+            None => LogOnlyDestination.send(record).await,
+        }
+    }
+
+    fn wants_payload(&self) -> bool {
+        self.as_ref().is_some_and(FailureDestination::wants_payload)
+    }
+}
+
 /// An in-memory DLQ for the delivery and mapping tests: keeps every record
 /// it is sent, in order.
 #[cfg(test)]
@@ -281,6 +296,24 @@ mod tests {
             },
             payload: Some("{\"Records\":[]}".into()),
         }
+    }
+
+    #[tokio::test]
+    async fn no_destination_logs_the_batch_and_some_sends_it() {
+        let none: Option<MemoryDlq> = None;
+        assert!(!none.wants_payload());
+        assert_eq!(
+            none.send(failure_record()).await.unwrap(),
+            "discarded:shardId-000000000001:1-2"
+        );
+        let some = Some(MemoryDlq {
+            with_payload: true,
+            ..MemoryDlq::default()
+        });
+        assert!(some.wants_payload());
+        assert_eq!(some.send(failure_record()).await.unwrap(), "dlq-1");
+        let kept = some.as_ref().unwrap().records.lock().unwrap();
+        assert_eq!(kept.len(), 1);
     }
 
     #[tokio::test]
