@@ -7,8 +7,20 @@
 //!
 //! `dt` and `hour` are the records' arrival time (UTC); `<first>` and
 //! `<last>` their positions in the shard.
+//!
+//! Beside the partitions, one small marker per shard the archiver has seen
+//! records the shard's lineage and the stream's ARN, which the records
+//! themselves don't carry and a replay needs after the stream is gone:
+//!
+//! ```text
+//! <prefix>/stream=<name>/_shards/<shardId>.json
+//! ```
+//!
+//! The `_` keeps the folder out of Athena's and Glue's partition scans
+//! (both skip names starting with `_`).
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::model::chunk::Compression;
 use crate::model::record::{ArrivalTime, Record};
@@ -54,6 +66,22 @@ impl ArchiveLayout {
         }
     }
 
+    /// The folder of a stream's shard markers (with its trailing slash, as a
+    /// listing prefix).
+    pub fn shard_markers(&self, stream: &str) -> String {
+        let folder = format!("stream={stream}/_shards/");
+        if self.prefix.is_empty() {
+            folder
+        } else {
+            format!("{}/{folder}", self.prefix)
+        }
+    }
+
+    /// The key of one shard's marker.
+    pub fn shard_marker_key(&self, stream: &str, shard_id: &str) -> String {
+        format!("{}{shard_id}.json", self.shard_markers(stream))
+    }
+
     /// The key of the object holding a shard's records `first..=last`.
     pub fn object_key(
         &self,
@@ -86,6 +114,32 @@ fn position(id: &UserRecordId) -> String {
 pub fn hour_of(record: &Record) -> DateTime<Utc> {
     let millis = record.approximate_arrival_timestamp.epoch_millis();
     ArrivalTime::from_epoch_millis(millis - millis.rem_euclid(3_600_000)).to_datetime()
+}
+
+/// What the archive keeps about one shard, once: the lineage a replay plan
+/// groups shards by (children after their parents, unrelated shards in
+/// parallel) and the ARN the replayed events carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardMarker {
+    pub shard_id: String,
+    /// The stream's ARN, from the event's `eventSourceARN`: its account and
+    /// region are the archived stream's, whoever replays it.
+    pub stream_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_shard_id: Option<String>,
+    /// The other parent of a merged shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjacent_parent_shard_id: Option<String>,
+    pub hash_key_range: HashKeyRange,
+}
+
+/// A shard's hash key range, decimal strings as `ListShards` gives them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HashKeyRange {
+    pub starting_hash_key: String,
+    pub ending_hash_key: String,
 }
 
 /// An archive object, known from its key alone.
@@ -199,6 +253,50 @@ pub(crate) mod tests {
             parse_object_key("archive/stream=s/shardId-1/01-2.jsonl.gz"),
             None
         );
+    }
+
+    #[test]
+    fn shard_markers_sit_beside_the_partitions() {
+        let layout = ArchiveLayout::default();
+        assert_eq!(
+            layout.shard_marker_key("orders", "shardId-000000000003"),
+            "archive/stream=orders/_shards/shardId-000000000003.json"
+        );
+        // Not an archive object: a scan of the stream's folder skips it.
+        assert_eq!(
+            parse_object_key(&layout.shard_marker_key("orders", "shardId-1")),
+            None
+        );
+        let root = ArchiveLayout {
+            prefix: String::new(),
+            ..ArchiveLayout::default()
+        };
+        assert_eq!(root.shard_markers("s"), "stream=s/_shards/");
+
+        let marker = ShardMarker {
+            shard_id: "shardId-000000000003".to_owned(),
+            stream_arn: "arn:aws:kinesis:eu-west-1:123456789012:stream/orders".to_owned(),
+            parent_shard_id: Some("shardId-000000000001".to_owned()),
+            adjacent_parent_shard_id: None,
+            hash_key_range: HashKeyRange {
+                starting_hash_key: "0".to_owned(),
+                ending_hash_key: "170141183460469231731687303715884105727".to_owned(),
+            },
+        };
+        let json = serde_json::to_value(&marker).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "shardId": "shardId-000000000003",
+                "streamArn": "arn:aws:kinesis:eu-west-1:123456789012:stream/orders",
+                "parentShardId": "shardId-000000000001",
+                "hashKeyRange": {
+                    "startingHashKey": "0",
+                    "endingHashKey": "170141183460469231731687303715884105727"
+                }
+            })
+        );
+        assert_eq!(serde_json::from_value::<ShardMarker>(json).unwrap(), marker);
     }
 
     #[test]
