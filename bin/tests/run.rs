@@ -291,8 +291,10 @@ async fn start_watch_and_status_of_the_state_machines() -> anyhow::Result<()> {
         (&json!(1), &json!(1)),
         "{watched}"
     );
-    // Plan, one step (5 records, one chunk), manifest.
-    assert_eq!(watched["progress"]["steps"], json!(3), "{watched}");
+    // The execution's own steps: plan and manifest (the shard's one step,
+    // 5 records in one chunk, runs in the Distributed Map's child
+    // execution, counted by the Map Run as the shard done).
+    assert_eq!(watched["progress"]["steps"], json!(2), "{watched}");
 
     // A request the engine only rejects once it sees the stream (a shard it
     // does not have): started, then failed; watch says why, exit code 1.
@@ -334,9 +336,10 @@ async fn start_watch_and_status_of_the_state_machines() -> anyhow::Result<()> {
     let out = run(&["run", "status", &format!("{failed}-nope")]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 
-    // The replay machine (scrape first, then a Map over lineage groups
-    // holding a Map over shards) into a second stream: the request detected
-    // as a replay request, and progress counted per Map over shards only.
+    // The replay machine (scrape first, then a Distributed Map over lineage
+    // groups, each child holding a Map over shards) into a second stream:
+    // the request detected as a replay request, and progress counted per
+    // Distributed Map (its Map Run's items: shards, then groups).
     let copy = format!("{stream}-copy");
     create_stream(&kinesis, &copy, 1).await?;
     let definition = statemachine::load(
@@ -361,7 +364,7 @@ async fn start_watch_and_status_of_the_state_machines() -> anyhow::Result<()> {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
-        stderr.contains("ScrapeShards 1/1, ReplayShards 1/1 shards done"),
+        stderr.contains("ScrapeShards 1/1, ReplayGroups 1/1 shards done"),
         "{stderr}"
     );
     let watched: Value = serde_json::from_slice(&out.stdout)?;
@@ -376,7 +379,7 @@ async fn start_watch_and_status_of_the_state_machines() -> anyhow::Result<()> {
     let maps = watched["progress"]["maps"].as_object().unwrap();
     let mut names: Vec<&String> = maps.keys().collect();
     names.sort();
-    assert_eq!(names, ["ReplayShards", "ScrapeShards"], "{watched}");
+    assert_eq!(names, ["ReplayGroups", "ScrapeShards"], "{watched}");
     kinesis.delete_stream().stream_name(&copy).send().await?;
 
     // Nothing but the two scrape executions above was started on the scrape

@@ -11,7 +11,9 @@ for the keys each function really writes:
   scraper, read or delete) an archive object or a DynamoDB overflow object;
 - each function can still do its own work under its own prefix;
 - the state machines may invoke only their functions (and their versions and
-  aliases), not every function whose name starts the same;
+  aliases), not every function whose name starts the same; their Distributed
+  Maps may start, describe and stop only their own child executions and read
+  only the plans (`<run>/_plan.json`) as items;
 - no role is allowed anything on "*" but what AWS only grants on "*" (X-Ray's
   trace segments, and the state machines' CloudWatch Logs deliveries), and
   tracing adds nothing else;
@@ -131,6 +133,8 @@ class Template:
             return f"arn:aws:events:{REGION}:{ACCOUNT}:rule/stack-{resource}"
         if kind == "AWS::SQS::Queue" and attr == "QueueName":
             return f"stack-{resource}"
+        if kind == "AWS::Serverless::StateMachine" and attr == "Name":
+            return f"{resource}-AbC123"
         return f"arn:aws:{resource}:{attr}"
 
     def ref(self, name: str):
@@ -225,6 +229,16 @@ class Template:
             document = policy.get("PolicyDocument", policy)
             statements = document["Statement"]
             out.extend(statements if isinstance(statements, list) else [statements])
+        # A state machine's role (SAM names it <machine>Role) also has the
+        # policies attached to it on their own.
+        if self.doc["Resources"][resource]["Type"] == "AWS::Serverless::StateMachine":
+            for name, spec in self.doc["Resources"].items():
+                if spec["Type"] != "AWS::IAM::Policy" or not self.exists(name):
+                    continue
+                if {"Ref": f"{resource}Role"} not in spec["Properties"]["Roles"]:
+                    continue
+                statements = self.value(spec["Properties"]["PolicyDocument"])["Statement"]
+                out.extend(statements if isinstance(statements, list) else [statements])
         return out
 
 
@@ -322,7 +336,62 @@ def check_prefixes(doc: dict, failures: list[str]) -> int:
                     f"{replay}/replays/run-1/shardId-000000000001/_checkpoint.json"):
             check(failures, label, allowed(replayer, "s3:PutObject", object_arn(key)),
                   f"the replay function may not write its own {key}")
+        check_plan_reads(template, archive, scrape, replay, label, failures)
     return checked
+
+
+def check_plan_reads(template: Template, archive: str, scrape: str, replay: str, label: str,
+                     failures: list[str]) -> None:
+    """The state machines' Distributed Maps read their items (the plans the
+    scraper and the replay function write) and nothing else."""
+    scrape_plan = f"{scrape}/run-1/_plan.json"
+    replay_plan = f"{replay}/replays/run-1/_plan.json"
+    others = archive_keys(archive) + [
+        f"{scrape}/run-1/shardId-000000000001/0-1-2.jsonl.gz",
+        f"{scrape}/run-1/manifest.json",
+        f"{replay}/aws/lambda/run-1/shardId-000000000001/2026/12/01/09/x",
+        f"{replay}/replays/run-1/shardId-000000000001/_progress.json",
+    ]
+    for machine, plans in (("ScrapeStateMachine", [scrape_plan]),
+                           ("ReplayStateMachine", [scrape_plan, replay_plan])):
+        statements = template.statements(machine)
+        for key in plans:
+            check(failures, f"{label} {machine}", allowed(statements, "s3:GetObject", object_arn(key)),
+                  f"may not read its Map's items {key}")
+        for key in others:
+            # A key under a plan's folder can end in _plan.json only if it is
+            # one (the archive's and chunks' names never do).
+            for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+                check(failures, f"{label} {machine}", not allowed(statements, action, object_arn(key)),
+                      f"may {action} {key}")
+        # (Nested prefixes put one's plans in the other's folder.)
+        nested = replay.startswith(scrape + "/") or scrape.startswith(replay + "/")
+        if machine == "ScrapeStateMachine" and not nested:
+            check(failures, f"{label} {machine}", not allowed(statements, "s3:GetObject",
+                                                               object_arn(replay_plan)),
+                  f"may read the replay's {replay_plan}")
+
+
+def check_map_grants(doc: dict, failures: list[str]) -> None:
+    """Each state machine may start, describe and stop its own Distributed
+    Map children only (as
+    https://docs.aws.amazon.com/step-functions/latest/dg/iam-policies-eg-dist-map.html
+    lists): not the other machine's, not its own top-level executions."""
+    template = Template(doc, {})
+    for machine, other in (("ScrapeStateMachine", "ReplayStateMachine"),
+                           ("ReplayStateMachine", "ScrapeStateMachine")):
+        statements = template.statements(machine)
+        execution = lambda m, rest: (  # noqa: E731
+            f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{template.attribute(m, 'Name')}{rest}")
+        check(failures, machine, allowed(statements, "states:StartExecution", template.ref(machine)),
+              "may not start its Map's child executions")
+        check(failures, machine, not allowed(statements, "states:StartExecution", template.ref(other)),
+              f"may start executions of {other}")
+        child = execution(machine, "/ShardsMap:0c7a9b1e-0f3e-4b7e-9a35-1f2d3c4b5a69")
+        for action in ("states:DescribeExecution", "states:StopExecution"):
+            check(failures, machine, allowed(statements, action, child), f"may not {action} {child}")
+            for arn in (execution(other, "/ShardsMap:0c7a9b1e"), execution(machine, ":run-1")):
+                check(failures, machine, not allowed(statements, action, arn), f"may {action} {arn}")
 
 
 def check_refusals(doc: dict, failures: list[str]) -> None:
@@ -634,6 +703,7 @@ def main() -> int:
         failures.append(f"only {checked} prefix combinations were accepted: the check proves nothing")
     check_refusals(doc, failures)
     check_invoke_grants(doc, failures)
+    check_map_grants(doc, failures)
     check_star_resources(doc, failures)
     check_tracing(doc, failures)
     check_notifications(doc, failures)
@@ -643,8 +713,8 @@ def main() -> int:
     if failures:
         print(f"{len(failures)} IAM checks failed")
         return 1
-    print(f"IAM: {checked} prefix combinations checked (grants and lifecycle expiry); refusals,"
-          " invoke grants, '*' resources, tracing, the alarm topic's policy and key, alarms, rule,"
+    print(f"IAM: {checked} prefix combinations checked (grants, Map item reads and lifecycle"
+          " expiry); refusals, invoke grants, Distributed Map grants, '*' resources, tracing, the alarm topic's policy and key, alarms, rule,"
           " dashboard and settings as intended")
     return 0
 

@@ -6,7 +6,7 @@ use aws_sdk_sfn::operation::get_execution_history::GetExecutionHistoryError;
 use serde_json::Value;
 
 use super::error::{RunError, service_error};
-use super::tally::{Tally, innermost_maps};
+use super::tally::{MapRunItems, Tally, innermost_maps};
 
 impl Tally {
     /// Reads the execution's state machine definition to tell Maps over
@@ -22,6 +22,32 @@ impl Tally {
             .ok()
             .and_then(|d| serde_json::from_str::<Value>(d.definition()).ok())
             .map(|definition| innermost_maps(&definition));
+    }
+
+    /// Describes the Map Runs (Distributed Maps) not known to have ended:
+    /// their items run in child executions, whose events this execution's
+    /// history does not hold. A Map Run that can't be described (no
+    /// permission for DescribeMapRun, say) keeps its last counts.
+    pub(super) async fn read_map_runs(&mut self, client: &Client) {
+        for (_, arn) in &self.map_runs {
+            if self.map_run_items.get(arn).is_some_and(|items| items.ended) {
+                continue;
+            }
+            let Ok(run) = client.describe_map_run().map_run_arn(arn).send().await else {
+                continue;
+            };
+            let counts = run.item_counts();
+            let count = |n: i64| u64::try_from(n).unwrap_or(0);
+            let items = MapRunItems {
+                total: counts.map_or(0, |c| count(c.total())),
+                succeeded: counts.map_or(0, |c| count(c.succeeded())),
+                failed: counts.map_or(0, |c| {
+                    count(c.failed()) + count(c.aborted()) + count(c.timed_out())
+                }),
+                ended: !matches!(run.status(), aws_sdk_sfn::types::MapRunStatus::Running),
+            };
+            self.map_run_items.insert(arn.clone(), items);
+        }
     }
 
     /// Counts the events after `last_event`. History is asked newest first,

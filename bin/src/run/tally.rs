@@ -1,7 +1,9 @@
 //! Counting an execution's progress from its history events: iterations
-//! of the Maps over shards (only the innermost Maps: the replay machine's
-//! Map over lineage groups holds its Map over shards) and task steps, in
-//! whatever order the events are read.
+//! of the Maps over shards (only the innermost Maps: a Map over lineage
+//! groups holds its Map over shards) and task steps, in whatever order the
+//! events are read. A Distributed Map's items run as child executions with
+//! histories of their own: its counts are its Map Run's item counts
+//! (`DescribeMapRun`), and the steps counted are this execution's own.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,6 +33,20 @@ pub(super) struct Tally {
     steps_failed: u64,
     /// The state entered last, by event id.
     pub(super) state: Option<(i64, String)>,
+    /// Map Runs started (Distributed Maps): event id and Map Run ARN.
+    pub(super) map_runs: Vec<(i64, String)>,
+    /// A Map Run's item counts, by its ARN, as last described.
+    pub(super) map_run_items: BTreeMap<String, MapRunItems>,
+}
+
+/// A Map Run's items, as `DescribeMapRun` counts them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MapRunItems {
+    pub(super) total: u64,
+    pub(super) succeeded: u64,
+    pub(super) failed: u64,
+    /// The Map Run ended: its counts are final.
+    pub(super) ended: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -55,7 +71,17 @@ pub(super) fn innermost_maps(definition: &Value) -> BTreeSet<String> {
         let mut any = false;
         for (name, state) in states.as_object().into_iter().flatten() {
             let nested = |key: &str| state.get(key).and_then(|p| p.get("States"));
+            let distributed = state
+                .pointer("/ItemProcessor/ProcessorConfig/Mode")
+                .and_then(Value::as_str)
+                == Some("DISTRIBUTED");
             match state["Type"].as_str() {
+                // Its items' Maps run in child executions, not in this
+                // history.
+                Some("Map") if distributed => {
+                    any = true;
+                    found.insert(name.clone());
+                }
                 Some("Map") => {
                     any = true;
                     let inner = nested("ItemProcessor").or_else(|| nested("Iterator"));
@@ -115,6 +141,13 @@ impl Tally {
             T::MapIterationFailed | T::MapIterationAborted => {
                 self.iterations.entry(iteration(event)).or_default().failed += 1
             }
+            T::MapRunStarted => {
+                if let Some(run) = event.map_run_started_event_details()
+                    && let Some(arn) = run.map_run_arn()
+                {
+                    self.map_runs.push((event.id(), arn.to_owned()));
+                }
+            }
             T::LambdaFunctionSucceeded | T::TaskSucceeded => self.steps += 1,
             T::LambdaFunctionFailed
             | T::LambdaFunctionTimedOut
@@ -153,6 +186,20 @@ impl Tally {
             let name = self.map_entered.get(&entered).map_or("", String::as_str);
             if counted(name) {
                 entry(&mut maps, name).total += length;
+            }
+        }
+        // A Map Run belongs to the Map state entered last before it.
+        for (id, arn) in &self.map_runs {
+            let name = self
+                .map_entered
+                .range(..*id)
+                .next_back()
+                .map_or("", |(_, name)| name.as_str());
+            if let (true, Some(items)) = (counted(name), self.map_run_items.get(arn)) {
+                let shards = entry(&mut maps, name);
+                shards.total = shards.total.max(items.total);
+                shards.done += items.succeeded;
+                shards.failed += items.failed;
             }
         }
         for (name, iterations) in &self.iterations {
@@ -333,5 +380,58 @@ mod tests {
             tally.count(event);
         }
         assert_eq!(tally.line(), "shards 2/2 done, 1 steps (1 failed attempts)");
+    }
+
+    #[test]
+    fn a_distributed_map_counts_its_map_runs_items() {
+        use aws_sdk_sfn::types::{MapRunStartedEventDetails, StateEnteredEventDetails};
+        let definition = json!({"States": {
+            "ReplayGroups": {"Type": "Map", "ItemProcessor": {
+                "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                "States": {"ReplayShards": {"Type": "Map", "ItemProcessor": {"States": {}}}}
+            }},
+        }});
+        let maps = innermost_maps(&definition);
+        assert_eq!(maps, BTreeSet::from(["ReplayGroups".into()]));
+        let mut tally = Tally {
+            shard_maps: Some(maps),
+            ..Tally::default()
+        };
+        tally.count(
+            &HistoryEvent::builder()
+                .id(4)
+                .r#type(HistoryEventType::MapStateEntered)
+                .timestamp(DateTime::from_secs(0))
+                .state_entered_event_details(
+                    StateEnteredEventDetails::builder()
+                        .name("ReplayGroups")
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        );
+        tally.count(
+            &HistoryEvent::builder()
+                .id(6)
+                .r#type(HistoryEventType::MapRunStarted)
+                .timestamp(DateTime::from_secs(0))
+                .map_run_started_event_details(
+                    MapRunStartedEventDetails::builder().map_run_arn("arn:run").build(),
+                )
+                .build()
+                .unwrap(),
+        );
+        assert_eq!(tally.line(), "no shards planned, 0 steps");
+        tally.map_run_items.insert(
+            "arn:run".into(),
+            MapRunItems {
+                total: 5,
+                succeeded: 3,
+                failed: 1,
+                ended: false,
+            },
+        );
+        assert_eq!(tally.line(), "shards 3/5 done (1 failed), 0 steps");
     }
 }

@@ -27,6 +27,7 @@ pub(super) async fn watch(
         // execution ended, the history read after it is complete.
         let described = describe(client, arn).await?;
         tally.read_new(client, arn).await?;
+        tally.read_map_runs(client).await;
         let running = matches!(
             described.status(),
             ExecutionStatus::Running | ExecutionStatus::PendingRedrive

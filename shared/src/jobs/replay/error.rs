@@ -37,6 +37,9 @@ pub enum ReplayError {
     Progress(StoreError),
     #[error("shard {shard_id} has no final progress at {key}: its replay did not finish")]
     Unfinished { shard_id: String, key: String },
+    /// The plan's stored shards could not be read back.
+    #[error(transparent)]
+    Plan(#[from] crate::jobs::items::ItemsError),
 }
 
 impl From<TargetError> for ReplayError {
@@ -66,7 +69,7 @@ impl ErrorType for ReplayError {
             // Denied, no such function: retrying won't help.
             Self::Delivery(DeliveryError::Invoke(InvokeError::Fatal { .. })) => "InvokeRejected",
             Self::Delivery(DeliveryError::Invoke(_)) => "InvokeFailed",
-            Self::Progress(_) => "OutputWriteFailed",
+            Self::Progress(_) | Self::Plan(_) => "OutputWriteFailed",
             Self::Delivery(DeliveryError::Destination { .. }) => "DlqWriteFailed",
             Self::Reinject(_) => "ReinjectFailed",
             Self::Store(_) | Self::Source(_) => "SourceReadFailed",

@@ -54,11 +54,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use error::ReplayError;
-pub use protocol::{PaceOrigin, ReplayEvent, ReplayOutput, ReplayPlan, ShardReplay};
+pub use protocol::{
+    PaceOrigin, ReplayEvent, ReplayOutput, ReplayPlan, ReplayPlanOutput, ShardReplay,
+};
 use request::invalid;
 pub use request::{DlqLocation, ReplayRequest, ReplaySource, ReplayTarget, RunOutput};
-pub use summary::{MAX_LISTED_LOCATIONS, ReplaySummary, ReplayTotals, ShardSummary};
+pub use summary::{
+    MAX_LISTED_LOCATIONS, ReplaySummary, ReplayTotals, SUMMARY_PAGE, ShardSummary, SummaryOutput,
+};
 
+use crate::jobs::items::{ItemsLocation, plan_key, write_items};
 use crate::jobs::step;
 use crate::model::archive::ArchiveLayout;
 use crate::model::event::EventSource;
@@ -369,6 +374,27 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         })
     }
 
+    /// Stores the plan's groups where the state machine's Distributed Map
+    /// reads them (the run's progress folder), and answers where they are.
+    pub async fn store_plan(
+        &self,
+        request: &ReplayRequest,
+        plan: ReplayPlan,
+    ) -> Result<ReplayPlanOutput, ReplayError> {
+        let (bucket, _) = request.output();
+        let key = plan_key(&request.progress_folder(&plan.run_id));
+        write_items(&self.buckets.bucket(&bucket), &key, &plan.groups)
+            .await
+            .map_err(ReplayError::Progress)?;
+        Ok(ReplayPlanOutput {
+            shards: plan.shards.len(),
+            groups: plan.groups.len(),
+            run_id: plan.run_id,
+            stream_arn: plan.stream_arn,
+            items: ItemsLocation { bucket, key },
+        })
+    }
+
     /// One step of one shard: open the source, read its records after the
     /// checkpoint, pace them and settle them on the target piece by piece
     /// until the shard ends or the deadline nears; write the shard's final
@@ -450,7 +476,8 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             ReplayEvent::Validate { .. } => Ok(ReplayOutput::Valid { valid: true }),
             ReplayEvent::Plan { request } => {
                 let run_id = step::run_id(request.run_id.as_deref(), invocation_id);
-                Ok(ReplayOutput::Plan(self.plan(&request, &run_id).await?))
+                let plan = self.plan(&request, &run_id).await?;
+                Ok(ReplayOutput::Plan(self.store_plan(&request, plan).await?))
             }
             ReplayEvent::Step {
                 request,
@@ -466,9 +493,9 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             ReplayEvent::Summary {
                 request,
                 run_id,
-                shards,
+                plan,
             } => Ok(ReplayOutput::Summary(
-                self.summary(&request, &run_id, &shards).await?,
+                self.write_summary(&request, &run_id, &plan).await?,
             )),
         }
     }

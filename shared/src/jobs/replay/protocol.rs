@@ -7,7 +7,8 @@ use super::request::ReplayRequest;
 pub use crate::pipeline::pace::PaceOrigin;
 
 use super::request::ReplaySource;
-use super::summary::ReplaySummary;
+use super::summary::SummaryOutput;
+use crate::jobs::items::ItemsLocation;
 use crate::model::counters::Counters;
 use crate::model::record::{ArrivalTime, Record};
 use crate::model::seqno::{Position, SequenceNumber};
@@ -88,11 +89,13 @@ pub enum ReplayEvent {
         run_id: String,
         progress: ShardReplay,
     },
+    /// After every group's steps: `plan` is where the `plan` action wrote
+    /// the groups (its answer's `items`), read back one group at a time.
     #[serde(rename_all = "camelCase")]
     Summary {
         request: ReplayRequest,
         run_id: String,
-        shards: Vec<String>,
+        plan: ItemsLocation,
     },
 }
 
@@ -129,6 +132,20 @@ pub struct ReplayPlan {
     pub groups: Vec<Vec<ShardReplay>>,
 }
 
+/// What the `plan` action answers the state machine: the groups are in S3
+/// (`items`, a JSON array of groups, each an array of its shards' first
+/// [`ShardReplay`], parents first), where the Distributed Map reads them:
+/// the state stays the same size whatever the shard count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayPlanOutput {
+    pub run_id: String,
+    pub stream_arn: String,
+    pub shards: usize,
+    pub groups: usize,
+    pub items: ItemsLocation,
+}
+
 /// What the replay function answers, by action.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -137,11 +154,11 @@ pub enum ReplayOutput {
     Valid {
         valid: bool,
     },
-    Plan(ReplayPlan),
+    Plan(ReplayPlanOutput),
     /// `step`: `{"done": …, "progress": …}`.
     Step {
         done: bool,
         progress: ShardReplay,
     },
-    Summary(ReplaySummary),
+    Summary(SummaryOutput),
 }

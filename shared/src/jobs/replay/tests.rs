@@ -1006,3 +1006,138 @@ async fn a_failed_step_is_retried_from_its_last_settled_piece() {
         .collect();
     assert_eq!(got, want, "each record accepted once");
 }
+
+/// The state machine's path: `plan` stores the groups as the Map's items,
+/// each step runs on an item read back from there, and `summary` reads the
+/// plan back and writes the per-shard summary to S3, answering only the
+/// totals and where it is.
+#[tokio::test]
+async fn the_state_machine_plan_and_summary_go_through_s3() {
+    let replayer = replayer();
+    let a = records("shardId-000000000000", 23, &[5]);
+    let b = records("shardId-000000000001", 9, &[]);
+    write_two_shards(&replayer.buckets, &a, &b, 7).await;
+    let request = manifest_request();
+    let plan = match replayer
+        .handle(ReplayEvent::Plan { request: request.clone() }, far(), "run-1")
+        .await
+        .unwrap()
+    {
+        ReplayOutput::Plan(plan) => plan,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((plan.shards, plan.groups), (2, 2));
+    assert_eq!(plan.items.key, "dlq/replays/run-1/_plan.json");
+    let body = replayer.buckets.get(&plan.items.key).await.unwrap();
+    // What ItemReader (InputType JSON) reads: an array of groups.
+    let groups: Vec<Vec<ShardReplay>> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(groups.len(), 2);
+    for progress in groups.iter().flatten() {
+        let mut progress = progress.clone();
+        while !progress.done {
+            progress = replayer
+                .step(&request, "run-1", &progress, far())
+                .await
+                .unwrap();
+        }
+    }
+    let summary = match replayer
+        .handle(
+            ReplayEvent::Summary {
+                request: request.clone(),
+                run_id: "run-1".into(),
+                plan: plan.items.clone(),
+            },
+            far(),
+            "run-1",
+        )
+        .await
+        .unwrap()
+    {
+        ReplayOutput::Summary(summary) => summary,
+        other => panic!("{other:?}"),
+    };
+    let whole = replayer
+        .summary(&request, "run-1", &["shardId-000000000000".into(), "shardId-000000000001".into()])
+        .await
+        .unwrap();
+    assert_eq!(summary.totals, whole.totals);
+    assert_eq!(summary.totals.records, 32);
+    assert_eq!(summary.key, "dlq/replays/run-1/summary.json");
+    let stored: SummaryOutput =
+        serde_json::from_slice(&replayer.buckets.get(&summary.key).await.unwrap()).unwrap();
+    assert_eq!(stored, summary);
+    assert_eq!(summary.pages, vec!["dlq/replays/run-1/_summary/00000.jsonl"]);
+    let page = replayer.buckets.get(&summary.pages[0]).await.unwrap();
+    let shards: Vec<ShardSummary> = serde_json::Deserializer::from_slice(&page)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(shards, whole.shards);
+    // The answer reads as a summary of no shards (the demo reads it so).
+    let read: ReplaySummary = serde_json::from_value(serde_json::to_value(&summary).unwrap()).unwrap();
+    assert_eq!((read.totals, read.shards.len()), (whole.totals, 0));
+}
+
+/// A summary of more shards than a page holds is written page by page, in
+/// the plan's order, and totals every shard.
+#[tokio::test]
+async fn a_summary_is_written_a_page_of_shards_at_a_time() {
+    let replayer = replayer();
+    let request = manifest_request();
+    let folder = request.progress_folder("run-1");
+    let shards = 2 * SUMMARY_PAGE + 5;
+    let groups: Vec<Vec<ShardReplay>> = (0..shards)
+        .map(|i| vec![ShardReplay::new(format!("shardId-{i:012}"))])
+        .collect();
+    for group in &groups {
+        let done = ShardReplay {
+            records: 2,
+            done: true,
+            ..group[0].clone()
+        };
+        save(
+            &replayer.buckets,
+            format!("{folder}/{}/_progress.json", done.shard_id),
+            &done,
+        )
+        .await
+        .unwrap();
+    }
+    let plan = ItemsLocation {
+        bucket: "bucket".into(),
+        key: format!("{folder}/_plan.json"),
+    };
+    write_items(&replayer.buckets, &plan.key, &groups).await.unwrap();
+    let summary = replayer
+        .write_summary(&request, "run-1", &plan)
+        .await
+        .unwrap();
+    assert_eq!(summary.totals.shards, shards as u64);
+    assert_eq!(summary.totals.records, 2 * shards as u64);
+    assert_eq!(summary.pages.len(), 3);
+    let mut seen = Vec::new();
+    for (n, key) in summary.pages.iter().enumerate() {
+        let page = replayer.buckets.get(key).await.unwrap();
+        let lines: Vec<ShardSummary> = serde_json::Deserializer::from_slice(&page)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(lines.len(), if n < 2 { SUMMARY_PAGE } else { 5 }, "{key}");
+        seen.extend(lines.into_iter().map(|s| s.progress.shard_id));
+    }
+    let planned: Vec<String> = groups.iter().flatten().map(|s| s.shard_id.clone()).collect();
+    assert_eq!(seen, planned);
+    // A shard without final progress fails the summary, naming it.
+    replayer
+        .buckets
+        .delete(&format!("{folder}/shardId-{:012}/_progress.json", shards - 1))
+        .await
+        .unwrap();
+    let error = replayer
+        .write_summary(&request, "run-1", &plan)
+        .await
+        .unwrap_err();
+    assert_eq!(error.error_type(), "ShardUnfinished");
+    assert!(error.to_string().contains(&format!("shardId-{:012}", shards - 1)));
+}

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 
 use tokio::time::Instant;
 
+use crate::jobs::items::{Items, ItemsLocation, plan_key, write_items};
 use crate::jobs::step::{self, stop_time};
 use crate::model::chunk::Compression;
 use crate::model::manifest::Manifest;
@@ -28,7 +29,7 @@ pub mod protocol;
 pub mod request;
 
 pub use protocol::{
-    ManifestLocation, Plan, RunOutcome, ScrapeError, ScraperError, ScraperEvent, ScraperOutput,
+    ManifestLocation, Plan, PlanOutput, RunOutcome, ScrapeError, ScraperError, ScraperEvent, ScraperOutput,
     ShardProgress, StepOutcome,
 };
 pub use request::{
@@ -189,6 +190,46 @@ impl<O: Outputs> Scraper<O> {
         })
     }
 
+    /// Stores the plan's shards where the state machine's Distributed Map
+    /// reads them, and answers where they are.
+    async fn store_plan(
+        &self,
+        request: &ScrapeRequest,
+        plan: Plan,
+    ) -> Result<PlanOutput, ScraperError> {
+        let key = plan_key(&request.run_folder(&plan.run_id));
+        write_items(&self.store(request), &key, &plan.progress)
+            .await
+            .map_err(ScraperError::PlanWrite)?;
+        Ok(PlanOutput {
+            shards: plan.progress.len(),
+            stream_arn: plan.stream_arn,
+            run_id: plan.run_id,
+            items: ItemsLocation {
+                bucket: request.output.bucket.clone(),
+                key,
+            },
+        })
+    }
+
+    /// The shards of a stored plan, in its order (parents first).
+    async fn planned(
+        &self,
+        request: &ScrapeRequest,
+        plan: &ItemsLocation,
+    ) -> Result<Vec<PlannedShard>, ScraperError> {
+        Items::<ShardProgress>::read(&self.store(request), &plan.key)
+            .await?
+            .map(|progress| {
+                progress.map(|p| PlannedShard {
+                    shard_id: p.cursor.shard_id,
+                    parent_shard_ids: p.parent_shard_ids,
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(ScraperError::from)
+    }
+
     async fn step(
         &self,
         request: &ScrapeRequest,
@@ -249,7 +290,8 @@ impl<O: Outputs> Scraper<O> {
         match event {
             ScraperEvent::Plan { request } => {
                 let run_id = step::run_id(request.run_id.as_deref(), invocation_id);
-                Ok(ScraperOutput::Plan(self.plan(&request, &run_id).await?))
+                let plan = self.plan(&request, &run_id).await?;
+                Ok(ScraperOutput::Plan(self.store_plan(&request, plan).await?))
             }
             ScraperEvent::Step {
                 request,
@@ -270,11 +312,14 @@ impl<O: Outputs> Scraper<O> {
                 request,
                 stream_arn,
                 run_id,
-                shards,
-            } => Ok(ScraperOutput::Manifest(
-                self.manifest(&request, &stream_arn, &run_id, &shards)
-                    .await?,
-            )),
+                plan,
+            } => {
+                let shards = self.planned(&request, &plan).await?;
+                Ok(ScraperOutput::Manifest(
+                    self.manifest(&request, &stream_arn, &run_id, &shards)
+                        .await?,
+                ))
+            }
             ScraperEvent::Run {
                 request,
                 stream_arn,

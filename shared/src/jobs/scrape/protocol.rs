@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ScrapeRequest;
+use crate::jobs::items::{ItemsError, ItemsLocation};
 use crate::jobs::step::ErrorType;
 use crate::model::chunk::ChunkError;
 use crate::model::manifest::{ManifestChunk, ManifestShard};
@@ -89,12 +90,14 @@ pub enum ScraperEvent {
         run_id: String,
         progress: ShardProgress,
     },
+    /// After every shard's steps: `plan` is where the `plan` action wrote
+    /// the shards (its answer's `items`), read back one shard at a time.
     #[serde(rename_all = "camelCase")]
     Manifest {
         request: ScrapeRequest,
         stream_arn: String,
         run_id: String,
-        shards: Vec<PlannedShard>,
+        plan: ItemsLocation,
     },
     #[serde(rename_all = "camelCase")]
     Run {
@@ -145,6 +148,20 @@ pub struct Plan {
     pub progress: Vec<ShardProgress>,
 }
 
+/// What the `plan` action answers the state machine: the plan's shards are
+/// in S3 (`items`, a JSON array of each shard's first [`ShardProgress`],
+/// parents first), where the Distributed Map reads them: the state stays the
+/// same size whatever the shard count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanOutput {
+    pub stream_arn: String,
+    pub run_id: String,
+    /// Shards in the plan.
+    pub shards: usize,
+    pub items: ItemsLocation,
+}
+
 /// A finished scrape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -185,7 +202,7 @@ pub struct StepOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ScraperOutput {
-    Plan(Plan),
+    Plan(PlanOutput),
     Step(StepOutcome),
     Manifest(ManifestLocation),
     Run(RunOutcome),
@@ -217,6 +234,10 @@ pub enum ScraperError {
     Scrape(#[from] ScrapeError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error("could not store the plan's shards")]
+    PlanWrite(#[source] StoreError),
+    #[error(transparent)]
+    PlanRead(#[from] ItemsError),
 }
 
 impl ErrorType for ScraperError {
@@ -228,6 +249,7 @@ impl ErrorType for ScraperError {
             Self::Scrape(_) => "OutputWriteFailed",
             Self::Manifest(ManifestError::Unfinished { .. }) => "ShardUnfinished",
             Self::Manifest(_) => "OutputWriteFailed",
+            Self::PlanWrite(_) | Self::PlanRead(_) => "OutputWriteFailed",
         }
     }
 }

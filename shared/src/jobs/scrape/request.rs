@@ -118,9 +118,11 @@ pub struct ScrapeRequest {
     pub max_concurrency: Option<u32>,
 }
 
-/// The most shards the scrape state machine reads at once (an inline Map
-/// runs at most 40 iterations concurrently).
-pub const MAX_CONCURRENCY: u32 = 40;
+/// The most child executions a state machine's Distributed Map runs at once
+/// when the request says (shards of a scrape, lineage groups of a replay):
+/// Step Functions allows 10,000, the scraper's and replay function's
+/// concurrency is what bounds it.
+pub const MAX_CONCURRENCY: u32 = 1_000;
 
 fn default_poll_batch_size() -> i32 {
     crate::sources::kinesis::MAX_LIMIT
