@@ -5,7 +5,7 @@
 
 use aws_sdk_kinesis::primitives::Blob;
 use rewind_engine::model::chunk;
-use rewind_engine::model::manifest::Manifest;
+use rewind_engine::model::manifest::{Manifest, ShardManifest};
 use rewind_tests::{create_stream, unique};
 
 use crate::common::{Scratch, bare, rewind, stack};
@@ -73,7 +73,10 @@ async fn scrape_a_stream_into_a_local_folder() {
     let manifest: Manifest =
         serde_json::from_slice(&std::fs::read(out_dir.join(key)).unwrap()).unwrap();
     assert_eq!(manifest.records, 30);
-    let shard = &manifest.shards[0];
+    // The shard's chunks are in its own manifest, which the entry names.
+    let own = manifest.shards[0].manifest.as_deref().unwrap();
+    let own: ShardManifest = serde_json::from_slice(&std::fs::read(out_dir.join(own)).unwrap()).unwrap();
+    let shard = &own.shard;
     assert!(
         shard.chunks.len() >= 3,
         "chunks of at most 10 records (one page over): {}",

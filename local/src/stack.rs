@@ -113,7 +113,10 @@ impl LocalStack {
         let mut moto = Command::new(&tools.moto_server);
         moto.args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
             .env("MOTO_PORT", endpoint.port().to_string())
-            .env("MOTO_ACCOUNT_ID", ACCOUNT);
+            .env("MOTO_ACCOUNT_ID", ACCOUNT)
+            // What moto's Step Functions leaves out of Distributed Map, done
+            // as AWS documents it (local/python/sitecustomize.py).
+            .env("PYTHONPATH", layout.root.join("local").join("python"));
         let mut services = vec![Service::spawn(
             "moto",
             moto_port,

@@ -390,6 +390,24 @@ impl Resolver<'_> {
     }
 }
 
+/// The `Default` of template parameter `name` (a number or a string, as
+/// text): what a stack deployed with no overrides uses.
+pub fn parameter_default(template: &Path, name: &str) -> Result<Option<String>, TemplateError> {
+    let text = std::fs::read_to_string(template).map_err(|source| TemplateError::Read {
+        path: template.to_path_buf(),
+        source,
+    })?;
+    let root: Value = serde_norway::from_str(&text).map_err(|source| TemplateError::Parse {
+        path: template.to_path_buf(),
+        source,
+    })?;
+    Ok(match root["Parameters"].get(name).and_then(|p| p.get("Default")) {
+        Some(Value::String(text)) => Some(text.clone()),
+        Some(Value::Number(number)) => Some(number.to_string()),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

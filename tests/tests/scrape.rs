@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
 use rewind_engine::model::chunk::ChunkReader;
-use rewind_engine::model::manifest::{Manifest, ManifestShard};
+use rewind_engine::model::manifest::{Manifest, ManifestShard, ShardManifest, shard_manifest_key};
 use rewind_engine::model::seqno::SequenceNumber;
 use rewind_local::sdk::s3_client;
 use rewind_local::stack::{LOCAL_SCRAPER_CHUNK, LOCAL_SCRAPER_MAX_STEP_SECONDS};
@@ -188,12 +188,32 @@ impl Fixture {
         let location = &output["manifest"];
         anyhow::ensure!(location["bucket"] == json!(self.bucket), "{output}");
         let key = location["key"].as_str().unwrap_or_default();
-        let manifest: Manifest = serde_json::from_slice(&self.get(key).await?)?;
+        let mut manifest: Manifest = serde_json::from_slice(&self.get(key).await?)?;
         anyhow::ensure!(
             location["records"] == json!(manifest.records),
             "{output} vs {}",
             manifest.records
         );
+        // Each entry names the shard's own manifest (written by its last
+        // step), which holds its chunks: read as the entry's from here on.
+        for shard in manifest.shards.iter_mut() {
+            let own = shard_manifest_key(key, &shard.shard_id);
+            anyhow::ensure!(
+                shard.chunks.is_empty() && shard.manifest.as_deref() == Some(own.as_str()),
+                "{shard:?}"
+            );
+            let own: ShardManifest = serde_json::from_slice(&self.get(&own).await?)?;
+            anyhow::ensure!(
+                own.stream_arn == manifest.stream_arn
+                    && ManifestShard {
+                        chunks: Vec::new(),
+                        manifest: shard.manifest.clone(),
+                        ..own.shard.clone()
+                    } == *shard,
+                "{own:?} vs {shard:?}"
+            );
+            shard.chunks = own.shard.chunks;
+        }
         let mut read = BTreeMap::new();
         for shard in &manifest.shards {
             let mut records = Vec::new();

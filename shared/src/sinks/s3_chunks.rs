@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! <run folder>/<shardId>/<n>-<first>-<last>.jsonl.gz   one per step that read records
-//! <run folder>/<shardId>/_progress.json               the shard's final state
-//! <run folder>/manifest.json
+//! <run folder>/<shardId>/manifest.json                the shard's chunks (its last step)
+//! <run folder>/<shardId>/_progress.json               the shard's final state (then)
+//! <run folder>/manifest.json                          the shards, each naming its manifest
 //! ```
 //!
 //! A step owns chunk `n` of its shard. Opening it removes whatever an
@@ -15,7 +16,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::model::chunk::{ChunkError, ChunkSummary, ChunkWriter, Compression};
-use crate::model::manifest::{Manifest, ManifestChunk, ManifestShard};
+use crate::model::manifest::{
+    Manifest, ManifestChunk, ManifestShard, ShardManifest, shard_manifest_key,
+};
 use crate::model::record::Record;
 use crate::model::seqno::SequenceNumber;
 use crate::pipeline::lineage::{PlannedShard, parents_first};
@@ -135,6 +138,52 @@ pub async fn write_final_progress<O: ObjectStore, P: FinalProgress>(
         .await
 }
 
+/// A shard's chunks, in order, from a listing of its folder.
+pub async fn shard_chunks<R: ObjectReader>(
+    store: &R,
+    folder: &str,
+) -> Result<Vec<ManifestChunk>, StoreError> {
+    let mut chunks: Vec<(u64, ManifestChunk)> = store
+        .list(&format!("{folder}/"))
+        .await?
+        .into_iter()
+        .filter_map(|key| {
+            let name = key.rsplit('/').next()?;
+            let stem = &name[..name.find(".jsonl")?];
+            let mut parts = stem.splitn(3, '-');
+            let n: u64 = parts.next()?.parse().ok()?;
+            let first = SequenceNumber::parse(parts.next()?).ok()?;
+            let last = SequenceNumber::parse(parts.next()?).ok()?;
+            Some((
+                n,
+                ManifestChunk {
+                    key,
+                    first_sequence_number: first,
+                    last_sequence_number: last,
+                },
+            ))
+        })
+        .collect();
+    chunks.sort_by_key(|(n, _)| *n);
+    Ok(chunks.into_iter().map(|(_, c)| c).collect())
+}
+
+/// Stores a finished shard's own manifest in its folder.
+pub async fn write_shard_manifest<O: ObjectStore>(
+    store: &O,
+    folder: &str,
+    manifest: &ShardManifest,
+) -> Result<(), StoreError> {
+    store
+        .put(PutObject {
+            key: format!("{folder}/manifest.json"),
+            body: serde_json::to_vec(manifest).expect("a manifest always serialises"),
+            content_type: "application/json",
+            content_encoding: None,
+        })
+        .await
+}
+
 /// Why a manifest could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -150,9 +199,10 @@ pub enum ManifestError {
     },
 }
 
-/// Builds `manifest.json` from the shards' chunks and final progress (the
-/// shards parents first; `manifest` makes the document of them) and stores
-/// it in the run folder; returns it and its key.
+/// Builds `manifest.json` from the shards' final progress (the shards
+/// parents first, each naming its own manifest; `manifest` makes the
+/// document of them) and stores it in the run folder; returns it and its
+/// key.
 pub async fn write_manifest<O: ObjectStore + ObjectReader, P: FinalProgress>(
     store: &O,
     run_folder: &str,
@@ -177,30 +227,9 @@ pub async fn write_manifest<O: ObjectStore + ObjectReader, P: FinalProgress>(
                 });
             }
         };
-        let mut chunks: Vec<(u64, ManifestChunk)> = store
-            .list(&format!("{folder}/"))
-            .await?
-            .into_iter()
-            .filter_map(|key| {
-                let name = key.rsplit('/').next()?;
-                let stem = &name[..name.find(".jsonl")?];
-                let mut parts = stem.splitn(3, '-');
-                let n: u64 = parts.next()?.parse().ok()?;
-                let first = SequenceNumber::parse(parts.next()?).ok()?;
-                let last = SequenceNumber::parse(parts.next()?).ok()?;
-                Some((
-                    n,
-                    ManifestChunk {
-                        key,
-                        first_sequence_number: first,
-                        last_sequence_number: last,
-                    },
-                ))
-            })
-            .collect();
-        chunks.sort_by_key(|(n, _)| *n);
-        manifest_shards
-            .push(progress.manifest_shard(&shard, chunks.into_iter().map(|(_, c)| c).collect()));
+        let mut entry = progress.manifest_shard(&shard, Vec::new());
+        entry.manifest = Some(shard_manifest_key(&format!("{run_folder}/manifest.json"), &shard.shard_id));
+        manifest_shards.push(entry);
     }
     let manifest = manifest(manifest_shards);
     let key = format!("{run_folder}/manifest.json");

@@ -225,13 +225,22 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
     }
 
     /// The request's source, opened: the one place that knows every kind.
+    /// A step opens it for its `shard` only (a manifest's, only that
+    /// shard's own manifest, read a piece at a time).
     async fn open(
         &self,
         request: &ReplayRequest,
+        shard: Option<&str>,
     ) -> Result<Box<dyn RecordSource + '_>, ReplayError> {
         Ok(match &request.source {
             ReplaySource::Manifest { bucket, key } => {
-                Box::new(ManifestSource::open(self.buckets.bucket(bucket), bucket, key).await?)
+                let store = self.buckets.bucket(bucket);
+                Box::new(match shard {
+                    Some(shard) => ManifestSource::open_shard(store, bucket, key, shard)
+                        .await?
+                        .with_page(piece(request)),
+                    None => ManifestSource::open(store, bucket, key).await?,
+                })
             }
             ReplaySource::Archive {
                 bucket,
@@ -294,13 +303,9 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
     ) -> Result<Box<dyn Target + 'a>, ReplayError> {
         let filters = request.options.filters()?;
         let target: Box<dyn Target + 'a> = match &request.target {
-            ReplayTarget::Function { .. } if request.dry_run => Box::new(DryRun {
+            _ if request.dry_run => Box::new(DryRun {
                 filters,
-                piece: (request.options.batch_size * request.options.parallelization_factor).max(1),
-            }),
-            ReplayTarget::Stream { .. } if request.dry_run => Box::new(DryRun {
-                filters,
-                piece: crate::sinks::kinesis::MAX_ENTRIES,
+                piece: piece(request),
             }),
             ReplayTarget::Function {
                 function_name,
@@ -359,7 +364,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         request: &ReplayRequest,
         run_id: &str,
     ) -> Result<ReplayPlan, ReplayError> {
-        let source = self.open(request).await?;
+        let source = self.open(request, None).await?;
         let groups = source.shards().await?;
         let stream_arn = self.stream_arn(source.as_ref());
         EventSource::new(stream_arn.clone(), "")?;
@@ -436,7 +441,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             Err(error) => return Err(error.into()),
         }
         progress.started_at.get_or_insert_with(now);
-        let source = self.open(request).await?;
+        let source = self.open(request, Some(&progress.shard_id)).await?;
         let target = self.target(request, run_id, self.stream_arn(source.as_ref()))?;
         let speedup = match &request.target {
             ReplayTarget::Stream { speedup, .. } if !request.dry_run => *speedup,
@@ -498,6 +503,17 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                 self.write_summary(&request, &run_id, &plan).await?,
             )),
         }
+    }
+}
+
+/// Records the request's target settles at a time (a piece): `BatchSize ×
+/// ParallelizationFactor` for a function, a PutRecords call for a stream.
+fn piece(request: &ReplayRequest) -> usize {
+    match &request.target {
+        ReplayTarget::Function { .. } => {
+            (request.options.batch_size * request.options.parallelization_factor).max(1)
+        }
+        ReplayTarget::Stream { .. } => crate::sinks::kinesis::MAX_ENTRIES,
     }
 }
 

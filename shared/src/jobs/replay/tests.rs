@@ -250,7 +250,9 @@ async fn write_scrape(store: &Mem, shards: &[(&str, Vec<Record>)], per_chunk: us
             shard_id: (*shard_id).into(),
             parent_shard_ids: Vec::new(),
             records: records.len() as u64,
+            // As a manifest from before per-shard manifests: chunks inline.
             chunks,
+            manifest: None,
             first_sequence_number: records.first().map(|r| r.sequence_number.clone()),
             last_sequence_number: records.last().map(|r| r.sequence_number.clone()),
             first_arrival: None,

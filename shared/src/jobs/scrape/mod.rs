@@ -15,11 +15,11 @@ use tokio::time::Instant;
 use crate::jobs::items::{Items, ItemsLocation, plan_key, write_items};
 use crate::jobs::step::{self, stop_time};
 use crate::model::chunk::Compression;
-use crate::model::manifest::Manifest;
+use crate::model::manifest::{Manifest, ShardManifest};
 use crate::model::record::stream_name_from_arn;
 use crate::pipeline::lineage::PlannedShard;
 use crate::request::RequestError;
-use crate::sinks::s3_chunks::{self, ManifestError, StepChunk, shard_folder};
+use crate::sinks::s3_chunks::{self, FinalProgress, ManifestError, StepChunk, shard_folder};
 use crate::sources::kinesis::{
     ShardSource, ShardWindow, StepBudget, list_shards, read_step, resolve_stream_arn,
 };
@@ -40,11 +40,15 @@ pub use request::{
 pub const DEFAULT_MAX_RECORDS_PER_CHUNK: u64 = 100_000;
 
 /// Runs one step of one shard: reads until the shard's window is done, the
-/// deadline, or `max_records`, and stores what it read as chunk `n`.
+/// deadline, or `max_records`, and stores what it read as chunk `n`; the
+/// shard's last step also stores its own manifest (its chunks) and final
+/// progress.
+#[allow(clippy::too_many_arguments)]
 pub async fn scrape_step<S: ShardSource, O: ObjectStore + ObjectReader>(
     source: &S,
     store: &O,
     window: &ShardWindow,
+    stream_arn: &str,
     run_folder: &str,
     compression: Compression,
     progress: &ShardProgress,
@@ -73,6 +77,18 @@ pub async fn scrape_step<S: ShardSource, O: ObjectStore + ObjectReader>(
     }
     progress.cursor = cursor;
     if progress.is_done() {
+        // The shard's manifest first: its final progress says it is done.
+        let planned = PlannedShard {
+            shard_id: progress.cursor.shard_id.clone(),
+            parent_shard_ids: progress.parent_shard_ids.clone(),
+        };
+        let chunks = s3_chunks::shard_chunks(store, &folder).await?;
+        let manifest = ShardManifest {
+            stream_arn: stream_arn.to_owned(),
+            compression,
+            shard: progress.clone().manifest_shard(&planned, chunks),
+        };
+        s3_chunks::write_shard_manifest(store, &folder, &manifest).await?;
         s3_chunks::write_final_progress(store, &folder, &progress).await?;
     }
     Ok(progress)
@@ -245,6 +261,7 @@ impl<O: Outputs> Scraper<O> {
             &source,
             &self.store(request),
             &window,
+            stream_arn,
             &request.run_folder(run_id),
             request.compression,
             progress,

@@ -58,6 +58,7 @@ impl FinalProgress for ShardProgress {
             parent_shard_ids: shard.parent_shard_ids.clone(),
             records: self.cursor.records,
             chunks,
+            manifest: None,
             first_sequence_number: self.first_sequence_number,
             last_sequence_number: self.last_sequence_number,
             first_arrival: self.first_arrival,

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::model::manifest::ManifestShard;
 use crate::model::record::Record;
 use crate::model::window::StopReason;
 use crate::sources::kinesis::tests::{MemoryShard, shard_records};
@@ -10,6 +11,8 @@ use crate::store::MemoryStore;
 fn request(json: &str) -> Result<ScrapeRequest, RequestError> {
     ScrapeRequest::parse(json.as_bytes())
 }
+
+const ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/orders";
 
 const GOOD: &str = r#"{
     "stream": "orders",
@@ -155,6 +158,7 @@ async fn run_shard(
             shard,
             store,
             &window,
+            ARN,
             &request.run_folder("run-1"),
             request.compression,
             &carried,
@@ -184,13 +188,28 @@ async fn steps_write_chunks_and_the_manifest_describes_them() {
         shard_id: "shardId-000000000000".into(),
         parent_shard_ids: vec![],
     }];
-    let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/orders";
-    let (manifest, key) = write_manifest(&store, &req, arn, "run-1", &planned)
+    let (manifest, key) = write_manifest(&store, &req, ARN, "run-1", &planned)
         .await
         .unwrap();
     assert_eq!(key, "scrapes/run-1/manifest.json");
     assert_eq!(manifest.records, 22);
-    let shard_manifest = &manifest.shards[0];
+    // The top-level manifest names the shard's own, which its last step
+    // wrote: its chunks, the shard's totals, the stream.
+    let entry = &manifest.shards[0];
+    assert!(entry.chunks.is_empty(), "{entry:?}");
+    let shard_key = "scrapes/run-1/shardId-000000000000/manifest.json";
+    assert_eq!(entry.manifest.as_deref(), Some(shard_key));
+    let own: ShardManifest = serde_json::from_slice(&store.objects()[shard_key].body).unwrap();
+    assert_eq!((own.stream_arn.as_str(), own.compression), (ARN, Compression::Zstd));
+    assert_eq!(
+        ManifestShard {
+            chunks: Vec::new(),
+            manifest: entry.manifest.clone(),
+            ..own.shard.clone()
+        },
+        *entry
+    );
+    let shard_manifest = &own.shard;
     assert_eq!(shard_manifest.chunks.len(), 3);
     assert!(
         shard_manifest.chunks[0]
@@ -251,6 +270,7 @@ async fn a_retried_step_replaces_its_leftover_chunk() {
             shard_ref,
             store_ref,
             window_ref,
+            ARN,
             run,
             req.compression,
             &progress,
@@ -283,8 +303,10 @@ async fn a_retried_step_replaces_its_leftover_chunk() {
     )
     .await
     .unwrap();
+    let own = manifest.shards[0].manifest.as_deref().unwrap();
+    let own: ShardManifest = serde_json::from_slice(&store.objects()[own].body).unwrap();
     let mut read = Vec::new();
-    read_shard_chunks(&store, &manifest.shards[0], |r| read.push(r))
+    read_shard_chunks(&store, &own.shard, |r| read.push(r))
         .await
         .unwrap();
     assert_eq!(read, records[..30].to_vec());
