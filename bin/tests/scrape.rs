@@ -75,7 +75,8 @@ async fn scrape_a_stream_into_a_local_folder() {
     assert_eq!(manifest.records, 30);
     // The shard's chunks are in its own manifest, which the entry names.
     let own = manifest.shards[0].manifest.as_deref().unwrap();
-    let own: ShardManifest = serde_json::from_slice(&std::fs::read(out_dir.join(own)).unwrap()).unwrap();
+    let own: ShardManifest =
+        serde_json::from_slice(&std::fs::read(out_dir.join(own)).unwrap()).unwrap();
     let shard = &own.shard;
     assert!(
         shard.chunks.len() >= 3,

@@ -401,11 +401,13 @@ pub fn parameter_default(template: &Path, name: &str) -> Result<Option<String>, 
         path: template.to_path_buf(),
         source,
     })?;
-    Ok(match root["Parameters"].get(name).and_then(|p| p.get("Default")) {
-        Some(Value::String(text)) => Some(text.clone()),
-        Some(Value::Number(number)) => Some(number.to_string()),
-        _ => None,
-    })
+    Ok(
+        match root["Parameters"].get(name).and_then(|p| p.get("Default")) {
+            Some(Value::String(text)) => Some(text.clone()),
+            Some(Value::Number(number)) => Some(number.to_string()),
+            _ => None,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! part of the system).
 
 mod archiver;
+mod capacity;
 mod lambda;
 mod lifecycle;
 mod limits;

@@ -417,7 +417,9 @@ mod tests {
                 .r#type(HistoryEventType::MapRunStarted)
                 .timestamp(DateTime::from_secs(0))
                 .map_run_started_event_details(
-                    MapRunStartedEventDetails::builder().map_run_arn("arn:run").build(),
+                    MapRunStartedEventDetails::builder()
+                        .map_run_arn("arn:run")
+                        .build(),
                 )
                 .build()
                 .unwrap(),

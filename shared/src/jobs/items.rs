@@ -125,7 +125,10 @@ mod tests {
 
     #[test]
     fn items_are_a_json_array_read_back_one_line_at_a_time() {
-        let items = vec![vec!["a".to_owned()], vec!["b".to_owned(), "c,\n]".to_owned()]];
+        let items = vec![
+            vec!["a".to_owned()],
+            vec!["b".to_owned(), "c,\n]".to_owned()],
+        ];
         let body = items_body(&items);
         // What ItemReader (InputType JSON) takes: one JSON array.
         let parsed: Vec<Vec<String>> = serde_json::from_slice(&body).unwrap();

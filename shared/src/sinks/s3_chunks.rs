@@ -228,7 +228,10 @@ pub async fn write_manifest<O: ObjectStore + ObjectReader, P: FinalProgress>(
             }
         };
         let mut entry = progress.manifest_shard(&shard, Vec::new());
-        entry.manifest = Some(shard_manifest_key(&format!("{run_folder}/manifest.json"), &shard.shard_id));
+        entry.manifest = Some(shard_manifest_key(
+            &format!("{run_folder}/manifest.json"),
+            &shard.shard_id,
+        ));
         manifest_shards.push(entry);
     }
     let manifest = manifest(manifest_shards);

@@ -209,3 +209,189 @@ impl<R: ObjectReader> Pages for Chunks<'_, R> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::chunk::{ChunkWriter, Compression};
+    use crate::model::manifest::ManifestChunk;
+    use crate::model::record::ArrivalTime;
+    use crate::model::seqno::SequenceNumber;
+    use crate::model::window::{StartPosition, StopCondition};
+    use crate::store::{MemoryStore, ObjectStore, PutObject};
+
+    const ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/orders";
+
+    fn record(n: usize) -> Record {
+        Record {
+            stream: "orders".into(),
+            shard_id: "shardId-000000000000".into(),
+            sequence_number: SequenceNumber::parse(&format!("{}", 1000 + n)).unwrap(),
+            sub_sequence_number: None,
+            partition_key: "k".into(),
+            explicit_hash_key: None,
+            encryption_type: None,
+            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(n as i64),
+            data: format!("record {n}").into_bytes(),
+        }
+    }
+
+    async fn put(store: &MemoryStore, key: &str, body: Vec<u8>) {
+        store
+            .put(PutObject {
+                key: key.into(),
+                body,
+                content_type: "application/json",
+                content_encoding: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// A scrape of one shard in chunks of `sizes` records: its own manifest
+    /// and the top-level one naming it, or (`inline`) a manifest from before
+    /// per-shard manifests.
+    async fn scrape(store: &MemoryStore, sizes: &[usize], inline: bool) -> Vec<Record> {
+        let mut all = Vec::new();
+        let mut chunks = Vec::new();
+        for (n, &size) in sizes.iter().enumerate() {
+            let records: Vec<Record> = (all.len()..all.len() + size).map(record).collect();
+            let key = format!("scrapes/run/shardId-000000000000/{n}.jsonl.gz");
+            let mut writer = ChunkWriter::new(&key, Vec::new(), Compression::Gzip).unwrap();
+            for r in &records {
+                writer.write(r).unwrap();
+            }
+            put(store, &key, writer.finish().unwrap().0).await;
+            chunks.push(ManifestChunk {
+                key,
+                first_sequence_number: records[0].sequence_number.clone(),
+                last_sequence_number: records[size - 1].sequence_number.clone(),
+            });
+            all.extend(records);
+        }
+        let shard = ManifestShard {
+            shard_id: "shardId-000000000000".into(),
+            parent_shard_ids: Vec::new(),
+            records: all.len() as u64,
+            chunks,
+            manifest: None,
+            first_sequence_number: None,
+            last_sequence_number: None,
+            first_arrival: None,
+            last_arrival: None,
+            stop_reason: None,
+            child_shard_ids: Vec::new(),
+        };
+        let own = shard_manifest_key("scrapes/run/manifest.json", &shard.shard_id);
+        let entry = if inline {
+            shard.clone()
+        } else {
+            let manifest = ShardManifest {
+                stream_arn: ARN.into(),
+                compression: Compression::Gzip,
+                shard: shard.clone(),
+            };
+            put(store, &own, serde_json::to_vec(&manifest).unwrap()).await;
+            ManifestShard {
+                chunks: Vec::new(),
+                manifest: Some(own),
+                ..shard
+            }
+        };
+        let top = Manifest {
+            stream: "orders".into(),
+            stream_arn: ARN.into(),
+            run_id: "run".into(),
+            bucket: "b".into(),
+            prefix: "scrapes".into(),
+            compression: Compression::Gzip,
+            start: StartPosition::TrimHorizon,
+            stop: StopCondition::Latest { as_of: None },
+            records: all.len() as u64,
+            shards: vec![entry],
+        };
+        put(
+            store,
+            "scrapes/run/manifest.json",
+            serde_json::to_vec(&top).unwrap(),
+        )
+        .await;
+        all
+    }
+
+    /// A store that keeps the keys read from it.
+    #[derive(Default)]
+    struct Watched {
+        store: MemoryStore,
+        gets: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl ObjectReader for Watched {
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, crate::store::StoreError> {
+            self.store.list(prefix).await
+        }
+
+        async fn get(&self, key: &str) -> Result<Vec<u8>, crate::store::StoreError> {
+            self.gets.lock().unwrap().push(key.to_owned());
+            self.store.get(key).await
+        }
+    }
+
+    async fn pages<R: ObjectReader>(
+        source: &ManifestSource<R>,
+        after: Option<&Position>,
+    ) -> Vec<Vec<Record>> {
+        let mut pages = source.pages("shardId-000000000000", after).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next_page().await.unwrap() {
+            out.push(page);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_step_reads_its_shards_own_manifest_a_piece_at_a_time() {
+        let watched = Watched::default();
+        let all = scrape(&watched.store, &[10, 3], false).await;
+        let top = "scrapes/run/manifest.json";
+        let source = ManifestSource::open_shard(watched, "b", top, "shardId-000000000000")
+            .await
+            .unwrap()
+            .with_page(4);
+        assert!(matches!(source.stream(), SourceStream::Arn(arn) if arn == ARN));
+        let read = pages(&source, None).await;
+        // Pages of at most 4, none across the two chunks.
+        let sizes: Vec<usize> = read.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [4, 4, 2, 3]);
+        assert_eq!(read.concat(), all);
+        // The step read its shard's manifest and chunks, never the top-level
+        // manifest.
+        let gets = source.store.gets.lock().unwrap().clone();
+        assert_eq!(gets[0], "scrapes/run/shardId-000000000000/manifest.json");
+        assert!(!gets.iter().any(|k| k == top), "{gets:?}");
+        let store = source.store.store;
+        // From the top-level manifest (the plan), the entry leads to the
+        // shard's own manifest too; a resume skips the chunks before it.
+        let source = ManifestSource::open(store, "b", top).await.unwrap();
+        assert_eq!(source.shards().await.unwrap(), [["shardId-000000000000"]]);
+        let after = Position::of(&all[11]);
+        assert_eq!(pages(&source, Some(&after)).await.concat(), all[10..]);
+    }
+
+    #[tokio::test]
+    async fn a_manifest_from_before_per_shard_manifests_is_still_read() {
+        let store = MemoryStore::default();
+        let all = scrape(&store, &[5, 5], true).await;
+        let source = ManifestSource::open_shard(
+            store,
+            "b",
+            "scrapes/run/manifest.json",
+            "shardId-000000000000",
+        )
+        .await
+        .unwrap();
+        let read = pages(&source, None).await;
+        assert_eq!(read.iter().map(Vec::len).collect::<Vec<_>>(), [5, 5]);
+        assert_eq!(read.concat(), all);
+    }
+}

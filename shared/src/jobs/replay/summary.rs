@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 use super::protocol::ShardReplay;
 use super::request::{DlqLocation, ReplayRequest, ReplayTarget};
 use super::{Buckets, Queues, ReplayError, Replayer, Streams, Targets};
+use crate::jobs::items::{Items, ItemsLocation};
 use crate::model::counters::Counters;
 use crate::model::record::ArrivalTime;
 use crate::model::seqno::SequenceNumber;
-use crate::jobs::items::{Items, ItemsLocation};
 use crate::store::{ObjectReader, ObjectStore, PutObject};
 
 /// One shard in the summary.

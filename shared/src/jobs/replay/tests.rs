@@ -1021,7 +1021,13 @@ async fn the_state_machine_plan_and_summary_go_through_s3() {
     write_two_shards(&replayer.buckets, &a, &b, 7).await;
     let request = manifest_request();
     let plan = match replayer
-        .handle(ReplayEvent::Plan { request: request.clone() }, far(), "run-1")
+        .handle(
+            ReplayEvent::Plan {
+                request: request.clone(),
+            },
+            far(),
+            "run-1",
+        )
         .await
         .unwrap()
     {
@@ -1060,7 +1066,11 @@ async fn the_state_machine_plan_and_summary_go_through_s3() {
         other => panic!("{other:?}"),
     };
     let whole = replayer
-        .summary(&request, "run-1", &["shardId-000000000000".into(), "shardId-000000000001".into()])
+        .summary(
+            &request,
+            "run-1",
+            &["shardId-000000000000".into(), "shardId-000000000001".into()],
+        )
         .await
         .unwrap();
     assert_eq!(summary.totals, whole.totals);
@@ -1069,7 +1079,10 @@ async fn the_state_machine_plan_and_summary_go_through_s3() {
     let stored: SummaryOutput =
         serde_json::from_slice(&replayer.buckets.get(&summary.key).await.unwrap()).unwrap();
     assert_eq!(stored, summary);
-    assert_eq!(summary.pages, vec!["dlq/replays/run-1/_summary/00000.jsonl"]);
+    assert_eq!(
+        summary.pages,
+        vec!["dlq/replays/run-1/_summary/00000.jsonl"]
+    );
     let page = replayer.buckets.get(&summary.pages[0]).await.unwrap();
     let shards: Vec<ShardSummary> = serde_json::Deserializer::from_slice(&page)
         .into_iter()
@@ -1077,7 +1090,8 @@ async fn the_state_machine_plan_and_summary_go_through_s3() {
         .unwrap();
     assert_eq!(shards, whole.shards);
     // The answer reads as a summary of no shards (the demo reads it so).
-    let read: ReplaySummary = serde_json::from_value(serde_json::to_value(&summary).unwrap()).unwrap();
+    let read: ReplaySummary =
+        serde_json::from_value(serde_json::to_value(&summary).unwrap()).unwrap();
     assert_eq!((read.totals, read.shards.len()), (whole.totals, 0));
 }
 
@@ -1110,7 +1124,9 @@ async fn a_summary_is_written_a_page_of_shards_at_a_time() {
         bucket: "bucket".into(),
         key: format!("{folder}/_plan.json"),
     };
-    write_items(&replayer.buckets, &plan.key, &groups).await.unwrap();
+    write_items(&replayer.buckets, &plan.key, &groups)
+        .await
+        .unwrap();
     let summary = replayer
         .write_summary(&request, "run-1", &plan)
         .await
@@ -1128,12 +1144,19 @@ async fn a_summary_is_written_a_page_of_shards_at_a_time() {
         assert_eq!(lines.len(), if n < 2 { SUMMARY_PAGE } else { 5 }, "{key}");
         seen.extend(lines.into_iter().map(|s| s.progress.shard_id));
     }
-    let planned: Vec<String> = groups.iter().flatten().map(|s| s.shard_id.clone()).collect();
+    let planned: Vec<String> = groups
+        .iter()
+        .flatten()
+        .map(|s| s.shard_id.clone())
+        .collect();
     assert_eq!(seen, planned);
     // A shard without final progress fails the summary, naming it.
     replayer
         .buckets
-        .delete(&format!("{folder}/shardId-{:012}/_progress.json", shards - 1))
+        .delete(&format!(
+            "{folder}/shardId-{:012}/_progress.json",
+            shards - 1
+        ))
         .await
         .unwrap();
     let error = replayer
@@ -1141,5 +1164,9 @@ async fn a_summary_is_written_a_page_of_shards_at_a_time() {
         .await
         .unwrap_err();
     assert_eq!(error.error_type(), "ShardUnfinished");
-    assert!(error.to_string().contains(&format!("shardId-{:012}", shards - 1)));
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("shardId-{:012}", shards - 1))
+    );
 }

@@ -29,8 +29,8 @@ pub mod protocol;
 pub mod request;
 
 pub use protocol::{
-    ManifestLocation, Plan, PlanOutput, RunOutcome, ScrapeError, ScraperError, ScraperEvent, ScraperOutput,
-    ShardProgress, StepOutcome,
+    ManifestLocation, Plan, PlanOutput, RunOutcome, ScrapeError, ScraperError, ScraperEvent,
+    ScraperOutput, ShardProgress, StepOutcome,
 };
 pub use request::{
     MAX_CONCURRENCY, MAX_POLL_DELAY_MS, OutputLocation, ScrapeRequest, ShardSelection,

@@ -200,7 +200,10 @@ async fn steps_write_chunks_and_the_manifest_describes_them() {
     let shard_key = "scrapes/run-1/shardId-000000000000/manifest.json";
     assert_eq!(entry.manifest.as_deref(), Some(shard_key));
     let own: ShardManifest = serde_json::from_slice(&store.objects()[shard_key].body).unwrap();
-    assert_eq!((own.stream_arn.as_str(), own.compression), (ARN, Compression::Zstd));
+    assert_eq!(
+        (own.stream_arn.as_str(), own.compression),
+        (ARN, Compression::Zstd)
+    );
     assert_eq!(
         ManifestShard {
             chunks: Vec::new(),
