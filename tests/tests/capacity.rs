@@ -117,11 +117,11 @@ fn largest(events: &[HistoryEvent]) -> usize {
     events.iter().flat_map(payloads).max().unwrap_or(0)
 }
 
-fn entered<'a>(event: &'a HistoryEvent) -> Option<&'a str> {
+fn entered(event: &HistoryEvent) -> Option<&str> {
     event.state_entered_event_details().map(|d| d.name())
 }
 
-fn exited<'a>(event: &'a HistoryEvent) -> Option<&'a str> {
+fn exited(event: &HistoryEvent) -> Option<&str> {
     event.state_exited_event_details().map(|d| d.name())
 }
 

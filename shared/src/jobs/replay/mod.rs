@@ -47,6 +47,7 @@
 mod error;
 mod protocol;
 mod request;
+mod shard_run;
 mod summary;
 
 use std::time::Duration;
@@ -67,9 +68,7 @@ use crate::jobs::items::{ItemsLocation, plan_key, write_items};
 use crate::jobs::step;
 use crate::model::archive::ArchiveLayout;
 use crate::model::event::EventSource;
-use crate::model::record::{ArrivalTime, Record};
-use crate::model::seqno::Position;
-use crate::pipeline::dedupe;
+use crate::model::record::ArrivalTime;
 use crate::pipeline::pace::Pace;
 use crate::sinks::Target;
 use crate::sinks::dlq::{Dlq, FailureDestination, S3FailureDestination, SqsFailureDestination};
@@ -82,8 +81,9 @@ use crate::sources::dynamodb::{DynamoReader, DynamoSource};
 use crate::sources::files::FilesSource;
 use crate::sources::manifest::ManifestSource;
 use crate::sources::s3_archive::ArchiveSource;
-use crate::sources::{Pages, RecordSource, SourceStream};
-use crate::store::{ObjectReader, ObjectStore, PutObject};
+use crate::sources::{RecordSource, SourceStream};
+use crate::store::{ObjectReader, ObjectStore};
+use shard_run::{Checkpoint, ShardRun, save};
 
 /// S3 buckets by name (a memory store in tests).
 pub trait Buckets: Send + Sync {
@@ -519,99 +519,6 @@ fn piece(request: &ReplayRequest) -> usize {
 
 fn now() -> ArrivalTime {
     ArrivalTime::from_datetime(chrono::Utc::now())
-}
-
-/// Where each settled piece's progress is saved.
-struct Checkpoint<W> {
-    store: W,
-    key: String,
-}
-
-async fn save<W: ObjectStore>(
-    store: &W,
-    key: String,
-    progress: &ShardReplay,
-) -> Result<(), ReplayError> {
-    store
-        .put(PutObject {
-            key,
-            body: serde_json::to_vec(progress).expect("progress always serialises"),
-            content_type: "application/json",
-            content_encoding: None,
-        })
-        .await
-        .map_err(ReplayError::Progress)
-}
-
-/// One shard's step: records after the checkpoint, paced, settled on the
-/// target one piece at a time until the stop time.
-struct ShardRun<'a, W> {
-    target: &'a dyn Target,
-    pace: Pace,
-    checkpoint: Checkpoint<W>,
-}
-
-impl<W: ObjectStore> ShardRun<'_, W> {
-    /// Every page of the shard; `false` when the step must stop first.
-    async fn all(
-        &mut self,
-        pages: &mut dyn Pages,
-        progress: &mut ShardReplay,
-    ) -> Result<bool, ReplayError> {
-        while let Some(records) = pages.next_page().await? {
-            if !self.take(records, progress).await? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Takes the records after `progress.last`; `false` when the step must
-    /// stop (the records not settled are taken again by the next step).
-    async fn take(
-        &mut self,
-        records: Vec<Record>,
-        progress: &mut ShardReplay,
-    ) -> Result<bool, ReplayError> {
-        let mut records = dedupe::after(records, progress.last.as_ref());
-        while !records.is_empty() {
-            if Instant::now() >= self.pace.stop_at {
-                return Ok(false);
-            }
-            let Some(n) = self
-                .pace
-                .next_piece(&records, self.target.piece(), &mut progress.pace)
-                .await
-            else {
-                return Ok(false);
-            };
-            let rest = records.split_off(n);
-            let piece = std::mem::replace(&mut records, rest);
-            let settled = self.target.settle(piece.clone(), self.pace.stop_at).await?;
-            // A delivery stopped at the step's deadline settles the records
-            // before the first one it had not settled; the next step starts
-            // there.
-            let count = match &settled.unsettled {
-                Some(first) => piece
-                    .iter()
-                    .position(|r| Position::of(r) >= *first)
-                    .unwrap_or(piece.len()),
-                None => piece.len(),
-            };
-            self.pace.sent(count);
-            progress.settle(&piece[..count], &settled.report);
-            save(
-                &self.checkpoint.store,
-                self.checkpoint.key.clone(),
-                progress,
-            )
-            .await?;
-            if settled.unsettled.is_some() {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@ use crate::jobs::step::ErrorType;
 use crate::model::chunk::{ChunkWriter, Compression};
 use crate::model::event::DeliveredEvent;
 use crate::model::manifest::{Manifest, ManifestChunk, ManifestShard};
+use crate::model::record::Record;
+use crate::model::seqno::Position;
 use crate::model::window::{StartPosition, StopCondition};
 use crate::pipeline::lineage::lineage_groups;
 use crate::sinks::dlq::{DestinationError, FailureRecord};
@@ -12,6 +14,7 @@ use crate::sinks::kinesis::Entry;
 use crate::sinks::kinesis::tests::FakeStream;
 use crate::sinks::lambda::DeliveryError;
 use crate::sinks::lambda::invoker::{Invocation, InvokeError};
+use crate::store::PutObject;
 use crate::store::{MemoryStore, StoreError};
 
 /// One bucket for every name.
