@@ -86,14 +86,7 @@ pub fn load(
     logical_id: &str,
     context: &Context,
 ) -> Result<StateMachine, TemplateError> {
-    let text = std::fs::read_to_string(template).map_err(|source| TemplateError::Read {
-        path: template.to_path_buf(),
-        source,
-    })?;
-    let root: Value = serde_norway::from_str(&text).map_err(|source| TemplateError::Parse {
-        path: template.to_path_buf(),
-        source,
-    })?;
+    let root = read_template(template)?;
     let resources = &root["Resources"];
     let resource = resources
         .get(logical_id)
@@ -390,17 +383,22 @@ impl Resolver<'_> {
     }
 }
 
-/// The `Default` of template parameter `name` (a number or a string, as
-/// text): what a stack deployed with no overrides uses.
-pub fn parameter_default(template: &Path, name: &str) -> Result<Option<String>, TemplateError> {
+/// The template at `template`, parsed.
+fn read_template(template: &Path) -> Result<Value, TemplateError> {
     let text = std::fs::read_to_string(template).map_err(|source| TemplateError::Read {
         path: template.to_path_buf(),
         source,
     })?;
-    let root: Value = serde_norway::from_str(&text).map_err(|source| TemplateError::Parse {
+    serde_norway::from_str(&text).map_err(|source| TemplateError::Parse {
         path: template.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+/// The `Default` of template parameter `name` (a number or a string, as
+/// text): what a stack deployed with no overrides uses.
+pub fn parameter_default(template: &Path, name: &str) -> Result<Option<String>, TemplateError> {
+    let root = read_template(template)?;
     Ok(
         match root["Parameters"].get(name).and_then(|p| p.get("Default")) {
             Some(Value::String(text)) => Some(text.clone()),
