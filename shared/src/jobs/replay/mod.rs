@@ -64,6 +64,7 @@ use crate::model::archive::ArchiveLayout;
 use crate::model::event::EventSource;
 use crate::model::record::{ArrivalTime, Record};
 use crate::model::seqno::Position;
+use crate::pipeline::deaggregate::KinesisRecords;
 use crate::pipeline::dedupe;
 use crate::pipeline::pace::Pace;
 use crate::sinks::Target;
@@ -76,8 +77,8 @@ use crate::sinks::stream_target::StreamTarget;
 use crate::sources::dynamodb::{DynamoReader, DynamoSource};
 use crate::sources::files::FilesSource;
 use crate::sources::manifest::ManifestSource;
-use crate::sources::s3_archive::ArchiveSource;
-use crate::sources::{Pages, RecordSource, SourceStream};
+use crate::sources::s3_archive::{ArchiveSource, ShardLister};
+use crate::sources::{Pages, RecordSource, ShardGroups, SourceStream, StreamShards};
 use crate::store::{ObjectReader, ObjectStore, PutObject};
 
 /// S3 buckets by name (a memory store in tests).
@@ -112,6 +113,11 @@ impl Targets for aws_sdk_lambda::Client {
 pub trait Streams: Send + Sync {
     type Sink: RecordSink;
     fn sink(&self, stream: &str) -> Self::Sink;
+
+    /// Where an archive without shard markers asks for its stream's lineage.
+    fn shards(&self) -> Option<&dyn StreamShards> {
+        None
+    }
 }
 
 impl Streams for aws_sdk_kinesis::Client {
@@ -119,6 +125,10 @@ impl Streams for aws_sdk_kinesis::Client {
 
     fn sink(&self, stream: &str) -> Self::Sink {
         KinesisSink::new(self.clone(), stream)
+    }
+
+    fn shards(&self) -> Option<&dyn StreamShards> {
+        Some(self)
     }
 }
 
@@ -240,7 +250,10 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                     ..ArchiveLayout::default()
                 };
                 let store = self.buckets.bucket(bucket);
-                Box::new(ArchiveSource::open(store, &layout, stream, *from, *to).await?)
+                // Without markers: the stream's, in the replay's own account.
+                let lister = (self.streams.shards())
+                    .map(|shards| ShardLister::new(shards, self.local_stream_arn(stream)));
+                Box::new(ArchiveSource::open(store, &layout, stream, (*from, *to), lister).await?)
             }
             ReplaySource::Dynamodb {
                 table,
@@ -355,12 +368,13 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         run_id: &str,
     ) -> Result<ReplayPlan, ReplayError> {
         let source = self.open(request).await?;
-        let groups = source.shards().await?;
+        let ShardGroups { groups, lineage } = source.plan_shards().await?;
         let stream_arn = self.stream_arn(source.as_ref());
         EventSource::new(stream_arn.clone(), "")?;
         Ok(ReplayPlan {
             run_id: run_id.to_owned(),
             stream_arn,
+            lineage,
             shards: groups.iter().flatten().cloned().collect(),
             groups: groups
                 .into_iter()
@@ -422,7 +436,14 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             checkpoint,
         };
         let (shard_id, resume) = (progress.shard_id.clone(), progress.last.clone());
-        let mut pages = source.pages(&shard_id, resume.as_ref()).await?;
+        let cursor = progress.cursor.clone();
+        let mut pages = source
+            .pages_from(&shard_id, resume.as_ref(), cursor.as_deref())
+            .await?;
+        if let ReplayTarget::Function { .. } = request.target {
+            // The mapping hands a function Kinesis records, aggregates whole.
+            pages = Box::new(KinesisRecords::new(pages, request.deliver));
+        }
         let finished = run.all(pages.as_mut(), &mut progress).await?;
         if finished {
             progress.done = true;
@@ -516,7 +537,7 @@ impl<W: ObjectStore> ShardRun<'_, W> {
         progress: &mut ShardReplay,
     ) -> Result<bool, ReplayError> {
         while let Some(records) = pages.next_page().await? {
-            if !self.take(records, progress).await? {
+            if !self.take(records, pages.cursor(), progress).await? {
                 return Ok(false);
             }
         }
@@ -528,6 +549,7 @@ impl<W: ObjectStore> ShardRun<'_, W> {
     async fn take(
         &mut self,
         records: Vec<Record>,
+        cursor: Option<String>,
         progress: &mut ShardReplay,
     ) -> Result<bool, ReplayError> {
         let mut records = dedupe::after(records, progress.last.as_ref());
@@ -556,7 +578,7 @@ impl<W: ObjectStore> ShardRun<'_, W> {
                 None => piece.len(),
             };
             self.pace.sent(count);
-            progress.settle(&piece[..count], &settled.report);
+            progress.settle(&piece[..count], &settled.report, cursor.as_deref());
             save(
                 &self.checkpoint.store,
                 self.checkpoint.key.clone(),
