@@ -356,6 +356,16 @@ impl ObjectStore for Store {
 }
 
 impl ObjectReader for Store {
+    async fn list_page(
+        &self,
+        query: rewind_engine::store::ListQuery<'_>,
+    ) -> Result<rewind_engine::store::ListPage, StoreError> {
+        match self {
+            Store::Dir(d) => d.list_page(query).await,
+            Store::S3(s) => s.list_page(query).await,
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         match self {
             Store::Dir(d) => d.list(prefix).await,

@@ -39,6 +39,7 @@ fn record(shard: u32, i: u32, millis: i64, key: &str) -> Record {
         encryption_type: None,
         approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(millis),
         data: format!("payload {shard}/{i}").into_bytes(),
+        aggregate: None,
     }
 }
 

@@ -21,6 +21,7 @@ fn record(i: u32, data: Vec<u8>) -> Record {
         encryption_type: None,
         approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(1_545_084_650_987 + i as i64),
         data,
+        aggregate: None,
     }
 }
 

@@ -38,6 +38,7 @@ fn records(stream: &str, shard: &str, n: usize, marked: &[usize]) -> Vec<Record>
             } else {
                 format!("{{\"shard\":\"{shard}\",\"i\":{i}}}").into_bytes()
             },
+            aggregate: None,
         })
         .collect()
 }

@@ -15,6 +15,9 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 
+mod listing;
+pub use listing::{ListPage, ListQuery, MAX_PAGE, page_of};
+
 /// One object to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutObject {
@@ -139,6 +142,15 @@ pub trait ObjectReader: Send + Sync {
     /// Every key under `prefix`, in key order (all pages).
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
+    /// One page of keys (see [`ListQuery`]). A local store cuts it from its
+    /// whole listing; S3 answers it with one request.
+    fn list_page(
+        &self,
+        query: ListQuery<'_>,
+    ) -> impl Future<Output = Result<ListPage, StoreError>> + Send {
+        async move { Ok(page_of(self.list(query.prefix).await?, &query)) }
+    }
+
     /// One object's bytes.
     fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
 }
@@ -230,6 +242,10 @@ impl S3Store {
 }
 
 impl ObjectReader for S3Store {
+    async fn list_page(&self, query: ListQuery<'_>) -> Result<ListPage, StoreError> {
+        self.list_one_page(query).await
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
         let mut pages = self

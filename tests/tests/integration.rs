@@ -1,6 +1,7 @@
 //! Integration tests against the local stack (one test binary; each module a
 //! part of the system).
 
+mod archive_replay;
 mod archiver;
 mod capacity;
 mod lambda;

@@ -34,16 +34,16 @@ use crate::stack;
 /// (shard, sequence number) of a record, and its data.
 type Seen = BTreeMap<(String, SequenceNumber), Vec<u8>>;
 
-struct Replay {
-    kinesis: aws_sdk_kinesis::Client,
-    s3: aws_sdk_s3::Client,
+pub(crate) struct Replay {
+    pub(crate) kinesis: aws_sdk_kinesis::Client,
+    pub(crate) s3: aws_sdk_s3::Client,
     sfn: aws_sdk_sfn::Client,
     machine: String,
-    bucket: String,
+    pub(crate) bucket: String,
 }
 
 impl Replay {
-    async fn new(name: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn new(name: &str) -> anyhow::Result<Self> {
         let stack = stack();
         let config = stack.sdk_config().await;
         let sfn = aws_sdk_sfn::Client::new(&config);
@@ -62,7 +62,7 @@ impl Replay {
         })
     }
 
-    async fn run(&self, name: &str, input: &Value) -> anyhow::Result<Value> {
+    pub(crate) async fn run(&self, name: &str, input: &Value) -> anyhow::Result<Value> {
         let output = execute(
             &self.sfn,
             &self.machine,
@@ -279,6 +279,7 @@ fn archived_records(stream: &str, t0: i64, per_shard: usize, poison_every: usize
                 encryption_type: None,
                 approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(t0 + n as i64 * 1000),
                 data: data.into_bytes(),
+                aggregate: None,
             });
         }
     }
@@ -496,7 +497,9 @@ async fn a_partition_key_is_replayed_from_the_dynamodb_archive_large_records_inc
                    "overflowBucket": replay.bucket},
         "target": {"type": "FUNCTION", "functionName": "target"},
         "options": {"BatchSize": 2, "BisectBatchOnFunctionError": true, "MaximumRetryAttempts": 0},
-        "dlq": {"type": "S3", "bucket": replay.bucket}
+        "dlq": {"type": "S3", "bucket": replay.bucket},
+        // The DynamoDB archive keeps user records only.
+        "deliver": "USER_RECORDS"
     });
     let output = replay.run(&run, &input).await?;
     let (unmarked, marked) = split(&seen(&of_key));

@@ -47,6 +47,7 @@ pub fn record(
             1_700_000_000_000 + offset_ms,
         ),
         data,
+        aggregate: None,
     }
 }
 

@@ -178,15 +178,37 @@ pub fn parse_object_key(key: &str) -> Option<ObjectRef> {
 
 /// The hour partitions that can hold records that arrived in `from..to`.
 pub fn hours_between(from: ArrivalTime, to: ArrivalTime) -> Vec<DateTime<Utc>> {
-    const HOUR: i64 = 3_600_000;
-    let start = from.epoch_millis() - from.epoch_millis().rem_euclid(HOUR);
-    let mut hours = Vec::new();
-    let mut at = start;
-    while at < to.epoch_millis() {
-        hours.push(ArrivalTime::from_epoch_millis(at).to_datetime());
-        at += HOUR;
-    }
-    hours
+    hours(from, to).collect()
+}
+
+/// [`hours_between`] one at a time (nothing held for a long window).
+pub fn hours(from: ArrivalTime, to: ArrivalTime) -> impl Iterator<Item = DateTime<Utc>> {
+    let start = hour_start(from.epoch_millis());
+    let end = to.epoch_millis();
+    (0..)
+        .map(move |n| start + n * HOUR)
+        .take_while(move |at| *at < end)
+        .map(|at| ArrivalTime::from_epoch_millis(at).to_datetime())
+}
+
+const HOUR: i64 = 3_600_000;
+
+fn hour_start(millis: i64) -> i64 {
+    millis - millis.rem_euclid(HOUR)
+}
+
+/// The hour partition an archive key sits in (`…/dt=YYYY-MM-DD/hour=HH/…`).
+pub fn partition_hour(key: &str) -> Option<DateTime<Utc>> {
+    let at = key
+        .find("/dt=")
+        .map(|i| i + 1)
+        .or_else(|| key.starts_with("dt=").then_some(0))?;
+    let rest = key[at..].strip_prefix("dt=")?;
+    let day = rest.get(..10)?;
+    let hour = rest.get(10..)?.strip_prefix("/hour=")?.get(..2)?;
+    let at = chrono::NaiveDateTime::parse_from_str(&format!("{day} {hour}:00"), "%Y-%m-%d %H:%M")
+        .ok()?;
+    Some(at.and_utc())
 }
 
 #[cfg(test)]
@@ -309,5 +331,27 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(hours, ["00", "01"]);
         assert!(hours_between(to, from).is_empty());
+    }
+
+    #[test]
+    fn keys_name_their_hour() {
+        let layout = ArchiveLayout::default();
+        let r = record(3, 1, BEFORE_HOUR);
+        let key = layout.object_key("orders", hour_of(&r), &r.id(), &r.id());
+        assert_eq!(partition_hour(&key), Some(hour_of(&r)));
+        let root = ArchiveLayout {
+            prefix: String::new(),
+            ..ArchiveLayout::default()
+        };
+        let key = root.object_key("orders", hour_of(&r), &r.id(), &r.id());
+        assert_eq!(partition_hour(&key), Some(hour_of(&r)));
+        assert_eq!(
+            partition_hour("archive/stream=s/_shards/shardId-1.json"),
+            None
+        );
+        assert_eq!(
+            partition_hour("archive/stream=s/dt=2024-13-01/hour=00/x"),
+            None
+        );
     }
 }

@@ -90,7 +90,13 @@ pub fn event_record(record: &Record, source: &EventSource) -> KinesisEventRecord
 
     let mut event_record = KinesisEventRecord::default();
     event_record.aws_region = Some(source.region.clone());
-    event_record.event_id = Some(format!("{}:{}", record.shard_id, record.sequence_number));
+    // A user record delivered on its own (a request's `deliver:
+    // USER_RECORDS`) shares its aggregate's sequence number: its
+    // sub-sequence number keeps its eventID its own.
+    event_record.event_id = Some(match record.sub_sequence_number {
+        Some(sub) => format!("{}:{}:{sub}", record.shard_id, record.sequence_number),
+        None => format!("{}:{}", record.shard_id, record.sequence_number),
+    });
     event_record.event_name = Some(EVENT_NAME.to_owned());
     event_record.event_source = Some(EVENT_SOURCE.to_owned());
     event_record.event_source_arn = Some(source.stream_arn.clone());
@@ -240,7 +246,7 @@ pub enum EventError {
         source: SequenceNumberError,
     },
     #[error(
-        "event record {event_id:?}: eventID must be <shardId>:<sequenceNumber>, as the event source mapping writes it"
+        "event record {event_id:?}: eventID must be <shardId>:<sequenceNumber>, as the event source mapping writes it (or <shardId>:<sequenceNumber>:<subSequenceNumber> for a user record replayed on its own)"
     )]
     EventId { event_id: String },
     #[error("event record {event_id:?}: eventSourceARN")]
@@ -311,13 +317,23 @@ fn record_from_wire(record: &WireRecord<'_>) -> Result<Record, EventError> {
             source,
         }
     })?;
-    let shard_id = match event_id.split_once(':') {
-        Some((shard, seq)) if !shard.is_empty() && seq == sequence_number.as_str() => shard,
-        _ => {
-            return Err(EventError::EventId {
-                event_id: event_id.to_owned(),
-            });
-        }
+    // `<shardId>:<sequenceNumber>`, or with `:<subSequenceNumber>` for a
+    // user record delivered on its own (see `event_record`).
+    let bad = || EventError::EventId {
+        event_id: event_id.to_owned(),
+    };
+    let (shard_id, rest) = event_id
+        .split_once(':')
+        .filter(|(shard, _)| !shard.is_empty())
+        .ok_or_else(bad)?;
+    let sub_sequence_number = match rest.strip_prefix(sequence_number.as_str()) {
+        Some("") => None,
+        Some(sub) => Some(
+            sub.strip_prefix(':')
+                .and_then(|sub| sub.parse::<u64>().ok())
+                .ok_or_else(bad)?,
+        ),
+        None => return Err(bad()),
     };
     let stream =
         stream_name_from_arn(&record.event_source_arn).ok_or_else(|| EventError::StreamArn {
@@ -334,7 +350,7 @@ fn record_from_wire(record: &WireRecord<'_>) -> Result<Record, EventError> {
         stream: stream.to_owned(),
         shard_id: shard_id.to_owned(),
         sequence_number,
-        sub_sequence_number: None,
+        sub_sequence_number,
         partition_key: kinesis.partition_key.to_string(),
         explicit_hash_key: None,
         encryption_type: match kinesis.encryption_type.as_deref() {
@@ -343,6 +359,7 @@ fn record_from_wire(record: &WireRecord<'_>) -> Result<Record, EventError> {
         },
         approximate_arrival_timestamp: kinesis.approximate_arrival_timestamp,
         data,
+        aggregate: None,
     })
 }
 
@@ -400,7 +417,8 @@ pub(crate) mod tests {
                 prop_assert_eq!(back.approximate_arrival_timestamp, record.approximate_arrival_timestamp);
                 prop_assert_eq!(back.encryption_type, record.encryption_type);
                 prop_assert_eq!(back.stream.as_str(), "orders");
-                prop_assert_eq!(back.sub_sequence_number, None);
+                // A user record's own eventID carries its sub-sequence number.
+                prop_assert_eq!(back.sub_sequence_number, record.sub_sequence_number);
             }
         }
     }

@@ -13,6 +13,19 @@
 //! when known. `data` is the base64 of the exact bytes, so binary payloads
 //! round-trip byte for byte; `approximateArrivalTimestamp` is epoch seconds
 //! with milliseconds, a JSON number, as Lambda shows it.
+//!
+//! A KPL aggregate stored as its user records (the S3 archive with
+//! `ArchiveDeaggregate`) keeps the Kinesis record it came from on the line of
+//! its first user record (`subSequenceNumber` 0), so that a replay to a
+//! function can deliver it whole, as the mapping does:
+//!
+//! ```json
+//! {…,"subSequenceNumber":0,"partitionKey":"user-key","data":"dXNlcg==","aggregate":{"partitionKey":"kpl-key","explicitHashKey":"1234","data":"84mawg…"}}
+//! ```
+//!
+//! One nested object, absent on every other line: a query reading user
+//! records (`SELECT partitionKey, data …`) sees each once and never needs
+//! it; `aggregate.data` is the aggregate's bytes, magic and digest included.
 
 use std::fmt;
 
@@ -120,6 +133,22 @@ pub struct Record {
     pub approximate_arrival_timestamp: ArrivalTime,
     #[serde(with = "base64_bytes")]
     pub data: Vec<u8>,
+    /// On the first user record of a deaggregated KPL aggregate: the
+    /// Kinesis record it came from (see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<Box<Aggregate>>,
+}
+
+/// The Kinesis record a KPL aggregate arrived in, as the stream held it:
+/// what a user record can't tell (the aggregate's own keys and bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Aggregate {
+    pub partition_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explicit_hash_key: Option<String>,
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
 }
 
 /// Server-side encryption of the record in the stream.
@@ -182,6 +211,7 @@ impl Record {
                 encryption_type: self.encryption_type,
                 approximate_arrival_timestamp: self.approximate_arrival_timestamp,
                 data: user.data,
+                aggregate: None,
             })
             .collect())
     }
@@ -280,6 +310,7 @@ pub(crate) mod tests {
                 1_700_000_000_000 + i as i64,
             ),
             data: Vec::new(),
+            aggregate: None,
         }
     }
 
@@ -306,6 +337,7 @@ pub(crate) mod tests {
                     encryption_type: kms.then_some(EncryptionType::Kms),
                     approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(millis),
                     data,
+                    aggregate: None,
                 },
             )
     }
@@ -347,6 +379,7 @@ pub(crate) mod tests {
             encryption_type: None,
             approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(1_480_641_523_477),
             data: b"Hello World".to_vec(),
+            aggregate: None,
         };
         let mut line = Vec::new();
         record.write_line(&mut line);

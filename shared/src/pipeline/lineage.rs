@@ -83,9 +83,102 @@ pub fn lineage_groups(shards: &[(String, Vec<String>)]) -> Vec<Vec<String>> {
     groups.into_values().collect()
 }
 
+/// The lineage groups of the shards in `present` (those with records to
+/// read), parents first, from the parent links of every shard `known` (which
+/// may include shards with nothing to read). A shard's parents here are its
+/// nearest ancestors in `present`, found through the ones not in it: a
+/// chain whose middle shard has nothing to read still orders its ends, and
+/// the children of a split whose parent has nothing to read are unrelated
+/// (their hash key ranges are disjoint) and run apart.
+pub fn groups_of(
+    present: &BTreeSet<String>,
+    known: &BTreeMap<String, Vec<String>>,
+) -> Vec<Vec<String>> {
+    let nearest = |shard: &String| -> Vec<String> {
+        let mut found = Vec::new();
+        let mut visited = BTreeSet::new();
+        let mut todo: Vec<&String> = known.get(shard).into_iter().flatten().collect();
+        while let Some(parent) = todo.pop() {
+            if !visited.insert(parent) {
+                continue;
+            }
+            if present.contains(parent) {
+                found.push(parent.clone());
+            } else {
+                todo.extend(known.get(parent).into_iter().flatten());
+            }
+        }
+        found.sort();
+        found
+    };
+    let shards = parents_first(
+        present
+            .iter()
+            .map(|shard| PlannedShard {
+                shard_id: shard.clone(),
+                parent_shard_ids: nearest(shard),
+            })
+            .collect(),
+    );
+    let links: Vec<(String, Vec<String>)> = shards
+        .into_iter()
+        .map(|s| (s.shard_id, s.parent_shard_ids))
+        .collect();
+    lineage_groups(&links)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_follow_lineage_through_shards_with_nothing_to_read() {
+        let known: BTreeMap<String, Vec<String>> = [
+            ("s0", vec![]),
+            ("s1", vec![]),
+            // s0 split into s2 and s3; s1 into s4 and s5; s3 into s6.
+            ("s2", vec!["s0"]),
+            ("s3", vec!["s0"]),
+            ("s4", vec!["s1"]),
+            ("s5", vec!["s1"]),
+            ("s6", vec!["s3"]),
+            // s4 and s5 merged into s7.
+            ("s7", vec!["s4", "s5"]),
+        ]
+        .into_iter()
+        .map(|(id, parents)| {
+            (
+                id.to_owned(),
+                parents.into_iter().map(str::to_owned).collect(),
+            )
+        })
+        .collect();
+        let set = |ids: &[&str]| {
+            ids.iter()
+                .map(|id| (*id).to_owned())
+                .collect::<BTreeSet<_>>()
+        };
+        // Every shard: the two lineages of the 2 → 4 reshard, parents first.
+        assert_eq!(
+            groups_of(
+                &set(&["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7"]),
+                &known
+            ),
+            [vec!["s0", "s2", "s3", "s6"], vec!["s1", "s4", "s5", "s7"]]
+        );
+        // The parents have nothing to read: their children are unrelated,
+        // but s0 → s3 → s6 still orders s6 after s0, and s7 after s4 and s5.
+        assert_eq!(
+            groups_of(&set(&["s0", "s2", "s4", "s5", "s6", "s7"]), &known),
+            [vec!["s0", "s2", "s6"], vec!["s4", "s5", "s7"]]
+        );
+        assert_eq!(
+            groups_of(&set(&["s2", "s3", "s4"]), &known),
+            [vec!["s2"], vec!["s3"], vec!["s4"]]
+        );
+        // A shard no marker knows has no parents.
+        assert_eq!(groups_of(&set(&["s9"]), &known), [vec!["s9"]]);
+    }
 
     #[test]
     fn parents_come_before_children() {

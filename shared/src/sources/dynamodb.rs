@@ -9,7 +9,9 @@ use crate::model::dynamodb_item::{LATEST_SORT_KEY, hash_key, position_range};
 use crate::model::record::{ArrivalTime, EncryptionType, Record};
 use crate::model::seqno::{MAX_DIGITS, Position, SequenceNumber, SequenceNumberError};
 use crate::request::RequestError;
-use crate::sources::{BoxFuture, Pages, RecordSource, SourceError, SourceStream, one_group};
+use crate::sources::{
+    BoxFuture, Lineage, Pages, RecordSource, ShardGroups, SourceError, SourceStream, one_group,
+};
 use crate::store::ObjectReader;
 
 /// Reads an item written by the archive's writer
@@ -62,6 +64,7 @@ pub fn record_from_item(
                 .map(|_| EncryptionType::Kms),
             approximate_arrival_timestamp,
             data,
+            aggregate: None,
         },
         overflow,
     ))
@@ -326,6 +329,19 @@ impl<S: ObjectReader> RecordSource for DynamoSource<S> {
                 )
                 .await?;
             Ok(one_group(shards.into_iter().collect()))
+        })
+    }
+
+    /// One group, and it is the real lineage: a partition key hashes into
+    /// one shard at a time, so the shards holding one key's records are one
+    /// chain of parents and children (shard-id order is parents first) and
+    /// have nothing to run beside each other.
+    fn plan_shards(&self) -> BoxFuture<'_, Result<ShardGroups, SourceError>> {
+        Box::pin(async move {
+            Ok(ShardGroups {
+                groups: self.shards().await?,
+                lineage: Some(Lineage::OneGroup),
+            })
         })
     }
 

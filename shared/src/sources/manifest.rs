@@ -233,6 +233,7 @@ mod tests {
             encryption_type: None,
             approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(n as i64),
             data: format!("record {n}").into_bytes(),
+            aggregate: None,
         }
     }
 

@@ -11,9 +11,12 @@ pub mod s3_archive;
 
 pub use futures_util::future::BoxFuture;
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::chunk::ChunkError;
 use crate::model::record::Record;
 use crate::model::seqno::Position;
+use crate::pipeline::lineage::PlannedShard;
 use crate::request::RequestError;
 use crate::store::StoreError;
 
@@ -36,6 +39,17 @@ pub trait RecordSource: Send + Sync {
     /// merge in one group, parents first; groups are independent.
     fn shards(&self) -> BoxFuture<'_, Result<Vec<Vec<String>>, SourceError>>;
 
+    /// [`Self::shards`] and where their lineage came from, for a plan to
+    /// show; `None` where the source itself holds it (a manifest, files).
+    fn plan_shards(&self) -> BoxFuture<'_, Result<ShardGroups, SourceError>> {
+        Box::pin(async move {
+            Ok(ShardGroups {
+                groups: self.shards().await?,
+                lineage: None,
+            })
+        })
+    }
+
     /// One shard's records after `after` (from its start when `None`), a
     /// page at a time. A page can still hold records at or before `after`
     /// (a chunk or a DynamoDB page starts where it starts): the reader skips
@@ -45,12 +59,65 @@ pub trait RecordSource: Send + Sync {
         shard_id: &'a str,
         after: Option<&'a Position>,
     ) -> BoxFuture<'a, Result<Box<dyn Pages + 'a>, SourceError>>;
+
+    /// [`Self::pages`] from a cursor a previous step's pages gave
+    /// ([`Pages::cursor`]) beside `after`: a source that can start reading
+    /// there skips what lies before it without reading it. A cursor the
+    /// source doesn't know is ignored.
+    fn pages_from<'a>(
+        &'a self,
+        shard_id: &'a str,
+        after: Option<&'a Position>,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Box<dyn Pages + 'a>, SourceError>> {
+        let _ = cursor;
+        self.pages(shard_id, after)
+    }
+}
+
+/// A plan's shards in lineage groups (see [`RecordSource::shards`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardGroups {
+    pub groups: Vec<Vec<String>>,
+    pub lineage: Option<Lineage>,
+}
+
+/// Where an archive's shard lineage came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Lineage {
+    /// The archive's shard markers: real lineage groups.
+    Markers,
+    /// The archive has no markers for every shard (written before them) but
+    /// the stream still exists: `ListShards`' parent links.
+    ListShards,
+    /// Neither: every shard in one group, in shard-id order (Kinesis
+    /// numbers a child after its parents), one after another.
+    OneGroup,
+}
+
+/// A stream's shards with their parents, as `ListShards` gives them, for
+/// archives that keep no lineage of their own.
+pub trait StreamShards: Send + Sync {
+    /// Every shard of the stream, parents first; `None` when the stream no
+    /// longer exists.
+    fn list_shards<'a>(
+        &'a self,
+        stream_arn: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<PlannedShard>>, SourceError>>;
 }
 
 /// One shard's records, page by page.
 pub trait Pages: Send {
     /// The next page, in sequence order (possibly empty); `None` at the end.
     fn next_page(&mut self) -> BoxFuture<'_, Result<Option<Vec<Record>>, SourceError>>;
+
+    /// Where the last page came from, for [`RecordSource::pages_from`]: a
+    /// step that stops inside that page resumes there. `None` where the
+    /// source has nothing better than the position.
+    fn cursor(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Shards whose lineage the source doesn't keep, in shard-id order (which
@@ -84,4 +151,18 @@ pub enum SourceError {
     Request(RequestError),
     #[error(transparent)]
     Files(#[from] files::FilesError),
+    #[error("{key}: not a shard marker")]
+    Marker {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    ListShards(#[from] kinesis::ListShardsError),
+    /// S3 lists keys in string order, which is position order only while a
+    /// shard's sequence numbers keep one length.
+    #[error(
+        "archive object {key} sorts after {previous} but starts before it: the shard's sequence numbers changed length, so key order is not sequence order"
+    )]
+    OutOfOrder { key: String, previous: String },
 }

@@ -69,6 +69,7 @@ use crate::jobs::step;
 use crate::model::archive::ArchiveLayout;
 use crate::model::event::EventSource;
 use crate::model::record::ArrivalTime;
+use crate::pipeline::deaggregate::KinesisRecords;
 use crate::pipeline::pace::Pace;
 use crate::sinks::Target;
 use crate::sinks::dlq::{Dlq, FailureDestination, S3FailureDestination, SqsFailureDestination};
@@ -80,8 +81,8 @@ use crate::sinks::stream_target::StreamTarget;
 use crate::sources::dynamodb::{DynamoReader, DynamoSource};
 use crate::sources::files::FilesSource;
 use crate::sources::manifest::ManifestSource;
-use crate::sources::s3_archive::ArchiveSource;
-use crate::sources::{RecordSource, SourceStream};
+use crate::sources::s3_archive::{ArchiveSource, ShardLister};
+use crate::sources::{RecordSource, ShardGroups, SourceStream, StreamShards};
 use crate::store::{ObjectReader, ObjectStore};
 use shard_run::{Checkpoint, ShardRun, save};
 
@@ -117,6 +118,11 @@ impl Targets for aws_sdk_lambda::Client {
 pub trait Streams: Send + Sync {
     type Sink: RecordSink;
     fn sink(&self, stream: &str) -> Self::Sink;
+
+    /// Where an archive without shard markers asks for its stream's lineage.
+    fn shards(&self) -> Option<&dyn StreamShards> {
+        None
+    }
 }
 
 impl Streams for aws_sdk_kinesis::Client {
@@ -124,6 +130,10 @@ impl Streams for aws_sdk_kinesis::Client {
 
     fn sink(&self, stream: &str) -> Self::Sink {
         KinesisSink::new(self.clone(), stream)
+    }
+
+    fn shards(&self) -> Option<&dyn StreamShards> {
+        Some(self)
     }
 }
 
@@ -254,7 +264,10 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                     ..ArchiveLayout::default()
                 };
                 let store = self.buckets.bucket(bucket);
-                Box::new(ArchiveSource::open(store, &layout, stream, *from, *to).await?)
+                // Without markers: the stream's, in the replay's own account.
+                let lister = (self.streams.shards())
+                    .map(|shards| ShardLister::new(shards, self.local_stream_arn(stream)));
+                Box::new(ArchiveSource::open(store, &layout, stream, (*from, *to), lister).await?)
             }
             ReplaySource::Dynamodb {
                 table,
@@ -365,12 +378,13 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         run_id: &str,
     ) -> Result<ReplayPlan, ReplayError> {
         let source = self.open(request, None).await?;
-        let groups = source.shards().await?;
+        let ShardGroups { groups, lineage } = source.plan_shards().await?;
         let stream_arn = self.stream_arn(source.as_ref());
         EventSource::new(stream_arn.clone(), "")?;
         Ok(ReplayPlan {
             run_id: run_id.to_owned(),
             stream_arn,
+            lineage,
             shards: groups.iter().flatten().cloned().collect(),
             groups: groups
                 .into_iter()
@@ -396,6 +410,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             groups: plan.groups.len(),
             run_id: plan.run_id,
             stream_arn: plan.stream_arn,
+            lineage: plan.lineage,
             items: ItemsLocation { bucket, key },
         })
     }
@@ -453,7 +468,14 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
             checkpoint,
         };
         let (shard_id, resume) = (progress.shard_id.clone(), progress.last.clone());
-        let mut pages = source.pages(&shard_id, resume.as_ref()).await?;
+        let cursor = progress.cursor.clone();
+        let mut pages = source
+            .pages_from(&shard_id, resume.as_ref(), cursor.as_deref())
+            .await?;
+        if let ReplayTarget::Function { .. } = request.target {
+            // The mapping hands a function Kinesis records, aggregates whole.
+            pages = Box::new(KinesisRecords::new(pages, request.deliver));
+        }
         let finished = run.all(pages.as_mut(), &mut progress).await?;
         if finished {
             progress.done = true;

@@ -14,6 +14,7 @@ use crate::model::record::{ArrivalTime, Record};
 use crate::model::seqno::{Position, SequenceNumber};
 use crate::request::{RequestError, parse_json};
 use crate::sinks::lambda::DeliveryReport;
+use crate::sources::Lineage;
 
 /// One shard's replay between steps: what the state machine carries.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +25,11 @@ pub struct ShardReplay {
     /// resumes after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<Position>,
+    /// Where `last` came from in the source (an S3 archive: its object's
+    /// key), so that the next step lists from there, not from the window's
+    /// start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
     /// Records read from the source (in the window).
     #[serde(default)]
     pub records: u64,
@@ -55,13 +61,20 @@ impl ShardReplay {
     }
 
     /// Counts what `report` did and moves past `piece` (the records now
-    /// settled: possibly none, when a step's time ran out first).
-    pub(super) fn settle(&mut self, piece: &[Record], report: &DeliveryReport) {
+    /// settled: possibly none, when a step's time ran out first), which
+    /// came from `cursor` in the source.
+    pub(super) fn settle(
+        &mut self,
+        piece: &[Record],
+        report: &DeliveryReport,
+        cursor: Option<&str>,
+    ) {
         if let (Some(first), Some(last)) = (piece.first(), piece.last()) {
             if self.first_sequence_number.is_none() {
                 self.first_sequence_number = Some(first.sequence_number.clone());
             }
             self.last = Some(Position::of(last));
+            self.cursor = cursor.map(str::to_owned);
         }
         self.records += piece.len() as u64;
         self.counters += report.counters;
@@ -128,6 +141,12 @@ impl ReplayEvent {
 pub struct ReplayPlan {
     pub run_id: String,
     pub stream_arn: String,
+    /// Where an archive's lineage groups came from: `MARKERS` (the
+    /// archive's shard markers), `LIST_SHARDS` (an archive without them, of
+    /// a stream that still exists) or `ONE_GROUP` (neither: its shards one
+    /// after another). Absent for sources that hold their own lineage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
     pub shards: Vec<String>,
     pub groups: Vec<Vec<ShardReplay>>,
 }
@@ -141,6 +160,9 @@ pub struct ReplayPlan {
 pub struct ReplayPlanOutput {
     pub run_id: String,
     pub stream_arn: String,
+    /// As in [`ReplayPlan::lineage`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
     pub shards: usize,
     pub groups: usize,
     pub items: ItemsLocation,

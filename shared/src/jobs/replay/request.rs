@@ -9,6 +9,7 @@ use crate::jobs::scrape::ScrapeRequest;
 use crate::jobs::step::check_run_id;
 use crate::model::record::ArrivalTime;
 use crate::model::seqno::SequenceNumber;
+use crate::pipeline::deaggregate::Deliver;
 use crate::request::{RequestError, parse_json};
 use crate::sinks::lambda::options::MappingOptions;
 
@@ -187,6 +188,12 @@ pub struct ReplayRequest {
     /// go one after another, parents first. The function ignores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
+    /// What a `FUNCTION` target is handed of a KPL aggregate: the Kinesis
+    /// record whole (the default, as the mapping does) or, from sources that
+    /// keep user records only, each user record. A `STREAM` target always
+    /// puts user records.
+    #[serde(default)]
+    pub deliver: Deliver,
 }
 
 pub(super) fn invalid(field: &str, message: impl Into<String>) -> RequestError {
@@ -231,6 +238,20 @@ impl ReplayRequest {
     fn check(&self, local: bool) -> Result<(), RequestError> {
         self.validate_source()?;
         self.validate_target()?;
+        if let (
+            ReplaySource::Dynamodb { .. },
+            ReplayTarget::Function { .. },
+            Deliver::KinesisRecords,
+        ) = (&self.source, &self.target, self.deliver)
+        {
+            return Err(invalid(
+                "deliver",
+                format!(
+                    "is KINESIS_RECORDS (the default), but the DynamoDB archive keeps user records only: a query of one partition key can't rebuild a KPL aggregate whole as the mapping delivers it; set deliver to USER_RECORDS to have each user record delivered as its own event record (eventID <shardId>:<sequenceNumber>:<subSequenceNumber>); accepted values: {}",
+                    Deliver::ACCEPTED
+                ),
+            ));
+        }
         self.options.validate().map_err(|error| RequestError {
             field: format!("options.{}", error.field),
             message: error.message,

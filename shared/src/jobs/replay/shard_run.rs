@@ -50,7 +50,7 @@ impl<W: ObjectStore> ShardRun<'_, W> {
         progress: &mut ShardReplay,
     ) -> Result<bool, ReplayError> {
         while let Some(records) = pages.next_page().await? {
-            if !self.take(records, progress).await? {
+            if !self.take(records, pages.cursor(), progress).await? {
                 return Ok(false);
             }
         }
@@ -62,6 +62,7 @@ impl<W: ObjectStore> ShardRun<'_, W> {
     async fn take(
         &mut self,
         records: Vec<Record>,
+        cursor: Option<String>,
         progress: &mut ShardReplay,
     ) -> Result<bool, ReplayError> {
         let mut records = dedupe::after(records, progress.last.as_ref());
@@ -90,7 +91,7 @@ impl<W: ObjectStore> ShardRun<'_, W> {
                 None => piece.len(),
             };
             self.pace.sent(count);
-            progress.settle(&piece[..count], &settled.report);
+            progress.settle(&piece[..count], &settled.report, cursor.as_deref());
             save(
                 &self.checkpoint.store,
                 self.checkpoint.key.clone(),

@@ -1173,3 +1173,38 @@ async fn a_summary_is_written_a_page_of_shards_at_a_time() {
             .contains(&format!("shardId-{:012}", shards - 1))
     );
 }
+
+/// Issue 12 point 1: the DynamoDB archive keeps user records only, so a
+/// function target must opt in to them; Validate names the field and its
+/// values before any work. A stream target puts user records anyway.
+#[test]
+fn a_dynamodb_replay_to_a_function_must_opt_in_to_user_records() {
+    let mut request = serde_json::json!({
+        "source": {"type": "DYNAMODB", "table": "archive", "stream": "orders", "partitionKey": "k"},
+        "target": {"type": "FUNCTION", "functionName": "target"},
+        "dlq": {"type": "S3", "bucket": "b"}
+    });
+    let err = ReplayRequest::parse(&serde_json::to_vec(&request).unwrap()).unwrap_err();
+    assert_eq!(err.field, "deliver");
+    assert!(
+        err.message.contains("KINESIS_RECORDS") && err.message.contains("USER_RECORDS"),
+        "{}",
+        err.message
+    );
+    request["deliver"] = "USER_RECORDS".into();
+    let parsed = ReplayRequest::parse(&serde_json::to_vec(&request).unwrap()).unwrap();
+    assert_eq!(
+        parsed.deliver,
+        crate::pipeline::deaggregate::Deliver::UserRecords
+    );
+    request["deliver"] = "SOME".into();
+    let err = ReplayRequest::parse(&serde_json::to_vec(&request).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("deliver"), "{err}");
+
+    let to_stream = serde_json::json!({
+        "source": {"type": "DYNAMODB", "table": "archive", "stream": "orders", "partitionKey": "k"},
+        "target": {"type": "STREAM", "stream": "copy"},
+        "output": {"bucket": "b"}
+    });
+    ReplayRequest::parse(&serde_json::to_vec(&to_stream).unwrap()).unwrap();
+}

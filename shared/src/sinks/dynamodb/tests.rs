@@ -27,6 +27,7 @@ pub(crate) fn record(pk: &str, sequence: &str, sub: Option<u64>, data: Vec<u8>) 
         encryption_type: None,
         approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(1_732_233_600_500),
         data,
+        aggregate: None,
     }
 }
 

@@ -146,6 +146,7 @@ impl ShardSource for KinesisSource {
                         .unwrap_or_default(),
                 ),
                 data,
+                aggregate: None,
             });
         }
         Ok(RecordsPage {

@@ -1,6 +1,14 @@
-//! The S3 archive as a source: the objects of a window (listing only its hour
-//! partitions), then one shard's records in sequence order, each user
-//! record once, one object in memory at a time.
+//! The S3 archive read back: [`ArchiveSource`], a replay's bounded source,
+//! and the whole-window scan the CLI's and the tests' archive readers use
+//! (the objects of a window, listing only its hour partitions, then one
+//! shard's records in sequence order, each user record once, one object in
+//! memory at a time).
+
+mod source;
+#[cfg(test)]
+mod tests;
+
+pub use source::{ArchiveSource, ShardLister};
 
 use std::collections::BTreeMap;
 
@@ -11,7 +19,6 @@ use crate::model::chunk::{ChunkError, ChunkReader};
 use crate::model::record::{ArrivalTime, Record};
 use crate::model::seqno::Position;
 use crate::pipeline::dedupe::Dedupe;
-use crate::sources::{BoxFuture, Pages, RecordSource, SourceError, SourceStream, one_group};
 use crate::store::{ObjectReader, StoreError};
 
 /// Lists the archive objects of `stream` that can hold records that arrived
@@ -114,86 +121,8 @@ impl ShardScan {
     }
 }
 
-/// The S3 archive of one stream, records that arrived in `from..to`: its
-/// objects are listed once, when opened.
-#[derive(Debug)]
-pub struct ArchiveSource<R> {
-    store: R,
-    stream: String,
-    from: ArrivalTime,
-    to: ArrivalTime,
-    objects: BTreeMap<String, Vec<ObjectRef>>,
-}
-
-impl<R: ObjectReader> ArchiveSource<R> {
-    pub async fn open(
-        store: R,
-        layout: &ArchiveLayout,
-        stream: &str,
-        from: ArrivalTime,
-        to: ArrivalTime,
-    ) -> Result<Self, StoreError> {
-        let objects = plan_scan(&store, layout, stream, from, to).await?;
-        Ok(Self {
-            store,
-            stream: stream.to_owned(),
-            from,
-            to,
-            objects,
-        })
-    }
-}
-
-impl<R: ObjectReader> RecordSource for ArchiveSource<R> {
-    fn stream(&self) -> SourceStream {
-        SourceStream::Name(self.stream.clone())
-    }
-
-    fn shards(&self) -> BoxFuture<'_, Result<Vec<Vec<String>>, SourceError>> {
-        // The archive keeps no parent links.
-        let shards = one_group(self.objects.keys().cloned().collect());
-        Box::pin(async move { Ok(shards) })
-    }
-
-    fn pages<'a>(
-        &'a self,
-        shard_id: &'a str,
-        after: Option<&'a Position>,
-    ) -> BoxFuture<'a, Result<Box<dyn Pages + 'a>, SourceError>> {
-        let mut objects = self.objects.get(shard_id).cloned().unwrap_or_default();
-        if let Some(after) = after {
-            objects.retain(|o| o.last > *after);
-        }
-        let pages: Box<dyn Pages + 'a> = Box::new(ObjectPages {
-            store: &self.store,
-            scan: ShardScan::new(objects, self.from, self.to).after(after.cloned()),
-        });
-        Box::pin(async move { Ok(pages) })
-    }
-}
-
-/// A shard's archive objects, one page each.
-struct ObjectPages<'a, R> {
-    store: &'a R,
-    scan: ShardScan,
-}
-
-impl<R: ObjectReader> Pages for ObjectPages<'_, R> {
-    fn next_page(&mut self) -> BoxFuture<'_, Result<Option<Vec<Record>>, SourceError>> {
-        Box::pin(async move {
-            self.scan
-                .next_batch(self.store)
-                .await
-                .map_err(|error| match error {
-                    ScanError::Store(error) => SourceError::Store(error),
-                    ScanError::Chunk(error) => SourceError::Chunk(error),
-                })
-        })
-    }
-}
-
 #[cfg(test)]
-mod tests {
+mod scan_tests {
     use super::*;
     use crate::model::archive::tests::{BEFORE_HOUR, record};
     use crate::sinks::s3_archive::archive_batch;
