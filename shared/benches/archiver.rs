@@ -1,7 +1,9 @@
 //! The archiver handler: CPU time and peak memory for one 10,000-record
 //! batch of 1 KiB records, and the requests it makes per 1,000 records. Run
-//! with `cargo bench -p rewind-engine --bench archiver`; BENCHMARKS.md has
-//! the method and the numbers.
+//! with `cargo bench -p rewind-engine --bench archiver`; `-- --levels`
+//! compares every compression level instead, and `-- --table` measures the
+//! DynamoDB archive's write rate on the local stack. BENCHMARKS.md has the
+//! method and the numbers.
 //!
 //! The measured code is the function's handler: the invocation payload the
 //! mapping sends (built by `event::kinesis_event`, as the local mapping
@@ -27,21 +29,22 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
 use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
-use rewind_engine::jobs::archiver::{Archiver, KinesisTags};
+use rewind_engine::jobs::archiver::{Archiver, KinesisLineage, KinesisTags};
 use rewind_engine::model::archive::ArchiveLayout;
 use rewind_engine::model::chunk::Compression;
 use rewind_engine::model::event::{self, DeliveredEvent, EventSource, PAYLOAD_ENVELOPE_LEN};
 use rewind_engine::model::record::Record;
 use rewind_engine::pipeline::batch::MAX_PAYLOAD_BYTES;
 use rewind_engine::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
-use rewind_engine::store::{ObjectStore, PutObject, StoreError};
+use rewind_engine::sinks::s3_archive::default_level;
+use rewind_engine::store::{CreateObject, Created, ObjectStore, PutObject, StoreError};
 
 const RECORDS: usize = 10_000;
 const RECORD_BYTES: usize = 1024;
 /// Distinct partition keys in the batch: `LATEST` makes one conditional
 /// put per key and batch.
 const KEYS: usize = 997;
-const RUNS: u32 = 5;
+const RUNS: u32 = 10;
 const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/bench";
 
 /// The system allocator, keeping the bytes live now and the most since the
@@ -117,6 +120,14 @@ impl ObjectStore for CountingStore {
     }
 }
 
+/// Shard markers (written once per shard and instance, so only in the
+/// warm-up run, and not at all here: no lineage is given) would go here.
+impl CreateObject for CountingStore {
+    async fn create(&self, object: PutObject) -> Result<Created, StoreError> {
+        self.put(object).await.map(|()| Created::New)
+    }
+}
+
 mod common;
 
 /// One shard's batch, as a mapping delivers it.
@@ -138,9 +149,11 @@ fn thread_cpu() -> Duration {
 }
 
 struct Case {
-    name: &'static str,
+    name: String,
     modes: Vec<ArchiveMode>,
     compression: Compression,
+    /// `None`: the compressor's own default (gzip 6, zstd 3).
+    level: Option<u32>,
 }
 
 struct Measured {
@@ -171,6 +184,7 @@ async fn run(case: &Case, payloads: &[Vec<u8>]) -> Measured {
         s3.clone(),
         ArchiveLayout {
             compression: case.compression,
+            compression_level: case.level,
             ..ArchiveLayout::default()
         },
         false,
@@ -180,12 +194,13 @@ async fn run(case: &Case, payloads: &[Vec<u8>]) -> Measured {
             ttl: None,
         },
         None::<KinesisTags>,
+        None::<KinesisLineage>,
     );
     // The handler once outside the measurement: the SDK client's lazy
     // set-up (endpoint resolver, identity cache) is a cold start's cost,
     // not a batch's. Counts start after it.
     let warm = DeliveredEvent::from_slice(&payloads[0]).expect("payload parses");
-    std::hint::black_box(archiver.archive(STREAM_ARN, warm.records, 0).await);
+    std::hint::black_box(archiver.archive(STREAM_ARN, warm.records, 0).await.response);
     let (puts_before, bytes_before) = (
         s3.puts.load(Ordering::Relaxed),
         s3.bytes.load(Ordering::Relaxed),
@@ -201,7 +216,10 @@ async fn run(case: &Case, payloads: &[Vec<u8>]) -> Measured {
             let baseline = LIVE.load(Ordering::Relaxed);
             PEAK.store(baseline, Ordering::Relaxed);
             let event = DeliveredEvent::from_slice(payload).expect("payload parses");
-            let response = archiver.archive(STREAM_ARN, event.records, 0).await;
+            let response = archiver
+                .archive(STREAM_ARN, event.records, 0)
+                .await
+                .response;
             peak = peak.max(PEAK.load(Ordering::Relaxed) - baseline);
             assert!(
                 response.batch_item_failures.is_empty(),
@@ -223,8 +241,96 @@ async fn run(case: &Case, payloads: &[Vec<u8>]) -> Measured {
     }
 }
 
+/// `--table`: the DynamoDB archive's write rate on the local stack's moto
+/// DynamoDB, through the real SDK client and the stack's endpoint: one
+/// shard's 10,000 records of 1 KiB (10 s of a shard at its 1,000 records/s
+/// limit) in the mapping's default batches of 1,000, for `ALL` and
+/// `LATEST`, one request at a time and at the default concurrency.
+async fn table_rates() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    use rewind_engine::sinks::dynamodb::DEFAULT_WRITE_CONCURRENCY;
+
+    let (stack, _kinesis) = common::moto_stack().await;
+    let config = rewind_local::sdk::config(&stack.endpoint_url()).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let records = batch();
+    println!(
+        "DynamoDB archive on the local stack (moto), {} records of {RECORD_BYTES} B, {KEYS} keys, batches of 1,000",
+        records.len()
+    );
+    println!(
+        "{:<10} {:>12} {:>10} {:>10} {:>13} {:>14}",
+        "mode", "concurrency", "items", "wall s", "items/s", "records/s"
+    );
+    for (mode, name) in [(ArchiveMode::All, "ALL"), (ArchiveMode::Latest, "LATEST")] {
+        for concurrency in [1, DEFAULT_WRITE_CONCURRENCY] {
+            // A fresh table each run: LATEST's conditions would otherwise
+            // lose against the previous run's items and write nothing.
+            let table = format!("bench-{name}-{concurrency}").to_lowercase();
+            let mut create = dynamodb
+                .create_table()
+                .table_name(&table)
+                .billing_mode(BillingMode::PayPerRequest);
+            for (attribute, kind) in [("pk", KeyType::Hash), ("sk", KeyType::Range)] {
+                create = create
+                    .attribute_definitions(
+                        AttributeDefinition::builder()
+                            .attribute_name(attribute)
+                            .attribute_type(ScalarAttributeType::S)
+                            .build()
+                            .expect("attribute"),
+                    )
+                    .key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name(attribute)
+                            .key_type(kind)
+                            .build()
+                            .expect("key"),
+                    );
+            }
+            create.send().await.expect("create table");
+            let archive =
+                DynamoArchive::new(dynamodb.clone(), table, CountingStore::default(), "archive")
+                    .with_concurrency(concurrency);
+            let settings = StreamSettings {
+                modes: vec![mode],
+                ttl: None,
+            };
+            let started = Instant::now();
+            let mut items = 0;
+            for batch in records.chunks(1_000) {
+                let written = archive.store(batch, &settings, 0).await;
+                assert!(written.failed.is_empty(), "every record stored");
+                items += written.items;
+            }
+            let wall = started.elapsed().as_secs_f64();
+            println!(
+                "{:<10} {:>12} {:>10} {:>10.2} {:>13.0} {:>14.0}",
+                name,
+                concurrency,
+                items,
+                wall,
+                items as f64 / wall,
+                records.len() as f64 / wall
+            );
+        }
+    }
+    stack.stop().await;
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else is taken.
+    // `cargo bench` passes `--bench`; `--levels` and `--table` choose a part.
+    if std::env::args().any(|a| a == "--table") {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(table_rates());
+        return;
+    }
     let records = batch();
     let source = EventSource::new(STREAM_ARN, "arn:aws:iam::123456789012:role/archiver")
         .expect("valid stream ARN");
@@ -256,48 +362,65 @@ fn main() {
         mib(cut.iter().map(Vec::len).max().unwrap_or(0))
     );
     println!(
-        "{:<34} {:>9} {:>9} {:>10} {:>9} {:>11} {:>12} {:>10}",
+        "{:<52} {:>9} {:>9} {:>10} {:>9} {:>11} {:>12} {:>10}",
         "mode", "cpu ms", "wall ms", "peak MiB", "S3 puts", "S3 bytes", "BatchWrite", "PutItem"
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime");
-    let cases = [
+    let s3 = |compression: Compression, level: Option<u32>| {
+        let shown = level.map_or("its default".to_owned(), |l| l.to_string());
+        let chosen = if level == default_level(compression) {
+            ", the archiver's default"
+        } else {
+            ""
+        };
         Case {
-            name: "S3 (gzip)",
+            name: format!("S3 ({compression} {shown}{chosen})"),
             modes: vec![],
-            compression: Compression::Gzip,
-        },
-        Case {
-            name: "S3 (zstd)",
-            modes: vec![],
-            compression: Compression::Zstd,
-        },
-        Case {
-            name: "S3 + DynamoDB ALL",
-            modes: vec![ArchiveMode::All],
-            compression: Compression::Gzip,
-        },
-        Case {
-            name: "S3 + DynamoDB LATEST",
-            modes: vec![ArchiveMode::Latest],
-            compression: Compression::Gzip,
-        },
-        Case {
-            name: "S3 + ALL,LATEST",
-            modes: vec![ArchiveMode::All, ArchiveMode::Latest],
-            compression: Compression::Gzip,
-        },
-    ];
+            compression,
+            level,
+        }
+    };
+    let dynamo = |name: &str, modes: Vec<ArchiveMode>| Case {
+        name: format!("S3 + DynamoDB {name}"),
+        modes,
+        compression: Compression::Gzip,
+        level: default_level(Compression::Gzip),
+    };
+    // `--levels`: every gzip and zstd level in question, one call each;
+    // otherwise the default and the DynamoDB modes, both ways.
+    let levels = std::env::args().any(|a| a == "--levels");
+    let cases: Vec<Case> = if levels {
+        [1, 2, 3, 4, 5, 6, 9]
+            .into_iter()
+            .map(|l| s3(Compression::Gzip, Some(l)))
+            .chain(
+                [1, 2, 3, 6, 9]
+                    .into_iter()
+                    .map(|l| s3(Compression::Zstd, Some(l))),
+            )
+            .collect()
+    } else {
+        vec![
+            s3(Compression::Gzip, default_level(Compression::Gzip)),
+            s3(Compression::Gzip, None),
+            s3(Compression::Zstd, default_level(Compression::Zstd)),
+            dynamo("ALL", vec![ArchiveMode::All]),
+            dynamo("LATEST", vec![ArchiveMode::Latest]),
+            dynamo("ALL,LATEST", vec![ArchiveMode::All, ArchiveMode::Latest]),
+        ]
+    };
     let per_thousand = |n: usize| n as f64 * 1000.0 / RECORDS as f64;
     for (case, (how, payloads)) in cases
         .iter()
         .flat_map(|case| [(case, ("1 call", &whole)), (case, ("6 MB calls", &cut))])
+        .filter(|(_, (how, _))| !levels || *how == "6 MB calls")
     {
         let m = runtime.block_on(run(case, payloads));
         println!(
-            "{:<34} {:>9.0} {:>9.0} {:>10.1} {:>9} {:>11} {:>12} {:>10}",
+            "{:<52} {:>9.1} {:>9.0} {:>10.1} {:>9} {:>11} {:>12} {:>10}",
             format!("{}, {how}", case.name),
             m.cpu.as_secs_f64() * 1000.0,
             m.wall.as_secs_f64() * 1000.0,
@@ -308,7 +431,7 @@ fn main() {
             m.put_items
         );
         println!(
-            "{:<34} per 1,000 records: S3 PutObject {:.1}, DynamoDB BatchWriteItem {:.1}, PutItem {:.1}",
+            "{:<52} per 1,000 records: S3 PutObject {:.1}, DynamoDB BatchWriteItem {:.1}, PutItem {:.1}",
             "",
             per_thousand(m.s3_puts as usize),
             per_thousand(m.batch_writes),

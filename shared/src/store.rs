@@ -15,6 +15,8 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 
+mod create;
+pub use create::{CreateObject, Created};
 mod listing;
 pub use listing::{ListPage, ListQuery, MAX_PAGE, page_of};
 

@@ -4,6 +4,8 @@
 //! bisected batch; the archive is then read back with the engine's reading
 //! API and compared with what the stream accepted and holds.
 //!
+//! - Shard markers: each shard's `_shards/<shardId>.json` holds its lineage
+//!   and hash key range as `ListShards` gives them and the stream's ARN.
 //! - Retried batch: S3 `PutObject` answers `InternalError` for as many
 //!   attempts as the archiver's SDK client makes (`ARCHIVE_MAX_ATTEMPTS`,
 //!   5), so one invocation reports its shard's first record in
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 use rewind_engine::jobs::mapping::report::Stopped;
 use rewind_engine::jobs::mapping::wall_clock;
-use rewind_engine::model::archive::ArchiveLayout;
+use rewind_engine::model::archive::{ArchiveLayout, HashKeyRange, ShardMarker};
 use rewind_engine::model::chunk;
 use rewind_engine::model::kpl::{self, UserRecord};
 use rewind_engine::model::seqno::SequenceNumber;
@@ -397,9 +399,11 @@ async fn archiver_keeps_every_record_once_through_retries_and_bisects() -> anyho
     }
     let mut lines = 0usize;
     let mut distinct = BTreeSet::new();
-    let keys = store
+    let (markers, keys): (Vec<String>, Vec<String>) = store
         .list(&format!("{}/stream={stream}/", layout.prefix))
-        .await?;
+        .await?
+        .into_iter()
+        .partition(|key| key.starts_with(&layout.shard_markers(&stream)));
     for key in &keys {
         for record in chunk::decode(key, &store.get(key).await?)? {
             lines += 1;
@@ -421,6 +425,43 @@ async fn archiver_keeps_every_record_once_through_retries_and_bisects() -> anyho
         "{total} put, {lines} lines, {} distinct",
         distinct.len()
     );
+
+    // One marker per shard beside the partitions, holding what ListShards
+    // says of the shard and the stream's ARN (the events' eventSourceARN).
+    let listed = kinesis.list_shards().stream_name(&stream).send().await?;
+    let stream_arn = kinesis
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await?
+        .stream_description_summary()
+        .map(|s| s.stream_arn().to_owned())
+        .unwrap_or_default();
+    anyhow::ensure!(
+        markers.len() == by_shard.len(),
+        "one marker per shard: {markers:?}"
+    );
+    for shard in listed.shards() {
+        let key = layout.shard_marker_key(&stream, shard.shard_id());
+        let marker: ShardMarker = serde_json::from_slice(&store.get(&key).await?)?;
+        let range = shard
+            .hash_key_range()
+            .expect("a listed shard has its range");
+        anyhow::ensure!(
+            marker
+                == ShardMarker {
+                    shard_id: shard.shard_id().to_owned(),
+                    stream_arn: stream_arn.clone(),
+                    parent_shard_id: shard.parent_shard_id().map(str::to_owned),
+                    adjacent_parent_shard_id: shard.adjacent_parent_shard_id().map(str::to_owned),
+                    hash_key_range: HashKeyRange {
+                        starting_hash_key: range.starting_hash_key().to_owned(),
+                        ending_hash_key: range.ending_hash_key().to_owned(),
+                    },
+                },
+            "{key}: {marker:?}"
+        );
+    }
 
     anyhow::ensure!(archived.keys().eq(by_shard.keys()), "{:?}", archived.keys());
     for (shard_id, puts) in &by_shard {

@@ -5,8 +5,9 @@
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use rewind_engine::jobs::archiver::{Archiver, KinesisTags};
+use rewind_engine::jobs::archiver::{Archiver, KinesisLineage, KinesisTags};
 use rewind_engine::model::event::DeliveredEvent;
+use rewind_engine::model::record::stream_name_from_arn;
 use rewind_engine::sinks::dynamodb::DynamoArchive;
 use rewind_engine::store::S3Store;
 
@@ -14,7 +15,7 @@ mod settings;
 
 use settings::Settings;
 
-type Sinks = Archiver<S3Store, Option<KinesisTags>>;
+type Sinks = Archiver<S3Store, Option<KinesisTags>, KinesisLineage>;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -29,10 +30,12 @@ async fn main() -> Result<(), Error> {
             s3.clone(),
             settings.layout.prefix.clone(),
         )
+        .with_concurrency(settings.table_concurrency)
     });
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
     let tags = settings
         .use_stream_tags
-        .then(|| KinesisTags::new(aws_sdk_kinesis::Client::new(&sdk)));
+        .then(|| KinesisTags::new(kinesis.clone()));
     let sinks: Sinks = Archiver::new(
         s3,
         settings.layout,
@@ -40,6 +43,7 @@ async fn main() -> Result<(), Error> {
         dynamo,
         settings.dynamo_defaults,
         tags,
+        Some(KinesisLineage::new(kinesis)),
     );
     let sinks = &sinks;
     lambda_runtime::run(service_fn(
@@ -56,6 +60,12 @@ async fn handle(sinks: &Sinks, event: DeliveredEvent) -> KinesisEventResponse {
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    sinks.archive(&stream_arn, event.records, now).await
+        .map_or(0, |d| d.as_millis() as i64);
+    let archived = sinks.archive(&stream_arn, event.records, now).await;
+    // The invocation's metrics as one EMF line on stdout, where Lambda's
+    // log capture hands it to CloudWatch Logs as it is (not through the
+    // tracing subscriber, whose JSON envelope would hide it).
+    let stream = stream_name_from_arn(&stream_arn).unwrap_or(&stream_arn);
+    println!("{}", archived.metrics.emf_line(stream, now));
+    archived.response
 }

@@ -4,6 +4,8 @@
 //! - `ARCHIVE_BUCKET` (required): the archive bucket.
 //! - `ARCHIVE_PREFIX` (default `archive`): key prefix.
 //! - `ARCHIVE_COMPRESSION` (`gzip` default, `zstd`).
+//! - `ARCHIVE_COMPRESSION_LEVEL` (default 1, the fastest: BENCHMARKS.md has
+//!   the CPU and size of each level): 1 to 9 for gzip, 1 to 19 for zstd.
 //! - `ARCHIVE_DEAGGREGATE` (`false` default): store KPL user records one per
 //!   line in S3 instead of the aggregates as received.
 //! - `ARCHIVE_TABLE` (optional): the DynamoDB archive table; unset, no
@@ -14,6 +16,9 @@
 //!   archival, unless the stream's `ArchiveTTL` tag says otherwise.
 //! - `ARCHIVE_USE_STREAM_TAGS` (`false` default): read `StreamArchiveMode`
 //!   and `ArchiveTTL` from each stream's tags, once per container.
+//! - `ARCHIVE_TABLE_CONCURRENCY` (default 16, 1 to 64): DynamoDB requests
+//!   in flight at once per mode (BatchWriteItem calls for `ALL`,
+//!   conditional puts for `LATEST`).
 //! - `ARCHIVE_MAX_ATTEMPTS` (default 5): attempts per AWS request, with the
 //!   SDK's jittered backoff, before records are reported as failed.
 
@@ -21,7 +26,8 @@ use std::time::Duration;
 
 use rewind_engine::model::archive::{ArchiveLayout, DEFAULT_MAX_OBJECT_BYTES};
 use rewind_engine::model::chunk::Compression;
-use rewind_engine::sinks::dynamodb::{ArchiveMode, StreamSettings};
+use rewind_engine::sinks::dynamodb::{ArchiveMode, DEFAULT_WRITE_CONCURRENCY, StreamSettings};
+use rewind_engine::sinks::s3_archive::default_level;
 use rewind_function::settings::{SettingError, flag, number, required, text};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +38,7 @@ pub struct Settings {
     pub table: Option<String>,
     pub dynamo_defaults: StreamSettings,
     pub use_stream_tags: bool,
+    pub table_concurrency: usize,
     pub max_attempts: u32,
 }
 
@@ -54,6 +61,30 @@ impl Settings {
                 }
             },
         };
+        let levels = compression.levels();
+        let compression_level = match var("ARCHIVE_COMPRESSION_LEVEL") {
+            None => default_level(compression),
+            Some(value) => match value.parse::<u32>() {
+                Ok(level) if levels.contains(&level) => Some(level),
+                _ => {
+                    return Err(SettingError::invalid(
+                        "ARCHIVE_COMPRESSION_LEVEL",
+                        value,
+                        format!(
+                            "a whole number from {} to {} for {compression} (1 to 9 for gzip, 1 to 19 for zstd)",
+                            levels.start(),
+                            levels.end()
+                        ),
+                    ));
+                }
+            },
+        };
+        let table_concurrency = number(
+            &var,
+            "ARCHIVE_TABLE_CONCURRENCY",
+            DEFAULT_WRITE_CONCURRENCY as u64,
+            1..=64,
+        )? as usize;
         let deaggregate = flag(&var, "ARCHIVE_DEAGGREGATE")?;
         let use_stream_tags = flag(&var, "ARCHIVE_USE_STREAM_TAGS")?;
         let table = var("ARCHIVE_TABLE").filter(|t| !t.is_empty());
@@ -97,12 +128,14 @@ impl Settings {
             layout: ArchiveLayout {
                 prefix,
                 compression,
+                compression_level,
                 max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
             },
             deaggregate,
             table,
             dynamo_defaults: StreamSettings { modes, ttl },
             use_stream_tags,
+            table_concurrency,
             max_attempts,
         })
     }
@@ -124,6 +157,8 @@ mod tests {
         assert_eq!(c.bucket, "b");
         assert_eq!(c.layout.prefix, "archive");
         assert_eq!(c.layout.compression, Compression::Gzip);
+        assert_eq!(c.layout.compression_level, Some(1));
+        assert_eq!(c.table_concurrency, 16);
         assert!(!c.deaggregate);
         assert_eq!(c.max_attempts, 5);
         assert_eq!(c.table, None);
@@ -138,6 +173,8 @@ mod tests {
             ("ARCHIVE_BUCKET", "b"),
             ("ARCHIVE_PREFIX", "/data/kinesis/"),
             ("ARCHIVE_COMPRESSION", "zstd"),
+            ("ARCHIVE_COMPRESSION_LEVEL", "12"),
+            ("ARCHIVE_TABLE_CONCURRENCY", "64"),
             ("ARCHIVE_DEAGGREGATE", "true"),
             ("ARCHIVE_MAX_ATTEMPTS", "8"),
             ("ARCHIVE_TABLE", "archive"),
@@ -157,6 +194,8 @@ mod tests {
         assert!(none.dynamo_defaults.modes.is_empty());
         assert_eq!(c.layout.prefix, "data/kinesis");
         assert_eq!(c.layout.compression, Compression::Zstd);
+        assert_eq!(c.layout.compression_level, Some(12));
+        assert_eq!(c.table_concurrency, 64);
         assert!(c.deaggregate);
         assert_eq!(c.max_attempts, 8);
     }
@@ -169,6 +208,29 @@ mod tests {
             (
                 vec![("ARCHIVE_BUCKET", "b"), ("ARCHIVE_COMPRESSION", "none")],
                 "ARCHIVE_COMPRESSION is \"none\"; accepted values: gzip, zstd",
+            ),
+            (
+                vec![("ARCHIVE_BUCKET", "b"), ("ARCHIVE_COMPRESSION_LEVEL", "12")],
+                "ARCHIVE_COMPRESSION_LEVEL is \"12\"; accepted values: a whole number from 1 to 9 for gzip (1 to 9 for gzip, 1 to 19 for zstd)",
+            ),
+            (
+                vec![
+                    ("ARCHIVE_BUCKET", "b"),
+                    ("ARCHIVE_COMPRESSION", "zstd"),
+                    ("ARCHIVE_COMPRESSION_LEVEL", "0"),
+                ],
+                "ARCHIVE_COMPRESSION_LEVEL is \"0\"; accepted values: a whole number from 1 to 19 for zstd",
+            ),
+            (
+                vec![
+                    ("ARCHIVE_BUCKET", "b"),
+                    ("ARCHIVE_COMPRESSION_LEVEL", "fast"),
+                ],
+                "ARCHIVE_COMPRESSION_LEVEL is \"fast\"; accepted values: a whole number from 1 to 9 for gzip",
+            ),
+            (
+                vec![("ARCHIVE_BUCKET", "b"), ("ARCHIVE_TABLE_CONCURRENCY", "0")],
+                "ARCHIVE_TABLE_CONCURRENCY is \"0\"; accepted values: a whole number from 1 to 64",
             ),
             (
                 vec![("ARCHIVE_BUCKET", "b"), ("ARCHIVE_DEAGGREGATE", "yes")],

@@ -8,6 +8,11 @@
 //! is never checkpointed before it is kept (at-least-once: records after it
 //! that were stored are written again, under the same keys).
 //!
+//! Beside the records it writes each shard's marker once per function
+//! instance ([`markers`]: lineage and the stream's ARN, never at a record's
+//! expense), and it measures what it stored for the invocation's metric line
+//! ([`metrics`]).
+//!
 //! Per-stream DynamoDB settings come from the environment and, when enabled,
 //! from the stream's tags as the Node.js Kinesis archiver reads them
 //! (`StreamArchiveMode` = `all` | `latest`, `ArchiveTTL` =
@@ -21,13 +26,19 @@ use std::time::Duration;
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use tracing::{info, warn};
 
+mod markers;
+mod metrics;
+
+pub use markers::{KinesisLineage, Lineage, LineageError, MarkerError, ShardLineage, ShardMarkers};
+pub use metrics::{ArchiveMetrics, DIMENSION, NAMESPACE};
+
 use crate::model::archive::ArchiveLayout;
 use crate::model::record::Record;
 use crate::model::seqno::UserRecordId;
 use crate::pipeline::deaggregate::deaggregate_all;
 use crate::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
 use crate::sinks::s3_archive;
-use crate::store::ObjectStore;
+use crate::store::{CreateObject, ObjectStore};
 
 pub const MODE_TAG: &str = "StreamArchiveMode";
 pub const TTL_TAG: &str = "ArchiveTTL";
@@ -153,7 +164,7 @@ pub fn settings_from_tags(
 }
 
 /// The archive's sinks and settings, built once per container.
-pub struct Archiver<S, T> {
+pub struct Archiver<S, T, L> {
     pub s3: S,
     pub layout: ArchiveLayout,
     /// Store KPL user records one per line in S3 instead of the aggregates.
@@ -161,10 +172,21 @@ pub struct Archiver<S, T> {
     pub dynamo: Option<DynamoArchive<S>>,
     pub defaults: StreamSettings,
     pub tags: T,
+    /// `None`: no shard markers (tests of the other sinks).
+    markers: Option<ShardMarkers<L>>,
     cache: Mutex<HashMap<String, StreamSettings>>,
 }
 
-impl<S: ObjectStore, T: StreamTags> Archiver<S, T> {
+/// What became of one delivered batch.
+#[derive(Debug)]
+pub struct Archived {
+    /// The partial batch response for the mapping.
+    pub response: KinesisEventResponse,
+    /// What was stored, for the invocation's metric line.
+    pub metrics: ArchiveMetrics,
+}
+
+impl<S: ObjectStore + CreateObject, T: StreamTags, L: ShardLineage> Archiver<S, T, L> {
     pub fn new(
         s3: S,
         layout: ArchiveLayout,
@@ -172,6 +194,7 @@ impl<S: ObjectStore, T: StreamTags> Archiver<S, T> {
         dynamo: Option<DynamoArchive<S>>,
         defaults: StreamSettings,
         tags: T,
+        lineage: Option<L>,
     ) -> Self {
         Self {
             s3,
@@ -180,6 +203,7 @@ impl<S: ObjectStore, T: StreamTags> Archiver<S, T> {
             dynamo,
             defaults,
             tags,
+            markers: lineage.map(ShardMarkers::new),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -198,30 +222,51 @@ impl<S: ObjectStore, T: StreamTags> Archiver<S, T> {
         Ok(settings)
     }
 
-    /// Archives one delivered batch (records of one stream, as delivered).
+    /// Archives one delivered batch (records of one stream, as delivered),
+    /// `now_epoch_millis` being the invocation's time.
     pub async fn archive(
         &self,
         stream_arn: &str,
         records: Vec<Record>,
-        now_epoch_seconds: i64,
-    ) -> KinesisEventResponse {
+        now_epoch_millis: i64,
+    ) -> Archived {
         let mut failed: Vec<UserRecordId> = Vec::new();
+        let mut metrics = ArchiveMetrics::default();
+        // User records are made only when a sink keys or stores them, and
+        // then once for both; a batch without aggregates is used as it is.
+        let has_aggregates = records.iter().any(Record::is_aggregated);
+        let needs_users = (self.deaggregate_s3 || self.dynamo.is_some()) && has_aggregates;
+        let users_owned = needs_users.then(|| deaggregate_all(&records));
+        let users: &[Record] = users_owned.as_deref().unwrap_or(&records);
+        let s3_records: &[Record] = if self.deaggregate_s3 { users } else { &records };
 
-        let s3_records = if self.deaggregate_s3 {
-            deaggregate_all(&records)
-        } else {
-            records.clone()
+        let s3 = s3_archive::archive_batch(&self.s3, &self.layout, s3_records);
+        let marks = async {
+            if let (Some(markers), Some(first)) = (&self.markers, records.first()) {
+                let shards = shards_of(&records);
+                markers
+                    .mark(&self.s3, &self.layout, stream_arn, &first.stream, &shards)
+                    .await;
+            }
         };
-        let outcome = s3_archive::archive_batch(&self.s3, &self.layout, &s3_records).await;
+        let (outcome, ()) = futures_util::future::join(s3, marks).await;
+        for object in &outcome.written {
+            metrics.records_archived += object.summary.records;
+            metrics.bytes_archived += object.compressed_bytes as u64;
+            metrics.objects_written += 1;
+            metrics.newest_arrival = metrics.newest_arrival.max(object.summary.last_arrival);
+        }
         failed.extend(outcome.failed.into_iter().map(|(id, _)| id));
 
         if let (Some(dynamo), Some(first)) = (&self.dynamo, records.first()) {
             match self.settings(stream_arn, &first.stream).await {
                 Ok(settings) if settings.modes.is_empty() => {}
                 Ok(settings) => {
-                    let users = deaggregate_all(&records);
-                    let errors = dynamo.write(&users, &settings, now_epoch_seconds).await;
-                    for (id, error) in errors {
+                    let written = dynamo
+                        .store(users, &settings, now_epoch_millis.div_euclid(1000))
+                        .await;
+                    metrics.items_written = written.items;
+                    for (id, error) in written.failed {
                         let error = &error as &(dyn std::error::Error + 'static);
                         warn!(record = %id, error, "DynamoDB archive write failed");
                         failed.push(id);
@@ -236,8 +281,23 @@ impl<S: ObjectStore, T: StreamTags> Archiver<S, T> {
                 }
             }
         }
-        batch_response(&failed)
+        Archived {
+            response: batch_response(&failed),
+            metrics,
+        }
     }
+}
+
+/// The batch's shards, each once, in order of first appearance (a batch is
+/// one shard's as the mapping delivers it).
+fn shards_of(records: &[Record]) -> Vec<&str> {
+    let mut shards: Vec<&str> = Vec::new();
+    for record in records {
+        if !shards.contains(&record.shard_id.as_str()) {
+            shards.push(&record.shard_id);
+        }
+    }
+    shards
 }
 
 /// The mapping's partial batch response: per shard, the lowest Kinesis
@@ -404,6 +464,7 @@ mod tests {
             Some(dynamo),
             defaults(),
             None::<KinesisTags>,
+            None::<KinesisLineage>,
         );
         let records = sample();
         let aggregate = records
@@ -412,16 +473,36 @@ mod tests {
             .unwrap()
             .sequence_number
             .to_string();
-        let response = archiver
+        // 1.5 s after the newest record of the sample arrived.
+        let now = 1_732_233_602_000 + 1_500;
+        let archived = archiver
             .archive(
                 "arn:aws:kinesis:us-east-1:123456789012:stream/orders",
                 records.clone(),
-                0,
+                now,
             )
             .await;
         assert_eq!(
-            serde_json::to_value(response).unwrap(),
+            serde_json::to_value(archived.response).unwrap(),
             serde_json::json!({"batchItemFailures": [{"itemIdentifier": aggregate}]})
+        );
+        // The invocation's metric line, read as CloudWatch reads EMF: the
+        // 4 records as delivered in 1 object; 5 of the 6 user records'
+        // items (sensor-9's was refused).
+        let bytes: usize = archiver.s3.objects().values().map(|o| o.body.len()).sum();
+        let values = metrics::tests::parse_emf(&archived.metrics.emf_line("orders", now));
+        assert_eq!(
+            values,
+            [
+                ("BytesArchived", bytes as f64),
+                ("ItemsWritten", 5.0),
+                ("NewestRecordAgeMs", 1500.0),
+                ("ObjectsWritten", 1.0),
+                ("RecordsArchived", 4.0),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
         );
         let objects = archiver.s3.objects();
         assert_eq!(objects.len(), 1);

@@ -38,6 +38,8 @@ pub struct ArchiveLayout {
     /// Key prefix without a trailing slash; empty for the bucket root.
     pub prefix: String,
     pub compression: Compression,
+    /// Within `compression.levels()`; `None`: the compressor's default.
+    pub compression_level: Option<u32>,
     pub max_object_bytes: usize,
 }
 
@@ -46,6 +48,7 @@ impl Default for ArchiveLayout {
         Self {
             prefix: "archive".to_owned(),
             compression: Compression::Gzip,
+            compression_level: None,
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
         }
     }

@@ -60,6 +60,17 @@ impl Compression {
         }
     }
 
+    /// The levels a writer takes: gzip's 1 (fastest) to 9 (smallest);
+    /// zstd's 1 to 19 (20 to 22 need far more memory than a function
+    /// should spend on one object). Plain has none; 0 stands for it.
+    pub fn levels(self) -> std::ops::RangeInclusive<u32> {
+        match self {
+            Self::Gzip => 1..=9,
+            Self::Zstd => 1..=19,
+            Self::None => 0..=0,
+        }
+    }
+
     /// The S3 `Content-Type` of every chunk object.
     pub fn content_type(self) -> &'static str {
         "application/x-ndjson"
@@ -194,16 +205,35 @@ impl<W: Write> ChunkWriter<W> {
         sink: W,
         compression: Compression,
     ) -> Result<Self, ChunkError> {
+        Self::with_level(object, sink, compression, None)
+    }
+
+    /// As [`Self::new`], at a compression level within
+    /// [`Compression::levels`] (`None`: the compressor's default, gzip 6 and
+    /// zstd 3; ignored for `None` compression).
+    pub fn with_level(
+        object: impl Into<String>,
+        sink: W,
+        compression: Compression,
+        level: Option<u32>,
+    ) -> Result<Self, ChunkError> {
         let object = object.into();
+        let level =
+            level.map(|l| l.clamp(*compression.levels().start(), *compression.levels().end()));
         let encoder = match compression {
-            Compression::Gzip => Encoder::Gzip(GzEncoder::new(sink, GzLevel::default())),
+            Compression::Gzip => Encoder::Gzip(GzEncoder::new(
+                sink,
+                level.map_or(GzLevel::default(), GzLevel::new),
+            )),
             // Level 3 is zstd's own default: most of the ratio at a fraction
             // of the CPU, which matters inside a Lambda step's time budget.
             Compression::Zstd => Encoder::Zstd(
-                zstd::stream::write::Encoder::new(sink, 3).map_err(|source| ChunkError::Write {
-                    object: object.clone(),
-                    source,
-                })?,
+                zstd::stream::write::Encoder::new(sink, level.map_or(3, |l| l as i32)).map_err(
+                    |source| ChunkError::Write {
+                        object: object.clone(),
+                        source,
+                    },
+                )?,
             ),
             Compression::None => Encoder::Plain(sink),
         };

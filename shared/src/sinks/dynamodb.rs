@@ -19,21 +19,19 @@
 //! limit keeps its data in S3 and the item points to it (`dataS3Key`):
 //! nothing is dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use tracing::{debug, warn};
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::model::dynamodb_item::{LATEST_SORT_KEY, hash_key, position_key};
 use crate::model::record::{EncryptionType, Record};
-use crate::model::seqno::{Position, UserRecordId};
-use crate::store::{ObjectStore, PutObject, StoreError};
+use crate::model::seqno::Position;
+use crate::store::{ObjectStore, StoreError};
 
 /// DynamoDB's item size limit (400 KB, counted as KiB by DynamoDB).
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -42,6 +40,11 @@ pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 const ITEM_SIZE_MARGIN: usize = 2 * 1024;
 /// BatchWriteItem takes at most 25 requests.
 const BATCH_WRITE_LIMIT: usize = 25;
+/// Requests in flight per mode: 16 BatchWriteItem calls are 400 items, so
+/// one shard's second of records (1,000) goes out in three rounds of round
+/// trips; 16 conditional puts at a time take a batch of 1,000 distinct keys
+/// in about 63 rounds. BENCHMARKS.md has the measured rates.
+pub const DEFAULT_WRITE_CONCURRENCY: usize = 16;
 /// What the DynamoDB archive keeps for a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ArchiveMode {
@@ -228,6 +231,8 @@ pub struct DynamoArchive<S> {
     /// partitions); the SDK retries whole-request failures itself.
     unprocessed_attempts: u32,
     base_backoff: Duration,
+    /// Requests in flight at once, per mode.
+    concurrency: usize,
 }
 
 impl<S: ObjectStore> DynamoArchive<S> {
@@ -244,7 +249,15 @@ impl<S: ObjectStore> DynamoArchive<S> {
             overflow_prefix: overflow_prefix.into(),
             unprocessed_attempts: 8,
             base_backoff: Duration::from_millis(50),
+            concurrency: DEFAULT_WRITE_CONCURRENCY,
         }
+    }
+
+    /// At most `requests` BatchWriteItem calls (`ALL`) and as many
+    /// conditional puts (`LATEST`) in flight at once.
+    pub fn with_concurrency(mut self, requests: usize) -> Self {
+        self.concurrency = requests.max(1);
+        self
     }
 
     /// Overrides the retry of unprocessed items (tests use a zero backoff).
@@ -264,267 +277,12 @@ impl<S: ObjectStore> DynamoArchive<S> {
             source: Arc::clone(source),
         }
     }
-
-    /// Writes user records (already deaggregated) for the given modes.
-    /// Returns the records that were not stored, each with its error; the
-    /// rest are stored (or, for `LATEST`, superseded by a newer record).
-    pub async fn write(
-        &self,
-        records: &[Record],
-        settings: &StreamSettings,
-        archived_at_epoch_seconds: i64,
-    ) -> Vec<(UserRecordId, DynamoError)> {
-        let mut failed: BTreeMap<UserRecordId, DynamoError> = BTreeMap::new();
-        // Data of oversized records goes to S3 first: an item must never
-        // point at an object that isn't there.
-        let mut data_keys: HashMap<usize, String> = HashMap::new();
-        for (index, record) in records.iter().enumerate() {
-            let probe = item(
-                record,
-                ArchiveMode::All,
-                archived_at_epoch_seconds,
-                settings.ttl,
-                Ok(&record.data),
-            );
-            if item_size(&probe) + ITEM_SIZE_MARGIN <= MAX_ITEM_BYTES {
-                continue;
-            }
-            let key = overflow_key(&self.overflow_prefix, record);
-            let put = PutObject {
-                key: key.clone(),
-                body: record.data.clone(),
-                content_type: "application/octet-stream",
-                content_encoding: None,
-            };
-            match self.overflow.put(put).await {
-                Ok(()) => {
-                    data_keys.insert(index, key);
-                }
-                Err(error) => {
-                    failed.insert(record.id(), DynamoError::Overflow(error));
-                }
-            }
-        }
-        let data_of = |index: usize| match data_keys.get(&index) {
-            Some(key) => Err(key.as_str()),
-            None => Ok(records[index].data.as_slice()),
-        };
-        let pending: Vec<usize> = (0..records.len())
-            .filter(|&i| !failed.contains_key(&records[i].id()))
-            .collect();
-
-        if settings.modes.contains(&ArchiveMode::All) {
-            let items = pending.iter().map(|&i| {
-                (
-                    i,
-                    item(
-                        &records[i],
-                        ArchiveMode::All,
-                        archived_at_epoch_seconds,
-                        settings.ttl,
-                        data_of(i),
-                    ),
-                )
-            });
-            for (index, error) in self.batch_write(items.collect()).await {
-                failed.entry(records[index].id()).or_insert(error);
-            }
-        }
-        if settings.modes.contains(&ArchiveMode::Latest) {
-            for index in latest_candidates(records, &pending) {
-                let record = &records[index];
-                let item = item(
-                    record,
-                    ArchiveMode::Latest,
-                    archived_at_epoch_seconds,
-                    settings.ttl,
-                    data_of(index),
-                );
-                if let Err(source) = self.put_latest(item).await {
-                    // Every record of this key that was not written is not
-                    // stored: the newest was the one that mattered.
-                    for &i in &pending {
-                        if records[i].partition_key == record.partition_key
-                            && records[i].stream == record.stream
-                        {
-                            failed
-                                .entry(records[i].id())
-                                .or_insert_with(|| self.write_error(&source));
-                        }
-                    }
-                }
-            }
-        }
-        failed.into_iter().collect()
-    }
-
-    /// BatchWriteItem in groups of 25, retrying unprocessed items with
-    /// jittered exponential backoff. Returns the indexes not written.
-    async fn batch_write(
-        &self,
-        items: Vec<(usize, HashMap<String, AttributeValue>)>,
-    ) -> Vec<(usize, DynamoError)> {
-        let mut failed = Vec::new();
-        // The same (pk, sk) twice in one request is a ValidationException;
-        // a batch can hold a record twice only if it was delivered twice,
-        // and then the last copy is the same item.
-        let mut unique: BTreeMap<(String, String), (usize, HashMap<String, AttributeValue>)> =
-            BTreeMap::new();
-        let mut duplicates: Vec<(usize, (String, String))> = Vec::new();
-        for (index, item) in items {
-            match unique.entry(item_key(&item)) {
-                std::collections::btree_map::Entry::Occupied(seen) => {
-                    duplicates.push((index, seen.key().clone()));
-                }
-                std::collections::btree_map::Entry::Vacant(slot) => {
-                    slot.insert((index, item));
-                }
-            }
-        }
-        let all: Vec<(usize, HashMap<String, AttributeValue>)> = unique.into_values().collect();
-        let mut failed_keys = Vec::new();
-        for group in all.chunks(BATCH_WRITE_LIMIT) {
-            let mut pending: Vec<(usize, HashMap<String, AttributeValue>)> = group.to_vec();
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                attempt += 1;
-                let requests: Vec<WriteRequest> = pending
-                    .iter()
-                    .map(|(_, item)| {
-                        WriteRequest::builder()
-                            .put_request(
-                                PutRequest::builder()
-                                    .set_item(Some(item.clone()))
-                                    .build()
-                                    .expect("item is set"),
-                            )
-                            .build()
-                    })
-                    .collect();
-                let result = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, requests)
-                    .send()
-                    .await;
-                match result {
-                    Err(error) => {
-                        let source: SharedError = Arc::new(error);
-                        let shown = source.as_ref() as &(dyn std::error::Error + 'static);
-                        warn!(table = %self.table, error = shown, "BatchWriteItem failed");
-                        for (index, item) in pending.drain(..) {
-                            failed_keys.push(item_key(&item));
-                            failed.push((index, self.write_error(&source)));
-                        }
-                    }
-                    Ok(output) => {
-                        let unprocessed: Vec<(String, String)> = output
-                            .unprocessed_items()
-                            .and_then(|m| m.get(&self.table))
-                            .map(|requests| {
-                                requests
-                                    .iter()
-                                    .filter_map(|r| r.put_request())
-                                    .map(|p| item_key(p.item()))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        pending.retain(|(_, item)| unprocessed.contains(&item_key(item)));
-                        if pending.is_empty() {
-                            break;
-                        }
-                        if attempt >= self.unprocessed_attempts {
-                            let items = pending.len();
-                            for (index, item) in pending.drain(..) {
-                                failed_keys.push(item_key(&item));
-                                failed.push((
-                                    index,
-                                    DynamoError::Unprocessed {
-                                        table: self.table.clone(),
-                                        items,
-                                        attempts: attempt,
-                                    },
-                                ));
-                            }
-                            break;
-                        }
-                        let delay = crate::backoff::backoff(self.base_backoff, attempt);
-                        debug!(table = %self.table, unprocessed = pending.len(), ?delay, "retrying unprocessed items");
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-            }
-        }
-        for (index, key) in duplicates {
-            if failed_keys.contains(&key) {
-                failed.push((
-                    index,
-                    DynamoError::Unprocessed {
-                        table: self.table.clone(),
-                        items: 1,
-                        attempts: 0,
-                    },
-                ));
-            }
-        }
-        failed
-    }
-
-    /// Puts a `LATEST` item unless the table holds a newer (or the same)
-    /// record for the key. Losing the condition is success: the newest is
-    /// kept, which is the whole point.
-    /// `Err`: the SDK's error, for every record of the key.
-    async fn put_latest(&self, item: HashMap<String, AttributeValue>) -> Result<(), SharedError> {
-        let position = item["position"].clone();
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR #position < :position")
-            .expression_attribute_names("#position", "position")
-            .expression_attribute_values(":position", position)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error)
-                if matches!(
-                    error.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                debug!(table = %self.table, "LATEST item already holds a newer record");
-                Ok(())
-            }
-            Err(error) => Err(Arc::new(error)),
-        }
-    }
 }
 
-/// Only the newest record of each key in a batch needs a conditional put.
-fn latest_candidates(records: &[Record], pending: &[usize]) -> Vec<usize> {
-    let mut newest: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    for &i in pending {
-        let r = &records[i];
-        let entry = newest
-            .entry((r.stream.as_str(), r.partition_key.as_str()))
-            .or_insert(i);
-        let current = &records[*entry];
-        if Position::of(r) > Position::of(current) {
-            *entry = i;
-        }
-    }
-    newest.into_values().collect()
-}
-
-fn item_key(item: &HashMap<String, AttributeValue>) -> (String, String) {
-    let text = |name: &str| match item.get(name) {
-        Some(AttributeValue::S(s)) => s.clone(),
-        _ => String::new(),
-    };
-    (text("pk"), text("sk"))
-}
+mod writes;
+pub use writes::DynamoWritten;
+#[cfg(test)]
+use writes::{item_key, latest_candidates};
 
 #[cfg(test)]
 pub(crate) mod tests;

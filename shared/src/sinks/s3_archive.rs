@@ -18,10 +18,21 @@ use std::ops::Range;
 use tracing::{info, warn};
 
 use crate::model::archive::{ArchiveLayout, hour_of};
-use crate::model::chunk::{ChunkError, ChunkSummary, ChunkWriter};
+use crate::model::chunk::{ChunkError, ChunkSummary, ChunkWriter, Compression};
 use crate::model::record::Record;
 use crate::model::seqno::UserRecordId;
 use crate::store::{ObjectStore, PutObject, StoreError};
+
+/// The archiver's compression level when none is set
+/// (`ARCHIVE_COMPRESSION_LEVEL`, the template's `ArchiveCompressionLevel`),
+/// chosen by the archiver bench's numbers (BENCHMARKS.md, "Archiver"): the
+/// fastest level of each compressor.
+pub fn default_level(compression: Compression) -> Option<u32> {
+    match compression {
+        Compression::Gzip | Compression::Zstd => Some(1),
+        Compression::None => None,
+    }
+}
 
 impl ArchiveLayout {
     /// Splits a delivered batch into the objects that will hold it: one per
@@ -133,7 +144,12 @@ async fn write_object<S: ObjectStore>(
 ) -> Result<ArchivedObject, ArchiveError> {
     let (first, last) = (&group[0], &group[group.len() - 1]);
     let key = layout.object_key(&first.stream, hour_of(first), &first.id(), &last.id());
-    let mut writer = ChunkWriter::new(key.clone(), Vec::new(), layout.compression)?;
+    let mut writer = ChunkWriter::with_level(
+        key.clone(),
+        Vec::new(),
+        layout.compression,
+        layout.compression_level,
+    )?;
     for record in group {
         writer.write(record)?;
     }

@@ -8,7 +8,7 @@ use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use super::*;
 use crate::model::kpl::{self, UserRecord};
 use crate::model::record::ArrivalTime;
-use crate::model::seqno::SequenceNumber;
+use crate::model::seqno::{SequenceNumber, UserRecordId};
 use crate::sources::dynamodb::record_from_item;
 use crate::store::MemoryStore;
 
@@ -99,10 +99,12 @@ async fn all_mode_writes_every_user_record_with_ttl() {
             )
         })
         .collect();
-    let failed = archive
-        .write(&records, &settings(&[ArchiveMode::All]), 1_732_233_700)
+    let written = archive
+        .store(&records, &settings(&[ArchiveMode::All]), 1_732_233_700)
         .await;
+    let failed = written.failed;
     assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(written.items, 60);
     assert_eq!(rule.num_calls(), 3);
     let items = seen.lock().unwrap();
     assert_eq!(items.len(), 60);
@@ -273,20 +275,24 @@ async fn latest_mode_puts_the_newest_per_key_with_a_numeric_condition() {
         ),
         record("dup", "5", None, b"seen before".to_vec()),
     ];
-    let failed = archive
-        .write(&records, &settings(&[ArchiveMode::Latest]), 0)
+    let written = archive
+        .store(&records, &settings(&[ArchiveMode::Latest]), 0)
         .await;
+    let failed = written.failed;
     assert!(
         failed.is_empty(),
         "a lost condition is not a failure: {failed:?}"
     );
+    assert_eq!(written.items, 1, "the lost condition wrote nothing");
     let puts = puts.lock().unwrap();
     assert_eq!(puts.len(), 2, "one conditional put per key");
-    assert_eq!(puts[0]["sk"], AttributeValue::S(LATEST_SORT_KEY.into()));
-    assert_eq!(
-        puts[0]["data"],
-        AttributeValue::B(Blob::new(b"newer".to_vec()))
-    );
+    // The puts go out concurrently: find key a's by its key.
+    let a = puts
+        .iter()
+        .find(|p| p["pk"] == AttributeValue::S("orders#a".into()))
+        .expect("key a was put");
+    assert_eq!(a["sk"], AttributeValue::S(LATEST_SORT_KEY.into()));
+    assert_eq!(a["data"], AttributeValue::B(Blob::new(b"newer".to_vec())));
 }
 
 #[tokio::test]
