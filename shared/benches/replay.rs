@@ -47,22 +47,36 @@ use rewind_engine::sinks::lambda::{Delivery, DeliveryReport};
 const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:111122223333:function:bench-target";
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else is taken.
+    // `cargo bench` passes `--bench`; a word after `--` runs only the parts
+    // whose name holds it (`delivery`, `bisect`, `reinject`, `engine`).
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let runs = |part: &str| only.is_empty() || only.iter().any(|o| part.contains(o.as_str()));
     // Delivery and bisect are CPU work on one lane: a single-threaded
     // runtime measures the engine without scheduler noise.
     let local = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    local.block_on(delivery_rate());
-    local.block_on(bisect_invokes());
+    if runs("delivery") {
+        local.block_on(delivery_rate());
+    }
+    if runs("bisect") {
+        local.block_on(bisect_invokes());
+    }
     // The local stack's endpoint runs on this runtime too: give it threads.
     let stack = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    stack.block_on(reinject_rate());
-    stack.block_on(engine_time_between_invokes());
+    if runs("reinject") {
+        stack.block_on(reinject_rate());
+    }
+    if runs("engine") {
+        stack.block_on(engine_time_between_invokes());
+    }
 }
 
 fn source() -> EventSource {

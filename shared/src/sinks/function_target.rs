@@ -101,3 +101,110 @@ impl<I, D> Drop for FunctionTarget<I, D> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::event::DeliveredEvent;
+    use crate::model::event::tests::source;
+    use crate::pipeline::filter::{FilterCriteria, FilterEntry};
+    use crate::sinks::dlq::MemoryDlq;
+    use crate::sinks::lambda::invoker::{Invocation, InvokeError};
+
+    #[derive(Default)]
+    struct Sizes(Mutex<Vec<usize>>);
+
+    impl Invoker for Sizes {
+        async fn invoke(&self, payload: Vec<u8>) -> Result<Invocation, InvokeError> {
+            let records = DeliveredEvent::from_slice(&payload).unwrap().records;
+            self.0.lock().unwrap().push(records.len());
+            Ok(Invocation {
+                status_code: 200,
+                ..Invocation::default()
+            })
+        }
+
+        fn function_arn(&self) -> &str {
+            "arn:aws:lambda:eu-west-1:111122223333:function:consumer"
+        }
+    }
+
+    fn target(filter: Option<&str>) -> FunctionTarget<Sizes, MemoryDlq> {
+        FunctionTarget {
+            invoker: Sizes::default(),
+            destination: MemoryDlq::default(),
+            source: source(),
+            options: MappingOptions {
+                batch_size: 4,
+                filter_criteria: filter.map(|p| FilterCriteria {
+                    filters: vec![FilterEntry { pattern: p.into() }],
+                }),
+                ..MappingOptions::default()
+            },
+            now: || ArrivalTime::from_epoch_millis(1_700_000_100_000),
+            base_backoff: Duration::ZERO,
+            gaps: Mutex::default(),
+        }
+    }
+
+    /// Runs a page through `target` piece by piece, as the replay step
+    /// does; returns the records each invoke held and the filtered count.
+    async fn replay_page(target: &FunctionTarget<Sizes, MemoryDlq>, page: &[Record]) -> u64 {
+        let (mut at, mut filtered) = (0, 0);
+        while at < page.len() {
+            let n = target.piece_end(&page[at..]);
+            let settled = target
+                .settle(&page[at..at + n], Instant::now() + Duration::from_secs(60))
+                .await
+                .unwrap();
+            assert_eq!(settled.unsettled, None);
+            filtered += settled.report.counters.filtered;
+            at += n;
+        }
+        filtered
+    }
+
+    /// invocation-eventfiltering.html: "If a record from your event source
+    /// satisfies one or more of your filters, Lambda includes the record in
+    /// the next event it sends to your function": a batch is filled with
+    /// matching records, not cut first and filtered after.
+    #[tokio::test]
+    async fn filtered_pieces_are_filled_with_matching_records() {
+        // Every third record matches: 10 of 30.
+        let page: Vec<Record> = (0..30)
+            .map(|i| Record {
+                data: format!(r#"{{"keep": {}}}"#, i % 3 == 0).into_bytes(),
+                ..crate::model::record::tests::record(0, i)
+            })
+            .collect();
+        let filtered = target(Some(r#"{"data": {"keep": [true]}}"#));
+        assert_eq!(replay_page(&filtered, &page).await, 20);
+        assert_eq!(*filtered.invoker.0.lock().unwrap(), vec![4, 4, 2]);
+        // Without filters a piece is a batch of records as they come.
+        let all = target(None);
+        assert_eq!(replay_page(&all, &page).await, 0);
+        assert_eq!(*all.invoker.0.lock().unwrap(), vec![4, 4, 4, 4, 4, 4, 4, 2]);
+    }
+
+    #[test]
+    fn a_piece_ends_after_its_last_matching_record() {
+        let filters = Filters::compile(&FilterCriteria {
+            filters: vec![FilterEntry {
+                pattern: r#"{"data": {"k": [1]}}"#.into(),
+            }],
+        })
+        .unwrap();
+        let page: Vec<Record> = [0, 1, 0, 0, 1, 0]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Record {
+                data: format!(r#"{{"k": {k}}}"#).into_bytes(),
+                ..crate::model::record::tests::record(0, i)
+            })
+            .collect();
+        assert_eq!(filled_end(&filters, &page, 1), 2);
+        assert_eq!(filled_end(&filters, &page, 2), 5);
+        // Fewer matching records than asked for: the whole page.
+        assert_eq!(filled_end(&filters, &page, 3), 6);
+    }
+}
