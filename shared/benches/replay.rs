@@ -17,17 +17,29 @@
 //!    onto a 1-shard and a 2-shard stream of the local stack, the endpoint
 //!    enforcing 1,000 records/s and 1 MiB/s per shard. Reports records/s,
 //!    the share of the limit and the throttled entries.
+//! 4. Engine time between invokes on the local stack: the replay
+//!    function's own step (`Replayer::step`, as `rewind replay` and the
+//!    replay state machine run it) replays 20,000 records of 1 KiB from a
+//!    record file into the real `target` fixture function, progress and
+//!    checkpoints written to the stack's S3, for BatchSize 100 and 1,000.
+//!    The figure is the step's own (`engine time between invokes`, logged
+//!    by the function target): on each lane, from a batch's answer to the
+//!    next invoke, pieces and their checkpoints included. Median of the
+//!    step's gaps (10 µs buckets), with p90 and max.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use rewind_engine::jobs::replay::{ReplayRequest, ReplaySettings, Replayer};
+use rewind_engine::model::chunk::{ChunkWriter, Compression};
 use rewind_engine::model::event::{DeliveredEvent, EventSource};
 use rewind_engine::model::record::{ArrivalTime, Record};
 use rewind_engine::sinks::dlq::{DestinationError, FailureDestination, FailureRecord};
 use rewind_engine::sinks::kinesis::{
     Entry, EntryResult, KinesisSink, PutError, RecordSink, ReinjectOptions, reinject,
 };
+use rewind_engine::sinks::lambda::gaps::EngineGaps;
 use rewind_engine::sinks::lambda::invoker::{Invocation, InvokeError, Invoker};
 use rewind_engine::sinks::lambda::options::MappingOptions;
 use rewind_engine::sinks::lambda::{Delivery, DeliveryReport};
@@ -35,21 +47,36 @@ use rewind_engine::sinks::lambda::{Delivery, DeliveryReport};
 const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:111122223333:function:bench-target";
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else is taken.
+    // `cargo bench` passes `--bench`; a word after `--` runs only the parts
+    // whose name holds it (`delivery`, `bisect`, `reinject`, `engine`).
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let runs = |part: &str| only.is_empty() || only.iter().any(|o| part.contains(o.as_str()));
     // Delivery and bisect are CPU work on one lane: a single-threaded
     // runtime measures the engine without scheduler noise.
     let local = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    local.block_on(delivery_rate());
-    local.block_on(bisect_invokes());
+    if runs("delivery") {
+        local.block_on(delivery_rate());
+    }
+    if runs("bisect") {
+        local.block_on(bisect_invokes());
+    }
     // The local stack's endpoint runs on this runtime too: give it threads.
     let stack = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    stack.block_on(reinject_rate());
+    if runs("reinject") {
+        stack.block_on(reinject_rate());
+    }
+    if runs("engine") {
+        stack.block_on(engine_time_between_invokes());
+    }
 }
 
 fn source() -> EventSource {
@@ -192,20 +219,22 @@ async fn delivery_rate() {
         };
         let mut seconds = Vec::new();
         let mut last = (DeliveryReport::default(), 0usize);
+        let mut gaps = EngineGaps::default();
         for _ in 0..RUNS {
-            // Cloned outside the timer: the engine takes ownership of the
-            // records it delivers, and copying them is not its cost.
-            let run = input.clone();
             let target = NoOp {
                 payload_bytes: Mutex::new(0),
             };
             let dlq = Dlq::default();
+            let run_gaps = Mutex::new(EngineGaps::default());
             let started = Instant::now();
-            let report = deliver(&target, &dlq, &options, run).await;
+            // Borrowed, as a step delivers the pieces of its page.
+            let report = deliver_borrowed(&target, &dlq, &options, &input, &run_gaps).await;
             seconds.push(started.elapsed().as_secs_f64());
             assert_eq!(report.counters.delivered, RECORDS as u64);
             last = (report, target.payload_bytes.into_inner().expect("bytes"));
+            gaps = run_gaps.into_inner().expect("gaps");
         }
+        let gap = gaps.summary().expect("gaps measured");
         seconds.sort_by(f64::total_cmp);
         let median = seconds[RUNS / 2];
         let (report, payload_bytes) = last;
@@ -221,7 +250,39 @@ async fn delivery_rate() {
             (RECORDS * 1024) as f64 / 1048576.0 / median,
             payload_bytes as f64 / 1e6 / median,
         );
+        println!(
+            "    engine time between invokes (last run): median {} µs, p90 {} µs, max {} µs over {} gaps",
+            gap.median.as_micros(),
+            gap.p90.as_micros(),
+            gap.max.as_micros(),
+            gap.count
+        );
     }
+}
+
+async fn deliver_borrowed<I: Invoker>(
+    invoker: &I,
+    dlq: &Dlq,
+    options: &MappingOptions,
+    input: &[Record],
+    gaps: &Mutex<EngineGaps>,
+) -> DeliveryReport {
+    options.validate().expect("valid options");
+    let source = source();
+    let delivery = Delivery {
+        invoker,
+        destination: dlq,
+        source: &source,
+        options,
+        now,
+        base_backoff: Duration::ZERO,
+    };
+    let (report, unsettled) = delivery
+        .deliver_timed(input, None, gaps)
+        .await
+        .expect("delivered");
+    assert!(unsettled.is_none());
+    report
 }
 
 async fn bisect_invokes() {
@@ -407,5 +468,133 @@ async fn reinject_rate() {
             throttled as f64 / stored as f64,
         );
     }
+    stack.stop().await;
+}
+
+/// What the function target logged of its step's gaps.
+#[derive(Debug, Default, Clone)]
+struct GapLine {
+    fields: std::collections::BTreeMap<String, u64>,
+}
+
+/// Keeps every "engine time between invokes" event's fields.
+struct GapLog(std::sync::Arc<Mutex<Vec<GapLine>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for GapLog {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Visit(GapLine, bool);
+        impl tracing::field::Visit for Visit {
+            fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                self.0.fields.insert(field.name().to_owned(), value);
+            }
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "message" && value == "engine time between invokes" {
+                    self.1 = true;
+                }
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message"
+                    && format!("{value:?}") == "engine time between invokes"
+                {
+                    self.1 = true;
+                }
+            }
+        }
+        let mut visit = Visit(GapLine::default(), false);
+        event.record(&mut visit);
+        if visit.1 {
+            self.0.lock().expect("log").push(visit.0);
+        }
+    }
+}
+
+async fn engine_time_between_invokes() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    const RECORDS: usize = 20_000;
+    let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::registry().with(GapLog(lines.clone()));
+    tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+
+    let (stack, _kinesis) = common::moto_stack().await;
+    let config = rewind_local::sdk::config(&stack.endpoint_url()).await;
+    let s3 = rewind_local::sdk::s3_client(&config);
+    let bucket = "bench-engine-time";
+    s3.create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("bucket");
+    let dir = std::env::temp_dir().join(format!("rewind-bench-engine-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch");
+    let file = dir.join("shard-0.jsonl.gz");
+    let mut writer = ChunkWriter::new(file.display().to_string(), Vec::new(), Compression::Gzip)
+        .expect("writer");
+    for r in common::telemetry_records(RECORDS, 1024, 997, 1) {
+        writer.write(&r).expect("write");
+    }
+    std::fs::write(&file, writer.finish().expect("finish").0).expect("file");
+    let replayer = Replayer::new(
+        s3.clone(),
+        &config,
+        ReplaySettings {
+            partition: "aws".into(),
+            region: None,
+            account_id: rewind_local::proxy::ACCOUNT.into(),
+            invoke_identity_arn: String::new(),
+            dynamodb: false,
+        },
+    );
+    println!(
+        "engine time between invokes, local stack, {RECORDS} records of 1 KiB from a record file into the `target` fixture, progress to S3:"
+    );
+    for batch_size in [100usize, 1_000] {
+        let run_id = format!("engine-{batch_size}");
+        let request = serde_json::json!({
+            "runId": run_id,
+            "source": {"type": "FILES", "paths": [file.display().to_string()],
+                       "streamArn": format!("arn:aws:kinesis:us-east-1:{}:stream/bench-engine-{batch_size}", rewind_local::proxy::ACCOUNT)},
+            "target": {"type": "FUNCTION", "functionName": "target"},
+            "options": {"BatchSize": batch_size},
+            "dlq": {"type": "S3", "bucket": bucket},
+        });
+        let request = ReplayRequest::parse_local(&serde_json::to_vec(&request).expect("json"))
+            .expect("a valid request");
+        lines.lock().expect("log").clear();
+        let plan = replayer.plan(&request, &run_id).await.expect("plan");
+        let started = Instant::now();
+        let mut records = 0;
+        let mut invokes = 0;
+        for progress in plan.groups.iter().flatten() {
+            let mut progress = progress.clone();
+            while !progress.done {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+                progress = replayer
+                    .step(&request, &run_id, &progress, deadline)
+                    .await
+                    .expect("step");
+            }
+            records += progress.counters.delivered;
+            invokes += progress.counters.invocations;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        assert_eq!(records, RECORDS as u64, "every record delivered");
+        for line in lines.lock().expect("log").iter() {
+            let f = |k: &str| line.fields.get(k).copied().unwrap_or_default();
+            println!(
+                "  BatchSize {batch_size:>5}: {invokes} invokes in {seconds:.2} s ({:.0} records/s); engine time between invokes: median {} µs, p90 {} µs, mean {} µs, max {} µs over {} gaps",
+                records as f64 / seconds,
+                f("median_us"),
+                f("p90_us"),
+                f("mean_us"),
+                f("max_us"),
+                f("gaps"),
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     stack.stop().await;
 }

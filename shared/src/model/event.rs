@@ -90,13 +90,7 @@ pub fn event_record(record: &Record, source: &EventSource) -> KinesisEventRecord
 
     let mut event_record = KinesisEventRecord::default();
     event_record.aws_region = Some(source.region.clone());
-    // A user record delivered on its own (a request's `deliver:
-    // USER_RECORDS`) shares its aggregate's sequence number: its
-    // sub-sequence number keeps its eventID its own.
-    event_record.event_id = Some(match record.sub_sequence_number {
-        Some(sub) => format!("{}:{}:{sub}", record.shard_id, record.sequence_number),
-        None => format!("{}:{}", record.shard_id, record.sequence_number),
-    });
+    event_record.event_id = Some(event_id(record));
     event_record.event_name = Some(EVENT_NAME.to_owned());
     event_record.event_source = Some(EVENT_SOURCE.to_owned());
     event_record.event_source_arn = Some(source.stream_arn.clone());
@@ -104,6 +98,17 @@ pub fn event_record(record: &Record, source: &EventSource) -> KinesisEventRecord
     event_record.invoke_identity_arn = Some(source.invoke_identity_arn.clone());
     event_record.kinesis = kinesis;
     event_record
+}
+
+/// The mapping's `eventID` for `record`: `<shardId>:<sequenceNumber>`.
+pub fn event_id(record: &Record) -> String {
+    match record.sub_sequence_number {
+        // A user record delivered on its own (a request's `deliver:
+        // USER_RECORDS`) shares its aggregate's sequence number: its
+        // sub-sequence number keeps its eventID its own.
+        Some(sub) => format!("{}:{}:{sub}", record.shard_id, record.sequence_number),
+        None => format!("{}:{}", record.shard_id, record.sequence_number),
+    }
 }
 
 /// The event for a batch of records, in the order given.
@@ -138,15 +143,59 @@ pub fn write_payload(out: &mut impl Write, event: &KinesisEvent) -> std::io::Res
 /// separating comma). Lets batchers keep an invoke under Lambda's 6 MB
 /// request limit without serialising whole batches to measure them.
 pub fn record_payload_len(record: &Record, source: &EventSource) -> usize {
-    let event_record = event_record(record, source);
     let mut counter = ByteCounter(0);
-    serde_json::to_writer(&mut counter, &WireRecord::from(&event_record))
-        .expect("counting bytes can't fail");
+    write_record(&mut counter, record, source).expect("counting bytes can't fail");
     counter.0
 }
 
+/// Writes `record`'s event record (its JSON object, the bytes
+/// [`payload`] writes for it) straight from the record: no
+/// [`KinesisEventRecord`] in between, so its data is never copied before
+/// it is base64-encoded. Batchers write each record once and assemble
+/// payloads from these bytes with [`payload_from_records`].
+pub fn write_record(
+    out: &mut impl Write,
+    record: &Record,
+    source: &EventSource,
+) -> std::io::Result<()> {
+    let wire = WireRecord {
+        kinesis: WireKinesis {
+            kinesis_schema_version: Cow::Borrowed(KINESIS_SCHEMA_VERSION),
+            partition_key: Cow::Borrowed(&record.partition_key),
+            sequence_number: Cow::Borrowed(record.sequence_number.as_str()),
+            data: Cow::Owned(encode_base64(&record.data)),
+            approximate_arrival_timestamp: record.approximate_arrival_timestamp,
+            encryption_type: match record.encryption_type {
+                Some(EncryptionType::Kms) => Some(Cow::Borrowed("KMS")),
+                _ => None,
+            },
+        },
+        event_source: Cow::Borrowed(EVENT_SOURCE),
+        event_version: Cow::Borrowed(EVENT_VERSION),
+        event_id: Cow::Owned(event_id(record)),
+        event_name: Cow::Borrowed(EVENT_NAME),
+        invoke_identity_arn: Cow::Borrowed(&source.invoke_identity_arn),
+        aws_region: Cow::Borrowed(&source.region),
+        event_source_arn: Cow::Borrowed(&source.stream_arn),
+    };
+    serde_json::to_writer(out, &wire).map_err(std::io::Error::other)
+}
+
+/// The invocation payload around event records already written with
+/// [`write_record`] and joined by commas: the same bytes as [`payload`].
+pub fn payload_from_records(records: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PAYLOAD_ENVELOPE_LEN + records.len());
+    out.extend_from_slice(PAYLOAD_PREFIX);
+    out.extend_from_slice(records);
+    out.extend_from_slice(PAYLOAD_SUFFIX);
+    out
+}
+
+const PAYLOAD_PREFIX: &[u8] = br#"{"Records":["#;
+const PAYLOAD_SUFFIX: &[u8] = b"]}";
+
 /// Bytes of a payload around its records: `{"Records":[` and `]}`.
-pub const PAYLOAD_ENVELOPE_LEN: usize = r#"{"Records":[]}"#.len();
+pub const PAYLOAD_ENVELOPE_LEN: usize = PAYLOAD_PREFIX.len() + PAYLOAD_SUFFIX.len();
 
 struct ByteCounter(usize);
 
@@ -401,6 +450,24 @@ pub(crate) mod tests {
                 + records.iter().map(|r| record_payload_len(r, &src)).sum::<usize>()
                 + records.len().saturating_sub(1);
             prop_assert_eq!(bytes.len(), predicted);
+        }
+
+        /// The batcher's path (each record written once, joined) gives the
+        /// very bytes of the event path, so either can build an invoke.
+        #[test]
+        fn records_written_once_make_the_same_payload(records in proptest::collection::vec(arb_record(), 0..8)) {
+            let src = source();
+            let mut joined = Vec::new();
+            for (i, record) in records.iter().enumerate() {
+                if i > 0 {
+                    joined.push(b',');
+                }
+                write_record(&mut joined, record, &src).unwrap();
+            }
+            prop_assert_eq!(
+                String::from_utf8(payload_from_records(&joined)).unwrap(),
+                String::from_utf8(payload(&kinesis_event(&records, &src))).unwrap()
+            );
         }
 
         #[test]

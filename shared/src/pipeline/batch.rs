@@ -26,26 +26,112 @@ pub fn lane_of(partition_key: &str, lanes: usize) -> usize {
     (hash % lanes.max(1) as u64) as usize
 }
 
+/// A batch and its event records, each written once ([`event::write_record`])
+/// when the batch was cut: every invoke of it, or of any part of it
+/// (a partial-response retry, a bisected half, the fresh records beside
+/// expired ones), copies these bytes instead of writing the records again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch<'r> {
+    records: Vec<&'r Record>,
+    /// The event records joined by commas.
+    json: Vec<u8>,
+    /// Where each record's JSON ends in `json`.
+    ends: Vec<usize>,
+}
+
+impl<'r> Batch<'r> {
+    pub fn records(&self) -> &[&'r Record] {
+        &self.records
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The invocation payload: the same bytes as
+    /// `event::payload(&event::kinesis_event(records, source))`.
+    pub fn payload(&self) -> Vec<u8> {
+        event::payload_from_records(&self.json)
+    }
+
+    /// The payload's length, without building it.
+    pub fn payload_len(&self) -> usize {
+        PAYLOAD_ENVELOPE_LEN + self.json.len()
+    }
+
+    /// Records `range` as a batch of their own.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Batch<'r> {
+        self.select(|i| range.contains(&i))
+    }
+
+    /// The records whose index `keep` accepts, in order, as a batch.
+    pub fn select(&self, keep: impl Fn(usize) -> bool) -> Batch<'r> {
+        let mut out = Batch {
+            records: Vec::new(),
+            json: Vec::new(),
+            ends: Vec::new(),
+        };
+        for (i, record) in self.records.iter().enumerate() {
+            if keep(i) {
+                out.push_encoded(record, self.record_json(i));
+            }
+        }
+        out
+    }
+
+    fn record_json(&self, i: usize) -> &[u8] {
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1] + 1, // past the comma
+        };
+        &self.json[start..self.ends[i]]
+    }
+
+    fn push_encoded(&mut self, record: &'r Record, json: &[u8]) {
+        if !self.records.is_empty() {
+            self.json.push(b',');
+        }
+        self.json.extend_from_slice(json);
+        self.ends.push(self.json.len());
+        self.records.push(record);
+    }
+}
+
 /// Cuts the next batch off the front of `queue`: at most `batch_size`
 /// records and a payload smaller than [`MAX_PAYLOAD_BYTES`] (one record
-/// always fits: Kinesis records are at most 1 MiB).
-pub fn next_batch(
-    queue: &mut VecDeque<Record>,
+/// always fits: Kinesis records are at most 1 MiB). Each record is written
+/// once; only the one that doesn't fit is written again, by the next batch.
+pub fn next_batch<'r>(
+    queue: &mut VecDeque<&'r Record>,
     batch_size: usize,
     source: &EventSource,
-) -> Vec<Record> {
-    let mut batch = Vec::new();
-    let mut bytes = PAYLOAD_ENVELOPE_LEN;
-    while let Some(record) = queue.front() {
+) -> Batch<'r> {
+    let mut batch = Batch {
+        records: Vec::new(),
+        json: Vec::new(),
+        ends: Vec::new(),
+    };
+    while let Some(&record) = queue.front() {
         if batch.len() >= batch_size {
             break;
         }
-        let size = event::record_payload_len(record, source) + usize::from(!batch.is_empty());
-        if !batch.is_empty() && bytes + size >= MAX_PAYLOAD_BYTES {
+        let before = batch.json.len();
+        if !batch.is_empty() {
+            batch.json.push(b',');
+        }
+        event::write_record(&mut batch.json, record, source)
+            .expect("writing JSON to a Vec can't fail");
+        if !batch.is_empty() && PAYLOAD_ENVELOPE_LEN + batch.json.len() >= MAX_PAYLOAD_BYTES {
+            batch.json.truncate(before);
             break;
         }
-        bytes += size;
-        batch.push(queue.pop_front().expect("front exists"));
+        batch.ends.push(batch.json.len());
+        batch.records.push(record);
+        queue.pop_front();
     }
     batch
 }
@@ -87,19 +173,24 @@ mod tests {
             })
             .find(|r| event::record_payload_len(r, &source) == room)
             .expect("some key length and data length fill the room exactly");
-        let mut queue: VecDeque<Record> = first.iter().cloned().chain([last.clone()]).collect();
+        let mut queue: VecDeque<&Record> = first.iter().chain([&last]).collect();
         let batch = next_batch(&mut queue, 10_000, &source);
         assert_eq!(
-            batch, first,
+            batch.records(),
+            first.iter().collect::<Vec<_>>(),
             "the last record would make exactly 6,291,456 bytes"
         );
-        assert_eq!(queue.front(), Some(&last));
+        assert_eq!(batch.payload_len(), MAX_PAYLOAD_BYTES - room - 1);
+        assert_eq!(queue.front(), Some(&&last));
         // One byte less and it fits.
         let shorter = Record {
             partition_key: last.partition_key[1..].to_owned(),
             ..last.clone()
         };
-        let mut queue: VecDeque<Record> = first.iter().cloned().chain([shorter]).collect();
-        assert_eq!(next_batch(&mut queue, 10_000, &source).len(), 5);
+        let mut queue: VecDeque<&Record> = first.iter().chain([&shorter]).collect();
+        let batch = next_batch(&mut queue, 10_000, &source);
+        assert_eq!(batch.len(), 5);
+        assert_eq!(batch.payload_len(), MAX_PAYLOAD_BYTES - 1);
+        assert_eq!(batch.payload().len(), MAX_PAYLOAD_BYTES - 1);
     }
 }

@@ -1,16 +1,22 @@
 //! `FilterCriteria` as the event source mapping applies them to Kinesis
-//! records: a record is delivered when any filter's pattern matches it, and
+//! records, following the Lambda developer guide's event-filtering pages
+//! (<https://docs.aws.amazon.com/lambda/latest/dg/invocation-eventfiltering.html>
+//! and <https://docs.aws.amazon.com/lambda/latest/dg/with-kinesis-filtering.html>):
+//! a record is delivered when any filter's pattern matches it, and
 //! otherwise dropped (and counted as filtered, which the mapping treats as
 //! processed).
 //!
-//! A pattern is matched against the record's metadata (`partitionKey`,
-//! `sequenceNumber`, `approximateArrivalTimestamp`, `kinesisSchemaVersion`)
-//! and `data`, decoded as JSON. A pattern that names `data` never matches a
-//! record whose data is not a JSON object. Values are lists of matchers, any
-//! of which may match: literals (strings, numbers, booleans, `null`), and
-//! `prefix`, `suffix`, `equals-ignore-case`, `anything-but` (a value, a
-//! list, or `{"prefix": …}`), `numeric` (`=`, `<`, `<=`, `>`, `>=`, pairs
-//! for ranges) and `exists`. An array in the record matches when any of its
+//! "Kinesis event source mappings only support filtering on the data key",
+//! so a pattern's only field is `data` (or `$or` of such patterns): the
+//! metadata fields (`partitionKey`, `sequenceNumber`, …) are refused, as
+//! the mapping refuses them, rather than matched as replay once did. A
+//! `data` pattern never matches a record whose data is not a JSON object.
+//! Values are lists of matchers, any of which may match: literals (strings
+//! and numbers match their exact text, `true`, `false`, `null`), `prefix`,
+//! `suffix`, `equals-ignore-case`, `anything-but` (a value, a list, or
+//! `{"prefix": …}`), `numeric` (`=`, `<`, `<=`, `>`, `>=`, pairs for
+//! ranges) and `exists`; `"$or": [pattern, …]` at any level matches when
+//! any of its patterns does. An array in the record matches when any of its
 //! elements does.
 
 use serde::{Deserialize, Serialize};
@@ -39,12 +45,27 @@ pub struct Filters {
     patterns: Vec<Map<String, Value>>,
 }
 
-const KEYS: &str =
-    "data, partitionKey, sequenceNumber, approximateArrivalTimestamp, kinesisSchemaVersion";
+/// The one field a Kinesis pattern may name.
+const DATA: &str = "data";
+const OR: &str = "$or";
+/// Five filters by default; Lambda's quota can be raised to ten.
+pub const MAX_FILTERS: usize = 10;
+
+const MATCHERS: &str =
+    "literals, prefix, suffix, equals-ignore-case, anything-but, numeric, exists, $or";
 
 impl Filters {
     /// Parses and checks every pattern before any record is read.
     pub fn compile(criteria: &FilterCriteria) -> Result<Self, RequestError> {
+        if criteria.filters.len() > MAX_FILTERS {
+            return Err(RequestError {
+                field: "FilterCriteria.Filters".into(),
+                message: format!(
+                    "{} filters; accepted: at most {MAX_FILTERS} (Lambda's quota: 5, raisable to 10)",
+                    criteria.filters.len()
+                ),
+            });
+        }
         let mut patterns = Vec::new();
         for (i, entry) in criteria.filters.iter().enumerate() {
             let field = format!("FilterCriteria.Filters[{i}].Pattern");
@@ -58,18 +79,7 @@ impl Filters {
                     message: "must be a JSON object".into(),
                 });
             };
-            for key in pattern.keys() {
-                if !KEYS.split(", ").any(|k| k == key) {
-                    return Err(RequestError {
-                        field,
-                        message: format!(
-                            "{key:?} is not a Kinesis record property; accepted: {KEYS}"
-                        ),
-                    });
-                }
-            }
-            check(&Value::Object(pattern.clone()))
-                .map_err(|message| RequestError { field, message })?;
+            check_top(&pattern).map_err(|message| RequestError { field, message })?;
             patterns.push(pattern);
         }
         Ok(Self { patterns })
@@ -85,53 +95,96 @@ impl Filters {
         if self.patterns.is_empty() {
             return true;
         }
-        let data: Option<Value> = serde_json::from_slice::<Value>(&record.data)
-            .ok()
-            .filter(Value::is_object);
-        let mut view = Map::new();
-        view.insert(
-            "partitionKey".into(),
-            Value::String(record.partition_key.clone()),
-        );
-        view.insert(
-            "sequenceNumber".into(),
-            Value::String(record.sequence_number.to_string()),
-        );
-        view.insert(
-            "approximateArrivalTimestamp".into(),
-            serde_json::to_value(record.approximate_arrival_timestamp).unwrap_or(Value::Null),
-        );
-        view.insert("kinesisSchemaVersion".into(), Value::String("1.0".into()));
-        if let Some(data) = data {
-            view.insert("data".into(), data);
-        }
-        self.patterns.iter().any(|p| object_matches(p, &view))
+        let data = match serde_json::from_slice::<Value>(&record.data) {
+            Ok(Value::Object(data)) => Some(data),
+            _ => None,
+        };
+        self.patterns.iter().any(|p| top_matches(p, data.as_ref()))
     }
 }
 
-/// Validates a pattern's shape: objects of objects, leaves are arrays.
-fn check(pattern: &Value) -> Result<(), String> {
-    match pattern {
-        Value::Object(map) => map.iter().try_for_each(|(key, value)| match value {
-            Value::Object(_) => check(value),
-            Value::Array(matchers) => matchers.iter().try_for_each(check_matcher),
-            _ => Err(format!(
-                "{key:?}: a pattern's values are objects or arrays of matchers"
-            )),
-        }),
-        _ => Err("a pattern is a JSON object".into()),
+/// A compiled pattern's top level against the record's data: a `data`
+/// pattern never matches data that is not a JSON object, even one made of
+/// `exists: false` (with-kinesis-filtering.html: "Non-JSON | Valid JSON |
+/// Lambda drops the record").
+fn top_matches(pattern: &Map<String, Value>, data: Option<&Map<String, Value>>) -> bool {
+    pattern.iter().all(|(key, sub)| match (key.as_str(), sub) {
+        (DATA, Value::Object(inner)) => data.is_some_and(|d| object_matches(inner, d)),
+        (OR, Value::Array(alternatives)) => alternatives
+            .iter()
+            .filter_map(Value::as_object)
+            .any(|p| top_matches(p, data)),
+        _ => false,
+    })
+}
+
+/// A pattern's top level: `data` and `$or` of top-level patterns only.
+fn check_top(pattern: &Map<String, Value>) -> Result<(), String> {
+    for (key, value) in pattern {
+        match (key.as_str(), value) {
+            (DATA, Value::Object(data)) => check(data)?,
+            (DATA, _) => {
+                return Err(
+                    "\"data\": a pattern for the record's JSON data is an object of fields".into(),
+                );
+            }
+            (OR, _) => or_patterns(value)?.iter().try_for_each(|p| check_top(p))?,
+            _ => {
+                return Err(format!(
+                    "{key:?} is not a field Kinesis filters apply to; accepted: data \
+                     (Kinesis event source mappings only support filtering on the data key)"
+                ));
+            }
+        }
     }
+    Ok(())
+}
+
+/// `$or`'s value: a list of patterns.
+fn or_patterns(value: &Value) -> Result<Vec<&Map<String, Value>>, String> {
+    let items = value
+        .as_array()
+        .filter(|items| !items.is_empty())
+        .ok_or("\"$or\" takes a non-empty list of patterns")?;
+    items
+        .iter()
+        .map(|item| {
+            item.as_object()
+                .ok_or("\"$or\": each of its items is a pattern object".into())
+        })
+        .collect()
+}
+
+/// Validates a pattern's shape: objects of objects, leaves are arrays.
+fn check(pattern: &Map<String, Value>) -> Result<(), String> {
+    pattern.iter().try_for_each(|(key, value)| match value {
+        _ if key == OR => or_patterns(value)?.into_iter().try_for_each(check),
+        Value::Object(inner) => check(inner),
+        Value::Array(matchers) => matchers.iter().try_for_each(check_matcher),
+        _ => Err(format!(
+            "{key:?}: a pattern's values are objects or arrays of matchers"
+        )),
+    })
 }
 
 fn check_matcher(matcher: &Value) -> Result<(), String> {
     let Value::Object(map) = matcher else {
-        return Ok(()); // a literal
+        return match matcher {
+            Value::Array(_) => Err(format!(
+                "matcher {matcher} is not supported; accepted: {MATCHERS}"
+            )),
+            _ => Ok(()), // a literal
+        };
     };
     let (name, arg) = map.iter().next().ok_or("an empty matcher {}")?;
     let ok = match name.as_str() {
         "prefix" | "suffix" | "equals-ignore-case" => arg.is_string(),
         "exists" => arg.is_boolean(),
-        "anything-but" => true,
+        "anything-but" => match arg {
+            Value::Object(o) => o.len() == 1 && o.get("prefix").is_some_and(Value::is_string),
+            Value::Array(items) => items.iter().all(is_literal),
+            other => is_literal(other),
+        },
         "numeric" => numeric_ops(arg).is_some(),
         _ => false,
     };
@@ -139,20 +192,39 @@ fn check_matcher(matcher: &Value) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "matcher {matcher} is not supported; accepted: literals, prefix, suffix, equals-ignore-case, anything-but, numeric, exists"
+            "matcher {matcher} is not supported; accepted: {MATCHERS}"
         ))
     }
 }
 
+fn is_literal(value: &Value) -> bool {
+    !matches!(value, Value::Object(_) | Value::Array(_))
+}
+
 fn object_matches(pattern: &Map<String, Value>, value: &Map<String, Value>) -> bool {
     pattern.iter().all(|(key, sub)| match sub {
-        Value::Object(inner) => match value.get(key) {
-            Some(Value::Object(v)) => object_matches(inner, v),
-            _ => false,
-        },
+        _ if key == OR => sub.as_array().is_some_and(|alternatives| {
+            alternatives
+                .iter()
+                .filter_map(Value::as_object)
+                .any(|p| object_matches(p, value))
+        }),
+        Value::Object(inner) => nested_matches(inner, value.get(key)),
         Value::Array(matchers) => field_matches(matchers, value.get(key)),
         _ => false,
     })
+}
+
+/// A nested pattern matches an object, or any object of an array (the
+/// pattern as a whole, within one element).
+fn nested_matches(pattern: &Map<String, Value>, value: Option<&Value>) -> bool {
+    match value {
+        Some(Value::Object(v)) => object_matches(pattern, v),
+        Some(Value::Array(items)) => items.iter().any(|item| nested_matches(pattern, Some(item))),
+        // A missing object still satisfies patterns made only of
+        // `exists: false`.
+        _ => object_matches(pattern, &Map::new()),
+    }
 }
 
 fn field_matches(matchers: &[Value], value: Option<&Value>) -> bool {
@@ -165,6 +237,17 @@ fn field_matches(matchers: &[Value], value: Option<&Value>) -> bool {
     })
 }
 
+/// `exists` looks for a value at the field's path: a scalar (`null`
+/// included) or an array holding one. An object is not a value there, as
+/// EventBridge's "exists matching only works on leaf nodes".
+fn has_value(value: &Value) -> bool {
+    match value {
+        Value::Object(_) => false,
+        Value::Array(items) => items.iter().any(has_value),
+        _ => true,
+    }
+}
+
 fn matcher_matches(matcher: &Value, value: Option<&Value>) -> bool {
     let Value::Object(map) = matcher else {
         return value.is_some_and(|v| literal_eq(matcher, v));
@@ -173,7 +256,7 @@ fn matcher_matches(matcher: &Value, value: Option<&Value>) -> bool {
         return false;
     };
     match name.as_str() {
-        "exists" => arg.as_bool() == Some(value.is_some()),
+        "exists" => arg.as_bool() == Some(value.is_some_and(has_value)),
         "prefix" => {
             matches!((value, arg), (Some(Value::String(v)), Value::String(p)) if v.starts_with(p.as_str()))
         }
@@ -181,10 +264,10 @@ fn matcher_matches(matcher: &Value, value: Option<&Value>) -> bool {
             matches!((value, arg), (Some(Value::String(v)), Value::String(p)) if v.ends_with(p.as_str()))
         }
         "equals-ignore-case" => {
-            matches!((value, arg), (Some(Value::String(v)), Value::String(p)) if v.eq_ignore_ascii_case(p))
+            matches!((value, arg), (Some(Value::String(v)), Value::String(p)) if v.to_lowercase() == p.to_lowercase())
         }
         "anything-but" => match value {
-            None => false,
+            None | Some(Value::Object(_)) => false,
             Some(v) => match arg {
                 Value::Array(excluded) => !excluded.iter().any(|e| literal_eq(e, v)),
                 Value::Object(o) => match (o.get("prefix"), v) {
@@ -226,149 +309,15 @@ fn numeric_ops(arg: &Value) -> Option<Vec<(String, f64)>> {
         .collect()
 }
 
+/// Literals match exactly; numbers by their text, as the page says: "For
+/// numbers, Lambda also uses string representation. For example, 300,
+/// 300.0, and 3.0e2 are not considered equal." (`numeric` compares values.)
 fn literal_eq(pattern: &Value, value: &Value) -> bool {
     match (pattern, value) {
-        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (Value::Number(a), Value::Number(b)) => a.to_string() == b.to_string(),
         _ => pattern == value,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::record::ArrivalTime;
-    use crate::model::seqno::SequenceNumber;
-
-    fn record(pk: &str, data: &str) -> Record {
-        Record {
-            stream: "s".into(),
-            sequence_number: SequenceNumber::parse(
-                "49590338271490256608559692538361571095921575989136588898",
-            )
-            .unwrap(),
-            partition_key: pk.into(),
-            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(1_545_084_650_987),
-            data: data.as_bytes().to_vec(),
-            ..crate::model::record::tests::record(0, 0)
-        }
-    }
-
-    fn filters(patterns: &[&str]) -> Filters {
-        Filters::compile(&FilterCriteria {
-            filters: patterns
-                .iter()
-                .map(|p| FilterEntry {
-                    pattern: (*p).to_owned(),
-                })
-                .collect(),
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn patterns_match_as_the_mapping_documents() {
-        let reading = record(
-            "sensor-1",
-            r#"{"tire_pressure": 28, "status": "ALERT", "tags": ["a", "rear"], "meta": {"v": 2, "note": null}}"#,
-        );
-        let cases: &[(&str, bool)] = &[
-            (
-                r#"{"data": {"tire_pressure": [{"numeric": ["<", 32]}]}}"#,
-                true,
-            ),
-            (
-                r#"{"data": {"tire_pressure": [{"numeric": [">=", 28, "<", 30]}]}}"#,
-                true,
-            ),
-            (
-                r#"{"data": {"tire_pressure": [{"numeric": [">", 28]}]}}"#,
-                false,
-            ),
-            (r#"{"data": {"status": ["ALERT", "WARN"]}}"#, true),
-            (r#"{"data": {"status": [{"prefix": "AL"}]}}"#, true),
-            (r#"{"data": {"status": [{"suffix": "RT"}]}}"#, true),
-            (
-                r#"{"data": {"status": [{"equals-ignore-case": "alert"}]}}"#,
-                true,
-            ),
-            (
-                r#"{"data": {"status": [{"anything-but": ["ALERT"]}]}}"#,
-                false,
-            ),
-            (
-                r#"{"data": {"status": [{"anything-but": {"prefix": "OK"}}]}}"#,
-                true,
-            ),
-            (r#"{"data": {"tags": ["rear"]}}"#, true),
-            (r#"{"data": {"meta": {"v": [2]}}}"#, true),
-            (r#"{"data": {"meta": {"note": [null]}}}"#, true),
-            (r#"{"data": {"missing": [{"exists": false}]}}"#, true),
-            (r#"{"data": {"status": [{"exists": false}]}}"#, false),
-            (r#"{"partitionKey": [{"prefix": "sensor-"}]}"#, true),
-            (r#"{"partitionKey": ["sensor-2"]}"#, false),
-            (
-                r#"{"partitionKey": ["sensor-1"], "data": {"status": ["OK"]}}"#,
-                false,
-            ),
-        ];
-        for (pattern, expected) in cases {
-            assert_eq!(
-                filters(&[pattern]).matches(&reading),
-                *expected,
-                "{pattern}"
-            );
-        }
-    }
-
-    #[test]
-    fn any_filter_may_match_and_no_filters_pass_everything() {
-        let r = record("k", r#"{"a": 1}"#);
-        assert!(filters(&[r#"{"data": {"a": [2]}}"#, r#"{"data": {"a": [1]}}"#]).matches(&r));
-        assert!(filters(&[]).matches(&r));
-        assert!(filters(&[]).is_empty());
-    }
-
-    #[test]
-    fn data_patterns_never_match_non_json_data() {
-        let binary = record("k", "\u{0}not json");
-        assert!(!filters(&[r#"{"data": {"a": [{"exists": false}]}}"#]).matches(&binary));
-        assert!(filters(&[r#"{"partitionKey": ["k"]}"#]).matches(&binary));
-    }
-
-    #[test]
-    fn bad_patterns_name_the_filter_and_what_is_accepted() {
-        let bad = |p: &str| {
-            Filters::compile(&FilterCriteria {
-                filters: vec![FilterEntry {
-                    pattern: p.to_owned(),
-                }],
-            })
-            .unwrap_err()
-        };
-        assert!(
-            bad("{")
-                .to_string()
-                .contains("FilterCriteria.Filters[0].Pattern: not JSON")
-        );
-        assert!(
-            bad(r#"{"body": {"a": [1]}}"#)
-                .message
-                .contains("\"body\" is not a Kinesis record property")
-        );
-        assert!(
-            bad(r#"{"data": {"a": 1}}"#)
-                .message
-                .contains("arrays of matchers")
-        );
-        assert!(
-            bad(r#"{"data": {"a": [{"numeric": ["~", 1]}]}}"#)
-                .message
-                .contains("not supported")
-        );
-        assert!(
-            bad(r#"{"data": {"a": [{"wildcard": "*x"}]}}"#)
-                .message
-                .contains("accepted: literals")
-        );
-    }
-}
+mod tests;

@@ -21,11 +21,11 @@ impl Target for DryRun {
         self.piece
     }
 
-    fn settle(
-        &self,
-        piece: Vec<Record>,
+    fn settle<'a>(
+        &'a self,
+        piece: &'a [Record],
         _stop_at: Instant,
-    ) -> BoxFuture<'_, Result<Settled, TargetError>> {
+    ) -> BoxFuture<'a, Result<Settled, TargetError>> {
         let matched = piece.iter().filter(|r| self.filters.matches(r)).count() as u64;
         let report = DeliveryReport {
             counters: Counters {

@@ -39,14 +39,22 @@ pub enum TargetError {
 
 /// Where a replay's records go.
 pub trait Target: Send + Sync {
-    /// Records per piece: what one call of [`Target::settle`] takes at most.
+    /// Records per piece: what one call of [`Target::settle`] sends at most.
     fn piece(&self) -> usize;
 
-    /// Settles `piece` (one shard's records, in order), starting nothing
-    /// after `stop_at`.
-    fn settle(
-        &self,
-        piece: Vec<Record>,
+    /// Where the next piece of `records` ends: [`Target::piece`] records,
+    /// unless the target drops some (filters) and fills its pieces past
+    /// them.
+    fn piece_end(&self, records: &[Record]) -> usize {
+        self.piece().min(records.len())
+    }
+
+    /// Settles `piece` (one shard's records, in order, borrowed from the
+    /// page: nothing is copied per piece), starting nothing after
+    /// `stop_at`.
+    fn settle<'a>(
+        &'a self,
+        piece: &'a [Record],
         stop_at: Instant,
-    ) -> BoxFuture<'_, Result<Settled, TargetError>>;
+    ) -> BoxFuture<'a, Result<Settled, TargetError>>;
 }

@@ -24,16 +24,17 @@ impl<S: RecordSink> Target for StreamTarget<S> {
         MAX_ENTRIES
     }
 
-    fn settle(
-        &self,
-        piece: Vec<Record>,
+    fn settle<'a>(
+        &'a self,
+        piece: &'a [Record],
         _stop_at: Instant,
-    ) -> BoxFuture<'_, Result<Settled, TargetError>> {
+    ) -> BoxFuture<'a, Result<Settled, TargetError>> {
         Box::pin(async move {
             let total = piece.len();
             let matched: Vec<Record> = piece
-                .into_iter()
+                .iter()
                 .filter(|r| self.filters.matches(r))
+                .cloned()
                 .collect();
             let filtered = (total - matched.len()) as u64;
             let report = reinject(&self.sink, matched, &self.options).await?;

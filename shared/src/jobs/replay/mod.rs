@@ -348,6 +348,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                     options: request.options.clone(),
                     now,
                     base_backoff: self.base_backoff,
+                    gaps: Default::default(),
                 })
             }
             ReplayTarget::Stream {

@@ -18,20 +18,24 @@ pub(super) struct Checkpoint<W> {
     pub(super) key: String,
 }
 
-pub(super) async fn save<W: ObjectStore>(
-    store: &W,
+/// Writes `progress` as it is now (the future holds its bytes, not it).
+pub(super) fn save<'s, W: ObjectStore>(
+    store: &'s W,
     key: String,
     progress: &ShardReplay,
-) -> Result<(), ReplayError> {
-    store
-        .put(PutObject {
-            key,
-            body: serde_json::to_vec(progress).expect("progress always serialises"),
-            content_type: "application/json",
-            content_encoding: None,
-        })
-        .await
-        .map_err(ReplayError::Progress)
+) -> impl Future<Output = Result<(), ReplayError>> + Send + 's {
+    let body = serde_json::to_vec(progress).expect("progress always serialises");
+    async move {
+        store
+            .put(PutObject {
+                key,
+                body,
+                content_type: "application/json",
+                content_encoding: None,
+            })
+            .await
+            .map_err(ReplayError::Progress)
+    }
 }
 
 /// One shard's step: records after the checkpoint, paced, settled on the
@@ -65,21 +69,37 @@ impl<W: ObjectStore> ShardRun<'_, W> {
         cursor: Option<String>,
         progress: &mut ShardReplay,
     ) -> Result<bool, ReplayError> {
-        let mut records = dedupe::after(records, progress.last.as_ref());
-        while !records.is_empty() {
-            if Instant::now() >= self.pace.stop_at {
-                return Ok(false);
+        let records = dedupe::after(records, progress.last.as_ref());
+        let store = &self.checkpoint.store;
+        // A piece's checkpoint is written while the next piece is delivered
+        // (off the path between invokes), in order, naming settled records
+        // only: a killed step resumes from the last one written, no gap,
+        // later pieces again (at-least-once). Pieces are borrowed in turn:
+        // none is copied, the rest of the page never moves.
+        let (mut saving, mut at) = (None, 0);
+        let finished = loop {
+            if at >= records.len() {
+                break true;
             }
+            if Instant::now() >= self.pace.stop_at {
+                break false;
+            }
+            let rest = &records[at..];
             let Some(n) = self
                 .pace
-                .next_piece(&records, self.target.piece(), &mut progress.pace)
+                .next_piece(rest, self.target.piece_end(rest), &mut progress.pace)
                 .await
             else {
-                return Ok(false);
+                break false;
             };
-            let rest = records.split_off(n);
-            let piece = std::mem::replace(&mut records, rest);
-            let settled = self.target.settle(piece.clone(), self.pace.stop_at).await?;
+            let piece = &rest[..n];
+            at += n;
+            let previous = futures_util::future::OptionFuture::from(saving.take());
+            let (settled, saved) =
+                futures_util::future::join(self.target.settle(piece, self.pace.stop_at), previous)
+                    .await;
+            saved.transpose()?;
+            let settled = settled?;
             // A delivery stopped at the step's deadline settles the records
             // before the first one it had not settled; the next step starts
             // there.
@@ -92,16 +112,14 @@ impl<W: ObjectStore> ShardRun<'_, W> {
             };
             self.pace.sent(count);
             progress.settle(&piece[..count], &settled.report, cursor.as_deref());
-            save(
-                &self.checkpoint.store,
-                self.checkpoint.key.clone(),
-                progress,
-            )
-            .await?;
+            saving = Some(save(store, self.checkpoint.key.clone(), progress));
             if settled.unsettled.is_some() {
-                return Ok(false);
+                break false;
             }
+        };
+        if let Some(write) = saving {
+            write.await?; // before the step answers
         }
-        Ok(true)
+        Ok(finished)
     }
 }

@@ -9,24 +9,27 @@
 //! Throttling and service errors of the invoke call itself are retried with
 //! backoff and never count as function errors, as the mapping does.
 
+pub mod gaps;
 pub mod invoker;
 pub mod options;
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 use crate::model::counters::Counters;
-use crate::model::event::{self, EventSource};
+use crate::model::event::EventSource;
 use crate::model::record::{ArrivalTime, Record};
-use crate::pipeline::batch::{lane_of, next_batch};
+use crate::pipeline::batch::{Batch, lane_of, next_batch};
 use crate::request::RequestError;
 use crate::sinks::dlq::{
     DestinationError, FailureCondition, FailureDestination, FailureRecord, KinesisBatchInfo,
     RequestContext, ResponseContext,
 };
+use gaps::EngineGaps;
 use invoker::{Invocation, InvokeError, Invoker};
 use options::MappingOptions;
 
@@ -65,7 +68,7 @@ enum Verdict {
 /// empty or absent list is success; an identifier that is missing, empty,
 /// or not a sequence number of the batch fails the whole batch; otherwise
 /// the lowest reported record is where the retry starts.
-fn judge_response(invocation: &Invocation, batch: &[Record], reports: bool) -> Verdict {
+fn judge_response(invocation: &Invocation, batch: &[&Record], reports: bool) -> Verdict {
     if invocation.function_error.is_some() {
         return Verdict::Failure;
     }
@@ -139,19 +142,35 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         records: Vec<Record>,
         stop_at: Option<tokio::time::Instant>,
     ) -> Result<(DeliveryReport, Option<Unsettled>), DeliveryError> {
+        let gaps = Mutex::new(EngineGaps::default());
+        self.deliver_timed(&records, stop_at, &gaps).await
+    }
+
+    /// [`Delivery::deliver_until`] over borrowed records (a piece of a page
+    /// is delivered without copying it), timing the engine's own work
+    /// between invokes into `gaps`.
+    pub async fn deliver_timed(
+        &self,
+        records: &[Record],
+        stop_at: Option<tokio::time::Instant>,
+        gaps: &Mutex<EngineGaps>,
+    ) -> Result<(DeliveryReport, Option<Unsettled>), DeliveryError> {
         let filters = self.options.filters().map_err(DeliveryError::Options)?;
         let lanes = self.options.parallelization_factor.max(1);
-        let mut queues: Vec<VecDeque<Record>> = vec![VecDeque::new(); lanes];
+        let mut queues: Vec<VecDeque<&Record>> = vec![VecDeque::new(); lanes];
         let mut report = DeliveryReport::default();
         for record in records {
-            if filters.matches(&record) {
+            if filters.matches(record) {
                 queues[lane_of(&record.partition_key, lanes)].push_back(record);
             } else {
                 report.counters.filtered += 1;
             }
         }
         let results = futures_util::future::join_all(
-            queues.into_iter().map(|q| self.deliver_lane(q, stop_at)),
+            queues
+                .into_iter()
+                .enumerate()
+                .map(|(lane, q)| self.deliver_lane(q, Clock { gaps, lane }, stop_at)),
         )
         .await;
         let mut unsettled: Option<Unsettled> = None;
@@ -171,13 +190,17 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
 
     async fn deliver_lane(
         &self,
-        mut queue: VecDeque<Record>,
+        mut queue: VecDeque<&Record>,
+        clock: Clock<'_>,
         stop_at: Option<tokio::time::Instant>,
     ) -> Result<(DeliveryReport, Option<Unsettled>), DeliveryError> {
         let mut report = DeliveryReport::default();
         while !queue.is_empty() {
             let batch = next_batch(&mut queue, self.options.batch_size, self.source);
-            if let Some(stopped) = self.deliver_batch(batch, 0, stop_at, &mut report).await? {
+            if let Some(stopped) = self
+                .deliver_batch(batch, 0, clock, stop_at, &mut report)
+                .await?
+            {
                 return Ok((report, Some(stopped)));
             }
         }
@@ -190,8 +213,9 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
     /// of the batch, and the halves still pending, come after it.
     async fn deliver_batch(
         &self,
-        batch: Vec<Record>,
+        batch: Batch<'_>,
         retries: i64,
+        clock: Clock<'_>,
         stop_at: Option<tokio::time::Instant>,
         report: &mut DeliveryReport,
     ) -> Result<Option<Unsettled>, DeliveryError> {
@@ -202,29 +226,51 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                     break;
                 }
                 if stop_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
-                    let first = &batch[0];
+                    let first = batch.records()[0];
                     return Ok(Some(crate::model::seqno::Position::of(first)));
                 }
-                if self.too_old(&batch) {
+                // Record age is judged per record, as the mapping does:
+                // expired records leave the batch for the destination
+                // (its batchSize counts only them) and the function still
+                // gets the fresh ones. In shard order: expired records at
+                // the front go now; a fresh run before later expired ones
+                // is invoked first, so everything before the first
+                // unsettled record is always settled.
+                let expired = batch
+                    .records()
+                    .iter()
+                    .take_while(|r| self.expired(r))
+                    .count();
+                if expired > 0 {
+                    let old = batch.slice(0..expired);
                     self.fail(
-                        &batch,
+                        &old,
                         FailureCondition::RecordAgeExceeded,
                         None,
                         retries as u64,
                         report,
                     )
                     .await?;
-                    break;
+                    batch = batch.slice(expired..batch.len());
+                    continue;
                 }
-                let invocation = self.invoke(&batch, report).await?;
-                match judge_response(&invocation, &batch, self.options.reports_item_failures()) {
+                if let Some(cut) = batch.records().iter().position(|r| self.expired(r)) {
+                    pending.push((batch.slice(cut..batch.len()), retries));
+                    batch = batch.slice(0..cut);
+                }
+                let invocation = self.invoke(&batch, clock, report).await?;
+                match judge_response(
+                    &invocation,
+                    batch.records(),
+                    self.options.reports_item_failures(),
+                ) {
                     Verdict::Success => {
                         report.counters.delivered += batch.len() as u64;
                         break;
                     }
                     Verdict::PartialFrom(index) => {
                         report.counters.delivered += index as u64;
-                        batch.drain(..index);
+                        batch = batch.slice(index..batch.len());
                     }
                     Verdict::Failure => {
                         report.counters.function_errors += 1;
@@ -232,9 +278,9 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                             // Halving doesn't consume the retry quota. The
                             // second half waits until the first is settled,
                             // keeping the shard's order.
-                            let second = batch.split_off(batch.len() / 2);
-                            pending.push((second, retries));
-                            pending.push((batch, retries));
+                            let half = batch.len() / 2;
+                            pending.push((batch.slice(half..batch.len()), retries));
+                            pending.push((batch.slice(0..half), retries));
                             break;
                         }
                     }
@@ -251,25 +297,33 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         Ok(None)
     }
 
-    fn too_old(&self, batch: &[Record]) -> bool {
+    /// Older than `MaximumRecordAgeInSeconds`, measured from the record's
+    /// original arrival to the millisecond.
+    fn expired(&self, record: &Record) -> bool {
         let max = self.options.maximum_record_age_in_seconds;
         max >= 0
-            && batch.first().is_some_and(|r| {
-                (self.now)().epoch_millis() - r.approximate_arrival_timestamp.epoch_millis()
-                    > max * 1000
-            })
+            && (self.now)().epoch_millis() - record.approximate_arrival_timestamp.epoch_millis()
+                > max * 1000
     }
 
     async fn invoke(
         &self,
-        batch: &[Record],
+        batch: &Batch<'_>,
+        clock: Clock<'_>,
         report: &mut DeliveryReport,
     ) -> Result<Invocation, DeliveryError> {
-        let payload = event::payload(&event::kinesis_event(batch, self.source));
         let mut attempt = 0u32;
         loop {
             report.counters.invocations += 1;
-            match self.invoker.invoke(payload.clone()).await {
+            // Assembled from the bytes the batch was written as: one copy
+            // per attempt, no writing of records.
+            let payload = batch.payload();
+            clock.request();
+            let result = self.invoker.invoke(payload).await;
+            // A backoff is the service's time, not the engine's: after a
+            // failed call the next gap is not measured.
+            clock.answered(result.is_ok());
+            match result {
                 Ok(invocation) => return Ok(invocation),
                 Err(error @ InvokeError::Retryable { .. }) => {
                     // Not an invocation of the function: don't count it.
@@ -291,13 +345,14 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
 
     async fn fail(
         &self,
-        batch: &[Record],
+        batch: &Batch<'_>,
         condition: FailureCondition,
         last: Option<&Invocation>,
         invokes: u64,
         report: &mut DeliveryReport,
     ) -> Result<(), DeliveryError> {
-        let (first, last_record) = (&batch[0], &batch[batch.len() - 1]);
+        let records = batch.records();
+        let (first, last_record) = (records[0], records[records.len() - 1]);
         let iso = |t: ArrivalTime| t.to_string();
         let record = FailureRecord {
             request_context: RequestContext {
@@ -324,10 +379,10 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                 batch_size: batch.len(),
                 stream_arn: self.source.stream_arn.clone(),
             },
-            payload: self.destination.wants_payload().then(|| {
-                String::from_utf8(event::payload(&event::kinesis_event(batch, self.source)))
-                    .expect("JSON is UTF-8")
-            }),
+            payload: self
+                .destination
+                .wants_payload()
+                .then(|| String::from_utf8(batch.payload()).expect("JSON is UTF-8")),
         };
         let location = self.destination.send(record).await?;
         debug!(%location, records = batch.len(), ?condition, "batch sent to the on-failure destination");
@@ -338,5 +393,30 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
     }
 }
 
+/// One lane's view of the step's [`EngineGaps`].
+#[derive(Clone, Copy)]
+struct Clock<'g> {
+    gaps: &'g Mutex<EngineGaps>,
+    lane: usize,
+}
+
+impl Clock<'_> {
+    fn request(self) {
+        self.gaps.lock().expect("not poisoned").request(self.lane);
+    }
+
+    fn answered(self, ok: bool) {
+        let mut gaps = self.gaps.lock().expect("not poisoned");
+        if ok {
+            gaps.answer(self.lane);
+        } else {
+            gaps.forget(self.lane);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod batching_tests;
