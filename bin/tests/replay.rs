@@ -247,6 +247,7 @@ async fn shards_are_replayed_at_once_up_to_max_concurrency() {
         &json!({
             "target": {"type": "FUNCTION", "functionName": "target"},
             "options": {"BatchSize": 2},
+            "dlq": {"type": "S3", "bucket": "dlq-bucket", "prefix": "dlq"},
         }),
     );
     let run = |stream: &str, extra: &[&str]| {
@@ -261,6 +262,7 @@ async fn shards_are_replayed_at_once_up_to_max_concurrency() {
             files.push(path.display().to_string());
         }
         let stream_arn = format!("arn:aws:kinesis:us-east-1:123456789012:stream/{stream}");
+        let out_dir = dir.join(format!("{stream}-out"));
         let head = [
             "replay",
             "--json",
@@ -268,6 +270,8 @@ async fn shards_are_replayed_at_once_up_to_max_concurrency() {
             &request,
             "--stream-arn",
             &stream_arn,
+            "--dir",
+            out_dir.to_str().unwrap(),
         ];
         let files: Vec<&str> = files.iter().map(String::as_str).collect();
         rewind(
