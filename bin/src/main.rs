@@ -15,6 +15,7 @@ use rewind_engine::model::chunk::{ChunkReader, ChunkWriter, Compression};
 
 mod archive;
 mod aws;
+mod concurrency;
 mod demo;
 mod local;
 mod replay;

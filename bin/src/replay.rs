@@ -2,8 +2,9 @@
 //! laptop. `replay` takes the same request document the replay state
 //! machine takes (validated with the same errors), plus record-line files
 //! as a source; `reinject` builds a request with a `STREAM` target from
-//! flags. The shards run one after another, parents first, each to its end;
-//! the summary is the replay state machine's.
+//! flags. Lineage groups run at once (up to `--max-concurrency`), the
+//! shards of a group one after another, parents first, each to its end; the
+//! summary is the replay state machine's.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use rewind_engine::store::{DirStore, ObjectReader, ObjectStore, PutObject, S3Sto
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::concurrency::{ConcurrencyArgs, Stop, for_each_group};
 use crate::scrape::{AwsArgs, read_request};
 
 /// The exit codes of `rewind replay` and `rewind reinject`, for `--help`.
@@ -108,6 +110,8 @@ pub struct CommonArgs {
     /// Print the summary as JSON only (no progress on stderr).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub concurrency: ConcurrencyArgs,
     #[command(flatten)]
     pub aws: AwsArgs,
 }
@@ -244,7 +248,8 @@ fn execute(request: Value, common: CommonArgs) -> anyhow::Result<()> {
                 dynamodb: true,
             },
         );
-        let summary = drive(&replayer, &request, common.json).await?;
+        let concurrency = common.concurrency.resolve(request.max_concurrency);
+        let summary = drive(&replayer, &request, concurrency, common.json).await?;
         println!("{}", serde_json::to_string_pretty(&summary)?);
         if summary.totals.counters.failed_records > 0 {
             return Err(ReplayCliError::Failures {
@@ -258,10 +263,12 @@ fn execute(request: Value, common: CommonArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Plan, every shard to its end (parents first), summary.
+/// Plan, every shard to its end (lineage groups at once, up to
+/// `concurrency`; parents first within a group), summary.
 async fn drive<B: Buckets>(
     replayer: &Replayer<B>,
     request: &ReplayRequest,
+    concurrency: usize,
     quiet: bool,
 ) -> anyhow::Result<ReplaySummary> {
     let run_id = request
@@ -285,23 +292,34 @@ async fn drive<B: Buckets>(
         ProgressStyle::with_template("{pos}/{len} shards {msg}")
             .expect("a valid progress template"),
     );
-    for progress in plan.groups.iter().flatten() {
-        let mut progress = progress.clone();
-        while !progress.done {
-            // A step of a few minutes, as a Lambda's; the continuation
-            // carries the rest.
-            let deadline = Instant::now() + Duration::from_secs(300);
-            progress = replayer.step(request, &run_id, &progress, deadline).await?;
-            bar.set_message(format!(
-                "{}: {} records, {} delivered, {} failed",
-                progress.shard_id,
-                progress.records,
-                progress.counters.delivered,
-                progress.counters.failed_records
-            ));
+    let stop = Stop::default();
+    for_each_group(plan.groups, concurrency, &stop, |group| {
+        let (bar, stop, run_id) = (&bar, &stop, &run_id);
+        async move {
+            for mut progress in group {
+                while !progress.done {
+                    // Another group failed: end on this settled step.
+                    if stop.is_set() {
+                        return Ok(());
+                    }
+                    // A step of a few minutes, as a Lambda's; the
+                    // continuation carries the rest.
+                    let deadline = Instant::now() + Duration::from_secs(300);
+                    progress = replayer.step(request, run_id, &progress, deadline).await?;
+                    bar.set_message(format!(
+                        "{}: {} records, {} delivered, {} failed",
+                        progress.shard_id,
+                        progress.records,
+                        progress.counters.delivered,
+                        progress.counters.failed_records
+                    ));
+                }
+                bar.inc(1);
+            }
+            Ok(())
         }
-        bar.inc(1);
-    }
+    })
+    .await?;
     bar.finish_and_clear();
     Ok(replayer.summary(request, &run_id, &plan.shards).await?)
 }

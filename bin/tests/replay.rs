@@ -3,7 +3,8 @@
 //! holding a record marked `POISON`) deliver every unmarked record once and
 //! put exactly the marked ones in the DLQ folder (exit code 4); the same
 //! files re-injected onto a stream are all there, in the envelope; bad
-//! requests and flags fail with exit code 2 before anything is sent.
+//! requests and flags fail with exit code 2 before anything is sent; the
+//! shards of a replay run at once, up to `--max-concurrency`.
 
 use std::path::Path;
 
@@ -198,4 +199,126 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The batches `target` accepted from `stream`, each as (shard, started µs,
+/// ended µs) from the function's own clock.
+fn spans(stack: &rewind_tests::Stack, stream: &str) -> Vec<(String, u64, u64)> {
+    let path = stack
+        .layout
+        .run_dir()
+        .join(format!("fixtures/target/{stream}.jsonl"));
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let batch: Value = serde_json::from_str(line).unwrap();
+            let event_id = batch["records"][0]["eventID"].as_str().unwrap();
+            (
+                event_id.split(':').next().unwrap().to_owned(),
+                batch["startedUs"].as_u64().unwrap(),
+                batch["endedUs"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Whether a batch of one shard ran while a batch of another did.
+fn shards_overlapped(spans: &[(String, u64, u64)]) -> bool {
+    spans.iter().any(|(a, start_a, end_a)| {
+        spans
+            .iter()
+            .any(|(b, start_b, end_b)| a != b && start_a < end_b && start_b < end_a)
+    })
+}
+
+/// Two shards' files, every batch taking 300 ms in the function: by
+/// default the shards are replayed at once (their batches overlap); with
+/// `--max-concurrency 1` one after the other (none do). Out-of-range values
+/// are refused, naming the flag and the accepted range, before anything is
+/// sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_are_replayed_at_once_up_to_max_concurrency() {
+    let stack = stack();
+    let endpoint = stack.endpoint.clone();
+    let scratch = Scratch::new("replay-concurrency");
+    let dir = &scratch.0;
+    let request = scratch.write(
+        "request.json",
+        &json!({
+            "target": {"type": "FUNCTION", "functionName": "target"},
+            "options": {"BatchSize": 2},
+            "dlq": {"type": "S3", "bucket": "dlq-bucket", "prefix": "dlq"},
+        }),
+    );
+    let run = |stream: &str, extra: &[&str]| {
+        let mut files = Vec::new();
+        for shard in ["shardId-000000000000", "shardId-000000000001"] {
+            let mut records = records(stream, shard, 6, &[]);
+            for record in &mut records {
+                record.data = format!("SLEEP 300 {shard}").into_bytes();
+            }
+            let path = dir.join(format!("{stream}-{shard}.jsonl.gz"));
+            write(&path, &records);
+            files.push(path.display().to_string());
+        }
+        let stream_arn = format!("arn:aws:kinesis:us-east-1:123456789012:stream/{stream}");
+        let out_dir = dir.join(format!("{stream}-out"));
+        let head = [
+            "replay",
+            "--json",
+            "--request",
+            &request,
+            "--stream-arn",
+            &stream_arn,
+            "--dir",
+            out_dir.to_str().unwrap(),
+        ];
+        let files: Vec<&str> = files.iter().map(String::as_str).collect();
+        rewind(
+            &endpoint,
+            &[&head[..], extra, &["--files"], &files].concat(),
+        )
+    };
+
+    let parallel = unique("cli-parallel");
+    let out = run(&parallel, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parallel_spans = spans(stack, &parallel);
+    assert_eq!(parallel_spans.len(), 6, "{parallel_spans:?}");
+    assert!(shards_overlapped(&parallel_spans), "{parallel_spans:?}");
+
+    let serial = unique("cli-serial");
+    let out = run(&serial, &["--max-concurrency", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let serial_spans = spans(stack, &serial);
+    assert_eq!(serial_spans.len(), 6, "{serial_spans:?}");
+    assert!(!shards_overlapped(&serial_spans), "{serial_spans:?}");
+
+    for bad in ["0", "41", "many"] {
+        let refused = unique("cli-refused");
+        let out = run(&refused, &["--max-concurrency", bad]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("--max-concurrency"), "{stderr}");
+        if bad != "many" {
+            assert!(stderr.contains("1..=40"), "{stderr}");
+        }
+        assert!(
+            !stack
+                .layout
+                .run_dir()
+                .join(format!("fixtures/target/{refused}.jsonl"))
+                .exists(),
+            "nothing sent"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! `rewind scrape` against the local stack (kinesis-mock, shard limits
 //! enforced): every record put is in the output folder's chunks, once, in
-//! order, and the manifest says so; a bad request fails before anything
+//! order, and the manifest says so (for a resharded stream too, its
+//! lineage groups scraped at once); a bad request fails before anything
 //! connects.
 
 use aws_sdk_kinesis::primitives::Blob;
@@ -129,4 +130,99 @@ fn scrape_rejects_a_bad_request_before_connecting() {
         Some(2),
         "a missing flag is a usage error"
     );
+}
+
+/// A resharded stream (2 shards split into 4) scraped with its lineage
+/// groups at once: every shard's records once, in order, and the manifest
+/// lists parents before children. `--max-concurrency` out of its range is
+/// refused before anything connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resharded_stream_is_scraped_with_its_groups_at_once() {
+    use std::collections::BTreeMap;
+
+    use rewind_tests::{put_all, reshard};
+
+    let stack = stack();
+    let kinesis = aws_sdk_kinesis::Client::new(&stack.sdk_config().await);
+    let stream = unique("cli-scrape-groups");
+    create_stream(&kinesis, &stream, 2)
+        .await
+        .expect("creating the stream");
+    let batch = |from: usize| -> Vec<(String, Vec<u8>)> {
+        (from..from + 24)
+            .map(|i| (format!("k{}", i % 8), format!("record {i}").into_bytes()))
+            .collect()
+    };
+    let mut accepted = put_all(&kinesis, &stream, batch(0)).await.unwrap();
+    reshard(&kinesis, &stream, 4).await.unwrap();
+    accepted.extend(put_all(&kinesis, &stream, batch(24)).await.unwrap());
+    let mut expected: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+    for a in accepted {
+        expected
+            .entry(a.shard)
+            .or_default()
+            .push((a.sequence.to_string(), a.data));
+    }
+
+    let scratch = Scratch::new("scrape-groups");
+    let request = scratch.write(
+        "request.json",
+        &serde_json::json!({
+            "stream": stream,
+            "start": {"type": "TRIM_HORIZON"},
+            "stop": {"type": "LATEST"},
+            "output": {"bucket": "unused-with-out", "prefix": "scrapes"},
+        }),
+    );
+    let out_dir = scratch.path("out");
+    let output = rewind(
+        &stack.endpoint,
+        &["scrape", "--json", "--request", &request, "--out", &out_dir],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["status"], "SUCCEEDED", "{answer}");
+    let key = answer["manifest"]["key"].as_str().unwrap();
+    let out_dir = std::path::Path::new(&out_dir);
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(out_dir.join(key)).unwrap()).unwrap();
+    assert_eq!(manifest.records, 48);
+    assert_eq!(manifest.shards.len(), 6, "2 parents and 4 children");
+    let position = |id: &str| manifest.shards.iter().position(|s| s.shard_id == id);
+    let mut read: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+    for shard in &manifest.shards {
+        for parent in &shard.parent_shard_ids {
+            assert!(
+                position(parent) < position(&shard.shard_id),
+                "{parent} listed before its child {}",
+                shard.shard_id
+            );
+        }
+        let records = read.entry(shard.shard_id.clone()).or_default();
+        for c in &shard.chunks {
+            let bytes = std::fs::read(out_dir.join(&c.key)).unwrap();
+            records.extend(
+                chunk::decode(&c.key, &bytes)
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| (r.sequence_number.to_string(), r.data)),
+            );
+        }
+    }
+    read.retain(|_, records| !records.is_empty());
+    assert_eq!(read, expected, "every record once, in order, per shard");
+
+    for bad in ["0", "41"] {
+        let out = bare(&["scrape", "--max-concurrency", bad, "--request", &request]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--max-concurrency") && stderr.contains("1..=40"),
+            "{stderr}"
+        );
+    }
 }

@@ -8,8 +8,10 @@ mod lambda;
 mod lifecycle;
 mod limits;
 mod mapping;
+mod pacing;
 mod replay;
 mod scrape;
+mod sql;
 mod stepfunctions;
 
 /// The run's shared local stack.

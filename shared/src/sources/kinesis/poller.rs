@@ -15,12 +15,24 @@ use crate::model::seqno::SequenceNumber;
 use crate::model::window::StartPosition;
 
 /// Spaces calls to a share of the shard's limits: at most 5 calls/s, and
-/// after a response of `b` bytes, no call until `b` bytes' worth of the
-/// 2 MiB/s has elapsed.
+/// no call while the shard's byte budget (2 MiB/s, one second's worth at
+/// most) is overdrawn.
+///
+/// Kinesis admits a call when it arrives but charges its bytes when the
+/// response is complete, so the byte budget is kept as the shard keeps it:
+/// charged at the answer, refilled from then on. Counting a slow call's
+/// bytes from its start would send the next call while the shard is still
+/// paying for the last one, and have it throttled.
 #[derive(Debug, Clone)]
 pub struct Pacer {
     share: f64,
     pub(super) next_call: Option<Instant>,
+    /// The byte budget (negative when overdrawn) as of `charged_at`, the
+    /// last answer. It starts empty: a burst the shard may still hold is
+    /// not counted on, so this reader never pulls ahead of the shard's own
+    /// budget, whatever other consumers left in it.
+    budget: f64,
+    charged_at: Option<Instant>,
 }
 
 impl Pacer {
@@ -28,6 +40,8 @@ impl Pacer {
         Self {
             share: share.clamp(0.01, 1.0),
             next_call: None,
+            budget: 0.0,
+            charged_at: None,
         }
     }
 
@@ -38,11 +52,24 @@ impl Pacer {
         }
     }
 
-    /// Records a call issued at `at` that returned `bytes`.
-    pub fn called(&mut self, at: Instant, bytes: usize) {
-        let calls = Duration::from_secs_f64(1.0 / (SHARD_CALLS_PER_SECOND * self.share));
-        let volume = Duration::from_secs_f64(bytes as f64 / (SHARD_BYTES_PER_SECOND * self.share));
-        self.next_call = Some(at + calls.max(volume));
+    /// Records a call issued at `started` that was answered at `answered`
+    /// with `bytes` (0 for a throttled call).
+    pub fn called(&mut self, started: Instant, answered: Instant, bytes: usize) {
+        let rate = SHARD_BYTES_PER_SECOND * self.share;
+        let refilled = self.charged_at.map_or(0.0, |at| {
+            answered.saturating_duration_since(at).as_secs_f64() * rate
+        });
+        // The budget holds at most one second's worth, as the shard's does.
+        self.budget = (self.budget + refilled).min(rate) - bytes as f64;
+        self.charged_at = Some(answered);
+        let by_volume = if self.budget < 0.0 {
+            answered + Duration::from_secs_f64(-self.budget / rate)
+        } else {
+            answered
+        };
+        let by_calls =
+            started + Duration::from_secs_f64(1.0 / (SHARD_CALLS_PER_SECOND * self.share));
+        self.next_call = Some(by_calls.max(by_volume));
     }
 }
 
@@ -152,7 +179,7 @@ impl<'a, S: ShardSource> ShardPoller<'a, S> {
             let called_at = Instant::now();
             match self.source.records(&self.shard_id, &iterator, limit).await {
                 Ok(page) => {
-                    self.pacer.called(called_at, page.bytes);
+                    self.pacer.called(called_at, Instant::now(), page.bytes);
                     if let Some(last) = page.records.last() {
                         self.last = Some(last.sequence_number.clone());
                     }
@@ -172,7 +199,7 @@ impl<'a, S: ShardSource> ShardPoller<'a, S> {
                     if throttles > self.options.max_retries {
                         return Err(error);
                     }
-                    self.pacer.called(called_at, 0);
+                    self.pacer.called(called_at, Instant::now(), 0);
                     warn!(
                         shard = %self.shard_id,
                         error = &error as &(dyn std::error::Error + 'static),

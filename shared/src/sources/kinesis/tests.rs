@@ -543,10 +543,30 @@ async fn reads_are_paced_to_the_shard_limits() {
 fn half_share_halves_the_rate() {
     let mut pacer = Pacer::new(0.5);
     let now = Instant::now();
-    pacer.called(now, 0);
+    pacer.called(now, now, 0);
     assert_eq!(pacer.next_call, Some(now + Duration::from_millis(400)));
-    pacer.called(now, 1024 * 1024);
+    pacer.called(now, now, 1024 * 1024);
     assert_eq!(pacer.next_call, Some(now + Duration::from_secs(1)));
+}
+
+/// Kinesis charges a call's bytes when its response is complete: after a
+/// slow call the budget is paid back from the answer, not from the start.
+#[test]
+fn a_slow_calls_bytes_are_paid_back_from_its_answer() {
+    let mut pacer = Pacer::new(1.0);
+    let t0 = Instant::now();
+    let mib = 1024 * 1024;
+    pacer.called(t0, t0 + Duration::from_secs(3), 3 * mib);
+    assert_eq!(
+        pacer.next_call,
+        Some(t0 + Duration::from_millis(4500)),
+        "3 MiB at 2 MiB/s after the answer at 3 s"
+    );
+    // Refilled while idle, but to one second's worth at most: after a long
+    // pause a 3 MiB page still overdraws by 1 MiB.
+    let t1 = t0 + Duration::from_secs(60);
+    pacer.called(t1, t1, 3 * mib);
+    assert_eq!(pacer.next_call, Some(t1 + Duration::from_millis(500)));
 }
 
 #[test]
