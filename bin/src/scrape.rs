@@ -16,6 +16,7 @@ use rewind_engine::jobs::scrape::{
     DEFAULT_MAX_RECORDS_PER_CHUNK, Outputs, Plan, RunOutcome, ScrapeRequest, Scraper, ScraperEvent,
     ScraperOutput, ShardProgress,
 };
+use rewind_engine::jobs::step;
 use rewind_engine::pipeline::lineage::{PlannedShard, lineage_groups};
 use rewind_engine::store::DirStore;
 use tokio::time::Instant;
@@ -100,19 +101,11 @@ async fn drive<O: Outputs>(
     quiet: bool,
 ) -> anyhow::Result<ScraperOutput> {
     let invocation = format!("cli-{}", std::process::id());
-    let plan = match scraper
-        .handle(
-            ScraperEvent::Plan {
-                request: request.clone(),
-            },
-            step_deadline(),
-            &invocation,
-        )
-        .await?
-    {
-        ScraperOutput::Plan(plan) => plan,
-        answer => anyhow::bail!("the scraper answered a plan with {answer:?}"),
-    };
+    let run_id = step::run_id(request.run_id.as_deref(), &invocation);
+    let plan = scraper.plan(&request, &run_id).await?;
+    // Stored as the state machine's plan step stores it: the manifest step
+    // reads the shards back from there.
+    let stored = scraper.store_plan(&request, plan.clone()).await?;
     let Plan {
         stream_arn,
         run_id,
@@ -155,7 +148,7 @@ async fn drive<O: Outputs>(
         request,
         stream_arn,
         run_id: run_id.clone(),
-        shards,
+        plan: stored.items,
     };
     match scraper.handle(manifest, step_deadline(), &run_id).await? {
         ScraperOutput::Manifest(manifest) => {

@@ -182,7 +182,8 @@ impl<O: Outputs> Scraper<O> {
         self.outputs.for_request(request)
     }
 
-    async fn plan(&self, request: &ScrapeRequest, run_id: &str) -> Result<Plan, ScraperError> {
+    /// The shards to read, parents first, with where each starts.
+    pub async fn plan(&self, request: &ScrapeRequest, run_id: &str) -> Result<Plan, ScraperError> {
         let stream_arn = resolve_stream_arn(&self.kinesis, &request.stream).await?;
         let mut shards = list_shards(&self.kinesis, &stream_arn, &request.start).await?;
         if let ShardSelection::List(wanted) = &request.shards {
@@ -208,7 +209,7 @@ impl<O: Outputs> Scraper<O> {
 
     /// Stores the plan's shards where the state machine's Distributed Map
     /// reads them, and answers where they are.
-    async fn store_plan(
+    pub async fn store_plan(
         &self,
         request: &ScrapeRequest,
         plan: Plan,
