@@ -15,6 +15,9 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 
+mod create;
+pub use create::{CreateNew, Created};
+
 /// One object to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutObject {

@@ -2,11 +2,14 @@
 //! part of the system).
 
 mod archiver;
+mod bad_input;
+mod fault_storm;
 mod lambda;
 mod lifecycle;
 mod limits;
 mod mapping;
 mod replay;
+mod run_ids;
 mod scrape;
 mod stepfunctions;
 

@@ -32,18 +32,18 @@ use serde_json::{Value, json};
 use crate::stack;
 
 /// (shard, sequence number) of a record, and its data.
-type Seen = BTreeMap<(String, SequenceNumber), Vec<u8>>;
+pub(crate) type Seen = BTreeMap<(String, SequenceNumber), Vec<u8>>;
 
-struct Replay {
-    kinesis: aws_sdk_kinesis::Client,
-    s3: aws_sdk_s3::Client,
-    sfn: aws_sdk_sfn::Client,
-    machine: String,
-    bucket: String,
+pub(crate) struct Replay {
+    pub(crate) kinesis: aws_sdk_kinesis::Client,
+    pub(crate) s3: aws_sdk_s3::Client,
+    pub(crate) sfn: aws_sdk_sfn::Client,
+    pub(crate) machine: String,
+    pub(crate) bucket: String,
 }
 
 impl Replay {
-    async fn new(name: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn new(name: &str) -> anyhow::Result<Self> {
         let stack = stack();
         let config = stack.sdk_config().await;
         let sfn = aws_sdk_sfn::Client::new(&config);
@@ -62,7 +62,7 @@ impl Replay {
         })
     }
 
-    async fn run(&self, name: &str, input: &Value) -> anyhow::Result<Value> {
+    pub(crate) async fn run(&self, name: &str, input: &Value) -> anyhow::Result<Value> {
         let output = execute(
             &self.sfn,
             &self.machine,
@@ -121,7 +121,7 @@ impl Replay {
 /// duplicate fails the test), and in sequence order per shard, or per shard
 /// and partition key with `per_key` (a `ParallelizationFactor` above 1 keeps
 /// only each key's order, as the mapping does).
-fn accepted(stream: &str, per_key: bool) -> anyhow::Result<Seen> {
+pub(crate) fn accepted(stream: &str, per_key: bool) -> anyhow::Result<Seen> {
     let path: PathBuf = stack()
         .layout
         .run_dir()
@@ -231,7 +231,7 @@ async fn a_scrape_request_is_scraped_then_replayed_across_a_reshard() -> anyhow:
     assert_eq!(output["streamArn"], json!(stream_arn), "{output}");
     assert_eq!(
         output["scrape"]["key"],
-        json!(format!("scrapes/{run}/manifest.json")),
+        json!(format!("scrapes/replay={run}/manifest.json")),
         "{output}"
     );
 
@@ -256,7 +256,12 @@ async fn a_scrape_request_is_scraped_then_replayed_across_a_reshard() -> anyhow:
 
 /// Records of two shards, one a second apart from `t0` (epoch ms), every
 /// `poison_every`th marked; a key's records all in one shard.
-fn archived_records(stream: &str, t0: i64, per_shard: usize, poison_every: usize) -> Vec<Record> {
+pub(crate) fn archived_records(
+    stream: &str,
+    t0: i64,
+    per_shard: usize,
+    poison_every: usize,
+) -> Vec<Record> {
     let mut records = Vec::new();
     for shard in 0..2 {
         for n in 0..per_shard {
@@ -285,14 +290,14 @@ fn archived_records(stream: &str, t0: i64, per_shard: usize, poison_every: usize
     records
 }
 
-async fn archive(replay: &Replay, records: &[Record]) -> anyhow::Result<()> {
+pub(crate) async fn archive(replay: &Replay, records: &[Record]) -> anyhow::Result<()> {
     let store = S3Store::new(replay.s3.clone(), &replay.bucket);
     let outcome = archive_batch(&store, &ArchiveLayout::default(), records).await;
     anyhow::ensure!(outcome.failed.is_empty(), "{:?}", outcome.failed);
     Ok(())
 }
 
-fn seen(records: &[&Record]) -> Seen {
+pub(crate) fn seen(records: &[&Record]) -> Seen {
     records
         .iter()
         .map(|r| {
@@ -447,34 +452,12 @@ async fn the_archive_is_reinjected_onto_a_stream_in_key_order_with_the_envelope(
 #[tokio::test]
 async fn a_partition_key_is_replayed_from_the_dynamodb_archive_large_records_included()
 -> anyhow::Result<()> {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    };
     use rewind_engine::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
 
     let replay = Replay::new("replay-dynamodb").await?;
     let dynamodb = aws_sdk_dynamodb::Client::new(&stack().sdk_config().await);
     let table = unique("archive");
-    let mut create = dynamodb
-        .create_table()
-        .table_name(&table)
-        .billing_mode(BillingMode::PayPerRequest);
-    for (name, kind) in [("pk", KeyType::Hash), ("sk", KeyType::Range)] {
-        create = create
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(name)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(name)
-                    .key_type(kind)
-                    .build()?,
-            );
-    }
-    create.send().await?;
+    rewind_tests::create_archive_table(&dynamodb, &table).await?;
     let stream = unique("replay-dynamodb");
     let mut records = archived_records(&stream, 1_732_250_000_000, 30, 7);
     // One record too large for an item: its data is kept in S3.

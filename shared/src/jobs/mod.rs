@@ -2,6 +2,7 @@
 //! sink, in bounded steps.
 
 pub mod archiver;
+pub mod claim;
 pub mod mapping;
 pub mod replay;
 pub mod scrape;

@@ -82,7 +82,7 @@ use crate::store::{ObjectReader, ObjectStore, PutObject};
 
 /// S3 buckets by name (a memory store in tests).
 pub trait Buckets: Send + Sync {
-    type Store: ObjectStore + ObjectReader;
+    type Store: ObjectStore + ObjectReader + crate::store::CreateNew;
     fn bucket(&self, name: &str) -> Self::Store;
 }
 
@@ -354,6 +354,9 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         request: &ReplayRequest,
         run_id: &str,
     ) -> Result<ReplayPlan, ReplayError> {
+        let (bucket, folder) = (request.output().0, request.progress_folder(run_id));
+        let store = self.buckets.bucket(&bucket);
+        crate::jobs::claim::replay(&store, &bucket, &folder, request, run_id).await?;
         let source = self.open(request).await?;
         let groups = source.shards().await?;
         let stream_arn = self.stream_arn(source.as_ref());

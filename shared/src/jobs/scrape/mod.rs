@@ -119,7 +119,7 @@ pub fn step_budget(deadline: Instant, max_records: u64) -> StepBudget {
 /// Where a scrape's output goes: S3 (the bucket the request names) for the
 /// function, or a local folder for the CLI.
 pub trait Outputs: Send + Sync {
-    type Store: ObjectStore + ObjectReader;
+    type Store: ObjectStore + ObjectReader + crate::store::CreateNew;
     fn for_request(&self, request: &ScrapeRequest) -> Self::Store;
 }
 
@@ -166,6 +166,7 @@ impl<O: Outputs> Scraper<O> {
     }
 
     async fn plan(&self, request: &ScrapeRequest, run_id: &str) -> Result<Plan, ScraperError> {
+        crate::jobs::claim::scrape(&self.store(request), request, run_id).await?;
         let stream_arn = resolve_stream_arn(&self.kinesis, &request.stream).await?;
         let mut shards = list_shards(&self.kinesis, &stream_arn, &request.start).await?;
         if let ShardSelection::List(wanted) = &request.shards {
@@ -249,6 +250,11 @@ impl<O: Outputs> Scraper<O> {
         match event {
             ScraperEvent::Plan { request } => {
                 let run_id = step::run_id(request.run_id.as_deref(), invocation_id);
+                Ok(ScraperOutput::Plan(self.plan(&request, &run_id).await?))
+            }
+            ScraperEvent::PlanForReplay { request } => {
+                let run_id = step::run_id(request.run_id.as_deref(), invocation_id);
+                let run_id = crate::jobs::claim::replay_scrape_run_id(&run_id);
                 Ok(ScraperOutput::Plan(self.plan(&request, &run_id).await?))
             }
             ScraperEvent::Step {

@@ -106,6 +106,14 @@ pub enum ScraperEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         shards: Option<Vec<ShardProgress>>,
     },
+    /// `plan` for the scrape a replay of a `SCRAPE` source runs first: its
+    /// folder is one no scrape execution can name
+    /// ([`crate::jobs::claim::replay_scrape_run_id`]). Listed last, so that
+    /// the error naming the accepted actions starts with those people type.
+    #[serde(rename = "planForReplay")]
+    PlanForReplay {
+        request: ScrapeRequest,
+    },
 }
 
 impl ScraperEvent {
@@ -125,6 +133,7 @@ impl ScraperEvent {
         };
         let request = match &event {
             ScraperEvent::Plan { request }
+            | ScraperEvent::PlanForReplay { request }
             | ScraperEvent::Step { request, .. }
             | ScraperEvent::Manifest { request, .. }
             | ScraperEvent::Run { request, .. } => request,
