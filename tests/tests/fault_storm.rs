@@ -284,6 +284,7 @@ async fn story(
             break;
         }
         anyhow::ensure!(attempt < 20, "DynamoDB writes still failing: {failed:?}");
+        let failed: BTreeSet<_> = failed.into_iter().map(|(id, _)| id).collect();
         records.retain(|r| failed.contains(&r.id()));
     }
 

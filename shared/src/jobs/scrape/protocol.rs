@@ -122,7 +122,7 @@ impl ScraperEvent {
     pub fn parse(json: &[u8]) -> Result<Self, RequestError> {
         let value: serde_json::Value = parse_json(json)?;
         let event = if value.get("action").is_some() {
-            parse_json::<ScraperEvent>(json)?
+            crate::jobs::action::parse_action::<ScraperEvent, ScrapeRequest>(json)?
         } else {
             ScraperEvent::Run {
                 request: parse_json(json)?,
