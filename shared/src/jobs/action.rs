@@ -56,7 +56,7 @@ mod tests {
         let event = br#"{"action": "plan", "request": {"stream": "s", "start": {"type": "SOMETIME"},
             "stop": {"type": "LATEST"}, "output": {"bucket": "b"}}}"#;
         let error = parse_action::<ScraperEvent, ScrapeRequest>(event).unwrap_err();
-        assert_eq!(error.field, "request.start");
+        assert_eq!(error.field, "request.start.type");
         assert!(error.message.contains("expected one of `TRIM_HORIZON`"), "{error}");
     }
 
