@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 use proptest::prelude::*;
+use rewind_engine::Record;
 use rewind_engine::jobs::replay::{ReplayEvent, ReplayRequest};
 use rewind_engine::jobs::scrape::{ScrapeRequest, ScraperEvent};
 use rewind_engine::model::chunk::ChunkReader;
@@ -22,7 +23,6 @@ use rewind_engine::model::event::DeliveredEvent;
 use rewind_engine::model::kpl::{self, MAGIC};
 use rewind_engine::pipeline::filter::{FilterCriteria, FilterEntry, Filters};
 use rewind_engine::request::RequestError;
-use rewind_engine::Record;
 use serde_json::Value;
 
 fn sample(name: &str) -> Value {

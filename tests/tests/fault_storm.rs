@@ -42,6 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_config::retry::RetryConfig;
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
+use rewind_engine::Record;
 use rewind_engine::jobs::mapping::config::MappingConfig;
 use rewind_engine::jobs::mapping::report::Stopped;
 use rewind_engine::jobs::mapping::stream::StreamMapping;
@@ -55,7 +56,6 @@ use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
 use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
 use rewind_engine::sources::kinesis::resolve_stream_arn;
 use rewind_engine::store::{ObjectReader, S3Store};
-use rewind_engine::Record;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
 use rewind_local::statemachine::{self, Context};
 use rewind_local::{Fault, FaultKind};
@@ -182,19 +182,30 @@ pub async fn storm(seed: u64, count: usize) -> anyhow::Result<StormRun> {
     }
     admin
         .inject(
-            &Fault::rate("dynamodb", "BatchWriteItem", FaultKind::Unprocessed, UNPROCESSED_RATE)
-                .matching(&name)
-                .seeded(seed * 100 + 99),
+            &Fault::rate(
+                "dynamodb",
+                "BatchWriteItem",
+                FaultKind::Unprocessed,
+                UNPROCESSED_RATE,
+            )
+            .matching(&name)
+            .seeded(seed * 100 + 99),
         )
         .await?;
-    let outcome = story(&kinesis, &lambda, &s3, &dynamodb, &sfn, &machine, &name, &put, from, to).await;
+    let outcome = story(
+        &kinesis, &lambda, &s3, &dynamodb, &sfn, &machine, &name, &put, from, to,
+    )
+    .await;
     // The storm's rules, with what they injected, then gone: whatever the
     // story's outcome, the checks below and other tests see no fault.
     let rules = admin.faults().await?;
     admin.remove_faults(&name).await?;
     let (delivered_twice, failed_steps) = outcome?;
     let mut injected = BTreeMap::new();
-    for rule in rules.iter().filter(|r| r.matching.as_deref() == Some(name.as_str())) {
+    for rule in rules
+        .iter()
+        .filter(|r| r.matching.as_deref() == Some(name.as_str()))
+    {
         *injected
             .entry(format!("{} {:?}", rule.service, rule.kind))
             .or_insert(0) += rule.injected;
@@ -208,8 +219,14 @@ pub async fn storm(seed: u64, count: usize) -> anyhow::Result<StormRun> {
         "seed {seed}: the S3 archive holds {} distinct records, {} put; missing {:?}, foreign {:?}",
         archived_once.len(),
         put_ids.len(),
-        put_ids.difference(&archived_once).take(5).collect::<Vec<_>>(),
-        archived_once.difference(&put_ids).take(5).collect::<Vec<_>>(),
+        put_ids
+            .difference(&archived_once)
+            .take(5)
+            .collect::<Vec<_>>(),
+        archived_once
+            .difference(&put_ids)
+            .take(5)
+            .collect::<Vec<_>>(),
     );
     let in_table = table_records(&dynamodb, &name).await?;
     anyhow::ensure!(
@@ -357,7 +374,10 @@ async fn archived_records(s3: &aws_sdk_s3::Client, stream: &str) -> anyhow::Resu
     let store = S3Store::new(s3.clone(), LOCAL_ARCHIVE_BUCKET);
     let layout = ArchiveLayout::default();
     let mut records = Vec::new();
-    for key in store.list(&format!("{}/stream={stream}/dt=", layout.prefix)).await? {
+    for key in store
+        .list(&format!("{}/stream={stream}/dt=", layout.prefix))
+        .await?
+    {
         records.extend(chunk::decode(&key, &store.get(&key).await?)?);
     }
     Ok(records)
@@ -372,7 +392,10 @@ async fn archived(s3: &aws_sdk_s3::Client, stream: &str) -> anyhow::Result<Vec<I
 }
 
 /// The records of the table's `ALL` items.
-async fn table_records(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> anyhow::Result<Vec<Id>> {
+async fn table_records(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> anyhow::Result<Vec<Id>> {
     let mut ids = Vec::new();
     let mut pages = dynamodb.scan().table_name(table).into_paginator().send();
     while let Some(page) = pages.next().await {
@@ -420,34 +443,26 @@ async fn failed_steps(sfn: &aws_sdk_sfn::Client, execution: &str) -> anyhow::Res
 /// first delivery (which must come in sequence order per shard), and how
 /// many deliveries were repeats.
 fn delivered(stream: &str) -> anyhow::Result<(BTreeMap<Id, Vec<u8>>, usize)> {
-    let path = stack()
-        .layout
-        .run_dir()
-        .join("fixtures/target")
-        .join(format!("{stream}.jsonl"));
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
     let mut firsts = BTreeMap::new();
     let mut repeats = 0;
     let mut last: BTreeMap<String, SequenceNumber> = BTreeMap::new();
-    for line in text.lines() {
-        let batch: Value = serde_json::from_str(line)?;
-        for record in batch["records"].as_array().into_iter().flatten() {
-            let event_id = record["eventID"].as_str().unwrap_or_default();
-            let (shard, sequence) = event_id
-                .split_once(':')
-                .ok_or_else(|| anyhow::anyhow!("eventID {event_id:?}"))?;
-            let id = (shard.to_owned(), SequenceNumber::parse(sequence)?);
-            if firsts.contains_key(&id) {
-                repeats += 1;
-                continue;
-            }
-            if let Some(previous) = last.get(shard) {
-                anyhow::ensure!(*previous < id.1, "{shard}: {} first after {previous}", id.1);
-            }
-            last.insert(shard.to_owned(), id.1.clone());
-            let data = decode_base64(record["data"].as_str().unwrap_or_default())?;
-            firsts.insert(id, data);
+    for (shard, sequence, record) in crate::replay::deliveries(stream)? {
+        let id = (shard, sequence);
+        if firsts.contains_key(&id) {
+            repeats += 1;
+            continue;
         }
+        if let Some(previous) = last.get(&id.0) {
+            anyhow::ensure!(
+                *previous < id.1,
+                "{}: {} first after {previous}",
+                id.0,
+                id.1
+            );
+        }
+        last.insert(id.0.clone(), id.1.clone());
+        let data = decode_base64(record["data"].as_str().unwrap_or_default())?;
+        firsts.insert(id, data);
     }
     Ok((firsts, repeats))
 }
@@ -523,6 +538,8 @@ async fn fault_storm_soak() -> anyhow::Result<()> {
             .sum::<u64>();
         first = last;
     }
-    eprintln!("fault storm soak: {seeds} runs of {records} records, {total} faults injected and survived, 0 records lost");
+    eprintln!(
+        "fault storm soak: {seeds} runs of {records} records, {total} faults injected and survived, 0 records lost"
+    );
     Ok(())
 }

@@ -122,46 +122,60 @@ impl Replay {
 /// and partition key with `per_key` (a `ParallelizationFactor` above 1 keeps
 /// only each key's order, as the mapping does).
 pub(crate) fn accepted(stream: &str, per_key: bool) -> anyhow::Result<Seen> {
+    let mut seen = Seen::new();
+    let mut last: BTreeMap<String, SequenceNumber> = BTreeMap::new();
+    for (shard, sequence, record) in deliveries(stream)? {
+        let event_id = record["eventID"].as_str().unwrap_or_default();
+        let lane = if per_key {
+            format!("{shard} {}", record["partitionKey"])
+        } else {
+            shard.clone()
+        };
+        anyhow::ensure!(
+            record["sequenceNumber"] == json!(sequence.to_string()),
+            "{record}"
+        );
+        if let Some(previous) = last.get(&lane) {
+            anyhow::ensure!(
+                *previous < sequence,
+                "{lane}: {sequence} accepted after {previous}"
+            );
+        }
+        last.insert(lane, sequence.clone());
+        let data = decode_base64(record["data"].as_str().unwrap_or_default())?;
+        anyhow::ensure!(
+            seen.insert((shard, sequence), data).is_none(),
+            "{event_id} accepted twice"
+        );
+    }
+    Ok(seen)
+}
+
+/// Every record the `target` fixture accepted for `stream`, in the order
+/// it accepted them: shard and sequence number (from `eventID`) and the
+/// event record.
+pub(crate) fn deliveries(stream: &str) -> anyhow::Result<Vec<(String, SequenceNumber, Value)>> {
     let path: PathBuf = stack()
         .layout
         .run_dir()
         .join("fixtures/target")
         .join(format!("{stream}.jsonl"));
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut seen = Seen::new();
-    let mut last: BTreeMap<String, SequenceNumber> = BTreeMap::new();
+    let mut deliveries = Vec::new();
     for line in text.lines() {
-        let batch: Value = serde_json::from_str(line)?;
-        for record in batch["records"].as_array().into_iter().flatten() {
-            let event_id = record["eventID"].as_str().unwrap_or_default();
-            let (shard, sequence) = event_id
-                .split_once(':')
-                .ok_or_else(|| anyhow::anyhow!("eventID {event_id:?}"))?;
-            let sequence = SequenceNumber::parse(sequence)?;
-            let lane = if per_key {
-                format!("{shard} {}", record["partitionKey"])
-            } else {
-                shard.to_owned()
-            };
-            anyhow::ensure!(
-                record["sequenceNumber"] == json!(sequence.to_string()),
-                "{record}"
-            );
-            if let Some(previous) = last.get(&lane) {
-                anyhow::ensure!(
-                    *previous < sequence,
-                    "{lane}: {sequence} accepted after {previous}"
-                );
+        let mut batch: Value = serde_json::from_str(line)?;
+        if let Value::Array(records) = batch["records"].take() {
+            for record in records {
+                let event_id = record["eventID"].as_str().unwrap_or_default();
+                let (shard, sequence) = event_id
+                    .split_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("eventID {event_id:?}"))?;
+                let sequence = SequenceNumber::parse(sequence)?;
+                deliveries.push((shard.to_owned(), sequence, record));
             }
-            last.insert(lane, sequence.clone());
-            let data = decode_base64(record["data"].as_str().unwrap_or_default())?;
-            anyhow::ensure!(
-                seen.insert((shard.to_owned(), sequence), data).is_none(),
-                "{event_id} accepted twice"
-            );
         }
     }
-    Ok(seen)
+    Ok(deliveries)
 }
 
 fn is_marked(data: &[u8]) -> bool {

@@ -68,6 +68,17 @@ fn on(replay: &Replay, machine: String) -> Replay {
     }
 }
 
+/// Runs a scrape execution named `run` on a new scrape state machine; returns
+/// its output once it succeeded.
+async fn scrape_on_a_new_machine(
+    sfn: &aws_sdk_sfn::Client,
+    run: &str,
+    input: &Value,
+) -> anyhow::Result<Value> {
+    let machine = machine(sfn, "ScrapeStateMachine").await?;
+    execute(sfn, &machine, run, input, Duration::from_secs(120)).await
+}
+
 /// Runs an execution that must fail with `InvalidRequest` naming `run`.
 async fn refused(
     sfn: &aws_sdk_sfn::Client,
@@ -120,7 +131,12 @@ async fn two_batches(
     create_stream(kinesis, stream, 2).await?;
     let records = |batch: usize, count: usize| -> Vec<(String, Vec<u8>)> {
         (0..count)
-            .map(|n| (format!("key-{n}"), format!("batch {batch} record {n}").into_bytes()))
+            .map(|n| {
+                (
+                    format!("key-{n}"),
+                    format!("batch {batch} record {n}").into_bytes(),
+                )
+            })
             .collect()
     };
     let to_seen = |accepted: Vec<rewind_tests::Accepted>| -> Seen {
@@ -162,17 +178,17 @@ async fn a_scrape_run_id_reused_for_another_request_is_refused_and_deletes_nothi
         json!({"type": "BEFORE_TIMESTAMP", "timestamp": mark}),
     );
     let run = unique("nightly");
-    let output = execute(
-        sfn,
-        &machine(sfn, "ScrapeStateMachine").await?,
-        &run,
-        &first,
-        Duration::from_secs(120),
-    )
-    .await?;
-    assert_eq!(output["manifest"]["records"], json!(before.len()), "{output}");
+    let output = scrape_on_a_new_machine(sfn, &run, &first).await?;
+    assert_eq!(
+        output["manifest"]["records"],
+        json!(before.len()),
+        "{output}"
+    );
     let kept = folder(s3, bucket, &format!("scrapes/{run}/")).await?;
-    assert!(kept.contains_key(&format!("scrapes/{run}/_run.json")), "{kept:?}");
+    assert!(
+        kept.contains_key(&format!("scrapes/{run}/_run.json")),
+        "{kept:?}"
+    );
     assert!(kept.keys().filter(|k| k.ends_with(".jsonl.gz")).count() >= 2);
 
     // The same name on another machine, for the whole stream: a scrape
@@ -184,7 +200,13 @@ async fn a_scrape_run_id_reused_for_another_request_is_refused_and_deletes_nothi
         json!({"type": "TRIM_HORIZON"}),
         json!({"type": "LATEST"}),
     );
-    refused(sfn, &machine(sfn, "ScrapeStateMachine").await?, &run, &other).await?;
+    refused(
+        sfn,
+        &machine(sfn, "ScrapeStateMachine").await?,
+        &run,
+        &other,
+    )
+    .await?;
     assert_eq!(
         folder(s3, bucket, &format!("scrapes/{run}/")).await?,
         kept,
@@ -193,14 +215,7 @@ async fn a_scrape_run_id_reused_for_another_request_is_refused_and_deletes_nothi
 
     // The same request again (a re-run of that execution) goes on and ends
     // with the same records, its chunks replaced by their equals.
-    let again = execute(
-        sfn,
-        &machine(sfn, "ScrapeStateMachine").await?,
-        &run,
-        &first,
-        Duration::from_secs(120),
-    )
-    .await?;
+    let again = scrape_on_a_new_machine(sfn, &run, &first).await?;
     assert_eq!(again["manifest"], output["manifest"], "{again}");
     let manifest: Manifest = serde_json::from_slice(
         &get_object(s3, bucket, &format!("scrapes/{run}/manifest.json")).await?,
@@ -223,14 +238,7 @@ async fn a_scrape_first_replay_named_as_a_scrape_keeps_to_its_own_folder() -> an
         json!({"type": "TRIM_HORIZON"}),
         json!({"type": "BEFORE_TIMESTAMP", "timestamp": mark}),
     );
-    let scraped = execute(
-        sfn,
-        &machine(sfn, "ScrapeStateMachine").await?,
-        &run,
-        &scrape,
-        Duration::from_secs(120),
-    )
-    .await?;
+    let scraped = scrape_on_a_new_machine(sfn, &run, &scrape).await?;
     assert_eq!(scraped["manifest"]["records"], json!(before.len()));
     let kept = folder(s3, bucket, &format!("scrapes/{run}/")).await?;
 

@@ -231,10 +231,11 @@ impl Proxy {
         let mut haystack = path.to_owned();
         if call.service == "kinesis" && call.operation == "GetRecords" {
             let input: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-            if let Some(stream) = input["ShardIterator"]
-                .as_str()
-                .and_then(|iterator| lock(&self.limits).iterator_stream(iterator).map(str::to_owned))
-            {
+            if let Some(stream) = input["ShardIterator"].as_str().and_then(|iterator| {
+                lock(&self.limits)
+                    .iterator_stream(iterator)
+                    .map(str::to_owned)
+            }) {
                 haystack.push(' ');
                 haystack.push_str(&stream);
             }
@@ -357,7 +358,10 @@ mod tests {
         assert_eq!(draws(7), draws(7));
         assert_ne!(draws(7), draws(8));
         let fired = draws(7).iter().filter(|f| **f).count();
-        assert!((30..=90).contains(&fired), "{fired} of 200 at a rate of 0.3");
+        assert!(
+            (30..=90).contains(&fired),
+            "{fired} of 200 at a rate of 0.3"
+        );
     }
 
     #[test]

@@ -53,21 +53,30 @@ mod tests {
 
     #[test]
     fn an_error_inside_the_request_names_its_field() {
-        let event = br#"{"action": "plan", "request": {"stream": "s", "start": {"type": "SOMETIME"},
+        let event =
+            br#"{"action": "plan", "request": {"stream": "s", "start": {"type": "SOMETIME"},
             "stop": {"type": "LATEST"}, "output": {"bucket": "b"}}}"#;
         let error = parse_action::<ScraperEvent, ScrapeRequest>(event).unwrap_err();
         assert_eq!(error.field, "request.start.type");
-        assert!(error.message.contains("expected one of `TRIM_HORIZON`"), "{error}");
+        assert!(
+            error.message.contains("expected one of `TRIM_HORIZON`"),
+            "{error}"
+        );
     }
 
     #[test]
     fn an_error_outside_the_request_stays_the_event_s() {
-        for request in ["{}", r#"{"stream": "s", "start": {"type": "LATEST"},
-            "stop": {"type": "LATEST"}, "output": {"bucket": "b"}}"#]
-        {
+        for request in [
+            "{}",
+            r#"{"stream": "s", "start": {"type": "LATEST"},
+            "stop": {"type": "LATEST"}, "output": {"bucket": "b"}}"#,
+        ] {
             let event = format!(r#"{{"action": "launch", "request": {request}}}"#);
             let error = parse_action::<ScraperEvent, ScrapeRequest>(event.as_bytes()).unwrap_err();
-            assert!(error.message.contains("unknown variant `launch`"), "{error}");
+            assert!(
+                error.message.contains("unknown variant `launch`"),
+                "{error}"
+            );
         }
         let missing = br#"{"action": "plan", "request": {"start": {"type": "LATEST"}}}"#;
         let error = parse_action::<ScraperEvent, ScrapeRequest>(missing).unwrap_err();

@@ -237,15 +237,30 @@ mod tests {
     #[tokio::test]
     async fn the_first_claim_wins_the_same_request_goes_on_another_is_refused() {
         let store = MemoryStore::default();
-        claim(&store, "scrapes/nightly", "s3://b/scrapes/nightly", &record("h1"))
-            .await
-            .unwrap();
-        claim(&store, "scrapes/nightly/", "s3://b/scrapes/nightly", &record("h1"))
-            .await
-            .expect("a retried plan of the same request goes on");
-        let error = claim(&store, "scrapes/nightly", "s3://b/scrapes/nightly", &record("h2"))
-            .await
-            .unwrap_err();
+        claim(
+            &store,
+            "scrapes/nightly",
+            "s3://b/scrapes/nightly",
+            &record("h1"),
+        )
+        .await
+        .unwrap();
+        claim(
+            &store,
+            "scrapes/nightly/",
+            "s3://b/scrapes/nightly",
+            &record("h1"),
+        )
+        .await
+        .expect("a retried plan of the same request goes on");
+        let error = claim(
+            &store,
+            "scrapes/nightly",
+            "s3://b/scrapes/nightly",
+            &record("h2"),
+        )
+        .await
+        .unwrap_err();
         let ClaimError::Taken(error) = error else {
             panic!("{error:?}")
         };
@@ -270,9 +285,14 @@ mod tests {
             })
             .await
             .unwrap();
-        let error = claim(&store, "dlq/replays/r", "s3://b/dlq/replays/r", &record("h"))
-            .await
-            .unwrap_err();
+        let error = claim(
+            &store,
+            "dlq/replays/r",
+            "s3://b/dlq/replays/r",
+            &record("h"),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(error, ClaimError::Taken(_)), "{error:?}");
     }
 }

@@ -150,7 +150,10 @@ mod tests {
             .match_requests(|req| req.if_none_match() == Some("*"))
             .sequence()
             .output(|| PutObjectOutput::builder().build())
-            .http_status(412, Some("<Error><Code>PreconditionFailed</Code></Error>".into()))
+            .http_status(
+                412,
+                Some("<Error><Code>PreconditionFailed</Code></Error>".into()),
+            )
             .build();
         let client = mock_client!(aws_sdk_s3, RuleMode::Sequential, [&rule]);
         let store = S3Store::new(client, "b");

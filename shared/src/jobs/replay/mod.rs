@@ -356,7 +356,10 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
     ) -> Result<ReplayPlan, ReplayError> {
         let (bucket, folder) = (request.output().0, request.progress_folder(run_id));
         let store = self.buckets.bucket(&bucket);
-        Box::pin(crate::jobs::claim::replay(&store, &bucket, &folder, request, run_id)).await?;
+        Box::pin(crate::jobs::claim::replay(
+            &store, &bucket, &folder, request, run_id,
+        ))
+        .await?;
         let source = self.open(request).await?;
         let groups = source.shards().await?;
         let stream_arn = self.stream_arn(source.as_ref());

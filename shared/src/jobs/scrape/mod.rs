@@ -168,7 +168,12 @@ impl<O: Outputs> Scraper<O> {
     async fn plan(&self, request: &ScrapeRequest, run_id: &str) -> Result<Plan, ScraperError> {
         // Boxed: one more nested future here overflows rustc's layout
         // query depth for the scraper's main.
-        Box::pin(crate::jobs::claim::scrape(&self.store(request), request, run_id)).await?;
+        Box::pin(crate::jobs::claim::scrape(
+            &self.store(request),
+            request,
+            run_id,
+        ))
+        .await?;
         let stream_arn = resolve_stream_arn(&self.kinesis, &request.stream).await?;
         let mut shards = list_shards(&self.kinesis, &stream_arn, &request.start).await?;
         if let ShardSelection::List(wanted) = &request.shards {
