@@ -17,7 +17,9 @@ use rewind_engine::jobs::replay::{
 };
 use rewind_engine::model::record::stream_name_from_arn;
 use rewind_engine::sources::SourceError;
-use rewind_engine::store::{DirStore, ObjectReader, ObjectStore, PutObject, S3Store, StoreError};
+use rewind_engine::store::{
+    CreateNew, Created, DirStore, ObjectReader, ObjectStore, PutObject, S3Store, StoreError,
+};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -369,6 +371,15 @@ impl ObjectStore for Store {
         match self {
             Store::Dir(d) => d.delete(key).await,
             Store::S3(s) => s.delete(key).await,
+        }
+    }
+}
+
+impl CreateNew for Store {
+    async fn create_new(&self, object: PutObject) -> Result<Created, StoreError> {
+        match self {
+            Store::Dir(d) => d.create_new(object).await,
+            Store::S3(s) => s.create_new(object).await,
         }
     }
 }

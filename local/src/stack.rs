@@ -339,6 +339,16 @@ impl Admin {
         })
     }
 
+    /// Removes the rules restricted to `matching` (one test's own), leaving
+    /// those of other tests.
+    pub async fn remove_faults(&self, matching: &str) -> Result<(), Error> {
+        let path = format!(
+            "/__rewind/faults?matching={}",
+            percent_encoding::utf8_percent_encode(matching, percent_encoding::NON_ALPHANUMERIC)
+        );
+        self.call(Method::DELETE, &path, None).await.map(drop)
+    }
+
     pub async fn clear_faults(&self) -> Result<(), Error> {
         self.call(Method::DELETE, "/__rewind/faults", None)
             .await

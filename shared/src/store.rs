@@ -16,7 +16,7 @@ use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 
 mod create;
-pub use create::{CreateObject, Created};
+pub use create::{CreateNew, Created};
 mod listing;
 pub use listing::{ListPage, ListQuery, MAX_PAGE, page_of};
 

@@ -292,6 +292,38 @@ pub async fn reshard(
     Ok(rewind_local::sdk::wait_active(kinesis, stream).await?)
 }
 
+/// Creates a DynamoDB archive table (`pk`, `sk`: strings, on demand), as
+/// template.yaml defines it.
+pub async fn create_archive_table(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let mut create = dynamodb
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (name, kind) in [("pk", KeyType::Hash), ("sk", KeyType::Range)] {
+        create = create
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(name)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(name)
+                    .key_type(kind)
+                    .build()?,
+            );
+    }
+    create.send().await?;
+    Ok(())
+}
+
 /// Creates `stream` with `shards` shards and waits until it is active.
 pub async fn create_stream(
     kinesis: &aws_sdk_kinesis::Client,

@@ -4,12 +4,15 @@
 mod archive_replay;
 mod archiver;
 mod capacity;
+mod bad_input;
+mod fault_storm;
 mod lambda;
 mod lifecycle;
 mod limits;
 mod mapping;
 mod pacing;
 mod replay;
+mod run_ids;
 mod scrape;
 mod sql;
 mod stepfunctions;

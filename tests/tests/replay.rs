@@ -32,13 +32,13 @@ use serde_json::{Value, json};
 use crate::stack;
 
 /// (shard, sequence number) of a record, and its data.
-type Seen = BTreeMap<(String, SequenceNumber), Vec<u8>>;
+pub(crate) type Seen = BTreeMap<(String, SequenceNumber), Vec<u8>>;
 
 pub(crate) struct Replay {
     pub(crate) kinesis: aws_sdk_kinesis::Client,
     pub(crate) s3: aws_sdk_s3::Client,
-    sfn: aws_sdk_sfn::Client,
-    machine: String,
+    pub(crate) sfn: aws_sdk_sfn::Client,
+    pub(crate) machine: String,
     pub(crate) bucket: String,
 }
 
@@ -121,47 +121,61 @@ impl Replay {
 /// duplicate fails the test), and in sequence order per shard, or per shard
 /// and partition key with `per_key` (a `ParallelizationFactor` above 1 keeps
 /// only each key's order, as the mapping does).
-fn accepted(stream: &str, per_key: bool) -> anyhow::Result<Seen> {
+pub(crate) fn accepted(stream: &str, per_key: bool) -> anyhow::Result<Seen> {
+    let mut seen = Seen::new();
+    let mut last: BTreeMap<String, SequenceNumber> = BTreeMap::new();
+    for (shard, sequence, record) in deliveries(stream)? {
+        let event_id = record["eventID"].as_str().unwrap_or_default();
+        let lane = if per_key {
+            format!("{shard} {}", record["partitionKey"])
+        } else {
+            shard.clone()
+        };
+        anyhow::ensure!(
+            record["sequenceNumber"] == json!(sequence.to_string()),
+            "{record}"
+        );
+        if let Some(previous) = last.get(&lane) {
+            anyhow::ensure!(
+                *previous < sequence,
+                "{lane}: {sequence} accepted after {previous}"
+            );
+        }
+        last.insert(lane, sequence.clone());
+        let data = decode_base64(record["data"].as_str().unwrap_or_default())?;
+        anyhow::ensure!(
+            seen.insert((shard, sequence), data).is_none(),
+            "{event_id} accepted twice"
+        );
+    }
+    Ok(seen)
+}
+
+/// Every record the `target` fixture accepted for `stream`, in the order
+/// it accepted them: shard and sequence number (from `eventID`) and the
+/// event record.
+pub(crate) fn deliveries(stream: &str) -> anyhow::Result<Vec<(String, SequenceNumber, Value)>> {
     let path: PathBuf = stack()
         .layout
         .run_dir()
         .join("fixtures/target")
         .join(format!("{stream}.jsonl"));
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut seen = Seen::new();
-    let mut last: BTreeMap<String, SequenceNumber> = BTreeMap::new();
+    let mut deliveries = Vec::new();
     for line in text.lines() {
-        let batch: Value = serde_json::from_str(line)?;
-        for record in batch["records"].as_array().into_iter().flatten() {
-            let event_id = record["eventID"].as_str().unwrap_or_default();
-            let (shard, sequence) = event_id
-                .split_once(':')
-                .ok_or_else(|| anyhow::anyhow!("eventID {event_id:?}"))?;
-            let sequence = SequenceNumber::parse(sequence)?;
-            let lane = if per_key {
-                format!("{shard} {}", record["partitionKey"])
-            } else {
-                shard.to_owned()
-            };
-            anyhow::ensure!(
-                record["sequenceNumber"] == json!(sequence.to_string()),
-                "{record}"
-            );
-            if let Some(previous) = last.get(&lane) {
-                anyhow::ensure!(
-                    *previous < sequence,
-                    "{lane}: {sequence} accepted after {previous}"
-                );
+        let mut batch: Value = serde_json::from_str(line)?;
+        if let Value::Array(records) = batch["records"].take() {
+            for record in records {
+                let event_id = record["eventID"].as_str().unwrap_or_default();
+                let (shard, sequence) = event_id
+                    .split_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("eventID {event_id:?}"))?;
+                let sequence = SequenceNumber::parse(sequence)?;
+                deliveries.push((shard.to_owned(), sequence, record));
             }
-            last.insert(lane, sequence.clone());
-            let data = decode_base64(record["data"].as_str().unwrap_or_default())?;
-            anyhow::ensure!(
-                seen.insert((shard.to_owned(), sequence), data).is_none(),
-                "{event_id} accepted twice"
-            );
         }
     }
-    Ok(seen)
+    Ok(deliveries)
 }
 
 fn is_marked(data: &[u8]) -> bool {
@@ -231,7 +245,7 @@ async fn a_scrape_request_is_scraped_then_replayed_across_a_reshard() -> anyhow:
     assert_eq!(output["streamArn"], json!(stream_arn), "{output}");
     assert_eq!(
         output["scrape"]["key"],
-        json!(format!("scrapes/{run}/manifest.json")),
+        json!(format!("scrapes/replay={run}/manifest.json")),
         "{output}"
     );
 
@@ -256,7 +270,12 @@ async fn a_scrape_request_is_scraped_then_replayed_across_a_reshard() -> anyhow:
 
 /// Records of two shards, one a second apart from `t0` (epoch ms), every
 /// `poison_every`th marked; a key's records all in one shard.
-fn archived_records(stream: &str, t0: i64, per_shard: usize, poison_every: usize) -> Vec<Record> {
+pub(crate) fn archived_records(
+    stream: &str,
+    t0: i64,
+    per_shard: usize,
+    poison_every: usize,
+) -> Vec<Record> {
     let mut records = Vec::new();
     for shard in 0..2 {
         for n in 0..per_shard {
@@ -286,14 +305,14 @@ fn archived_records(stream: &str, t0: i64, per_shard: usize, poison_every: usize
     records
 }
 
-async fn archive(replay: &Replay, records: &[Record]) -> anyhow::Result<()> {
+pub(crate) async fn archive(replay: &Replay, records: &[Record]) -> anyhow::Result<()> {
     let store = S3Store::new(replay.s3.clone(), &replay.bucket);
     let outcome = archive_batch(&store, &ArchiveLayout::default(), records).await;
     anyhow::ensure!(outcome.failed.is_empty(), "{:?}", outcome.failed);
     Ok(())
 }
 
-fn seen(records: &[&Record]) -> Seen {
+pub(crate) fn seen(records: &[&Record]) -> Seen {
     records
         .iter()
         .map(|r| {
@@ -448,34 +467,12 @@ async fn the_archive_is_reinjected_onto_a_stream_in_key_order_with_the_envelope(
 #[tokio::test]
 async fn a_partition_key_is_replayed_from_the_dynamodb_archive_large_records_included()
 -> anyhow::Result<()> {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    };
     use rewind_engine::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
 
     let replay = Replay::new("replay-dynamodb").await?;
     let dynamodb = aws_sdk_dynamodb::Client::new(&stack().sdk_config().await);
     let table = unique("archive");
-    let mut create = dynamodb
-        .create_table()
-        .table_name(&table)
-        .billing_mode(BillingMode::PayPerRequest);
-    for (name, kind) in [("pk", KeyType::Hash), ("sk", KeyType::Range)] {
-        create = create
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(name)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(name)
-                    .key_type(kind)
-                    .build()?,
-            );
-    }
-    create.send().await?;
+    rewind_tests::create_archive_table(&dynamodb, &table).await?;
     let stream = unique("replay-dynamodb");
     let mut records = archived_records(&stream, 1_732_250_000_000, 30, 7);
     // One record too large for an item: its data is kept in S3.

@@ -470,11 +470,15 @@ async fn steps_that_stop_early_or_fail_leave_no_gap_or_duplicate() -> anyhow::Re
     // The first chunk write of this run fails past the SDK's own retries
     // (5 attempts): the step fails with OutputWriteFailed and the state
     // machine retries it from the same continuation. One shard at a time, so
-    // that one step meets the five failures in a row.
+    // that one step meets the five failures in a row. Only writes under a
+    // shard's folder: the plan's claim of the run folder (`_run.json`)
+    // comes first and is not a chunk.
     let admin = stack().admin();
     admin
         .inject(
-            &Fault::count("s3", "PutObject", FaultKind::ServerError, 6).matching(&fixture.bucket),
+            &Fault::count("s3", "PutObject", FaultKind::ServerError, 6)
+                .matching(&fixture.bucket)
+                .and_matching("/shardId-"),
         )
         .await?;
     let input = fixture.request(json!({

@@ -7,7 +7,7 @@ use std::ops::RangeInclusive;
 
 /// A setting the function can't start with; names the variable and what it
 /// accepts.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingError {
     #[error("environment variable {name} is required: {what}")]
     Missing {
@@ -20,6 +20,15 @@ pub enum SettingError {
         value: String,
         accepted: String,
     },
+}
+
+/// The functions' `main` returns this error, and Rust prints a returned
+/// error with `Debug`: what the person starting the function must read is
+/// the message.
+impl std::fmt::Debug for SettingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl SettingError {

@@ -103,6 +103,13 @@ impl ShardLimits {
         self.iterators.insert(iterator.to_owned(), (key, now));
     }
 
+    /// The stream an iterator was issued for, if the endpoint saw it issued.
+    pub fn iterator_stream(&self, iterator: &str) -> Option<&str> {
+        self.iterators
+            .get(iterator)
+            .map(|(key, _)| key.stream.as_str())
+    }
+
     /// Admits a GetRecords call on `iterator`, or names the shard whose limit
     /// it exceeds. Calls on iterators the endpoint never saw are admitted.
     pub fn admit_get(

@@ -118,10 +118,12 @@ impl Proxy {
             return Ok(self.admin(&parts, &body));
         }
         let call = classify(&parts, &body);
-        let fault =
-            lock(&self.faults).take(&call.service, &call.operation, parts.uri.path(), &body);
+        let fault = self.fault_for(&call, parts.uri.path(), &body);
         if let Some(kind) = fault {
             debug!(service = %call.service, operation = %call.operation, ?kind, "injecting a fault");
+            if kind == FaultKind::Unprocessed {
+                return self.unprocessed(&parts, body).await;
+            }
             return fault_response(kind, &call);
         }
         match call.service.as_str() {
@@ -485,7 +487,10 @@ impl Proxy {
                 }
             },
             (&Method::DELETE, "/__rewind/faults") => {
-                lock(&self.faults).clear();
+                match query_param(parts.uri.query(), "matching") {
+                    Some(needle) => lock(&self.faults).remove_matching(&needle),
+                    None => lock(&self.faults).clear(),
+                }
                 aws_json(StatusCode::OK, &json!({}))
             }
             (&Method::PUT, "/__rewind/shard-limits") => {
@@ -684,7 +689,9 @@ fn fault_response(kind: FaultKind, call: &Call) -> Result<Response<Body>, Droppe
             "SlowDown",
             "Please reduce your request rate.",
         ),
-        (FaultKind::Throttle, _) => json_error(
+        // Answered by `Proxy::unprocessed` before this; a batch of which
+        // nothing is written is a throttle.
+        (FaultKind::Throttle | FaultKind::Unprocessed, _) => json_error(
             StatusCode::BAD_REQUEST,
             "ThrottlingException",
             "Rate exceeded",

@@ -38,7 +38,7 @@ use crate::model::seqno::UserRecordId;
 use crate::pipeline::deaggregate::deaggregate_all;
 use crate::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
 use crate::sinks::s3_archive;
-use crate::store::{CreateObject, ObjectStore};
+use crate::store::{CreateNew, ObjectStore};
 
 pub const MODE_TAG: &str = "StreamArchiveMode";
 pub const TTL_TAG: &str = "ArchiveTTL";
@@ -186,7 +186,7 @@ pub struct Archived {
     pub metrics: ArchiveMetrics,
 }
 
-impl<S: ObjectStore + CreateObject, T: StreamTags, L: ShardLineage> Archiver<S, T, L> {
+impl<S: ObjectStore + CreateNew, T: StreamTags, L: ShardLineage> Archiver<S, T, L> {
     pub fn new(
         s3: S,
         layout: ArchiveLayout,

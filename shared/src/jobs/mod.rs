@@ -1,8 +1,10 @@
 //! The jobs the functions and the CLI run: each a source, a pipeline and a
 //! sink, in bounded steps.
 
+pub mod action;
 pub mod archiver;
 pub mod items;
+pub mod claim;
 pub mod mapping;
 pub mod replay;
 pub mod scrape;

@@ -341,12 +341,21 @@ impl<'de> Deserialize<'de> for DeliveredEvent {
             .iter()
             .map(record_from_wire)
             .collect::<Result<_, _>>()
-            .map_err(serde::de::Error::custom)?;
+            // serde's error keeps text only: the causes go in with it, once,
+            // or the message would say which field but not what is wrong.
+            .map_err(|error| serde::de::Error::custom(with_causes(&error)))?;
         Ok(Self {
             records,
             stream_arn,
         })
     }
+}
+
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(error), |error| error.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// The shard is only in `eventID` and the stream only in `eventSourceARN`:

@@ -71,12 +71,16 @@ impl Filters {
             let field = format!("FilterCriteria.Filters[{i}].Pattern");
             let value: Value = serde_json::from_str(&entry.pattern).map_err(|e| RequestError {
                 field: field.clone(),
-                message: format!("not JSON: {e}"),
+                message: format!(
+                    "not JSON ({e}); accepted values: a JSON object of record properties ({KEYS}) and their rules"
+                ),
             })?;
             let Value::Object(pattern) = value else {
                 return Err(RequestError {
                     field,
-                    message: "must be a JSON object".into(),
+                    message: format!(
+                        "must be a JSON object; accepted values: a JSON object of record properties ({KEYS}) and their rules"
+                    ),
                 });
             };
             check_top(&pattern).map_err(|message| RequestError { field, message })?;

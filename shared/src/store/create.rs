@@ -1,71 +1,130 @@
-//! Writing an object only if its key is free: S3's conditional
-//! `PutObject` with `If-None-Match: *`
-//! (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html>).
-//! An object that must be written once and never replaced (a shard marker)
-//! costs one request, and a second writer learns that the key is taken
-//! instead of overwriting it.
+//! Create-only writes: an object is stored only when nothing is stored
+//! under its key yet, atomically, so that two writers racing for one key
+//! can't both believe they won. A run's folder is claimed this way
+//! ([`crate::jobs::claim`]).
+//!
+//! S3 does it with a conditional `PutObject` (`If-None-Match: *`): 412
+//! `PreconditionFailed` when the key exists, 409
+//! `ConditionalRequestConflict` while another conditional write of the key
+//! is in flight (retry it; the retry then sees the winner's object).
+//! <https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html>
 
 use std::future::Future;
+use std::io::Write as _;
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::{Operation, PutObject, S3Store, StoreError};
+use super::{DirStore, Operation, PutObject, S3Store, StoreError, StoreErrorKind, s3_kind};
 
-/// What a create-once put found.
+/// What a create-only write found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
-    /// The object was written.
+    /// The object is ours.
     New,
-    /// An object was already under the key; nothing was written.
-    AlreadyThere,
+    /// Something was stored under the key already; it is left as it was.
+    Exists,
 }
 
-/// Stores that can write an object only where none is.
-pub trait CreateObject: Send + Sync {
-    fn create(&self, object: PutObject)
-    -> impl Future<Output = Result<Created, StoreError>> + Send;
+/// A store that can write an object only where none is.
+pub trait CreateNew: Send + Sync {
+    fn create_new(
+        &self,
+        object: PutObject,
+    ) -> impl Future<Output = Result<Created, StoreError>> + Send;
 }
 
-impl CreateObject for S3Store {
-    async fn create(&self, object: PutObject) -> Result<Created, StoreError> {
-        let PutObject {
-            key,
-            body,
-            content_type,
-            content_encoding,
-        } = object;
-        let result = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .if_none_match("*")
-            .content_type(content_type)
-            .set_content_encoding(content_encoding.map(str::to_owned))
-            .body(ByteStream::from(body))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Created::New),
-            // 412 Precondition Failed: the key holds an object. (A 409
-            // ConditionalRequestConflict, a concurrent write of the same
-            // key, stays an error: the caller tries again later.)
-            Err(error) if error.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
-                Ok(Created::AlreadyThere)
+/// How often a write that met another conditional write in flight (409) is
+/// tried again before the conflict is reported.
+const CONFLICT_ATTEMPTS: u32 = 4;
+
+impl CreateNew for S3Store {
+    async fn create_new(&self, object: PutObject) -> Result<Created, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&object.key)
+                .if_none_match("*")
+                .content_type(object.content_type)
+                .set_content_encoding(object.content_encoding.map(str::to_owned))
+                .body(ByteStream::from(object.body.clone()))
+                .send()
+                .await;
+            let error = match sent {
+                Ok(_) => return Ok(Created::New),
+                Err(error) => error,
+            };
+            let status = error.raw_response().map(|raw| raw.status().as_u16());
+            match status {
+                Some(412) => return Ok(Created::Exists),
+                Some(409) if attempt < CONFLICT_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                _ => {
+                    return Err(self.failed(
+                        Operation::Put,
+                        &object.key,
+                        match status {
+                            // Still racing after every attempt: a later try
+                            // finds the winner's object.
+                            Some(409) => StoreErrorKind::Retryable,
+                            _ => s3_kind(&error),
+                        },
+                        Box::new(error),
+                    ));
+                }
             }
-            Err(error) => Err(self.error(Operation::Put, &key, error)),
         }
     }
 }
 
+impl CreateNew for DirStore {
+    async fn create_new(&self, object: PutObject) -> Result<Created, StoreError> {
+        let path = self.path(&object.key);
+        let write = || -> std::io::Result<Created> {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            // `create_new` is O_CREAT | O_EXCL: the file system decides who
+            // was first. The body is small (a run record), written at once.
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    file.write_all(&object.body)?;
+                    file.sync_all()?;
+                    Ok(Created::New)
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Ok(Created::Exists)
+                }
+                Err(error) => Err(error),
+            }
+        };
+        write().map_err(|e| self.error(Operation::Put, &object.key, e))
+    }
+}
+
 #[cfg(test)]
-impl CreateObject for super::MemoryStore {
-    async fn create(&self, object: PutObject) -> Result<Created, StoreError> {
-        use super::ObjectStore as _;
-        if self.objects.lock().unwrap().contains_key(&object.key) {
-            return Ok(Created::AlreadyThere);
+impl CreateNew for super::MemoryStore {
+    async fn create_new(&self, object: PutObject) -> Result<Created, StoreError> {
+        let mut objects = self.objects.lock().unwrap();
+        if objects.contains_key(&object.key) {
+            return Ok(Created::Exists);
         }
-        self.put(object).await.map(|()| Created::New)
+        objects.insert(
+            object.key,
+            super::StoredObject {
+                body: object.body,
+                content_encoding: object.content_encoding.map(str::to_owned),
+            },
+        );
+        Ok(Created::New)
     }
 }
 
@@ -76,19 +135,17 @@ mod tests {
 
     use super::*;
 
-    fn object() -> PutObject {
+    fn object(body: &str) -> PutObject {
         PutObject {
-            key: "archive/stream=s/_shards/shardId-1.json".into(),
-            body: b"{}".to_vec(),
+            key: "scrapes/run-1/_run.json".into(),
+            body: body.as_bytes().to_vec(),
             content_type: "application/json",
             content_encoding: None,
         }
     }
 
-    /// The request carries `If-None-Match: *`; S3's 412 is "already there"
-    /// and any other failure an error naming the object.
     #[tokio::test]
-    async fn a_taken_key_is_not_an_error() {
+    async fn s3_sends_if_none_match_and_reads_412_as_taken() {
         let rule = mock!(aws_sdk_s3::Client::put_object)
             .match_requests(|req| req.if_none_match() == Some("*"))
             .sequence()
@@ -97,17 +154,52 @@ mod tests {
                 412,
                 Some("<Error><Code>PreconditionFailed</Code></Error>".into()),
             )
-            .http_status(403, Some("<Error><Code>AccessDenied</Code></Error>".into()))
             .build();
         let client = mock_client!(aws_sdk_s3, RuleMode::Sequential, [&rule]);
         let store = S3Store::new(client, "b");
-        assert_eq!(store.create(object()).await.unwrap(), Created::New);
-        assert_eq!(store.create(object()).await.unwrap(), Created::AlreadyThere);
-        let error = store.create(object()).await.unwrap_err();
+        assert_eq!(store.create_new(object("a")).await.unwrap(), Created::New);
         assert_eq!(
-            error.location,
-            "s3://b/archive/stream=s/_shards/shardId-1.json"
+            store.create_new(object("b")).await.unwrap(),
+            Created::Exists
         );
-        assert_eq!(error.kind, super::super::StoreErrorKind::Refused);
+        assert_eq!(rule.num_calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn s3_tries_a_conflict_again_then_reports_it_retryable() {
+        let conflict = || {
+            mock!(aws_sdk_s3::Client::put_object)
+                .sequence()
+                .http_status(
+                    409,
+                    Some("<Error><Code>ConditionalRequestConflict</Code></Error>".into()),
+                )
+                .times(CONFLICT_ATTEMPTS as usize)
+                .build()
+        };
+        let rule = conflict();
+        let client = mock_client!(aws_sdk_s3, RuleMode::Sequential, [&rule]);
+        let error = S3Store::new(client, "b")
+            .create_new(object("a"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, StoreErrorKind::Retryable);
+        assert_eq!(error.location, "s3://b/scrapes/run-1/_run.json");
+        assert_eq!(rule.num_calls(), CONFLICT_ATTEMPTS as usize);
+    }
+
+    #[tokio::test]
+    async fn a_folder_keeps_the_first_writer_s_object() {
+        let dir = std::env::temp_dir().join(format!("rewind-create-new-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = DirStore::new(&dir);
+        assert_eq!(store.create_new(object("a")).await.unwrap(), Created::New);
+        assert_eq!(
+            store.create_new(object("b")).await.unwrap(),
+            Created::Exists
+        );
+        let kept = std::fs::read(dir.join("scrapes/run-1/_run.json")).unwrap();
+        assert_eq!(kept, b"a");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::model::archive::{ArchiveLayout, HashKeyRange, ShardMarker};
-use crate::store::{CreateObject, Created, PutObject, StoreError};
+use crate::store::{CreateNew, Created, PutObject, StoreError};
 
 /// Looking up a shard's lineage failed.
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +158,7 @@ impl<L: ShardLineage> ShardMarkers<L> {
     /// Marks each of `shards` not yet marked by this instance. Failures are
     /// logged and leave the shard to the next batch; they never touch the
     /// batch's outcome (see the module's doc).
-    pub async fn mark<S: CreateObject>(
+    pub async fn mark<S: CreateNew>(
         &self,
         store: &S,
         layout: &ArchiveLayout,
@@ -195,7 +195,7 @@ impl<L: ShardLineage> ShardMarkers<L> {
         }
     }
 
-    async fn write<S: CreateObject>(
+    async fn write<S: CreateNew>(
         &self,
         store: &S,
         layout: &ArchiveLayout,
@@ -213,7 +213,7 @@ impl<L: ShardLineage> ShardMarkers<L> {
         };
         let body = serde_json::to_vec(&marker).expect("a marker always serialises");
         Ok(store
-            .create(PutObject {
+            .create_new(PutObject {
                 key: layout.shard_marker_key(stream, shard_id),
                 body,
                 content_type: "application/json",

@@ -15,8 +15,10 @@ use crate::store::StoreError;
 /// machine matches.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
+    /// Not the error's source: its text is all in this message already,
+    /// and a source would print it again (as a scrape request's).
     #[error("invalid replay request: {}: {}", .0.field, .0.message)]
-    InvalidRequest(#[from] RequestError),
+    InvalidRequest(RequestError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -40,6 +42,12 @@ pub enum ReplayError {
     /// The plan's stored shards could not be read back.
     #[error(transparent)]
     Plan(#[from] crate::jobs::items::ItemsError),
+}
+
+impl From<RequestError> for ReplayError {
+    fn from(error: RequestError) -> Self {
+        Self::InvalidRequest(error)
+    }
 }
 
 impl From<TargetError> for ReplayError {

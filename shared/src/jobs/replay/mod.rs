@@ -88,7 +88,7 @@ use shard_run::{Checkpoint, ShardRun, save};
 
 /// S3 buckets by name (a memory store in tests).
 pub trait Buckets: Send + Sync {
-    type Store: ObjectStore + ObjectReader;
+    type Store: ObjectStore + ObjectReader + crate::store::CreateNew;
     fn bucket(&self, name: &str) -> Self::Store;
 }
 
@@ -378,6 +378,12 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         request: &ReplayRequest,
         run_id: &str,
     ) -> Result<ReplayPlan, ReplayError> {
+        let (bucket, folder) = (request.output().0, request.progress_folder(run_id));
+        let store = self.buckets.bucket(&bucket);
+        Box::pin(crate::jobs::claim::replay(
+            &store, &bucket, &folder, request, run_id,
+        ))
+        .await?;
         let source = self.open(request, None).await?;
         let ShardGroups { groups, lineage } = source.plan_shards().await?;
         let stream_arn = self.stream_arn(source.as_ref());

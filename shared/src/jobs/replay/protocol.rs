@@ -12,7 +12,7 @@ use crate::jobs::items::ItemsLocation;
 use crate::model::counters::Counters;
 use crate::model::record::{ArrivalTime, Record};
 use crate::model::seqno::{Position, SequenceNumber};
-use crate::request::{RequestError, parse_json};
+use crate::request::RequestError;
 use crate::sinks::lambda::DeliveryReport;
 use crate::sources::Lineage;
 
@@ -116,7 +116,7 @@ impl ReplayEvent {
     /// Parses an invocation payload; the request is validated before any
     /// work.
     pub fn parse(json: &[u8]) -> Result<Self, RequestError> {
-        let event: Self = parse_json(json)?;
+        let event: Self = crate::jobs::action::parse_action::<Self, ReplayRequest>(json)?;
         let (ReplayEvent::Validate { request }
         | ReplayEvent::Plan { request }
         | ReplayEvent::Step { request, .. }

@@ -259,7 +259,10 @@ impl ReplayRequest {
         match &self.dlq {
             Some(DlqLocation::S3 { bucket, prefix }) => {
                 if bucket.is_empty() {
-                    return Err(invalid("dlq.bucket", "is empty; name the DLQ bucket"));
+                    return Err(invalid(
+                        "dlq.bucket",
+                        "is empty; accepted values: the name of the DLQ bucket",
+                    ));
                 }
                 check_prefix("dlq.prefix", prefix)?;
             }

@@ -41,6 +41,12 @@ impl ObjectReader for Mem {
     }
 }
 
+impl crate::store::CreateNew for Mem {
+    async fn create_new(&self, object: PutObject) -> Result<crate::store::Created, StoreError> {
+        self.0.create_new(object).await
+    }
+}
+
 impl Buckets for Mem {
     type Store = Mem;
 

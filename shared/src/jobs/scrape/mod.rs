@@ -136,7 +136,7 @@ pub fn step_budget(deadline: Instant, max_records: u64) -> StepBudget {
 /// Where a scrape's output goes: S3 (the bucket the request names) for the
 /// function, or a local folder for the CLI.
 pub trait Outputs: Send + Sync {
-    type Store: ObjectStore + ObjectReader;
+    type Store: ObjectStore + ObjectReader + crate::store::CreateNew;
     fn for_request(&self, request: &ScrapeRequest) -> Self::Store;
 }
 
@@ -184,6 +184,14 @@ impl<O: Outputs> Scraper<O> {
 
     /// The shards to read, parents first, with where each starts.
     pub async fn plan(&self, request: &ScrapeRequest, run_id: &str) -> Result<Plan, ScraperError> {
+        // Boxed: one more nested future here overflows rustc's layout
+        // query depth for the scraper's main.
+        Box::pin(crate::jobs::claim::scrape(
+            &self.store(request),
+            request,
+            run_id,
+        ))
+        .await?;
         let stream_arn = resolve_stream_arn(&self.kinesis, &request.stream).await?;
         let mut shards = list_shards(&self.kinesis, &stream_arn, &request.start).await?;
         if let ShardSelection::List(wanted) = &request.shards {
@@ -308,6 +316,12 @@ impl<O: Outputs> Scraper<O> {
         match event {
             ScraperEvent::Plan { request } => {
                 let run_id = step::run_id(request.run_id.as_deref(), invocation_id);
+                let plan = self.plan(&request, &run_id).await?;
+                Ok(ScraperOutput::Plan(self.store_plan(&request, plan).await?))
+            }
+            ScraperEvent::PlanForReplay { request } => {
+                let run_id = step::run_id(request.run_id.as_deref(), invocation_id);
+                let run_id = crate::jobs::claim::replay_scrape_run_id(&run_id);
                 let plan = self.plan(&request, &run_id).await?;
                 Ok(ScraperOutput::Plan(self.store_plan(&request, plan).await?))
             }

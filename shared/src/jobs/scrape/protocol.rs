@@ -110,6 +110,14 @@ pub enum ScraperEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         shards: Option<Vec<ShardProgress>>,
     },
+    /// `plan` for the scrape a replay of a `SCRAPE` source runs first: its
+    /// folder is one no scrape execution can name
+    /// ([`crate::jobs::claim::replay_scrape_run_id`]). Listed last, so that
+    /// the error naming the accepted actions starts with those people type.
+    #[serde(rename = "planForReplay")]
+    PlanForReplay {
+        request: ScrapeRequest,
+    },
 }
 
 impl ScraperEvent {
@@ -118,7 +126,7 @@ impl ScraperEvent {
     pub fn parse(json: &[u8]) -> Result<Self, RequestError> {
         let value: serde_json::Value = parse_json(json)?;
         let event = if value.get("action").is_some() {
-            parse_json::<ScraperEvent>(json)?
+            crate::jobs::action::parse_action::<ScraperEvent, ScrapeRequest>(json)?
         } else {
             ScraperEvent::Run {
                 request: parse_json(json)?,
@@ -129,6 +137,7 @@ impl ScraperEvent {
         };
         let request = match &event {
             ScraperEvent::Plan { request }
+            | ScraperEvent::PlanForReplay { request }
             | ScraperEvent::Step { request, .. }
             | ScraperEvent::Manifest { request, .. }
             | ScraperEvent::Run { request, .. } => request,

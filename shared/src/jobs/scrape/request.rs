@@ -220,7 +220,7 @@ impl ScrapeRequest {
         if self.output.bucket.is_empty() {
             return Err(RequestError::new(
                 "output.bucket",
-                "is empty; name the output bucket",
+                "is empty; accepted values: the name of the output bucket",
             ));
         }
         if self.output.prefix.starts_with('/') || self.output.prefix.contains("//") {
