@@ -512,3 +512,61 @@ async fn a_partition_key_is_replayed_from_the_dynamodb_archive_large_records_inc
     );
     Ok(())
 }
+
+/// A step that fails past its retries (here at once: the target does not
+/// exist, `InvokeRejected`) fails its group's child execution, and the Map
+/// Run fails with it (its tolerated failure threshold is 0), as on AWS
+/// (https://docs.aws.amazon.com/step-functions/latest/dg/maprun-fail-threshold.html:
+/// `States.ExceedToleratedFailureThreshold`; the local stack adds this to
+/// moto): the execution ends in GroupFailed, with the Map Run's cause,
+/// before any summary.
+#[tokio::test]
+async fn a_failed_group_fails_the_map_run_and_the_execution() -> anyhow::Result<()> {
+    let replay = Replay::new("replay-rejected").await?;
+    let stream = unique("replay-rejected");
+    let t0 = 1_732_233_600_000;
+    archive(&replay, &archived_records(&stream, t0, 5, 100)).await?;
+    let run = unique("run");
+    let input = json!({
+        "source": {"type": "ARCHIVE", "bucket": replay.bucket, "stream": stream,
+                   "from": t0 / 1000, "to": t0 / 1000 + 60},
+        "target": {"type": "FUNCTION", "functionName": "no-such-function"},
+        "dlq": {"type": "S3", "bucket": replay.bucket}
+    });
+    let described = statemachine::execute(
+        &replay.sfn,
+        &replay.machine,
+        &run,
+        &input.to_string(),
+        Duration::from_secs(120),
+    )
+    .await?;
+    assert_eq!(
+        *described.status(),
+        aws_sdk_sfn::types::ExecutionStatus::Failed,
+        "{described:?}"
+    );
+    assert_eq!(described.error(), Some("GroupFailed"), "{described:?}");
+    assert!(
+        described
+            .cause()
+            .is_some_and(|c| c.contains("tolerated failure threshold was exceeded: 1 of 1")),
+        "{:?}",
+        described.cause()
+    );
+    let history = replay
+        .sfn
+        .get_execution_history()
+        .execution_arn(described.execution_arn())
+        .send()
+        .await?;
+    let entered: Vec<&str> = history
+        .events()
+        .iter()
+        .filter_map(|e| e.state_entered_event_details().map(|d| d.name()))
+        .collect();
+    assert!(entered.contains(&"ReplayGroups"), "{entered:?}");
+    assert!(!entered.contains(&"Summary"), "{entered:?}");
+    assert_eq!(entered.last(), Some(&"GroupFailed"), "{entered:?}");
+    Ok(())
+}
