@@ -7,6 +7,7 @@
 
 use std::future::Future;
 
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
 
 use super::{Operation, PutObject, S3Store, StoreError};
@@ -26,25 +27,31 @@ pub trait CreateObject: Send + Sync {
     -> impl Future<Output = Result<Created, StoreError>> + Send;
 }
 
-impl CreateObject for S3Store {
-    async fn create(&self, object: PutObject) -> Result<Created, StoreError> {
+impl S3Store {
+    /// The `PutObject` request of `object`, and its key (for errors).
+    pub(super) fn put_request(&self, object: PutObject) -> (String, PutObjectFluentBuilder) {
         let PutObject {
             key,
             body,
             content_type,
             content_encoding,
         } = object;
-        let result = self
+        let request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(&key)
-            .if_none_match("*")
             .content_type(content_type)
             .set_content_encoding(content_encoding.map(str::to_owned))
-            .body(ByteStream::from(body))
-            .send()
-            .await;
+            .body(ByteStream::from(body));
+        (key, request)
+    }
+}
+
+impl CreateObject for S3Store {
+    async fn create(&self, object: PutObject) -> Result<Created, StoreError> {
+        let (key, request) = self.put_request(object);
+        let result = request.if_none_match("*").send().await;
         match result {
             Ok(_) => Ok(Created::New),
             // 412 Precondition Failed: the key holds an object. (A 409
