@@ -258,8 +258,18 @@ async fn table_rates() {
     };
     use rewind_engine::sinks::dynamodb::DEFAULT_WRITE_CONCURRENCY;
 
-    let (stack, _kinesis) = common::moto_stack().await;
-    let config = rewind_local::sdk::config(&stack.endpoint_url()).await;
+    // `REWIND_DYNAMODB_ENDPOINT`: a moto server already running (the one
+    // the local stack starts, on its own), so the stack's function builds
+    // need not run first.
+    let (stack, endpoint) = match std::env::var("REWIND_DYNAMODB_ENDPOINT") {
+        Ok(endpoint) => (None, endpoint),
+        Err(_) => {
+            let (stack, _kinesis) = common::moto_stack().await;
+            let endpoint = stack.endpoint_url();
+            (Some(stack), endpoint)
+        }
+    };
+    let config = rewind_local::sdk::config(&endpoint).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     let records = batch();
     println!(
@@ -323,7 +333,9 @@ async fn table_rates() {
             );
         }
     }
-    stack.stop().await;
+    if let Some(stack) = stack {
+        stack.stop().await;
+    }
 }
 
 fn main() {
