@@ -154,6 +154,8 @@ struct Case {
     compression: Compression,
     /// `None`: the compressor's own default (gzip 6, zstd 3).
     level: Option<u32>,
+    /// Only parse the payloads (what every case spends before archiving).
+    parse_only: bool,
 }
 
 struct Measured {
@@ -216,6 +218,10 @@ async fn run(case: &Case, payloads: &[Vec<u8>]) -> Measured {
             let baseline = LIVE.load(Ordering::Relaxed);
             PEAK.store(baseline, Ordering::Relaxed);
             let event = DeliveredEvent::from_slice(payload).expect("payload parses");
+            if case.parse_only {
+                std::hint::black_box(event);
+                continue;
+            }
             let response = archiver
                 .archive(STREAM_ARN, event.records, 0)
                 .await
@@ -252,8 +258,18 @@ async fn table_rates() {
     };
     use rewind_engine::sinks::dynamodb::DEFAULT_WRITE_CONCURRENCY;
 
-    let (stack, _kinesis) = common::moto_stack().await;
-    let config = rewind_local::sdk::config(&stack.endpoint_url()).await;
+    // `REWIND_DYNAMODB_ENDPOINT`: a moto server already running (the one
+    // the local stack starts, on its own), so the stack's function builds
+    // need not run first.
+    let (stack, endpoint) = match std::env::var("REWIND_DYNAMODB_ENDPOINT") {
+        Ok(endpoint) => (None, endpoint),
+        Err(_) => {
+            let (stack, _kinesis) = common::moto_stack().await;
+            let endpoint = stack.endpoint_url();
+            (Some(stack), endpoint)
+        }
+    };
+    let config = rewind_local::sdk::config(&endpoint).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     let records = batch();
     println!(
@@ -317,7 +333,9 @@ async fn table_rates() {
             );
         }
     }
-    stack.stop().await;
+    if let Some(stack) = stack {
+        stack.stop().await;
+    }
 }
 
 fn main() {
@@ -370,17 +388,22 @@ fn main() {
         .build()
         .expect("runtime");
     let s3 = |compression: Compression, level: Option<u32>| {
-        let shown = level.map_or("its default".to_owned(), |l| l.to_string());
-        let chosen = if level == default_level(compression) {
+        let shown = match (compression, level) {
+            (Compression::None, _) => String::new(),
+            (_, None) => " its default".to_owned(),
+            (_, Some(l)) => format!(" {l}"),
+        };
+        let chosen = if level.is_some() && level == default_level(compression) {
             ", the archiver's default"
         } else {
             ""
         };
         Case {
-            name: format!("S3 ({compression} {shown}{chosen})"),
+            name: format!("S3 ({compression}{shown}{chosen})"),
             modes: vec![],
             compression,
             level,
+            parse_only: false,
         }
     };
     let dynamo = |name: &str, modes: Vec<ArchiveMode>| Case {
@@ -388,14 +411,24 @@ fn main() {
         modes,
         compression: Compression::Gzip,
         level: default_level(Compression::Gzip),
+        parse_only: false,
     };
     // `--levels`: every gzip and zstd level in question, one call each;
     // otherwise the default and the DynamoDB modes, both ways.
     let levels = std::env::args().any(|a| a == "--levels");
     let cases: Vec<Case> = if levels {
-        [1, 2, 3, 4, 5, 6, 9]
+        let parse = Case {
+            name: "parsing the payload only".to_owned(),
+            parse_only: true,
+            ..s3(Compression::None, None)
+        };
+        [parse, s3(Compression::None, None)]
             .into_iter()
-            .map(|l| s3(Compression::Gzip, Some(l)))
+            .chain(
+                [1, 2, 3, 4, 5, 6, 9]
+                    .into_iter()
+                    .map(|l| s3(Compression::Gzip, Some(l))),
+            )
             .chain(
                 [1, 2, 3, 6, 9]
                     .into_iter()

@@ -13,7 +13,6 @@ use std::fmt;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
-use aws_sdk_s3::primitives::ByteStream;
 
 mod create;
 pub use create::{CreateNew, Created};
@@ -206,19 +205,8 @@ impl S3Store {
 
 impl ObjectStore for S3Store {
     async fn put(&self, object: PutObject) -> Result<(), StoreError> {
-        let PutObject {
-            key,
-            body,
-            content_type,
-            content_encoding,
-        } = object;
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .content_type(content_type)
-            .set_content_encoding(content_encoding.map(str::to_owned))
-            .body(ByteStream::from(body))
+        let (key, request) = self.put_request(object);
+        request
             .send()
             .await
             .map(|_| ())

@@ -4,8 +4,8 @@
 //! - `ARCHIVE_BUCKET` (required): the archive bucket.
 //! - `ARCHIVE_PREFIX` (default `archive`): key prefix.
 //! - `ARCHIVE_COMPRESSION` (`gzip` default, `zstd`).
-//! - `ARCHIVE_COMPRESSION_LEVEL` (default 1, the fastest: BENCHMARKS.md has
-//!   the CPU and size of each level): 1 to 9 for gzip, 1 to 19 for zstd.
+//! - `ARCHIVE_COMPRESSION_LEVEL` (default 2: BENCHMARKS.md has the CPU and
+//!   size of each level): 1 to 9 for gzip, 1 to 19 for zstd.
 //! - `ARCHIVE_DEAGGREGATE` (`false` default): store KPL user records one per
 //!   line in S3 instead of the aggregates as received.
 //! - `ARCHIVE_TABLE` (optional): the DynamoDB archive table; unset, no
@@ -157,7 +157,7 @@ mod tests {
         assert_eq!(c.bucket, "b");
         assert_eq!(c.layout.prefix, "archive");
         assert_eq!(c.layout.compression, Compression::Gzip);
-        assert_eq!(c.layout.compression_level, Some(1));
+        assert_eq!(c.layout.compression_level, Some(2));
         assert_eq!(c.table_concurrency, 16);
         assert!(!c.deaggregate);
         assert_eq!(c.max_attempts, 5);

@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::io::Write as _;
 
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
 
 use super::{DirStore, Operation, PutObject, S3Store, StoreError, StoreErrorKind, s3_kind};
@@ -37,22 +38,34 @@ pub trait CreateNew: Send + Sync {
 /// tried again before the conflict is reported.
 const CONFLICT_ATTEMPTS: u32 = 4;
 
+impl S3Store {
+    /// The `PutObject` request of `object`, and its key (for errors).
+    pub(super) fn put_request(&self, object: PutObject) -> (String, PutObjectFluentBuilder) {
+        let PutObject {
+            key,
+            body,
+            content_type,
+            content_encoding,
+        } = object;
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type(content_type)
+            .set_content_encoding(content_encoding.map(str::to_owned))
+            .body(ByteStream::from(body));
+        (key, request)
+    }
+}
+
 impl CreateNew for S3Store {
     async fn create_new(&self, object: PutObject) -> Result<Created, StoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let sent = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&object.key)
-                .if_none_match("*")
-                .content_type(object.content_type)
-                .set_content_encoding(object.content_encoding.map(str::to_owned))
-                .body(ByteStream::from(object.body.clone()))
-                .send()
-                .await;
+            let (_, request) = self.put_request(object.clone());
+            let sent = request.if_none_match("*").send().await;
             let error = match sent {
                 Ok(_) => return Ok(Created::New),
                 Err(error) => error,

@@ -283,13 +283,24 @@ mod tests {
         (first, second)
     }
 
+    /// Markers looking shards up in `rules`, an empty store, the default
+    /// layout.
+    fn marking(
+        first: &aws_smithy_mocks::Rule,
+        second: &aws_smithy_mocks::Rule,
+    ) -> (ShardMarkers<KinesisLineage>, MemoryStore, ArchiveLayout) {
+        let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [first, second]);
+        (
+            ShardMarkers::new(KinesisLineage::new(client)),
+            MemoryStore::default(),
+            ArchiveLayout::default(),
+        )
+    }
+
     #[tokio::test]
     async fn a_shard_is_marked_once_per_instance_with_its_lineage() {
         let (first, second) = listing();
-        let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&first, &second]);
-        let markers = ShardMarkers::new(KinesisLineage::new(client));
-        let store = MemoryStore::default();
-        let layout = ArchiveLayout::default();
+        let (markers, store, layout) = marking(&first, &second);
         // An enhanced fan-out consumer's ARN marks its stream.
         let consumer = format!("{ARN}/consumer/c1:1700000000");
         for _ in 0..3 {
@@ -329,10 +340,7 @@ mod tests {
     #[tokio::test]
     async fn a_marker_already_there_is_kept_and_counts_as_done() {
         let (first, second) = listing();
-        let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&first, &second]);
-        let markers = ShardMarkers::new(KinesisLineage::new(client));
-        let store = MemoryStore::default();
-        let layout = ArchiveLayout::default();
+        let (markers, store, layout) = marking(&first, &second);
         let key = layout.shard_marker_key("orders", "shardId-000000000000");
         crate::store::ObjectStore::put(
             &store,
