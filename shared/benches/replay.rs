@@ -192,19 +192,7 @@ async fn deliver<I: Invoker>(
     options: &MappingOptions,
     input: Vec<Record>,
 ) -> DeliveryReport {
-    options.validate().expect("valid options");
-    let source = source();
-    Delivery {
-        invoker,
-        destination: dlq,
-        source: &source,
-        options,
-        now,
-        base_backoff: Duration::ZERO,
-    }
-    .deliver(input)
-    .await
-    .expect("delivered")
+    deliver_borrowed(invoker, dlq, options, &input, &Mutex::default()).await
 }
 
 async fn delivery_rate() {

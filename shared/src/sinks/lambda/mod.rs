@@ -188,19 +188,35 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         Ok((report, unsettled))
     }
 
-    async fn deliver_lane(
+    async fn deliver_lane<'r>(
         &self,
-        mut queue: VecDeque<&Record>,
+        mut queue: VecDeque<&'r Record>,
         clock: Clock<'_>,
         stop_at: Option<tokio::time::Instant>,
     ) -> Result<(DeliveryReport, Option<Unsettled>), DeliveryError> {
         let mut report = DeliveryReport::default();
-        while !queue.is_empty() {
-            let batch = next_batch(&mut queue, self.options.batch_size, self.source);
-            if let Some(stopped) = self
-                .deliver_batch(batch, 0, clock, stop_at, &mut report)
-                .await?
-            {
+        let cut = |queue: &mut VecDeque<&'r Record>| {
+            (!queue.is_empty()).then(|| next_batch(queue, self.options.batch_size, self.source))
+        };
+        let mut next = cut(&mut queue);
+        while let Some(batch) = next.take() {
+            // The next batch is cut and written while this one's invoke is
+            // out (the first poll sends it), not between its answer and the
+            // next invoke: writing a batch grows with its size, waiting for
+            // an answer doesn't need the CPU. Cutting judges nothing, so a
+            // stop leaves the cut batch unsettled after this one.
+            let (stopped, following) = futures_util::future::join(
+                self.deliver_batch(batch, 0, clock, stop_at, &mut report),
+                async {
+                    // Once more after the invoke's first poll, so it is on
+                    // its way before the CPU goes to the next batch.
+                    tokio::task::yield_now().await;
+                    cut(&mut queue)
+                },
+            )
+            .await;
+            next = following;
+            if let Some(stopped) = stopped? {
                 return Ok((report, Some(stopped)));
             }
         }
