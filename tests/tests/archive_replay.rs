@@ -50,24 +50,40 @@ fn kpl_records(stream: &str, t0: i64) -> anyhow::Result<Vec<Record>> {
                     format!("plain {shard}/{n}").into_bytes(),
                 )
             };
+            let seq = format!(
+                "4965662637242791438523726206339647815341865821831{:06}",
+                n * 11 + 3
+            );
             records.push(Record {
-                stream: stream.to_owned(),
-                shard_id: format!("shardId-00000000000{shard}"),
-                sequence_number: SequenceNumber::parse(&format!(
-                    "4965662637242791438523726206339647815341865821831{:06}",
-                    n * 11 + 3
-                ))?,
-                sub_sequence_number: None,
-                partition_key,
                 explicit_hash_key,
-                encryption_type: None,
-                approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(t0 + n * 1000),
-                data,
-                aggregate: None,
+                ..record(stream, shard, &seq, partition_key, t0 + n * 1000, data)
             });
         }
     }
     Ok(records)
+}
+
+/// Record `seq` of shard `shard`, arrived at `at` (epoch ms).
+fn record(
+    stream: &str,
+    shard: u32,
+    seq: &str,
+    partition_key: String,
+    at: i64,
+    data: Vec<u8>,
+) -> Record {
+    Record {
+        stream: stream.to_owned(),
+        shard_id: format!("shardId-00000000000{shard}"),
+        sequence_number: SequenceNumber::parse(seq).expect("a sequence number"),
+        sub_sequence_number: None,
+        partition_key,
+        explicit_hash_key: None,
+        encryption_type: None,
+        approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(at),
+        data,
+        aggregate: None,
+    }
 }
 
 /// Marks each shard of `stream` as the archiver does, with `stream_arn`.
@@ -281,21 +297,13 @@ async fn a_shards_listing_is_bounded_to_its_folders_from_its_cursor() -> anyhow:
             for shard in 0..2 {
                 let at = t0 + hour * 3_600_000 + i * 10;
                 let batch: Vec<Record> = (0..2)
-                    .map(|j| Record {
-                        stream: stream.clone(),
-                        shard_id: format!("shardId-00000000000{shard}"),
-                        sequence_number: SequenceNumber::parse(&format!(
+                    .map(|j| {
+                        let seq = format!(
                             "4965662637242791438523726206339647815341865821832{:06}",
                             hour * 1000 + i * 2 + j
-                        ))
-                        .expect("a sequence number"),
-                        sub_sequence_number: None,
-                        partition_key: format!("k{i}"),
-                        explicit_hash_key: None,
-                        encryption_type: None,
-                        approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(at),
-                        data: format!("{shard}/{hour}/{i}/{j}").into_bytes(),
-                        aggregate: None,
+                        );
+                        let data = format!("{shard}/{hour}/{i}/{j}").into_bytes();
+                        record(&stream, shard, &seq, format!("k{i}"), at, data)
                     })
                     .collect();
                 let outcome = archive_batch(&store, &layout, &batch).await;

@@ -9,9 +9,9 @@
 //! - `MANIFEST`: a scrape's `manifest.json`; shards in the manifest's order
 //!   (parents before children), records read chunk by chunk.
 //! - `ARCHIVE`: the S3 archive of one stream, records that arrived in
-//!   `from..to` (epoch seconds, `to` exclusive); shards in shard-id order,
-//!   which is lineage order (Kinesis numbers a child shard after its
-//!   parents), records read one archive object at a time.
+//!   `from..to` (epoch seconds, `to` exclusive); shards in the lineage groups
+//!   of its shard markers (else `ListShards`', else one group), records read
+//!   one archive object at a time.
 //! - `DYNAMODB`: the DynamoDB archive's records of one partition key, in a
 //!   sequence range, a page at a time.
 //! - `SCRAPE`: a scrape request; the replay state machine runs the scrape
@@ -24,9 +24,9 @@
 //!   archiver's metadata envelope and at the original pace sped up.
 //!
 //! `eventSourceARN` of the delivered events is the scraped stream's ARN
-//! (the manifest's `streamArn`) for a manifest; for the archives, which keep
-//! stream names only, it is built from the stream name and the partition,
-//! region and account the replay function runs in (see [`Replayer`]).
+//! (the manifest's `streamArn`) for a manifest, the shard markers' for the S3
+//! archive; without markers, and for DynamoDB, it is built from the stream
+//! name and the replay function's partition, region and account.
 //!
 //! Failed batches go to the S3 DLQ in the mapping's on-failure format, under
 //! `<dlq prefix>/aws/lambda/<runId>/<shardId>/…` (the run id stands in for

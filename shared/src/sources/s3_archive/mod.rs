@@ -102,22 +102,44 @@ impl ShardScan {
         let Some(object) = self.objects.next() else {
             return Ok(None);
         };
-        if self.seen.last().is_some_and(|last| object.last <= *last) {
-            return Ok(Some(Vec::new()));
+        read_object(reader, &object, &mut self.seen, (self.from, self.to))
+            .await
+            .map(Some)
+    }
+}
+
+/// The records of `object` that arrived in `from..to`, not seen before; an
+/// object that holds nothing after the last one seen is not read at all.
+pub(crate) async fn read_object<R: ObjectReader>(
+    reader: &R,
+    object: &ObjectRef,
+    seen: &mut Dedupe,
+    (from, to): (ArrivalTime, ArrivalTime),
+) -> Result<Vec<Record>, ScanError> {
+    if seen.last().is_some_and(|last| object.last <= *last) {
+        return Ok(Vec::new());
+    }
+    let bytes = reader.get(&object.key).await?;
+    let mut out = Vec::new();
+    for record in ChunkReader::new(object.key.as_str(), bytes.as_slice())? {
+        let record = record?;
+        if !seen.first_time(&record) {
+            continue;
         }
-        let bytes = reader.get(&object.key).await?;
-        let mut out = Vec::new();
-        for record in ChunkReader::new(object.key.as_str(), bytes.as_slice())? {
-            let record = record?;
-            if !self.seen.first_time(&record) {
-                continue;
-            }
-            let at = record.approximate_arrival_timestamp;
-            if at >= self.from && at < self.to {
-                out.push(record);
-            }
+        let at = record.approximate_arrival_timestamp;
+        if at >= from && at < to {
+            out.push(record);
         }
-        Ok(Some(out))
+    }
+    Ok(out)
+}
+
+impl From<ScanError> for crate::sources::SourceError {
+    fn from(error: ScanError) -> Self {
+        match error {
+            ScanError::Store(error) => Self::Store(error),
+            ScanError::Chunk(error) => Self::Chunk(error),
+        }
     }
 }
 

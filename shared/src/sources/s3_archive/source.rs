@@ -12,13 +12,13 @@ use tracing::{info, warn};
 use crate::model::archive::{
     ArchiveLayout, ObjectRef, ShardMarker, hours, parse_object_key, partition_hour,
 };
-use crate::model::chunk::ChunkReader;
 use crate::model::record::{ArrivalTime, Record};
 use crate::model::seqno::Position;
 use crate::model::window::StartPosition;
 use crate::pipeline::dedupe::Dedupe;
 use crate::pipeline::lineage::{PlannedShard, groups_of};
 use crate::sources::kinesis::{ListShardsError, list_shards};
+use crate::sources::s3_archive::read_object;
 use crate::sources::{
     BoxFuture, Lineage, Pages, RecordSource, ShardGroups, SourceError, SourceStream, StreamShards,
     one_group,
@@ -87,69 +87,63 @@ impl<'a, R: ObjectReader> ArchiveSource<'a, R> {
         })
     }
 
+    /// Every key (or with `folders`, every folder) under `prefix`, page by
+    /// page: plan-sized lists (a stream's shards), never a window's objects.
+    async fn list_all(&self, prefix: &str, folders: bool) -> Result<Vec<String>, SourceError> {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let query = ListQuery {
+                prefix,
+                folders,
+                continuation: next.as_deref(),
+                ..ListQuery::default()
+            };
+            let page = self.store.list_page(query).await?;
+            out.extend(if folders { page.folders } else { page.keys });
+            match page.next {
+                Some(token) => next = Some(token),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// The shards with objects in the window's hour partitions: each hour's
-    /// folders, a page of them at a time.
+    /// folders.
     async fn shards_in_window(&self) -> Result<BTreeSet<String>, SourceError> {
         let mut shards = BTreeSet::new();
         for hour in hours(self.from, self.to) {
             let prefix = format!("{}/", self.layout.partition(&self.stream, hour));
-            let mut next: Option<String> = None;
-            loop {
-                let page = self
-                    .store
-                    .list_page(ListQuery {
-                        prefix: &prefix,
-                        folders: true,
-                        continuation: next.as_deref(),
-                        ..ListQuery::default()
-                    })
-                    .await?;
-                shards.extend(page.folders.iter().filter_map(|folder| {
-                    let name = folder[prefix.len()..].trim_end_matches('/');
-                    (!name.is_empty()).then(|| name.to_owned())
-                }));
-                match page.next {
-                    Some(token) => next = Some(token),
-                    None => break,
-                }
-            }
+            let folders = self.list_all(&prefix, true).await?;
+            shards.extend(folders.iter().filter_map(|folder| {
+                let name = folder[prefix.len()..].trim_end_matches('/');
+                (!name.is_empty()).then(|| name.to_owned())
+            }));
         }
         Ok(shards)
     }
 
     /// Every shard marker: shard → its parents.
     async fn markers(&self) -> Result<BTreeMap<String, Vec<String>>, SourceError> {
-        let prefix = self.layout.shard_markers(&self.stream);
+        let keys = self
+            .list_all(&self.layout.shard_markers(&self.stream), false)
+            .await?;
         let mut markers = BTreeMap::new();
-        let mut next: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .list_page(ListQuery {
-                    prefix: &prefix,
-                    continuation: next.as_deref(),
-                    ..ListQuery::default()
-                })
-                .await?;
-            for keys in page.keys.chunks(MARKER_READS) {
-                let mut reads = Vec::with_capacity(keys.len());
-                for key in keys {
-                    reads.push(read_marker(&self.store, key));
-                }
-                for marker in futures_util::future::try_join_all(reads).await? {
-                    let parents = marker
-                        .parent_shard_id
-                        .into_iter()
-                        .chain(marker.adjacent_parent_shard_id)
-                        .collect();
-                    markers.insert(marker.shard_id, parents);
-                }
+        for keys in keys.chunks(MARKER_READS) {
+            let mut reads = Vec::with_capacity(keys.len());
+            for key in keys {
+                reads.push(read_marker(&self.store, key));
             }
-            match page.next {
-                Some(token) => next = Some(token),
-                None => return Ok(markers),
+            for marker in futures_util::future::try_join_all(reads).await? {
+                let parents = marker
+                    .parent_shard_id
+                    .into_iter()
+                    .chain(marker.adjacent_parent_shard_id)
+                    .collect();
+                markers.insert(marker.shard_id, parents);
             }
         }
+        Ok(markers)
     }
 
     /// Where the lineage of `present` comes from, and every shard's parents
@@ -363,22 +357,8 @@ impl<R: ObjectReader> ShardPages<'_, '_, R> {
             });
         }
         self.cursor = Some(object.key.clone());
-        if self.seen.last().is_some_and(|last| object.last <= *last) {
-            return Ok(Vec::new());
-        }
-        let bytes = source.store.get(&object.key).await?;
-        let mut out = Vec::new();
-        for record in ChunkReader::new(object.key.as_str(), bytes.as_slice())? {
-            let record = record?;
-            if !self.seen.first_time(&record) {
-                continue;
-            }
-            let at = record.approximate_arrival_timestamp;
-            if at >= source.from && at < source.to {
-                out.push(record);
-            }
-        }
-        Ok(out)
+        let window = (source.from, source.to);
+        Ok(read_object(&source.store, &object, &mut self.seen, window).await?)
     }
 }
 
