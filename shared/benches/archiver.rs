@@ -37,7 +37,7 @@ use rewind_engine::model::record::Record;
 use rewind_engine::pipeline::batch::MAX_PAYLOAD_BYTES;
 use rewind_engine::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
 use rewind_engine::sinks::s3_archive::default_level;
-use rewind_engine::store::{CreateObject, Created, ObjectStore, PutObject, StoreError};
+use rewind_engine::store::{CreateNew, Created, ObjectStore, PutObject, StoreError};
 
 const RECORDS: usize = 10_000;
 const RECORD_BYTES: usize = 1024;
@@ -122,8 +122,8 @@ impl ObjectStore for CountingStore {
 
 /// Shard markers (written once per shard and instance, so only in the
 /// warm-up run, and not at all here: no lineage is given) would go here.
-impl CreateObject for CountingStore {
-    async fn create(&self, object: PutObject) -> Result<Created, StoreError> {
+impl CreateNew for CountingStore {
+    async fn create_new(&self, object: PutObject) -> Result<Created, StoreError> {
         self.put(object).await.map(|()| Created::New)
     }
 }

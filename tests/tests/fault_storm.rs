@@ -470,13 +470,12 @@ fn delivered(stream: &str) -> anyhow::Result<(BTreeMap<Id, Vec<u8>>, usize)> {
 /// Runs `seeds` side by side (each on its own stream, bucket and table) and
 /// prints each run's figures.
 async fn storms(seeds: std::ops::Range<u64>, records: usize) -> anyhow::Result<Vec<StormRun>> {
-    let mut runs = tokio::task::JoinSet::new();
-    for seed in seeds {
-        runs.spawn(storm(seed, records));
-    }
+    // One task polls them all: a run's future borrows the shared stack, so
+    // it can't be spawned, and the runs wait on the stack, not on CPU.
+    let runs = futures_util::future::join_all(seeds.map(|seed| storm(seed, records))).await;
     let mut done = Vec::new();
-    while let Some(run) = runs.join_next().await {
-        let run = run??;
+    for run in runs {
+        let run = run?;
         eprintln!(
             "fault storm: seed {} records {} faults injected and survived {} ({:?}) records lost 0 archived twice {} delivered twice {} after {} failed steps, {:.1} s",
             run.seed,

@@ -3,8 +3,8 @@
 
 mod archive_replay;
 mod archiver;
-mod capacity;
 mod bad_input;
+mod capacity;
 mod fault_storm;
 mod lambda;
 mod lifecycle;
