@@ -7,51 +7,24 @@
 //! ProvisionedThroughputExceededException"
 //! (<https://docs.aws.amazon.com/kinesis/latest/APIReference/API_GetRecords.html>).
 //! The endpoint charges when the backend's answer is complete, as a shard
-//! does (`local/src/proxy/limits.rs`).
+//! does (`local/src/proxy/limits.rs`); an injected delay makes the backend
+//! slow, after the endpoint admitted the call.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rewind_engine::model::window::StartPosition;
-use rewind_engine::sources::kinesis::{
-    KinesisSource, ReadOptions, RecordsPage, ShardPoller, ShardSource, SourceError,
-};
+use rewind_engine::sources::kinesis::{KinesisSource, ReadOptions, ShardPoller};
+use rewind_local::{Fault, FaultKind};
 use rewind_tests::{create_stream, put_all, unique};
 
 use crate::stack;
 
-/// The real source, each GetRecords call held back `delay` before it is
-/// sent: from the reader's side a call that takes that much longer to
-/// answer, with the bytes charged at its end.
-struct SlowSource {
-    inner: KinesisSource,
-    delay: Duration,
-}
-
-impl ShardSource for SlowSource {
-    async fn shard_iterator(
-        &self,
-        shard_id: &str,
-        start: &StartPosition,
-    ) -> Result<String, SourceError> {
-        self.inner.shard_iterator(shard_id, start).await
-    }
-
-    async fn records(
-        &self,
-        shard_id: &str,
-        iterator: &str,
-        limit: i32,
-    ) -> Result<RecordsPage, SourceError> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.records(shard_id, iterator, limit).await
-    }
-}
-
-/// 3,000 records of 1 KiB (3 MiB: more than the shard's one-second budget)
-/// come back in one `Limit` 10,000 page from a call that takes 2 s. A pacer
-/// counting the page's 1.5 s of budget from the call's start would call
-/// again as soon as it was answered, when the shard is still 1 MiB
-/// overdrawn; paced from the answer, no call is throttled.
+/// 6,000 records of 1 KiB (5.9 MiB: well over the shard's one-second
+/// budget) come back in one `Limit` 10,000 page, from a backend that takes
+/// 4 s to answer, longer than the page's 3 s of budget. A pacer counting
+/// that budget from the call's start would call again as soon as it was
+/// answered, when the shard is still about 4 MiB overdrawn; paced from the
+/// answer, no call is throttled.
 #[tokio::test]
 async fn a_slow_backend_with_limit_10000_is_not_throttled() -> anyhow::Result<()> {
     let config = stack().sdk_config().await;
@@ -63,7 +36,7 @@ async fn a_slow_backend_with_limit_10000_is_not_throttled() -> anyhow::Result<()
     );
     let stream = unique("pacing");
     create_stream(&kinesis, &stream, 1).await?;
-    let records: Vec<(String, Vec<u8>)> = (0..3_000)
+    let records: Vec<(String, Vec<u8>)> = (0..6_000)
         .map(|i| (format!("key-{}", i % 100), vec![b'x'; 1024]))
         .collect();
     // Putting goes through the SDK's retries: the endpoint enforces the
@@ -83,10 +56,7 @@ async fn a_slow_backend_with_limit_10000_is_not_throttled() -> anyhow::Result<()
     let description = summary
         .stream_description_summary()
         .expect("a stream summary");
-    let source = SlowSource {
-        inner: KinesisSource::new(kinesis.clone(), description.stream_arn()),
-        delay: Duration::from_secs(2),
-    };
+    let source = KinesisSource::new(kinesis.clone(), description.stream_arn());
     let shard = kinesis.list_shards().stream_name(&stream).send().await?;
     let shard_id = shard.shards()[0].shard_id().to_owned();
     let mut poller = ShardPoller::new(
@@ -96,15 +66,31 @@ async fn a_slow_backend_with_limit_10000_is_not_throttled() -> anyhow::Result<()
         ReadOptions::default(),
     );
 
-    let mut read = 0;
-    let mut calls = 0;
-    // The whole shard, then one page at the tip: the call right after the
-    // 3 MiB page is the one a start-counted pacer sends too early.
-    while read < records.len() || calls < 2 {
-        let page = poller.next_page(10_000).await?;
-        read += page.records.len();
-        calls += 1;
-        assert!(calls <= 4, "3,000 records in {calls} pages");
+    stack()
+        .admin()
+        .inject(
+            &Fault::count("kinesis", "GetRecords", FaultKind::Delay { ms: 4_000 }, 1)
+                .matching(&stream),
+        )
+        .await?;
+    let started = Instant::now();
+    let first = poller.next_page(10_000).await?;
+    let took = started.elapsed();
+    let bytes = first.bytes;
+    let mut read = first.records.len();
+    // The premise: the page is over the shard's one-second budget and took
+    // longer than its share of the budget to come back.
+    assert_eq!(read, records.len(), "the whole shard in one page");
+    let budget = Duration::from_secs_f64(bytes as f64 / (2.0 * 1024.0 * 1024.0));
+    assert!(
+        bytes > 2 * 1024 * 1024 && took > budget,
+        "a {bytes}-byte page answered in {took:?}, within its {budget:?} of budget: \
+         the backend was not slow"
+    );
+    // The call right after the big page is the one a start-counted pacer
+    // sends too early; one more at the tip.
+    for _ in 0..2 {
+        read += poller.next_page(10_000).await?.records.len();
     }
     assert_eq!(read, records.len());
     assert_eq!(poller.throttles(), 0, "throttled GetRecords calls");

@@ -18,6 +18,10 @@ pub enum FaultKind {
     ServerError,
     /// The connection is closed without an answer.
     Drop,
+    /// The call is answered as usual, `ms` later: a slow backend. Kinesis
+    /// calls are delayed after the endpoint's shard limits admitted them,
+    /// so a delayed GetRecords is charged when it answers, as on a shard.
+    Delay { ms: u64 },
 }
 
 /// How often a rule fires.

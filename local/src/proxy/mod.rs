@@ -11,7 +11,7 @@ pub mod limits;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -120,12 +120,19 @@ impl Proxy {
         let call = classify(&parts, &body);
         let fault =
             lock(&self.faults).take(&call.service, &call.operation, parts.uri.path(), &body);
+        let mut delay = Duration::ZERO;
         if let Some(kind) = fault {
             debug!(service = %call.service, operation = %call.operation, ?kind, "injecting a fault");
-            return fault_response(kind, &call);
+            match kind {
+                FaultKind::Delay { ms } => delay = Duration::from_millis(ms),
+                kind => return fault_response(kind, &call),
+            }
+        }
+        if call.service != "kinesis" {
+            tokio::time::sleep(delay).await;
         }
         match call.service.as_str() {
-            "kinesis" => self.kinesis(&call, &parts, body).await,
+            "kinesis" => self.kinesis(&call, &parts, body, delay).await,
             "lambda" if lambda::invoke_function(parts.uri.path()).is_some() => {
                 self.invoke(&call, &parts, body).await
             }
@@ -251,8 +258,13 @@ impl Proxy {
         call: &Call,
         parts: &Parts,
         body: Bytes,
+        delay: Duration,
     ) -> Result<Response<Body>, Dropped> {
         let to = self.backends.kinesis;
+        // A slow backend: GetRecords is admitted first, then answered late.
+        if call.operation != "GetRecords" || !lock(&self.limits).enabled {
+            tokio::time::sleep(delay).await;
+        }
         if !lock(&self.limits).enabled {
             return self.forward(to, parts, body).await;
         }
@@ -279,6 +291,7 @@ impl Proxy {
                     Ok(key) => key,
                     Err(key) => return Ok(throughput_exceeded(&lock(&self.limits).message(&key))),
                 };
+                tokio::time::sleep(delay).await;
                 let response = self.forward(to, parts, body).await?;
                 if let Some(key) = key
                     && response.status().is_success()
@@ -670,6 +683,8 @@ fn fault_response(kind: FaultKind, call: &Call) -> Result<Response<Body>, Droppe
         response
     };
     Ok(match (kind, call.service.as_str()) {
+        // Not an answer of its own: `handle` delays the call instead.
+        (FaultKind::Delay { .. }, _) => return Err(Dropped("a delay is not an answer")),
         (FaultKind::Drop, _) => return Err(Dropped("fault injected")),
         (FaultKind::Throttle, "kinesis") => {
             throughput_exceeded("Rate exceeded for shard (injected fault).")
