@@ -10,7 +10,6 @@ mod lambda;
 mod lifecycle;
 mod limits;
 mod mapping;
-mod pacing;
 mod replay;
 mod run_ids;
 mod scrape;
