@@ -219,7 +219,7 @@ pub fn run(args: MappingArgs) -> anyhow::Result<()> {
                 std::future::pending::<()>().await;
             }
         };
-        let destination = on_failure.map(|on_failure| match on_failure {
+        let destination: Option<Dlq<_, _>> = on_failure.map(|on_failure| match on_failure {
             OnFailure::S3 { bucket, prefix } => {
                 let s3 = aws_sdk_s3::Client::from_conf(
                     aws_sdk_s3::config::Builder::from(&sdk)

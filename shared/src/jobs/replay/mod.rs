@@ -48,6 +48,7 @@ mod error;
 mod protocol;
 mod request;
 mod summary;
+mod topics;
 
 use std::time::Duration;
 
@@ -58,6 +59,7 @@ pub use protocol::{PaceOrigin, ReplayEvent, ReplayOutput, ReplayPlan, ShardRepla
 use request::invalid;
 pub use request::{DlqLocation, ReplayRequest, ReplaySource, ReplayTarget, RunOutput};
 pub use summary::{MAX_LISTED_LOCATIONS, ReplaySummary, ReplayTotals, ShardSummary};
+pub use topics::Topics;
 
 use crate::jobs::step;
 use crate::model::archive::ArchiveLayout;
@@ -166,11 +168,13 @@ pub struct Replayer<
     T = aws_sdk_lambda::Client,
     K = aws_sdk_kinesis::Client,
     Q = aws_sdk_sqs::Client,
+    N = aws_sdk_sns::Client,
 > {
     pub buckets: B,
     pub targets: T,
     pub streams: K,
     pub queues: Q,
+    pub topics: N,
     /// The DynamoDB archive's client (`DYNAMODB` sources); `None` where
     /// there is no table to read.
     pub tables: Option<aws_sdk_dynamodb::Client>,
@@ -192,6 +196,7 @@ impl<B: Buckets> Replayer<B> {
             targets: aws_sdk_lambda::Client::new(sdk),
             streams: aws_sdk_kinesis::Client::new(sdk),
             queues: aws_sdk_sqs::Client::new(sdk),
+            topics: aws_sdk_sns::Client::new(sdk),
             tables: settings
                 .dynamodb
                 .then(|| aws_sdk_dynamodb::Client::new(sdk)),
@@ -207,7 +212,7 @@ impl<B: Buckets> Replayer<B> {
     }
 }
 
-impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
+impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K, Q, N> {
     /// A stream's ARN in the replay's own partition, region and account.
     pub fn local_stream_arn(&self, stream: &str) -> String {
         if stream.starts_with("arn:") {
@@ -281,7 +286,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
     }
 
     /// The request's target (or the dry run standing in for it).
-    fn target<'a>(
+    async fn target<'a>(
         &'a self,
         request: &ReplayRequest,
         run_id: &str,
@@ -302,14 +307,25 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                 qualifier,
                 invoke_identity_arn,
             } => {
+                let invoker = self.targets.invoker(function_name, qualifier.as_deref());
+                // A live mapping's events name the function's own role; one
+                // look-up per step, which also gives the DLQ the full ARN.
+                let identity = invoker
+                    .identity()
+                    .await
+                    .map_err(crate::sinks::lambda::DeliveryError::Invoke)?;
+                let role = invoke_identity_arn.clone().unwrap_or(identity.role);
                 let source = EventSource::new(
                     stream_arn,
-                    invoke_identity_arn
-                        .clone()
-                        .unwrap_or_else(|| self.invoke_identity_arn.clone()),
+                    if role.is_empty() {
+                        self.invoke_identity_arn.clone()
+                    } else {
+                        role
+                    },
                 )?;
                 let destination = match &request.dlq {
                     Some(DlqLocation::Sqs { queue_url }) => Dlq::Sqs(self.queues.queue(queue_url)),
+                    Some(DlqLocation::Sns { topic_arn }) => Dlq::Sns(self.topics.topic(topic_arn)),
                     Some(DlqLocation::S3 { bucket, prefix }) => Dlq::S3(S3FailureDestination {
                         store: self.buckets.bucket(bucket),
                         mapping_id: run_id.to_owned(),
@@ -319,7 +335,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                     None => return Err(invalid("dlq", "is missing").into()),
                 };
                 Box::new(FunctionTarget {
-                    invoker: self.targets.invoker(function_name, qualifier.as_deref()),
+                    invoker,
                     destination,
                     source,
                     options: request.options.clone(),
@@ -411,7 +427,9 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         }
         progress.started_at.get_or_insert_with(now);
         let source = self.open(request).await?;
-        let target = self.target(request, run_id, self.stream_arn(source.as_ref()))?;
+        let target = self
+            .target(request, run_id, self.stream_arn(source.as_ref()))
+            .await?;
         let speedup = match &request.target {
             ReplayTarget::Stream { speedup, .. } if !request.dry_run => *speedup,
             _ => None,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::protocol::ShardReplay;
 use super::request::{DlqLocation, ReplayRequest, ReplayTarget};
-use super::{Buckets, Queues, ReplayError, Replayer, Streams, Targets};
+use super::{Buckets, Queues, ReplayError, Replayer, Streams, Targets, Topics};
 use crate::model::counters::Counters;
 use crate::model::record::ArrivalTime;
 use crate::model::seqno::SequenceNumber;
@@ -60,7 +60,7 @@ pub struct ReplaySummary {
     pub totals: ReplayTotals,
 }
 
-impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
+impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K, Q, N> {
     /// Every shard's final progress, and the totals.
     pub async fn summary(
         &self,

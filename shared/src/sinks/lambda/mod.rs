@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::model::counters::Counters;
 use crate::model::event::{self, EventSource};
@@ -24,8 +24,8 @@ use crate::model::record::{ArrivalTime, Record};
 use crate::pipeline::batch::{lane_of, next_batch};
 use crate::request::RequestError;
 use crate::sinks::dlq::{
-    DestinationError, FailureCondition, FailureDestination, FailureRecord, KinesisBatchInfo,
-    RequestContext, ResponseContext,
+    DestinationError, FailedBatch, FailureCondition, FailureDestination, FailureRecord,
+    KinesisBatchInfo,
 };
 use invoker::{Invocation, InvokeError, Invoker};
 use options::MappingOptions;
@@ -216,7 +216,10 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                     .await?;
                     break;
                 }
-                let invocation = self.invoke(&batch, report).await?;
+                let Some(invocation) = self.invoke(&batch, stop_at, report).await? else {
+                    // The two checks above give up on it.
+                    continue;
+                };
                 match judge_response(&invocation, &batch, self.options.reports_item_failures()) {
                     Verdict::Success => {
                         report.counters.delivered += batch.len() as u64;
@@ -260,33 +263,25 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
             })
     }
 
+    /// `None`: throttled or failed calls lasted until the stop time or the
+    /// record age limit, which the caller's checks then settle.
     async fn invoke(
         &self,
         batch: &[Record],
+        stop_at: Option<tokio::time::Instant>,
         report: &mut DeliveryReport,
-    ) -> Result<Invocation, DeliveryError> {
+    ) -> Result<Option<Invocation>, DeliveryError> {
         let payload = event::payload(&event::kinesis_event(batch, self.source));
-        let mut attempt = 0u32;
-        loop {
+        let give_up =
+            || stop_at.is_some_and(|at| tokio::time::Instant::now() >= at) || self.too_old(batch);
+        let invocation =
+            invoker::invoke_retrying(self.invoker, &payload, self.base_backoff, stop_at, give_up)
+                .await?;
+        // Calls that never reached the function are not invocations.
+        if invocation.is_some() {
             report.counters.invocations += 1;
-            match self.invoker.invoke(payload.clone()).await {
-                Ok(invocation) => return Ok(invocation),
-                Err(error @ InvokeError::Retryable { .. }) => {
-                    // Not an invocation of the function: don't count it.
-                    report.counters.invocations -= 1;
-                    attempt += 1;
-                    {
-                        // Scoped: a `&dyn Error` held across the sleep would
-                        // make the future not `Send`.
-                        let error = &error as &(dyn std::error::Error + 'static);
-                        warn!(error, attempt, "invoke throttled or failed; retrying");
-                    }
-                    tokio::time::sleep(crate::backoff::backoff(self.base_backoff, attempt.min(8)))
-                        .await;
-                }
-                Err(error) => return Err(error.into()),
-            }
         }
+        Ok(invocation)
     }
 
     async fn fail(
@@ -297,38 +292,19 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         invokes: u64,
         report: &mut DeliveryReport,
     ) -> Result<(), DeliveryError> {
-        let (first, last_record) = (&batch[0], &batch[batch.len() - 1]);
-        let iso = |t: ArrivalTime| t.to_string();
-        let record = FailureRecord {
-            request_context: RequestContext {
-                request_id: last.map(|i| i.request_id.clone()).unwrap_or_default(),
-                function_arn: self.invoker.function_arn().to_owned(),
-                condition,
-                approximate_invoke_count: invokes,
-            },
-            response_context: ResponseContext {
-                status_code: last.map_or(0, |i| i.status_code),
-                executed_version: last
-                    .and_then(|i| i.executed_version.clone())
-                    .unwrap_or_else(|| "$LATEST".to_owned()),
-                function_error: last.and_then(|i| i.function_error.clone()),
-            },
-            version: "1.0".to_owned(),
-            timestamp: iso((self.now)()),
-            kinesis_batch_info: KinesisBatchInfo {
-                shard_id: first.shard_id.clone(),
-                start_sequence_number: first.sequence_number.to_string(),
-                end_sequence_number: last_record.sequence_number.to_string(),
-                approximate_arrival_of_first_record: iso(first.approximate_arrival_timestamp),
-                approximate_arrival_of_last_record: iso(last_record.approximate_arrival_timestamp),
-                batch_size: batch.len(),
-                stream_arn: self.source.stream_arn.clone(),
-            },
-            payload: self.destination.wants_payload().then(|| {
-                String::from_utf8(event::payload(&event::kinesis_event(batch, self.source)))
-                    .expect("JSON is UTF-8")
-            }),
+        let failed = FailedBatch {
+            condition,
+            function_arn: self.invoker.function_arn(),
+            last,
+            invokes,
+            now: (self.now)(),
         };
+        let payload = self.destination.wants_payload().then(|| {
+            String::from_utf8(event::payload(&event::kinesis_event(batch, self.source)))
+                .expect("JSON is UTF-8")
+        });
+        let info = KinesisBatchInfo::of(batch, &self.source.stream_arn);
+        let record = FailureRecord::for_batch(failed, info, payload);
         let location = self.destination.send(record).await?;
         debug!(%location, records = batch.len(), ?condition, "batch sent to the on-failure destination");
         report.counters.failed_batches += 1;
