@@ -12,15 +12,7 @@ use percent_encoding::percent_decode_str;
 /// (version 4) UUID. Clients index it directly (boto3's
 /// `ResponseMetadata.RequestId`), and on-failure records carry it.
 pub fn request_id() -> String {
-    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0x0fff,
-        0x8000 | (b >> 48) & 0x3fff,
-        b & 0xffff_ffff_ffff
-    )
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// Every Lambda answer carries a request id, errors included.
@@ -40,23 +32,18 @@ pub struct Target {
 
 /// The function segment of `/2015-03-31/functions/{FunctionName}/invocations`.
 pub fn invoke_function(path: &str) -> Option<String> {
-    let rest = path.strip_prefix("/2015-03-31/functions/")?;
-    let function = rest.strip_suffix("/invocations")?;
-    if function.is_empty() || function.contains('/') {
-        return None;
-    }
-    Some(
-        percent_decode_str(function)
-            .decode_utf8_lossy()
-            .into_owned(),
-    )
+    function_segment(path, "/invocations")
 }
 
 /// The function segment of `/2015-03-31/functions/{FunctionName}/configuration`
 /// (`GetFunctionConfiguration`).
 pub fn configuration_function(path: &str) -> Option<String> {
+    function_segment(path, "/configuration")
+}
+
+fn function_segment(path: &str, suffix: &str) -> Option<String> {
     let rest = path.strip_prefix("/2015-03-31/functions/")?;
-    let function = rest.strip_suffix("/configuration")?;
+    let function = rest.strip_suffix(suffix)?;
     if function.is_empty() || function.contains('/') {
         return None;
     }

@@ -153,15 +153,7 @@ impl FailureRecord {
 
 /// A request id as Lambda makes them: a random (version 4) UUID.
 pub fn new_request_id() -> String {
-    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0x0fff,
-        0x8000 | (b >> 48) & 0x3fff,
-        b & 0xffff_ffff_ffff
-    )
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// Storing a failed batch failed: the delivery can't go on without losing

@@ -750,20 +750,10 @@ fn lineage_groups_keep_related_shards_together_parents_first() {
 
 #[tokio::test]
 async fn failed_batches_go_to_an_sqs_dlq_and_progress_to_the_output_bucket() {
-    let replayer = replayer();
-    let a = records("shardId-000000000000", 10, &[4]);
-    write_scrape(&replayer.buckets, &[("shardId-000000000000", a)], 5).await;
-    let request = ReplayRequest::parse(
-        br#"{
-            "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},
-            "target": {"type": "FUNCTION", "functionName": "target"},
-            "options": {"BatchSize": 4, "BisectBatchOnFunctionError": true, "MaximumRetryAttempts": 0},
-            "dlq": {"type": "SQS", "queueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/dlq"},
-            "output": {"bucket": "bucket", "prefix": "runs"}
-        }"#,
-    )
-    .unwrap();
-    let summary = run_all(&replayer, &request).await;
+    let (replayer, summary) = replay_poison_4(serde_json::json!(
+        {"type": "SQS", "queueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/dlq"}
+    ))
+    .await;
     assert_eq!(summary.totals.counters.delivered, 9);
     assert_eq!(summary.totals.counters.failed_records, 1);
     assert_eq!(
@@ -796,21 +786,9 @@ async fn failed_batches_go_to_an_sqs_dlq_and_progress_to_the_output_bucket() {
 /// (https://docs.aws.amazon.com/lambda/latest/dg/kinesis-on-failure-destination.html).
 #[tokio::test]
 async fn failed_batches_go_to_an_sns_dlq_as_the_sqs_dlq_gets_them() {
-    let replayer = replayer();
-    let a = records("shardId-000000000000", 10, &[4]);
-    write_scrape(&replayer.buckets, &[("shardId-000000000000", a)], 5).await;
     let topic = "arn:aws:sns:eu-west-1:123456789012:replay-dlq";
-    let request = ReplayRequest::parse(
-        br#"{
-            "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},
-            "target": {"type": "FUNCTION", "functionName": "target"},
-            "options": {"BatchSize": 4, "BisectBatchOnFunctionError": true, "MaximumRetryAttempts": 0},
-            "dlq": {"type": "SNS", "topicArn": "arn:aws:sns:eu-west-1:123456789012:replay-dlq"},
-            "output": {"bucket": "bucket", "prefix": "runs"}
-        }"#,
-    )
-    .unwrap();
-    let summary = run_all(&replayer, &request).await;
+    let (replayer, summary) =
+        replay_poison_4(serde_json::json!({"type": "SNS", "topicArn": topic})).await;
     assert_eq!(summary.totals.counters.delivered, 9);
     assert_eq!(summary.totals.counters.failed_records, 1);
     assert_eq!(summary.dlq.as_deref(), Some(topic));
@@ -839,7 +817,7 @@ async fn failed_batches_go_to_an_sns_dlq_as_the_sqs_dlq_gets_them() {
         // (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html).
         "arn:aws:sns:eu-west-1:123456789012:replay-dlq.fifo",
     ] {
-        let mut value = serde_json::to_value(&request).unwrap();
+        let mut value = poison_4_request(serde_json::json!({"type": "SNS", "topicArn": topic}));
         value["dlq"]["topicArn"] = bad.into();
         let error = ReplayRequest::parse(&serde_json::to_vec(&value).unwrap()).unwrap_err();
         assert_eq!(error.field, "dlq.topicArn", "{bad}");
@@ -885,6 +863,28 @@ async fn events_name_the_targets_own_role_unless_the_request_names_one() {
         *replayer_named.targets.identities.lock().unwrap(),
         ["arn:aws:iam::123456789012:role/named".to_owned()].into()
     );
+}
+
+/// Ten records of one shard, the fifth poison, in a scrape; replayed with
+/// bisection and no retries into `dlq`.
+fn poison_4_request(dlq: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},
+        "target": {"type": "FUNCTION", "functionName": "target"},
+        "options": {"BatchSize": 4, "BisectBatchOnFunctionError": true, "MaximumRetryAttempts": 0},
+        "dlq": dlq,
+        "output": {"bucket": "bucket", "prefix": "runs"}
+    })
+}
+
+async fn replay_poison_4(dlq: serde_json::Value) -> (TestReplayer, ReplaySummary) {
+    let replayer = replayer();
+    let a = records("shardId-000000000000", 10, &[4]);
+    write_scrape(&replayer.buckets, &[("shardId-000000000000", a)], 5).await;
+    let request = poison_4_request(dlq);
+    let request = ReplayRequest::parse(&serde_json::to_vec(&request).unwrap()).unwrap();
+    let summary = run_all(&replayer, &request).await;
+    (replayer, summary)
 }
 
 fn a_seq(i: usize) -> String {

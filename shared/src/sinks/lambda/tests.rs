@@ -126,6 +126,20 @@ async fn run(
     options: MappingOptions,
     input: Vec<Record>,
 ) -> DeliveryReport {
+    run_until(target, dlq, options, input, (now, Duration::ZERO), None)
+        .await
+        .0
+}
+
+/// As [`run`], with its own clock and first backoff, and a stop time.
+async fn run_until(
+    target: &Target,
+    dlq: &Dlq,
+    options: MappingOptions,
+    input: Vec<Record>,
+    (now, base_backoff): (fn() -> ArrivalTime, Duration),
+    stop_at: Option<tokio::time::Instant>,
+) -> (DeliveryReport, Option<Unsettled>) {
     options.validate().unwrap();
     let source = source();
     Delivery {
@@ -134,9 +148,9 @@ async fn run(
         source: &source,
         options: &options,
         now,
-        base_backoff: Duration::ZERO,
+        base_backoff,
     }
-    .deliver(input)
+    .deliver_until(input, stop_at)
     .await
     .unwrap()
 }
@@ -636,16 +650,15 @@ async fn throttles_stop_at_the_record_age_limit_with_the_record_aws_writes() {
         maximum_record_age_in_seconds: 120,
         ..MappingOptions::default()
     };
-    let source = source();
-    let delivery = Delivery {
-        invoker: &target,
-        destination: &dlq,
-        source: &source,
-        options: &options,
-        now: clock,
-        base_backoff: Duration::ZERO,
-    };
-    let (report, unsettled) = delivery.deliver_until(input.clone(), None).await.unwrap();
+    let (report, unsettled) = run_until(
+        &target,
+        &dlq,
+        options,
+        input.clone(),
+        (clock, Duration::ZERO),
+        None,
+    )
+    .await;
     assert_eq!(unsettled, None);
     assert_eq!(
         (
@@ -696,20 +709,16 @@ async fn throttles_stop_at_the_steps_stop_time_at_the_first_unsettled_record() {
         batch_size: 10,
         ..MappingOptions::default()
     };
-    let source = source();
-    let delivery = Delivery {
-        invoker: &target,
-        destination: &dlq,
-        source: &source,
-        options: &options,
-        now,
-        base_backoff: Duration::from_millis(200),
-    };
     let stop_at = tokio::time::Instant::now() + Duration::from_secs(30);
-    let (report, unsettled) = delivery
-        .deliver_until(input.clone(), Some(stop_at))
-        .await
-        .unwrap();
+    let (report, unsettled) = run_until(
+        &target,
+        &dlq,
+        options,
+        input.clone(),
+        (now, Duration::from_millis(200)),
+        Some(stop_at),
+    )
+    .await;
     let stopped = tokio::time::Instant::now();
     assert_eq!(unsettled, Some(Position::of(&input[0])));
     assert_eq!(report, DeliveryReport::default());
