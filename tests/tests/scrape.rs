@@ -480,7 +480,8 @@ impl Fixture {
         for body in bodies {
             let text = String::from_utf8(body)?;
             let value: Value = serde_json::from_str(&text)?;
-            let Some(records) = value["Records"].as_array() else {
+            // GetShardIterator answers, and the empty page at the tip.
+            let Some(records) = value["Records"].as_array().filter(|r| !r.is_empty()) else {
                 continue;
             };
             // The numbers' own text, in record order: serde_json's f64
