@@ -446,12 +446,47 @@ def check_invoke_grants(doc: dict, failures: list[str]) -> None:
             check(failures, machine, not allowed(statements, "lambda:InvokeFunction", arn),
                   f"may invoke {arn}")
     role = template.statements("ReplayRole")
-    for arn in (targets, f"{targets}:3", f"{targets}:prod"):
-        check(failures, "ReplayRole", allowed(role, "lambda:InvokeFunction", arn),
-              f"may not invoke {arn}")
-    for arn in (f"{targets}-v2", f"{targets}x"):
-        check(failures, "ReplayRole", not allowed(role, "lambda:InvokeFunction", arn),
-              f"may invoke {arn}")
+    # GetFunctionConfiguration (the target's role as invokeIdentityArn, its
+    # full ARN in the DLQ) on exactly what it may invoke.
+    for action in ("lambda:InvokeFunction", "lambda:GetFunctionConfiguration"):
+        for arn in (targets, f"{targets}:3", f"{targets}:prod"):
+            check(failures, "ReplayRole", allowed(role, action, arn),
+                  f"may not {action} {arn}")
+        for arn in (f"{targets}-v2", f"{targets}x", replay_fn, scraper_fn):
+            check(failures, "ReplayRole", not allowed(role, action, arn),
+                  f"may {action} {arn}")
+    # Without targets, nothing at all.
+    empty = Template(doc, {}).statements("ReplayRole")
+    for action in ("lambda:InvokeFunction", "lambda:GetFunctionConfiguration"):
+        for arn in (targets, replay_fn):
+            check(failures, "ReplayRole", not allowed(empty, action, arn),
+                  f"may {action} {arn} with no ReplayTargetFunctionArns")
+
+
+def check_dlq_topic(doc: dict, failures: list[str]) -> None:
+    """sns:Publish for the replay function on the ReplayDlqTopicArn topic
+    alone, and on nothing without it (never the alarm topic)."""
+    dlq_topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:replay-dlq"
+    others = [f"{dlq_topic}-2", f"arn:aws:sns:{REGION}:{ACCOUNT}:ops", "*"]
+    for params in ({}, {"AlarmTopicArn": TOPIC}):
+        with_topic = Template(doc, {**params, "ReplayDlqTopicArn": dlq_topic})
+        alarm_topic = with_topic.ref("AlarmTopic") if "AlarmTopicArn" not in params else TOPIC
+        role = with_topic.statements("ReplayRole")
+        check(failures, "ReplayRole", allowed(role, "sns:Publish", dlq_topic),
+              f"may not publish to {dlq_topic} ({params})")
+        for arn in others + [alarm_topic]:
+            check(failures, "ReplayRole", not allowed(role, "sns:Publish", arn),
+                  f"may publish to {arn} ({params})")
+        role = Template(doc, params).statements("ReplayRole")
+        for arn in [dlq_topic] + others + [alarm_topic]:
+            check(failures, "ReplayRole", not allowed(role, "sns:Publish", arn),
+                  f"may publish to {arn} without ReplayDlqTopicArn ({params})")
+    for arn in (f"arn:aws:sqs:{REGION}:{ACCOUNT}:replay-dlq", dlq_topic + ".fifo"):
+        try:
+            Template(doc, {"ReplayDlqTopicArn": arn})
+        except ValueError:
+            continue
+        failures.append(f"ReplayDlqTopicArn {arn} was accepted; it must be refused")
 
 
 # What AWS grants only on "*": the actions have no resource type.
@@ -704,6 +739,7 @@ def main() -> int:
     check_refusals(doc, failures)
     check_invoke_grants(doc, failures)
     check_map_grants(doc, failures)
+    check_dlq_topic(doc, failures)
     check_star_resources(doc, failures)
     check_tracing(doc, failures)
     check_notifications(doc, failures)
@@ -714,7 +750,7 @@ def main() -> int:
         print(f"{len(failures)} IAM checks failed")
         return 1
     print(f"IAM: {checked} prefix combinations checked (grants, Map item reads and lifecycle"
-          " expiry); refusals, invoke grants, Distributed Map grants, '*' resources, tracing, the alarm topic's policy and key, alarms, rule,"
+          " expiry); refusals, invoke grants, Distributed Map grants, the DLQ topic's grant, '*' resources, tracing, the alarm topic's policy and key, alarms, rule,"
           " dashboard and settings as intended")
     return 0
 

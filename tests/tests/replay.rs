@@ -363,6 +363,135 @@ async fn an_archive_window_is_replayed_with_exactly_the_marked_records_in_the_dl
     Ok(())
 }
 
+/// Issue 12 on the local stack: failed batches reach an SNS topic (read
+/// through an SQS subscription) as the SQS destination sends them, each
+/// record as AWS writes it for a function error
+/// (https://docs.aws.amazon.com/lambda/latest/dg/kinesis-on-failure-destination.html):
+/// the request id of the invocation it describes (the endpoint's
+/// `x-amzn-RequestId`), the full function ARN, `functionError`
+/// `Unhandled`. The events name the target's own execution role.
+#[tokio::test]
+async fn failed_batches_reach_an_sns_topic_as_aws_writes_them() -> anyhow::Result<()> {
+    let replay = Replay::new("replay-sns").await?;
+    let config = stack().sdk_config().await;
+    let sns = aws_sdk_sns::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let topic_arn = sns
+        .create_topic()
+        .name(unique("replay-dlq"))
+        .send()
+        .await?
+        .topic_arn
+        .unwrap_or_default();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique("replay-dlq-sub"))
+        .send()
+        .await?
+        .queue_url
+        .unwrap_or_default();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .unwrap_or_default();
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(&queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await?;
+
+    let stream = unique("replay-sns");
+    let t0 = 1_732_250_000_000;
+    let records = archived_records(&stream, t0, 20, 7);
+    archive(&replay, &records).await?;
+    let run = unique("run");
+    let input = json!({
+        "source": {"type": "ARCHIVE", "bucket": replay.bucket, "stream": stream,
+                   "from": t0 / 1000, "to": t0 / 1000 + 3600},
+        "target": {"type": "FUNCTION", "functionName": "target"},
+        "options": {"BatchSize": 5, "BisectBatchOnFunctionError": true, "MaximumRetryAttempts": 0},
+        "dlq": {"type": "SNS", "topicArn": topic_arn},
+        "output": {"bucket": replay.bucket, "prefix": "runs"}
+    });
+    let output = replay.run(&run, &input).await?;
+    let all: Vec<&Record> = records.iter().collect();
+    let (unmarked, marked) = split(&seen(&all));
+    assert!(!marked.is_empty());
+    assert_eq!(accepted(&stream, false)?, unmarked);
+    assert_eq!(output["summary"]["dlq"], json!(topic_arn), "{output}");
+
+    let mut dead = Seen::new();
+    let mut request_ids = BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while dead.len() < marked.len() && std::time::Instant::now() < deadline {
+        let messages = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        for message in messages.messages() {
+            let body = message.body().unwrap_or_default();
+            let record: FailureRecord = serde_json::from_str(body)?;
+            let context = &record.request_context;
+            anyhow::ensure!(context.request_id.len() == 36, "{body}");
+            request_ids.insert(context.request_id.clone());
+            anyhow::ensure!(
+                context.function_arn
+                    == format!("arn:aws:lambda:us-east-1:{ACCOUNT}:function:target"),
+                "{body}"
+            );
+            let response = record.response_context.as_ref();
+            anyhow::ensure!(
+                response.and_then(|r| r.function_error.as_deref()) == Some("Unhandled"),
+                "{body}"
+            );
+            anyhow::ensure!(record.payload.is_none(), "{body}");
+            let info = &record.kinesis_batch_info;
+            anyhow::ensure!(info.batch_size == 1, "{body}");
+            let key = (
+                info.shard_id.clone(),
+                SequenceNumber::parse(&info.start_sequence_number)?,
+            );
+            let data = marked.get(&key).cloned().unwrap_or_default();
+            anyhow::ensure!(dead.insert(key, data).is_none(), "sent twice: {body}");
+        }
+    }
+    assert_eq!(dead, marked);
+    // Each record names the invocation it describes: no two the same.
+    assert_eq!(request_ids.len(), marked.len(), "{request_ids:?}");
+    // The events name the target's role, from its configuration.
+    let text = std::fs::read_to_string(
+        stack()
+            .layout
+            .run_dir()
+            .join("fixtures/target")
+            .join(format!("{stream}.jsonl")),
+    )?;
+    for line in text.lines() {
+        let batch: Value = serde_json::from_str(line)?;
+        for record in batch["records"].as_array().into_iter().flatten() {
+            assert_eq!(
+                record["invokeIdentityArn"],
+                json!(format!("arn:aws:iam::{ACCOUNT}:role/target-role")),
+                "{record}"
+            );
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_archive_is_reinjected_onto_a_stream_in_key_order_with_the_envelope()
 -> anyhow::Result<()> {

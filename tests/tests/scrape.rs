@@ -415,6 +415,199 @@ async fn a_time_window_spans_the_split_and_the_merge() -> anyhow::Result<()> {
     fixture.delete().await
 }
 
+/// The arrival time of each record of the stream exactly as Kinesis wrote
+/// it on the wire (read from GetRecords' raw answers, not through the
+/// SDK's `f64`).
+type WireArrivals = BTreeMap<(String, SequenceNumber), i64>;
+
+/// Keeps the raw body of every answer the client reads.
+#[derive(Debug, Clone, Default)]
+struct RawBodies(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl aws_sdk_kinesis::config::Intercept for RawBodies {
+    fn name(&self) -> &'static str {
+        "RawBodies"
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &aws_sdk_kinesis::config::interceptors::AfterDeserializationInterceptorContextRef<
+            '_,
+        >,
+        _components: &aws_sdk_kinesis::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_kinesis::config::ConfigBag,
+    ) -> Result<(), aws_sdk_kinesis::error::BoxError> {
+        if let Some(bytes) = context.response().body().bytes() {
+            self.0.lock().expect("not poisoned").push(bytes.to_vec());
+        }
+        Ok(())
+    }
+}
+
+/// Epoch milliseconds of a JSON number's text (`1732237199.869`, or an
+/// exponent form), in exact decimal arithmetic.
+fn wire_millis(text: &str) -> anyhow::Result<i64> {
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>()?),
+        None => (text, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{whole}{fraction}");
+    // Digits after the decimal point, once the exponent has moved it.
+    let decimals = fraction.len() as i32 - exponent;
+    let value: i128 = digits.parse()?;
+    let millis = if decimals <= 3 {
+        value * 10_i128.pow((3 - decimals) as u32)
+    } else {
+        let scale = 10_i128.pow((decimals - 3) as u32);
+        anyhow::ensure!(value % scale == 0, "{text} is finer than a millisecond");
+        value / scale
+    };
+    Ok(i64::try_from(millis)?)
+}
+
+impl Fixture {
+    /// Every record's arrival time as sent, read with GetRecords.
+    async fn wire_arrivals(&self) -> anyhow::Result<WireArrivals> {
+        let raw = RawBodies::default();
+        let config = stack().sdk_config().await;
+        let client = aws_sdk_kinesis::Client::from_conf(
+            aws_sdk_kinesis::config::Builder::from(&config)
+                .interceptor(raw.clone())
+                .build(),
+        );
+        for shard in self.parents.keys() {
+            let mut iterator = client
+                .get_shard_iterator()
+                .stream_name(&self.stream)
+                .shard_id(shard)
+                .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+                .send()
+                .await?
+                .shard_iterator;
+            while let Some(it) = iterator {
+                // 5 calls/s per shard, enforced by the endpoint.
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let page = client.get_records().shard_iterator(it).send().await?;
+                if page.records().is_empty() {
+                    break;
+                }
+                iterator = page.next_shard_iterator;
+            }
+        }
+        let mut arrivals = WireArrivals::new();
+        let bodies = raw.0.lock().expect("not poisoned").clone();
+        for body in bodies {
+            let text = String::from_utf8(body)?;
+            let value: Value = serde_json::from_str(&text)?;
+            // GetShardIterator answers, and the empty page at the tip.
+            let Some(records) = value["Records"].as_array().filter(|r| !r.is_empty()) else {
+                continue;
+            };
+            // The numbers' own text, in record order: serde_json's f64
+            // would round them as the SDK does.
+            let stamps: Vec<&str> = text
+                .split("\"ApproximateArrivalTimestamp\":")
+                .skip(1)
+                .map(|rest| {
+                    rest.trim_start()
+                        .split([',', '}'])
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                })
+                .collect();
+            anyhow::ensure!(stamps.len() == records.len(), "{text}");
+            let shard = self
+                .puts
+                .iter()
+                .find(|p| p.sequence.as_str() == records[0]["SequenceNumber"])
+                .map(|p| p.shard.clone())
+                .unwrap_or_default();
+            for (record, stamp) in records.iter().zip(stamps) {
+                let sequence =
+                    SequenceNumber::parse(record["SequenceNumber"].as_str().unwrap_or(""))?;
+                arrivals.insert((shard.clone(), sequence), wire_millis(stamp)?);
+            }
+        }
+        anyhow::ensure!(
+            arrivals.len() == self.puts.len(),
+            "{} of {} read",
+            arrivals.len(),
+            self.puts.len()
+        );
+        Ok(arrivals)
+    }
+}
+
+/// Issue 12, point 7: stops at a record's exact arrival time, as Kinesis
+/// sent it. `t` is one that the SDK's `f64` lies just below (read with the
+/// old truncation it came out 1 ms early, so `BEFORE_TIMESTAMP t` kept the
+/// records that arrived at `t`).
+#[tokio::test]
+async fn timestamp_stops_sit_on_records_exact_arrival_times() -> anyhow::Result<()> {
+    // Small puts a few milliseconds apart: many distinct arrival times.
+    let mut fixture = Fixture::new("scrape-exact", &[10]).await?;
+    for batch in 1..=20 {
+        tokio::time::sleep(Duration::from_millis(7)).await;
+        fixture.put(batch, 10).await?;
+    }
+    let arrivals = fixture.wire_arrivals().await?;
+    let truncated = |millis: i64| {
+        aws_sdk_kinesis::primitives::DateTime::from_secs_f64(
+            format!("{}.{:03}", millis / 1000, millis % 1000)
+                .parse()
+                .unwrap_or(0.0),
+        )
+        .to_millis()
+        .unwrap_or(0)
+            != millis
+    };
+    let mut candidates: Vec<i64> = arrivals
+        .values()
+        .copied()
+        .filter(|&m| truncated(m))
+        .collect();
+    candidates.sort_unstable();
+    anyhow::ensure!(
+        !candidates.is_empty(),
+        "no arrival time the f64 gets wrong: {arrivals:?}"
+    );
+    let t = candidates[candidates.len() / 2];
+    let arrival = |p: &Put| arrivals[&(p.shard.clone(), p.sequence.clone())];
+    // AFTER_TIMESTAMP also takes each shard's first record past t.
+    let mut first_past: BTreeMap<String, SequenceNumber> = BTreeMap::new();
+    for ((shard, sequence), &at) in &arrivals {
+        if at > t && !first_past.contains_key(shard) {
+            first_past.insert(shard.clone(), sequence.clone());
+        }
+    }
+    let at_t = arrivals.values().filter(|&&m| m == t).count();
+    type Expected<'a> = &'a dyn Fn(&Put) -> bool;
+    let cases: [(&str, Expected); 3] = [
+        ("BEFORE_TIMESTAMP", &|p| arrival(p) < t),
+        ("AT_TIMESTAMP", &|p| arrival(p) <= t),
+        ("AFTER_TIMESTAMP", &|p| {
+            arrival(p) <= t || first_past.get(&p.shard) == Some(&p.sequence)
+        }),
+    ];
+    let mut kept = Vec::new();
+    for (stop, expected) in cases {
+        let input = fixture.request(json!({
+            "shards": "ALL",
+            "start": { "type": "TRIM_HORIZON" },
+            "stop": { "type": stop, "timestamp": seconds(t as u64) },
+        }));
+        let output = fixture.scrape(&input).await?;
+        let (manifest, read) = fixture.read(&output).await?;
+        kept.push(fixture.check(&manifest, &read, expected)?);
+    }
+    // The stops differ exactly by the records at t, and the ones past it.
+    assert_eq!(kept[1] - kept[0], at_t, "{kept:?}");
+    assert!(kept[2] > kept[1], "{kept:?}");
+    fixture.delete().await
+}
+
 #[tokio::test]
 async fn a_sequence_range_of_one_shard() -> anyhow::Result<()> {
     let fixture = Fixture::new("scrape-seq", &[200, 40]).await?;

@@ -16,7 +16,7 @@ use rewind_engine::jobs::mapping::report::MappingReport;
 use rewind_engine::jobs::mapping::stream::StreamMapping;
 use rewind_engine::model::window::StartPosition;
 use rewind_engine::sinks::dlq::{Dlq, S3FailureDestination, SqsFailureDestination};
-use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
+use rewind_engine::sinks::lambda::invoker::{Invoker as _, LambdaInvoker};
 use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
 use rewind_engine::sources::kinesis::resolve_stream_arn;
 use rewind_engine::store::S3Store;
@@ -190,16 +190,20 @@ pub fn run(args: MappingArgs) -> anyhow::Result<()> {
         let sdk = args.aws.config().await;
         let kinesis = aws_sdk_kinesis::Client::new(&sdk);
         let stream_arn = resolve_stream_arn(&kinesis, &args.stream).await?;
-        // The mapping's own identity has no local equivalent: name a role in
-        // the stream's account, as the event's `invokeIdentityArn` would.
-        let account = stream_arn.split(':').nth(4).unwrap_or_default();
-        let (mapping, shards) = StreamMapping::open(
-            &kinesis,
-            &stream_arn,
-            format!("arn:aws:iam::{account}:role/rewind-local-mapping"),
-            config,
-        )
-        .await?;
+        let invoker = LambdaInvoker::new(
+            aws_sdk_lambda::Client::new(&sdk),
+            &args.function,
+            args.qualifier.clone(),
+        );
+        // A live mapping reads with the function's execution role, and its
+        // events name it (`invokeIdentityArn`); the look-up also gives the
+        // on-failure records the full function ARN.
+        let identity = invoker
+            .identity()
+            .await
+            .context("looking up the function's role (lambda:GetFunctionConfiguration)")?;
+        let (mapping, shards) =
+            StreamMapping::open(&kinesis, &stream_arn, identity.role, config).await?;
         if !args.json {
             eprintln!(
                 "polling {} shard(s) of {stream_arn} into {} (Ctrl-C stops)",
@@ -207,11 +211,6 @@ pub fn run(args: MappingArgs) -> anyhow::Result<()> {
                 args.function
             );
         }
-        let invoker = LambdaInvoker::new(
-            aws_sdk_lambda::Client::new(&sdk),
-            &args.function,
-            args.qualifier.clone(),
-        );
         let shutdown = async {
             // If the handler can't be installed, only an idle exit or an
             // error ends the run, as without a terminal.
@@ -219,7 +218,7 @@ pub fn run(args: MappingArgs) -> anyhow::Result<()> {
                 std::future::pending::<()>().await;
             }
         };
-        let destination = on_failure.map(|on_failure| match on_failure {
+        let destination: Option<Dlq<_, _>> = on_failure.map(|on_failure| match on_failure {
             OnFailure::S3 { bucket, prefix } => {
                 let s3 = aws_sdk_s3::Client::from_conf(
                     aws_sdk_s3::config::Builder::from(&sdk)

@@ -8,6 +8,21 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use percent_encoding::percent_decode_str;
 
+/// A request id as Lambda sends them in `x-amzn-RequestId`: a random
+/// (version 4) UUID. Clients index it directly (boto3's
+/// `ResponseMetadata.RequestId`), and on-failure records carry it.
+pub fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Every Lambda answer carries a request id, errors included.
+fn with_request_id(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    if let Ok(value) = HeaderValue::from_str(&request_id()) {
+        response.headers_mut().insert("x-amzn-requestid", value);
+    }
+    response
+}
+
 /// The function and qualifier an Invoke path names.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Target {
@@ -17,8 +32,18 @@ pub struct Target {
 
 /// The function segment of `/2015-03-31/functions/{FunctionName}/invocations`.
 pub fn invoke_function(path: &str) -> Option<String> {
+    function_segment(path, "/invocations")
+}
+
+/// The function segment of `/2015-03-31/functions/{FunctionName}/configuration`
+/// (`GetFunctionConfiguration`).
+pub fn configuration_function(path: &str) -> Option<String> {
+    function_segment(path, "/configuration")
+}
+
+fn function_segment(path: &str, suffix: &str) -> Option<String> {
     let rest = path.strip_prefix("/2015-03-31/functions/")?;
-    let function = rest.strip_suffix("/invocations")?;
+    let function = rest.strip_suffix(suffix)?;
     if function.is_empty() || function.contains('/') {
         return None;
     }
@@ -27,6 +52,34 @@ pub fn invoke_function(path: &str) -> Option<String> {
             .decode_utf8_lossy()
             .into_owned(),
     )
+}
+
+/// `GetFunctionConfiguration` of a local function, as AWS answers it: the
+/// full ARN (with the qualifier asked for) and an execution role of the
+/// function's own, which a replay names as the events' `invokeIdentityArn`.
+pub fn configuration(target: &Target, region: &str, account: &str) -> Response<Full<Bytes>> {
+    let name = &target.name;
+    let arn = format!("arn:aws:lambda:{region}:{account}:function:{name}");
+    let function_arn = match &target.qualifier {
+        Some(qualifier) => format!("{arn}:{qualifier}"),
+        None => arn,
+    };
+    let body = serde_json::json!({
+        "FunctionName": name,
+        "FunctionArn": function_arn,
+        "Role": format!("arn:aws:iam::{account}:role/{name}-role"),
+        "Runtime": "provided.al2023",
+        "Handler": "bootstrap",
+        "Version": executed_version(target.qualifier.as_deref()),
+        "PackageType": "Zip",
+        "State": "Active",
+        "LastUpdateStatus": "Successful",
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    with_request_id(response)
 }
 
 /// Maps a function name, partial ARN or ARN (with or without a qualifier)
@@ -77,7 +130,7 @@ pub fn error_response(
     if let Ok(value) = HeaderValue::from_str(error_type) {
         headers.insert("x-amzn-errortype", value);
     }
-    response
+    with_request_id(response)
 }
 
 /// Turns cargo lambda's answer into Lambda's: success and handler errors both
@@ -108,21 +161,21 @@ pub fn translate(status: StatusCode, body: Bytes, version: &str) -> Response<Ful
             HeaderValue::from_static("Unhandled"),
         );
     }
-    response
+    with_request_id(response)
 }
 
 /// `Event` invokes are queued by Lambda: 202 with an empty body.
 pub fn accepted() -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::ACCEPTED;
-    response
+    with_request_id(response)
 }
 
 /// `DryRun` checks the call and runs nothing: 204.
 pub fn dry_run() -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
-    response
+    with_request_id(response)
 }
 
 #[cfg(test)]
@@ -164,5 +217,74 @@ mod tests {
         assert_eq!(response.headers()["x-amz-executed-version"], "$LATEST");
         let ok = translate(StatusCode::OK, Bytes::from_static(b"{}"), "3");
         assert!(ok.headers().get("x-amz-function-error").is_none());
+    }
+
+    fn is_uuid_v4(id: &str) -> bool {
+        let groups: Vec<&str> = id.split('-').collect();
+        groups.iter().map(|g| g.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
+            && id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit())
+            && groups[2].starts_with('4')
+            && groups[3].starts_with(['8', '9', 'a', 'b'])
+    }
+
+    /// Issue 12, point 8: AWS sends `x-amzn-RequestId` on every answer
+    /// (https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html), a new
+    /// one each time, and `X-Amz-Executed-Version` on synchronous ones.
+    #[test]
+    fn every_answer_carries_a_new_request_id() {
+        let answers = [
+            translate(StatusCode::OK, Bytes::from_static(b"{}"), "$LATEST"),
+            translate(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Bytes::from_static(b"{}"),
+                "3",
+            ),
+            accepted(),
+            dry_run(),
+            not_found("nope", "us-east-1", "123456789012"),
+        ];
+        let ids: std::collections::BTreeSet<String> = answers
+            .iter()
+            .map(|r| {
+                let id = r.headers()["x-amzn-requestid"].to_str().unwrap().to_owned();
+                assert!(is_uuid_v4(&id), "{id}");
+                id
+            })
+            .collect();
+        assert_eq!(ids.len(), answers.len(), "one id per answer");
+        assert_eq!(answers[0].headers()["x-amz-executed-version"], "$LATEST");
+        assert_eq!(answers[1].headers()["x-amz-executed-version"], "3");
+    }
+
+    #[test]
+    fn configuration_names_the_full_arn_and_a_role() {
+        assert_eq!(
+            configuration_function("/2015-03-31/functions/echo/configuration").as_deref(),
+            Some("echo")
+        );
+        assert_eq!(
+            configuration_function("/2015-03-31/functions/echo/invocations"),
+            None
+        );
+        let target = resolve("echo", Some("live"));
+        let response = configuration(&target, "eu-west-1", "123456789012");
+        let body: serde_json::Value =
+            serde_json::from_slice(&body_bytes(response.into_body())).unwrap();
+        assert_eq!(
+            body["FunctionArn"],
+            "arn:aws:lambda:eu-west-1:123456789012:function:echo:live"
+        );
+        assert_eq!(body["Role"], "arn:aws:iam::123456789012:role/echo-role");
+        assert_eq!(body["Version"], "$LATEST");
+    }
+
+    fn body_bytes(body: Full<Bytes>) -> Bytes {
+        use http_body_util::BodyExt;
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(body.collect())
+            .unwrap()
+            .to_bytes()
     }
 }

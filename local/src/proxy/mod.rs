@@ -131,6 +131,13 @@ impl Proxy {
             "lambda" if lambda::invoke_function(parts.uri.path()).is_some() => {
                 self.invoke(&call, &parts, body).await
             }
+            // moto knows nothing of the local functions.
+            "lambda" if parts.method == Method::GET => {
+                match lambda::configuration_function(parts.uri.path()) {
+                    Some(function) => Ok(self.configuration(&call, &parts, &function)),
+                    None => self.forward(self.backends.moto, &parts, body).await,
+                }
+            }
             _ => self.forward(self.backends.moto, &parts, body).await,
         }
     }
@@ -176,6 +183,15 @@ impl Proxy {
         head.headers.remove("transfer-encoding");
         head.headers.remove("connection");
         Ok(Response::from_parts(head, Full::new(body)))
+    }
+
+    fn configuration(&self, call: &Call, parts: &Parts, function: &str) -> Response<Body> {
+        let query_qualifier = query_param(parts.uri.query(), "Qualifier");
+        let target = lambda::resolve(function, query_qualifier.as_deref());
+        if !self.functions.contains(&target.name) {
+            return lambda::not_found(&target.name, &call.region, ACCOUNT);
+        }
+        lambda::configuration(&target, &call.region, ACCOUNT)
     }
 
     async fn invoke(

@@ -1,12 +1,14 @@
 //! Where the batches a delivery gives up on go: the mapping's on-failure
-//! invocation record, the [`FailureDestination`] seam and its S3, SQS and
-//! log-only destinations.
+//! invocation record, the [`FailureDestination`] seam and its S3, SQS, SNS
+//! and log-only destinations.
 
 use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::model::record::{ArrivalTime, Record};
+use crate::sinks::lambda::invoker::Invocation;
 use crate::store::{ObjectStore, PutObject, StoreError};
 
 /// Why a batch went to the on-failure destination.
@@ -16,12 +18,16 @@ pub enum FailureCondition {
     RecordAgeExceeded,
 }
 
-/// The mapping's on-failure invocation record.
+/// The mapping's on-failure invocation record, field for field as AWS
+/// writes it (<https://docs.aws.amazon.com/lambda/latest/dg/kinesis-on-failure-destination.html>);
+/// [`FailureRecord::for_batch`] fills it for each condition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FailureRecord {
     pub request_context: RequestContext,
-    pub response_context: ResponseContext,
+    /// Absent for `RecordAgeExceeded`: AWS writes none, invoked or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
     pub version: String,
     /// ISO 8601, milliseconds, UTC.
     pub timestamp: String,
@@ -35,7 +41,9 @@ pub struct FailureRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestContext {
+    /// The request id of the invocation the record describes (a UUID).
     pub request_id: String,
+    /// The full function ARN, with the qualifier the mapping invokes.
     pub function_arn: String,
     pub condition: FailureCondition,
     pub approximate_invoke_count: u64,
@@ -46,7 +54,10 @@ pub struct RequestContext {
 pub struct ResponseContext {
     pub status_code: i32,
     pub executed_version: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `Unhandled`/`Handled`, or `null` when the function answered without
+    /// an error (a batch failed by its partial batch response): AWS writes
+    /// the key either way.
+    #[serde(default)]
     pub function_error: Option<String>,
 }
 
@@ -62,6 +73,89 @@ pub struct KinesisBatchInfo {
     pub stream_arn: String,
 }
 
+impl KinesisBatchInfo {
+    /// The batch's first and last records, and its size. `batch` is never
+    /// empty: only a batch that was cut goes to the destination.
+    pub fn of<R: std::borrow::Borrow<Record>>(batch: &[R], stream_arn: &str) -> Self {
+        let (first, last) = (batch[0].borrow(), batch[batch.len() - 1].borrow());
+        Self {
+            shard_id: first.shard_id.clone(),
+            start_sequence_number: first.sequence_number.to_string(),
+            end_sequence_number: last.sequence_number.to_string(),
+            approximate_arrival_of_first_record: first.approximate_arrival_timestamp.to_string(),
+            approximate_arrival_of_last_record: last.approximate_arrival_timestamp.to_string(),
+            batch_size: batch.len(),
+            stream_arn: stream_arn.to_owned(),
+        }
+    }
+}
+
+/// What the on-failure record says of the batch and its invocations.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedBatch<'a> {
+    pub condition: FailureCondition,
+    /// The full function ARN (with its qualifier).
+    pub function_arn: &'a str,
+    /// The batch's last invocation, if it had one.
+    pub last: Option<&'a Invocation>,
+    /// Invocations of this batch so far.
+    pub invokes: u64,
+    pub now: ArrivalTime,
+}
+
+impl FailureRecord {
+    /// The record AWS writes for `failed.condition`:
+    /// - `RetryAttemptsExhausted`: the last invocation's request id and
+    ///   response (`functionError` `null` when the function answered
+    ///   without one, as for a failed partial batch response);
+    /// - `RecordAgeExceeded`: no `responseContext`, a request id (the last
+    ///   invocation's, or a new UUID) and `approximateInvokeCount` at least
+    ///   1, even for a batch that was never invoked.
+    pub fn for_batch(
+        failed: FailedBatch<'_>,
+        info: KinesisBatchInfo,
+        payload: Option<String>,
+    ) -> Self {
+        let request_id = failed
+            .last
+            .map(|i| i.request_id.clone())
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(new_request_id);
+        let (response_context, approximate_invoke_count) = match failed.condition {
+            FailureCondition::RecordAgeExceeded => (None, failed.invokes.max(1)),
+            FailureCondition::RetryAttemptsExhausted => (
+                failed.last.map(|i| ResponseContext {
+                    status_code: i.status_code,
+                    executed_version: i
+                        .executed_version
+                        .clone()
+                        .unwrap_or_else(|| "$LATEST".to_owned()),
+                    function_error: i.function_error.clone(),
+                }),
+                failed.invokes,
+            ),
+        };
+        Self {
+            request_context: RequestContext {
+                request_id,
+                function_arn: failed.function_arn.to_owned(),
+                condition: failed.condition,
+                approximate_invoke_count,
+            },
+            response_context,
+            version: "1.0".to_owned(),
+            timestamp: failed.now.to_string(),
+            kinesis_batch_info: info,
+            payload,
+        }
+    }
+}
+
+/// A request id as Lambda makes them: a random (version 4) UUID.
+pub fn new_request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 /// Storing a failed batch failed: the delivery can't go on without losing
 /// it.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +165,12 @@ pub enum DestinationError {
     #[error("sending a failed batch to the SQS on-failure destination {queue_url} failed")]
     Sqs {
         queue_url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("publishing a failed batch to the SNS on-failure destination {topic_arn} failed")]
+    Sns {
+        topic_arn: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -174,6 +274,41 @@ impl FailureDestination for SqsFailureDestination {
     }
 }
 
+/// The SNS on-failure destination: the record as the SQS destination sends
+/// it (no payload), as the message. An SNS message holds at most 256 KB;
+/// the record without its payload is well under 1 KB.
+#[derive(Debug, Clone)]
+pub struct SnsFailureDestination {
+    pub client: aws_sdk_sns::Client,
+    pub topic_arn: String,
+}
+
+impl FailureDestination for SnsFailureDestination {
+    async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
+        let body = serde_json::to_string(&record).expect("a failure record always serialises");
+        let output = self
+            .client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .message(body)
+            .send()
+            .await
+            .map_err(|error| DestinationError::Sns {
+                topic_arn: self.topic_arn.clone(),
+                source: Box::new(error),
+            })?;
+        Ok(format!(
+            "{}#{}",
+            self.topic_arn,
+            output.message_id().unwrap_or_default()
+        ))
+    }
+
+    fn wants_payload(&self) -> bool {
+        false
+    }
+}
+
 /// A destination for mappings configured without one: Lambda then drops a
 /// discarded batch, with nothing but its metrics to show. Locally it is
 /// logged (stream, shard, sequence range; never the records) at `warn`, so
@@ -204,18 +339,22 @@ impl FailureDestination for LogOnlyDestination {
     }
 }
 
-/// A DLQ of either kind: the one place a job chooses between an S3 and an
-/// SQS on-failure destination.
-pub enum Dlq<A, B> {
+/// A DLQ of any kind: the one place a job chooses between an S3, an SQS
+/// and an SNS on-failure destination.
+pub enum Dlq<A, B, C = SnsFailureDestination> {
     S3(A),
     Sqs(B),
+    Sns(C),
 }
 
-impl<A: FailureDestination, B: FailureDestination> FailureDestination for Dlq<A, B> {
+impl<A: FailureDestination, B: FailureDestination, C: FailureDestination> FailureDestination
+    for Dlq<A, B, C>
+{
     async fn send(&self, record: FailureRecord) -> Result<String, DestinationError> {
         match self {
             Self::S3(destination) => destination.send(record).await,
             Self::Sqs(destination) => destination.send(record).await,
+            Self::Sns(destination) => destination.send(record).await,
         }
     }
 
@@ -223,6 +362,7 @@ impl<A: FailureDestination, B: FailureDestination> FailureDestination for Dlq<A,
         match self {
             Self::S3(destination) => destination.wants_payload(),
             Self::Sqs(destination) => destination.wants_payload(),
+            Self::Sns(destination) => destination.wants_payload(),
         }
     }
 }
@@ -266,177 +406,4 @@ impl FailureDestination for MemoryDlq {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use aws_smithy_mocks::{RuleMode, mock, mock_client};
-
-    fn failure_record() -> FailureRecord {
-        FailureRecord {
-            request_context: RequestContext {
-                request_id: "r".into(),
-                function_arn: "arn:aws:lambda:us-east-1:1:function:f".into(),
-                condition: FailureCondition::RetryAttemptsExhausted,
-                approximate_invoke_count: 3,
-            },
-            response_context: ResponseContext {
-                status_code: 200,
-                executed_version: "$LATEST".into(),
-                function_error: Some("Unhandled".into()),
-            },
-            version: "1.0".into(),
-            timestamp: "2024-11-22T10:04:05.123Z".into(),
-            kinesis_batch_info: KinesisBatchInfo {
-                shard_id: "shardId-000000000001".into(),
-                start_sequence_number: "1".into(),
-                end_sequence_number: "2".into(),
-                approximate_arrival_of_first_record: "2024-11-22T10:00:00.000Z".into(),
-                approximate_arrival_of_last_record: "2024-11-22T10:00:01.000Z".into(),
-                batch_size: 2,
-                stream_arn: "arn:aws:kinesis:us-east-1:1:stream/s".into(),
-            },
-            payload: Some("{\"Records\":[]}".into()),
-        }
-    }
-
-    #[tokio::test]
-    async fn no_destination_logs_the_batch_and_some_sends_it() {
-        let none: Option<MemoryDlq> = None;
-        assert!(!none.wants_payload());
-        assert_eq!(
-            none.send(failure_record()).await.unwrap(),
-            "discarded:shardId-000000000001:1-2"
-        );
-        let some = Some(MemoryDlq {
-            with_payload: true,
-            ..MemoryDlq::default()
-        });
-        assert!(some.wants_payload());
-        assert_eq!(some.send(failure_record()).await.unwrap(), "dlq-1");
-        let kept = some.as_ref().unwrap().records.lock().unwrap();
-        assert_eq!(kept.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn failed_batches_land_under_the_mappings_key_layout() {
-        let destination = S3FailureDestination {
-            store: crate::store::MemoryStore::default(),
-            mapping_id: "replay-42".into(),
-            prefix: "dlq".into(),
-        };
-        let record = failure_record();
-        let key = destination.send(record.clone()).await.unwrap();
-        assert!(
-            key.starts_with(
-                "dlq/aws/lambda/replay-42/shardId-000000000001/2024/11/22/2024-11-22T10.04.05-"
-            ),
-            "{key}"
-        );
-        let stored = destination.store.objects();
-        let back: FailureRecord = serde_json::from_slice(&stored[&key].body).unwrap();
-        assert_eq!(back, record);
-    }
-
-    #[tokio::test]
-    async fn sqs_destination_sends_the_record_without_payload() {
-        use aws_sdk_sqs::operation::send_message::SendMessageOutput;
-        let rule = mock!(aws_sdk_sqs::Client::send_message)
-            .match_requests(|r| {
-                let body: serde_json::Value =
-                    serde_json::from_str(r.message_body().unwrap()).unwrap();
-                r.queue_url() == Some("https://sqs.local/q")
-                    && body["KinesisBatchInfo"]["shardId"] == "shardId-000000000009"
-                    && body.get("payload").is_none()
-            })
-            .then_output(|| SendMessageOutput::builder().message_id("m-1").build());
-        let client = mock_client!(aws_sdk_sqs, RuleMode::Sequential, [&rule]);
-        let destination = SqsFailureDestination {
-            client,
-            queue_url: "https://sqs.local/q".into(),
-        };
-        assert!(!destination.wants_payload());
-        let record: FailureRecord = serde_json::from_value(serde_json::json!({
-            "requestContext": {"requestId": "r", "functionArn": "f", "condition": "RecordAgeExceeded", "approximateInvokeCount": 0},
-            "responseContext": {"statusCode": 0, "executedVersion": "$LATEST"},
-            "version": "1.0",
-            "timestamp": "2024-11-22T10:04:05.123Z",
-            "KinesisBatchInfo": {
-                "shardId": "shardId-000000000009", "startSequenceNumber": "1", "endSequenceNumber": "1",
-                "approximateArrivalOfFirstRecord": "2024-11-22T10:00:00.000Z", "approximateArrivalOfLastRecord": "2024-11-22T10:00:00.000Z",
-                "batchSize": 1, "streamArn": "arn:aws:kinesis:us-east-1:1:stream/s"
-            }
-        }))
-        .unwrap();
-        assert_eq!(
-            destination.send(record).await.unwrap(),
-            "https://sqs.local/q#m-1"
-        );
-        assert_eq!(rule.num_calls(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_refused_send_names_the_queue_and_keeps_the_sdk_error() {
-        let rule = mock!(aws_sdk_sqs::Client::send_message)
-            .sequence()
-            .http_status(
-                400,
-                Some(
-                    r#"{"__type":"com.amazonaws.sqs#QueueDoesNotExist","message":"The specified queue does not exist."}"#
-                        .into(),
-                ),
-            )
-            .build();
-        let client = mock_client!(aws_sdk_sqs, RuleMode::Sequential, [&rule], |c| c
-            .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled()));
-        let destination = SqsFailureDestination {
-            client,
-            queue_url: "https://sqs.local/gone".into(),
-        };
-        let error = destination.send(failure_record()).await.unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "sending a failed batch to the SQS on-failure destination https://sqs.local/gone failed"
-        );
-        let source = std::error::Error::source(&error).expect("the SDK error");
-        assert!(
-            source
-                .downcast_ref::<aws_sdk_sqs::error::SdkError<
-                    aws_sdk_sqs::operation::send_message::SendMessageError,
-                >>()
-                .is_some()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_failed_s3_write_keeps_the_store_error() {
-        let key = "dlq/aws/lambda/replay-42/shardId-000000000001/2024/11/22/";
-        let destination = S3FailureDestination {
-            store: FailingStore,
-            mapping_id: "replay-42".into(),
-            prefix: "dlq".into(),
-        };
-        let error = destination.send(failure_record()).await.unwrap_err();
-        let DestinationError::S3(store) = &error else {
-            panic!("{error:?}");
-        };
-        assert_eq!(store.kind, crate::store::StoreErrorKind::Throttled);
-        assert!(store.location.starts_with(key), "{store}");
-    }
-
-    /// Every put is throttled, as a bucket answering 503 would be.
-    struct FailingStore;
-
-    impl ObjectStore for FailingStore {
-        async fn put(&self, object: PutObject) -> Result<(), StoreError> {
-            Err(StoreError {
-                operation: crate::store::Operation::Put,
-                location: object.key,
-                kind: crate::store::StoreErrorKind::Throttled,
-                source: Some("SlowDown".into()),
-            })
-        }
-
-        async fn delete(&self, _key: &str) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
-}
+mod tests;

@@ -75,7 +75,12 @@ impl ErrorType for ReplayError {
             | Self::ScrapeFirst => "InvalidRequest",
             Self::Delivery(DeliveryError::Options { .. }) => "InvalidRequest",
             // Denied, no such function: retrying won't help.
-            Self::Delivery(DeliveryError::Invoke(InvokeError::Fatal { .. })) => "InvokeRejected",
+            Self::Delivery(DeliveryError::Invoke(
+                InvokeError::Fatal { .. }
+                | InvokeError::Configuration {
+                    retryable: false, ..
+                },
+            )) => "InvokeRejected",
             Self::Delivery(DeliveryError::Invoke(_)) => "InvokeFailed",
             Self::Progress(_) | Self::Plan(_) => "OutputWriteFailed",
             Self::Delivery(DeliveryError::Destination { .. }) => "DlqWriteFailed",

@@ -49,6 +49,7 @@ mod protocol;
 mod request;
 mod shard_run;
 mod summary;
+mod topics;
 
 use std::time::Duration;
 
@@ -63,6 +64,7 @@ pub use request::{DlqLocation, ReplayRequest, ReplaySource, ReplayTarget, RunOut
 pub use summary::{
     MAX_LISTED_LOCATIONS, ReplaySummary, ReplayTotals, SUMMARY_PAGE, ShardSummary, SummaryOutput,
 };
+pub use topics::Topics;
 
 use crate::jobs::items::{ItemsLocation, plan_key, write_items};
 use crate::jobs::step;
@@ -181,11 +183,13 @@ pub struct Replayer<
     T = aws_sdk_lambda::Client,
     K = aws_sdk_kinesis::Client,
     Q = aws_sdk_sqs::Client,
+    N = aws_sdk_sns::Client,
 > {
     pub buckets: B,
     pub targets: T,
     pub streams: K,
     pub queues: Q,
+    pub topics: N,
     /// The DynamoDB archive's client (`DYNAMODB` sources); `None` where
     /// there is no table to read.
     pub tables: Option<aws_sdk_dynamodb::Client>,
@@ -207,6 +211,7 @@ impl<B: Buckets> Replayer<B> {
             targets: aws_sdk_lambda::Client::new(sdk),
             streams: aws_sdk_kinesis::Client::new(sdk),
             queues: aws_sdk_sqs::Client::new(sdk),
+            topics: aws_sdk_sns::Client::new(sdk),
             tables: settings
                 .dynamodb
                 .then(|| aws_sdk_dynamodb::Client::new(sdk)),
@@ -222,7 +227,7 @@ impl<B: Buckets> Replayer<B> {
     }
 }
 
-impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
+impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K, Q, N> {
     /// A stream's ARN in the replay's own partition, region and account.
     pub fn local_stream_arn(&self, stream: &str) -> String {
         if stream.starts_with("arn:") {
@@ -308,7 +313,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
     }
 
     /// The request's target (or the dry run standing in for it).
-    fn target<'a>(
+    async fn target<'a>(
         &'a self,
         request: &ReplayRequest,
         run_id: &str,
@@ -325,14 +330,25 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                 qualifier,
                 invoke_identity_arn,
             } => {
+                let invoker = self.targets.invoker(function_name, qualifier.as_deref());
+                // A live mapping's events name the function's own role; one
+                // look-up per step, which also gives the DLQ the full ARN.
+                let identity = invoker
+                    .identity()
+                    .await
+                    .map_err(crate::sinks::lambda::DeliveryError::Invoke)?;
+                let role = invoke_identity_arn.clone().unwrap_or(identity.role);
                 let source = EventSource::new(
                     stream_arn,
-                    invoke_identity_arn
-                        .clone()
-                        .unwrap_or_else(|| self.invoke_identity_arn.clone()),
+                    if role.is_empty() {
+                        self.invoke_identity_arn.clone()
+                    } else {
+                        role
+                    },
                 )?;
                 let destination = match &request.dlq {
                     Some(DlqLocation::Sqs { queue_url }) => Dlq::Sqs(self.queues.queue(queue_url)),
+                    Some(DlqLocation::Sns { topic_arn }) => Dlq::Sns(self.topics.topic(topic_arn)),
                     Some(DlqLocation::S3 { bucket, prefix }) => Dlq::S3(S3FailureDestination {
                         store: self.buckets.bucket(bucket),
                         mapping_id: run_id.to_owned(),
@@ -342,7 +358,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
                     None => return Err(invalid("dlq", "is missing").into()),
                 };
                 Box::new(FunctionTarget {
-                    invoker: self.targets.invoker(function_name, qualifier.as_deref()),
+                    invoker,
                     destination,
                     source,
                     options: request.options.clone(),
@@ -464,7 +480,9 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
         }
         progress.started_at.get_or_insert_with(now);
         let source = self.open(request, Some(&progress.shard_id)).await?;
-        let target = self.target(request, run_id, self.stream_arn(source.as_ref()))?;
+        let target = self
+            .target(request, run_id, self.stream_arn(source.as_ref()))
+            .await?;
         let speedup = match &request.target {
             ReplayTarget::Stream { speedup, .. } if !request.dry_run => *speedup,
             _ => None,

@@ -133,6 +133,10 @@ pub enum DlqLocation {
     /// without the records.
     #[serde(rename_all = "camelCase")]
     Sqs { queue_url: String },
+    /// One message per failed batch to a topic: the record the SQS
+    /// destination sends.
+    #[serde(rename_all = "camelCase")]
+    Sns { topic_arn: String },
 }
 
 fn default_dlq_prefix() -> String {
@@ -276,7 +280,15 @@ impl ReplayRequest {
                     ),
                 ));
             }
-            Some(DlqLocation::Sqs { .. }) | None => {}
+            Some(DlqLocation::Sns { topic_arn }) if !is_topic_arn(topic_arn) => {
+                return Err(invalid(
+                    "dlq.topicArn",
+                    format!(
+                        "{topic_arn:?}; accepted values: an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)"
+                    ),
+                ));
+            }
+            Some(DlqLocation::Sqs { .. } | DlqLocation::Sns { .. }) | None => {}
         }
         match &self.output {
             Some(RunOutput { bucket, prefix }) => {
@@ -456,7 +468,7 @@ impl ReplayRequest {
                 if self.dlq.is_none() {
                     return Err(invalid(
                         "dlq",
-                        "is missing; a FUNCTION target needs an on-failure destination: {\"type\": \"S3\", \"bucket\": \"...\"} or {\"type\": \"SQS\", \"queueUrl\": \"...\"}",
+                        "is missing; a FUNCTION target needs an on-failure destination: {\"type\": \"S3\", \"bucket\": \"...\"}, {\"type\": \"SQS\", \"queueUrl\": \"...\"} or {\"type\": \"SNS\", \"topicArn\": \"...\"}",
                     ));
                 }
             }
@@ -556,6 +568,7 @@ impl ReplayRequest {
                     .trim_end_matches('/')
             )),
             Some(DlqLocation::Sqs { queue_url }) => Some(queue_url.clone()),
+            Some(DlqLocation::Sns { topic_arn }) => Some(topic_arn.clone()),
             None => None,
         }
     }
@@ -575,4 +588,21 @@ fn valid_qualifier(q: &str) -> bool {
             && q.len() <= 128
             && q.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')))
+}
+
+/// `arn:<partition>:sns:<region>:<12-digit account>:<topic>` (a standard
+/// topic: the mapping can't send to a FIFO topic).
+fn is_topic_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.split(':').collect();
+    matches!(
+        parts.as_slice(),
+        ["arn", partition, "sns", region, account, topic]
+            if partition.starts_with("aws")
+                && !region.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && (1..=256).contains(&topic.len())
+                && !topic.ends_with(".fifo")
+                && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    )
 }

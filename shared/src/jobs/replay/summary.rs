@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::protocol::ShardReplay;
 use super::request::{DlqLocation, ReplayRequest, ReplayTarget};
-use super::{Buckets, Queues, ReplayError, Replayer, Streams, Targets};
+use super::{Buckets, Queues, ReplayError, Replayer, Streams, Targets, Topics};
 use crate::jobs::items::{Items, ItemsLocation};
 use crate::model::counters::Counters;
 use crate::model::record::ArrivalTime;
@@ -116,7 +116,7 @@ impl Tally {
     }
 }
 
-impl<B: Buckets, T: Targets, K: Streams, Q: Queues> Replayer<B, T, K, Q> {
+impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K, Q, N> {
     /// One shard's final progress and where its failed batches went.
     async fn shard_summary(
         &self,

@@ -13,7 +13,7 @@ use crate::sinks::dlq::{DestinationError, FailureRecord};
 use crate::sinks::kinesis::Entry;
 use crate::sinks::kinesis::tests::FakeStream;
 use crate::sinks::lambda::DeliveryError;
-use crate::sinks::lambda::invoker::{Invocation, InvokeError};
+use crate::sinks::lambda::invoker::{FunctionIdentity, Invocation, InvokeError};
 use crate::store::PutObject;
 use crate::store::{MemoryStore, StoreError};
 
@@ -64,6 +64,11 @@ struct Target {
     /// The invoke with this number (from 1) fails as the call itself: the
     /// step fails, as a killed one would.
     broken_call: Arc<Mutex<Option<u64>>>,
+    /// The execution role its configuration names, when it has one.
+    role: Option<&'static str>,
+    /// Configuration look-ups, and the events' `invokeIdentityArn`s.
+    lookups: Arc<Mutex<u64>>,
+    identities: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Invoker for Target {
@@ -74,6 +79,11 @@ impl Invoker for Target {
                 function: "target".into(),
                 source: "connection reset".into(),
             });
+        }
+        let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        for record in event["Records"].as_array().unwrap() {
+            let identity = record["invokeIdentityArn"].as_str().unwrap().to_owned();
+            self.identities.lock().unwrap().insert(identity);
         }
         let records = DeliveredEvent::from_slice(&payload).unwrap().records;
         let ok = Invocation {
@@ -95,6 +105,14 @@ impl Invoker for Target {
 
     fn function_arn(&self) -> &str {
         "arn:aws:lambda:eu-west-1:123456789012:function:target"
+    }
+
+    async fn identity(&self) -> Result<FunctionIdentity, InvokeError> {
+        *self.lookups.lock().unwrap() += 1;
+        Ok(FunctionIdentity {
+            function_arn: self.function_arn().to_owned(),
+            role: self.role.unwrap_or_default().to_owned(),
+        })
     }
 }
 
@@ -159,7 +177,17 @@ impl Queues for Queue {
     }
 }
 
-type TestReplayer = Replayer<Mem, Target, Stream, Queue>;
+/// SNS topics are queues too here: the same record, the topic's ARN kept
+/// as the queue's URL is.
+impl Topics for Queue {
+    type Destination = Queue;
+
+    fn topic(&self, topic_arn: &str) -> Queue {
+        self.queue(topic_arn)
+    }
+}
+
+type TestReplayer = Replayer<Mem, Target, Stream, Queue, Queue>;
 
 fn replayer() -> TestReplayer {
     Replayer {
@@ -167,6 +195,7 @@ fn replayer() -> TestReplayer {
         targets: Target::default(),
         streams: Stream::default(),
         queues: Queue::default(),
+        topics: Queue::default(),
         tables: None,
         partition: "aws".into(),
         region: "eu-west-1".into(),
@@ -732,20 +761,10 @@ fn lineage_groups_keep_related_shards_together_parents_first() {
 
 #[tokio::test]
 async fn failed_batches_go_to_an_sqs_dlq_and_progress_to_the_output_bucket() {
-    let replayer = replayer();
-    let a = records("shardId-000000000000", 10, &[4]);
-    write_scrape(&replayer.buckets, &[("shardId-000000000000", a)], 5).await;
-    let request = ReplayRequest::parse(
-        br#"{
-            "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},
-            "target": {"type": "FUNCTION", "functionName": "target"},
-            "options": {"BatchSize": 4, "BisectBatchOnFunctionError": true, "MaximumRetryAttempts": 0},
-            "dlq": {"type": "SQS", "queueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/dlq"},
-            "output": {"bucket": "bucket", "prefix": "runs"}
-        }"#,
-    )
-    .unwrap();
-    let summary = run_all(&replayer, &request).await;
+    let (replayer, summary) = replay_poison_4(serde_json::json!(
+        {"type": "SQS", "queueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/dlq"}
+    ))
+    .await;
     assert_eq!(summary.totals.counters.delivered, 9);
     assert_eq!(summary.totals.counters.failed_records, 1);
     assert_eq!(
@@ -770,6 +789,113 @@ async fn failed_batches_go_to_an_sqs_dlq_and_progress_to_the_output_bucket() {
             .await
             .is_ok()
     );
+}
+
+/// Issue 12, point 6: SNS, the mapping's third destination type, gets the
+/// record the SQS destination sends. "You can configure any Amazon SNS
+/// topic or Amazon SQS queue as a destination"
+/// (https://docs.aws.amazon.com/lambda/latest/dg/kinesis-on-failure-destination.html).
+#[tokio::test]
+async fn failed_batches_go_to_an_sns_dlq_as_the_sqs_dlq_gets_them() {
+    let topic = "arn:aws:sns:eu-west-1:123456789012:replay-dlq";
+    let (replayer, summary) =
+        replay_poison_4(serde_json::json!({"type": "SNS", "topicArn": topic})).await;
+    assert_eq!(summary.totals.counters.delivered, 9);
+    assert_eq!(summary.totals.counters.failed_records, 1);
+    assert_eq!(summary.dlq.as_deref(), Some(topic));
+    assert!(
+        replayer.queues.0.lock().unwrap().is_empty(),
+        "nothing to SQS"
+    );
+    let messages = replayer.topics.0.lock().unwrap().clone();
+    assert_eq!(messages.len(), 1);
+    let record = &messages[0].1;
+    assert_eq!(
+        (
+            record.kinesis_batch_info.batch_size,
+            record.kinesis_batch_info.start_sequence_number.as_str()
+        ),
+        (1, a_seq(4).as_str())
+    );
+    assert!(record.payload.is_none(), "as SQS: no payload");
+
+    // Refused before any work, naming the field and what it accepts.
+    for bad in [
+        "replay-dlq",
+        "arn:aws:sqs:eu-west-1:123456789012:replay-dlq",
+        "arn:aws:sns:eu-west-1:1234:replay-dlq",
+        // "an Amazon SNS FIFO topic" is an unsupported destination type
+        // (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html).
+        "arn:aws:sns:eu-west-1:123456789012:replay-dlq.fifo",
+    ] {
+        let mut value = poison_4_request(serde_json::json!({"type": "SNS", "topicArn": topic}));
+        value["dlq"]["topicArn"] = bad.into();
+        let error = ReplayRequest::parse(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+        assert_eq!(error.field, "dlq.topicArn", "{bad}");
+        assert!(
+            error.message.contains("accepted values: an SNS topic ARN"),
+            "{error}"
+        );
+    }
+}
+
+/// Issue 12, point 4: a live event's `invokeIdentityArn` is the consuming
+/// function's execution role ("invokeIdentityArn":
+/// "arn:aws:iam::123456789012:role/lambda-role" in the developer guide's
+/// example event, https://docs.aws.amazon.com/lambda/latest/dg/with-kinesis.html):
+/// the target's own role, looked up once per step, unless the request
+/// names one.
+#[tokio::test]
+async fn events_name_the_targets_own_role_unless_the_request_names_one() {
+    let mut replayer = replayer();
+    replayer.targets.role = Some("arn:aws:iam::123456789012:role/target-role");
+    let a = records("shardId-000000000000", 10, &[]);
+    write_scrape(&replayer.buckets, &[("shardId-000000000000", a)], 5).await;
+    let request = manifest_request();
+    let summary = run_all(&replayer, &request).await;
+    assert_eq!(summary.totals.counters.delivered, 10);
+    assert_eq!(
+        *replayer.targets.identities.lock().unwrap(),
+        ["arn:aws:iam::123456789012:role/target-role".to_owned()].into()
+    );
+    // One shard, one step of several batches: one look-up.
+    assert_eq!(*replayer.targets.lookups.lock().unwrap(), 1);
+    assert!(*replayer.targets.invokes.lock().unwrap() >= 3);
+
+    let mut replayer_named = self::replayer();
+    replayer_named.targets.role = Some("arn:aws:iam::123456789012:role/target-role");
+    let a = records("shardId-000000000000", 10, &[]);
+    write_scrape(&replayer_named.buckets, &[("shardId-000000000000", a)], 5).await;
+    let mut value = serde_json::to_value(&request).unwrap();
+    value["target"]["invokeIdentityArn"] = "arn:aws:iam::123456789012:role/named".into();
+    let named = ReplayRequest::parse(&serde_json::to_vec(&value).unwrap()).unwrap();
+    run_all(&replayer_named, &named).await;
+    assert_eq!(
+        *replayer_named.targets.identities.lock().unwrap(),
+        ["arn:aws:iam::123456789012:role/named".to_owned()].into()
+    );
+}
+
+/// Ten records of one shard, the fifth poison, in a scrape; replayed with
+/// bisection and no retries into `dlq`.
+fn poison_4_request(dlq: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},
+        "target": {"type": "FUNCTION", "functionName": "target"},
+        "options": {"BatchSize": 4, "BisectBatchOnFunctionError": true, "MaximumRetryAttempts": 0},
+        "dlq": dlq,
+        "output": {"bucket": "bucket", "prefix": "runs"}
+    })
+}
+
+async fn replay_poison_4(dlq: serde_json::Value) -> (TestReplayer, ReplaySummary) {
+    let replayer = replayer();
+    let a = records("shardId-000000000000", 10, &[4]);
+    write_scrape(&replayer.buckets, &[("shardId-000000000000", a)], 5).await;
+    let request = poison_4_request(dlq);
+    let request = ReplayRequest::parse(&serde_json::to_vec(&request).unwrap()).unwrap();
+    let summary = run_all(&replayer, &request).await;
+    (replayer, summary)
 }
 
 fn a_seq(i: usize) -> String {

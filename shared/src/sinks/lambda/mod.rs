@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::model::counters::Counters;
 use crate::model::event::EventSource;
@@ -26,8 +26,8 @@ use crate::model::record::{ArrivalTime, Record};
 use crate::pipeline::batch::{Batch, lane_of, next_batch};
 use crate::request::RequestError;
 use crate::sinks::dlq::{
-    DestinationError, FailureCondition, FailureDestination, FailureRecord, KinesisBatchInfo,
-    RequestContext, ResponseContext,
+    DestinationError, FailedBatch, FailureCondition, FailureDestination, FailureRecord,
+    KinesisBatchInfo,
 };
 use gaps::EngineGaps;
 use invoker::{Invocation, InvokeError, Invoker};
@@ -274,7 +274,11 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                     pending.push((batch.slice(cut..batch.len()), retries));
                     batch = batch.slice(0..cut);
                 }
-                let invocation = self.invoke(&batch, clock, report).await?;
+                let Some(invocation) = self.invoke(&batch, clock, stop_at, report).await? else {
+                    // Throttled until the stop time or the record age
+                    // limit: the two checks above settle it.
+                    continue;
+                };
                 match judge_response(
                     &invocation,
                     batch.records(),
@@ -322,41 +326,42 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                 > max * 1000
     }
 
+    /// `None`: throttled or failed calls lasted until the stop time or the
+    /// record age limit, which the caller's checks then settle.
     async fn invoke(
         &self,
         batch: &Batch<'_>,
         clock: Clock<'_>,
+        stop_at: Option<tokio::time::Instant>,
         report: &mut DeliveryReport,
-    ) -> Result<Invocation, DeliveryError> {
-        let mut attempt = 0u32;
-        loop {
+    ) -> Result<Option<Invocation>, DeliveryError> {
+        // Assembled from the bytes the batch was written as: no writing of
+        // records.
+        let payload = batch.payload();
+        let give_up = || {
+            stop_at.is_some_and(|at| tokio::time::Instant::now() >= at)
+                || batch.records().iter().any(|r| self.expired(r))
+        };
+        // A backoff is the service's time, not the engine's: after a failed
+        // call the next gap is not measured.
+        let calls = invoker::Calls {
+            sent: &|| clock.request(),
+            answered: &|ok| clock.answered(ok),
+        };
+        let invocation = invoker::invoke_retrying(
+            self.invoker,
+            &payload,
+            self.base_backoff,
+            stop_at,
+            give_up,
+            calls,
+        )
+        .await?;
+        // Calls that never reached the function are not invocations.
+        if invocation.is_some() {
             report.counters.invocations += 1;
-            // Assembled from the bytes the batch was written as: one copy
-            // per attempt, no writing of records.
-            let payload = batch.payload();
-            clock.request();
-            let result = self.invoker.invoke(payload).await;
-            // A backoff is the service's time, not the engine's: after a
-            // failed call the next gap is not measured.
-            clock.answered(result.is_ok());
-            match result {
-                Ok(invocation) => return Ok(invocation),
-                Err(error @ InvokeError::Retryable { .. }) => {
-                    // Not an invocation of the function: don't count it.
-                    report.counters.invocations -= 1;
-                    attempt += 1;
-                    {
-                        // Scoped: a `&dyn Error` held across the sleep would
-                        // make the future not `Send`.
-                        let error = &error as &(dyn std::error::Error + 'static);
-                        warn!(error, attempt, "invoke throttled or failed; retrying");
-                    }
-                    tokio::time::sleep(crate::backoff::backoff(self.base_backoff, attempt.min(8)))
-                        .await;
-                }
-                Err(error) => return Err(error.into()),
-            }
         }
+        Ok(invocation)
     }
 
     async fn fail(
@@ -367,39 +372,19 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         invokes: u64,
         report: &mut DeliveryReport,
     ) -> Result<(), DeliveryError> {
-        let records = batch.records();
-        let (first, last_record) = (records[0], records[records.len() - 1]);
-        let iso = |t: ArrivalTime| t.to_string();
-        let record = FailureRecord {
-            request_context: RequestContext {
-                request_id: last.map(|i| i.request_id.clone()).unwrap_or_default(),
-                function_arn: self.invoker.function_arn().to_owned(),
-                condition,
-                approximate_invoke_count: invokes,
-            },
-            response_context: ResponseContext {
-                status_code: last.map_or(0, |i| i.status_code),
-                executed_version: last
-                    .and_then(|i| i.executed_version.clone())
-                    .unwrap_or_else(|| "$LATEST".to_owned()),
-                function_error: last.and_then(|i| i.function_error.clone()),
-            },
-            version: "1.0".to_owned(),
-            timestamp: iso((self.now)()),
-            kinesis_batch_info: KinesisBatchInfo {
-                shard_id: first.shard_id.clone(),
-                start_sequence_number: first.sequence_number.to_string(),
-                end_sequence_number: last_record.sequence_number.to_string(),
-                approximate_arrival_of_first_record: iso(first.approximate_arrival_timestamp),
-                approximate_arrival_of_last_record: iso(last_record.approximate_arrival_timestamp),
-                batch_size: batch.len(),
-                stream_arn: self.source.stream_arn.clone(),
-            },
-            payload: self
-                .destination
-                .wants_payload()
-                .then(|| String::from_utf8(batch.payload()).expect("JSON is UTF-8")),
+        let failed = FailedBatch {
+            condition,
+            function_arn: self.invoker.function_arn(),
+            last,
+            invokes,
+            now: (self.now)(),
         };
+        let payload = self
+            .destination
+            .wants_payload()
+            .then(|| String::from_utf8(batch.payload()).expect("JSON is UTF-8"));
+        let info = KinesisBatchInfo::of(batch.records(), &self.source.stream_arn);
+        let record = FailureRecord::for_batch(failed, info, payload);
         let location = self.destination.send(record).await?;
         debug!(%location, records = batch.len(), ?condition, "batch sent to the on-failure destination");
         report.counters.failed_batches += 1;

@@ -21,6 +21,8 @@ struct Target {
     response: Option<&'static str>,
     /// Transport failures to answer before each real invoke.
     transport_failures: Mutex<u32>,
+    /// How far each transport failure moves [`clock`] on, in milliseconds.
+    failure_takes_millis: i64,
     accepted: Mutex<Vec<Vec<Record>>>,
     invokes: Mutex<u64>,
     largest_payload: Mutex<usize>,
@@ -32,13 +34,18 @@ impl Invoker for Target {
             let mut left = self.transport_failures.lock().unwrap();
             if *left > 0 {
                 *left -= 1;
+                CLOCK.with(|c| c.set(c.get() + self.failure_takes_millis));
                 return Err(InvokeError::Retryable {
                     function: "consumer".into(),
                     source: "TooManyRequestsException".into(),
                 });
             }
         }
-        *self.invokes.lock().unwrap() += 1;
+        let invoke = {
+            let mut invokes = self.invokes.lock().unwrap();
+            *invokes += 1;
+            *invokes
+        };
         let mut largest = self.largest_payload.lock().unwrap();
         *largest = (*largest).max(payload.len());
         let records = DeliveredEvent::from_slice(&payload).unwrap().records;
@@ -47,7 +54,7 @@ impl Invoker for Target {
             .filter(|r| self.poison.contains(r.sequence_number.as_str()))
             .collect();
         let ok = |body: String| Invocation {
-            request_id: "req".into(),
+            request_id: format!("req-{invoke}"),
             status_code: 200,
             executed_version: Some("$LATEST".into()),
             function_error: None,
@@ -103,12 +110,36 @@ fn now() -> ArrivalTime {
     ArrivalTime::from_epoch_millis(1_700_000_100_000)
 }
 
+thread_local! {
+    /// A clock that [`Target`]'s transport failures move on (each test
+    /// runs on a thread of its own).
+    static CLOCK: std::cell::Cell<i64> = std::cell::Cell::new(now().epoch_millis());
+}
+
+fn clock() -> ArrivalTime {
+    ArrivalTime::from_epoch_millis(CLOCK.with(std::cell::Cell::get))
+}
+
 async fn run(
     target: &Target,
     dlq: &Dlq,
     options: MappingOptions,
     input: Vec<Record>,
 ) -> DeliveryReport {
+    run_until(target, dlq, options, input, (now, Duration::ZERO), None)
+        .await
+        .0
+}
+
+/// As [`run`], with its own clock and first backoff, and a stop time.
+async fn run_until(
+    target: &Target,
+    dlq: &Dlq,
+    options: MappingOptions,
+    input: Vec<Record>,
+    (now, base_backoff): (fn() -> ArrivalTime, Duration),
+    stop_at: Option<tokio::time::Instant>,
+) -> (DeliveryReport, Option<Unsettled>) {
     options.validate().unwrap();
     let source = source();
     Delivery {
@@ -117,9 +148,9 @@ async fn run(
         source: &source,
         options: &options,
         now,
-        base_backoff: Duration::ZERO,
+        base_backoff,
     }
-    .deliver(input)
+    .deliver_until(input, stop_at)
     .await
     .unwrap()
 }
@@ -234,7 +265,12 @@ async fn retries_are_counted_and_then_the_batch_goes_to_the_destination() {
         "2023-11-14T22:13:20.000Z"
     );
     assert_eq!(
-        dead[0].response_context.function_error.as_deref(),
+        dead[0]
+            .response_context
+            .as_ref()
+            .unwrap()
+            .function_error
+            .as_deref(),
         Some("Unhandled")
     );
     assert_eq!(dead[0].request_context.approximate_invoke_count, 4);
@@ -282,7 +318,10 @@ async fn partial_batch_responses_move_the_checkpoint_to_the_lowest_failure() {
         input[4].sequence_number.to_string()
     );
     assert_eq!(dead[0].kinesis_batch_info.batch_size, 6);
-    assert_eq!(dead[0].response_context.function_error, None);
+    assert_eq!(
+        dead[0].response_context.as_ref().unwrap().function_error,
+        None
+    );
 }
 
 #[tokio::test]
@@ -579,4 +618,166 @@ async fn a_deadline_stops_endless_retries_at_the_first_unsettled_record() {
     assert_eq!(unsettled, Some(Position::of(&input[0])));
     assert_eq!(*target.invokes.lock().unwrap(), 0);
     assert_eq!(report, DeliveryReport::default());
+}
+
+fn is_uuid_v4(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.iter().map(|g| g.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
+        && id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit())
+        && groups[2].starts_with('4')
+}
+
+/// Issue 12, points 3 and 6. "If a Lambda event source mapping is unable
+/// to invoke the function due to throttling or other issues, it retries
+/// until the records expire or exceed the maximum age configured on the
+/// event source mapping"
+/// (https://docs.aws.amazon.com/lambda/latest/dg/kinesis-on-failure-destination.html).
+/// The batch then goes to the destination as AWS writes a
+/// `RecordAgeExceeded` record: no `responseContext`, a UUID `requestId`,
+/// `approximateInvokeCount` 1 although the function never ran.
+#[tokio::test]
+async fn throttles_stop_at_the_record_age_limit_with_the_record_aws_writes() {
+    // The records are 100 s old; every throttled call takes 10 s.
+    let input = records(4, 8);
+    let target = Target {
+        transport_failures: Mutex::new(u32::MAX),
+        failure_takes_millis: 10_000,
+        ..Target::default()
+    };
+    let dlq = Dlq::default();
+    let options = MappingOptions {
+        batch_size: 10,
+        maximum_record_age_in_seconds: 120,
+        ..MappingOptions::default()
+    };
+    let (report, unsettled) = run_until(
+        &target,
+        &dlq,
+        options,
+        input.clone(),
+        (clock, Duration::ZERO),
+        None,
+    )
+    .await;
+    assert_eq!(unsettled, None);
+    assert_eq!(
+        (
+            report.counters.invocations,
+            report.counters.failed_batches,
+            report.counters.failed_records
+        ),
+        (0, 1, 4)
+    );
+    assert_eq!(*target.invokes.lock().unwrap(), 0, "the function never ran");
+    // 30 s of throttles took the batch past 120 s, and no further.
+    assert_eq!(clock().epoch_millis() - now().epoch_millis(), 30_000);
+    let dead = dlq.records.lock().unwrap();
+    let json = serde_json::to_value(&dead[0]).unwrap();
+    assert!(json.get("responseContext").is_none(), "{json}");
+    let context = &dead[0].request_context;
+    assert_eq!(context.condition, FailureCondition::RecordAgeExceeded);
+    assert_eq!(context.approximate_invoke_count, 1);
+    assert!(is_uuid_v4(&context.request_id), "{}", context.request_id);
+    assert_eq!(
+        context.function_arn,
+        "arn:aws:lambda:eu-west-1:111122223333:function:consumer"
+    );
+    let info = &dead[0].kinesis_batch_info;
+    assert_eq!(info.batch_size, 4);
+    assert_eq!(
+        info.start_sequence_number,
+        input[0].sequence_number.to_string()
+    );
+    assert_eq!(
+        info.end_sequence_number,
+        input[3].sequence_number.to_string()
+    );
+}
+
+/// Issue 12, point 6: a step's stop time ends the throttle retries too,
+/// naming the first record not settled; nothing goes to the destination,
+/// so nothing is lost and the next step takes the batch again.
+#[tokio::test(start_paused = true)]
+async fn throttles_stop_at_the_steps_stop_time_at_the_first_unsettled_record() {
+    let input = records(25, 8);
+    let target = Target {
+        transport_failures: Mutex::new(u32::MAX),
+        ..Target::default()
+    };
+    let dlq = Dlq::default();
+    let options = MappingOptions {
+        batch_size: 10,
+        ..MappingOptions::default()
+    };
+    let stop_at = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (report, unsettled) = run_until(
+        &target,
+        &dlq,
+        options,
+        input.clone(),
+        (now, Duration::from_millis(200)),
+        Some(stop_at),
+    )
+    .await;
+    let stopped = tokio::time::Instant::now();
+    assert_eq!(unsettled, Some(Position::of(&input[0])));
+    assert_eq!(report, DeliveryReport::default());
+    assert!(dlq.records.lock().unwrap().is_empty());
+    // No wait ran past the stop time.
+    assert!(
+        stopped >= stop_at && stopped - stop_at < Duration::from_millis(1),
+        "{:?}",
+        stopped - stop_at
+    );
+}
+
+/// Issue 12, point 3: a batch failed by an invalid partial batch response
+/// is retried and then written with `"functionError": null` (the function
+/// answered without an error), the last invocation's request id, and the
+/// full function ARN. The page's example record
+/// (https://docs.aws.amazon.com/lambda/latest/dg/kinesis-on-failure-destination.html)
+/// has the same fields for a function error: `"functionError": "Unhandled"`.
+#[tokio::test]
+async fn the_record_takes_the_last_invocations_request_id_and_response() {
+    let target = Target {
+        response: Some(r#"{"batchItemFailures":[{"itemIdentifier":""}]}"#),
+        ..Target::default()
+    };
+    let dlq = Dlq::default();
+    let options = MappingOptions {
+        batch_size: 10,
+        maximum_retry_attempts: 2,
+        function_response_types: vec![FunctionResponseType::ReportBatchItemFailures],
+        ..MappingOptions::default()
+    };
+    run(&target, &dlq, options, records(3, 8)).await;
+    let json = serde_json::to_value(&dlq.records.lock().unwrap()[0]).unwrap();
+    assert_eq!(
+        json["responseContext"],
+        serde_json::json!({"statusCode": 200, "executedVersion": "$LATEST", "functionError": null})
+    );
+    assert_eq!(
+        json["requestContext"],
+        serde_json::json!({
+            "requestId": "req-3",
+            "functionArn": "arn:aws:lambda:eu-west-1:111122223333:function:consumer",
+            "condition": "RetryAttemptsExhausted",
+            "approximateInvokeCount": 3
+        })
+    );
+
+    let input = records(2, 8);
+    let target = Target {
+        poison: [input[1].sequence_number.to_string()].into(),
+        ..Target::default()
+    };
+    let dlq = Dlq::default();
+    let options = MappingOptions {
+        maximum_retry_attempts: 1,
+        ..MappingOptions::default()
+    };
+    run(&target, &dlq, options, input).await;
+    let json = serde_json::to_value(&dlq.records.lock().unwrap()[0]).unwrap();
+    assert_eq!(json["responseContext"]["functionError"], "Unhandled");
+    assert_eq!(json["requestContext"]["requestId"], "req-2");
 }

@@ -5,6 +5,7 @@ use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::operation::get_records::GetRecordsError;
 use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType, ShardIteratorType};
 
+use super::arrival::arrival_time;
 use super::{RecordsPage, ShardSource, SourceError};
 use crate::model::record::{ArrivalTime, EncryptionType, Record};
 use crate::model::seqno::SequenceNumber;
@@ -140,11 +141,9 @@ impl ShardSource for KinesisSource {
                     Some(aws_sdk_kinesis::types::EncryptionType::Kms) => Some(EncryptionType::Kms),
                     _ => None,
                 },
-                approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
-                    r.approximate_arrival_timestamp()
-                        .and_then(|t| t.to_millis().ok())
-                        .unwrap_or_default(),
-                ),
+                approximate_arrival_timestamp: r
+                    .approximate_arrival_timestamp()
+                    .map_or(ArrivalTime::from_epoch_millis(0), arrival_time),
                 data,
                 aggregate: None,
             });

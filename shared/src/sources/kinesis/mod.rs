@@ -22,6 +22,7 @@ use crate::model::record::Record;
 use crate::model::seqno::SequenceNumber;
 use crate::model::window::{ChildShard, StartPosition, StopCondition, StopReason, Verdict, judge};
 
+mod arrival;
 mod client;
 mod poller;
 
