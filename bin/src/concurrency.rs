@@ -19,7 +19,7 @@ pub const DEFAULT_CONCURRENCY: u32 = 10;
 #[derive(Args, Debug, Clone, Copy)]
 pub struct ConcurrencyArgs {
     /// Lineage groups of shards run at once (each group's shards one after
-    /// another, parents first), 1 to 40; by default the request's
+    /// another, parents first), 1 to 1000; by default the request's
     /// `maxConcurrency`, or 10.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONCURRENCY)))]
     pub max_concurrency: Option<u32>,

@@ -285,7 +285,7 @@ fn rows(stream: &str, bucket: &str) -> Vec<Row> {
             Scraper,
             s(json!({"maxConcurrency": 0})),
             "maxConcurrency",
-            "accepted values: 1 to 40",
+            "accepted values: 1 to 1000",
         ),
         row(
             "scrape: a misspelt field",
@@ -393,7 +393,7 @@ fn rows(stream: &str, bucket: &str) -> Vec<Row> {
                 json!({"options.FilterCriteria": {"Filters": [{"Pattern": "{\"colour\": [\"red\"]}"}]}}),
             ),
             "FilterCriteria.Filters[0].Pattern",
-            "partitionKey",
+            "accepted: data",
         ),
         row(
             "replay: unknown DLQ type",
@@ -426,11 +426,11 @@ fn rows(stream: &str, bucket: &str) -> Vec<Row> {
             "accepted values: 1 to 10000",
         ),
         row(
-            "replay: maxConcurrency 41",
+            "replay: maxConcurrency 1001",
             Replay,
-            r(json!({"maxConcurrency": 41})),
+            r(json!({"maxConcurrency": 1001})),
             "maxConcurrency",
-            "accepted values: 1 to 40",
+            "accepted values: 1 to 1000",
         ),
         row(
             "replay: runId with a space",
