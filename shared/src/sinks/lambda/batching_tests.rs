@@ -151,6 +151,31 @@ async fn a_mixed_batch_sends_its_expired_records_away_and_invokes_the_fresh_ones
         record.request_context.function_arn,
         "arn:aws:lambda:eu-west-1:111122223333:function:consumer"
     );
+    // The record AWS writes for RecordAgeExceeded, field by field: no
+    // responseContext, a UUID requestId of its own (not the fresh
+    // records' invoke's), approximateInvokeCount 1 though these records
+    // were never sent (kinesis-on-failure-destination.html and what AWS
+    // was recorded writing).
+    let json = serde_json::to_value(record).unwrap();
+    assert!(json.get("responseContext").is_none(), "{json}");
+    assert!(
+        super::tests::is_uuid_v4(&record.request_context.request_id),
+        "{}",
+        record.request_context.request_id
+    );
+    assert_eq!(record.request_context.approximate_invoke_count, 1);
+    let mut fields: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["KinesisBatchInfo", "requestContext", "timestamp", "version"],
+        "an SQS or SNS record; the S3 one adds the payload"
+    );
     assert_eq!(record.version, "1.0");
     assert_eq!(record.timestamp, now().to_string());
     let info = &record.kinesis_batch_info;

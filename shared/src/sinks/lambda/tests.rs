@@ -620,7 +620,7 @@ async fn a_deadline_stops_endless_retries_at_the_first_unsettled_record() {
     assert_eq!(report, DeliveryReport::default());
 }
 
-fn is_uuid_v4(id: &str) -> bool {
+pub(super) fn is_uuid_v4(id: &str) -> bool {
     let groups: Vec<&str> = id.split('-').collect();
     groups.iter().map(|g| g.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
         && id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit())
