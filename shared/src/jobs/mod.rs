@@ -3,8 +3,8 @@
 
 pub mod action;
 pub mod archiver;
-pub mod items;
 pub mod claim;
+pub mod items;
 pub mod mapping;
 pub mod replay;
 pub mod scrape;

@@ -72,14 +72,14 @@ impl Filters {
             let value: Value = serde_json::from_str(&entry.pattern).map_err(|e| RequestError {
                 field: field.clone(),
                 message: format!(
-                    "not JSON ({e}); accepted values: a JSON object of record properties ({KEYS}) and their rules"
+                    "not JSON ({e}); accepted values: a JSON object of record properties ({DATA}) and their rules"
                 ),
             })?;
             let Value::Object(pattern) = value else {
                 return Err(RequestError {
                     field,
                     message: format!(
-                        "must be a JSON object; accepted values: a JSON object of record properties ({KEYS}) and their rules"
+                        "must be a JSON object; accepted values: a JSON object of record properties ({DATA}) and their rules"
                     ),
                 });
             };

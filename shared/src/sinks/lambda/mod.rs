@@ -12,6 +12,7 @@
 pub mod gaps;
 pub mod invoker;
 pub mod options;
+pub mod window;
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -197,8 +198,9 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         let mut report = DeliveryReport::default();
         while !queue.is_empty() {
             let batch = next_batch(&mut queue, self.options.batch_size, self.source);
+            let stateless = &mut window::Stateless;
             if let Some(stopped) = self
-                .deliver_batch(batch, 0, clock, stop_at, &mut report)
+                .deliver_batch(batch, 0, clock, stop_at, &mut report, stateless)
                 .await?
             {
                 return Ok((report, Some(stopped)));
@@ -210,7 +212,9 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
     /// One batch until it succeeds or goes to the destination. Bisecting
     /// handles each half the same way, with the retries already used. At
     /// `stop_at` it returns the first record it has not settled: the rest
-    /// of the batch, and the halves still pending, come after it.
+    /// of the batch, and the halves still pending, come after it. `hook`
+    /// builds each payload and has the last word on each response (a
+    /// tumbling window's state).
     async fn deliver_batch(
         &self,
         batch: Batch<'_>,
@@ -218,6 +222,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         clock: Clock<'_>,
         stop_at: Option<tokio::time::Instant>,
         report: &mut DeliveryReport,
+        hook: &mut impl window::BatchHook,
     ) -> Result<Option<Unsettled>, DeliveryError> {
         let mut pending = vec![(batch, retries)];
         while let Some((mut batch, mut retries)) = pending.pop() {
@@ -258,12 +263,14 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                     pending.push((batch.slice(cut..batch.len()), retries));
                     batch = batch.slice(0..cut);
                 }
-                let invocation = self.invoke(&batch, clock, report).await?;
-                match judge_response(
+                let payload = || hook.payload(&batch, self.source);
+                let invocation = self.invoke(payload, clock, report).await?;
+                let verdict = judge_response(
                     &invocation,
                     batch.records(),
                     self.options.reports_item_failures(),
-                ) {
+                );
+                match hook.judge(verdict, &invocation) {
                     Verdict::Success => {
                         report.counters.delivered += batch.len() as u64;
                         break;
@@ -306,9 +313,10 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                 > max * 1000
     }
 
+    /// `payload` builds the invocation's payload, once per attempt.
     async fn invoke(
         &self,
-        batch: &Batch<'_>,
+        payload: impl Fn() -> Vec<u8> + Send,
         clock: Clock<'_>,
         report: &mut DeliveryReport,
     ) -> Result<Invocation, DeliveryError> {
@@ -317,7 +325,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
             report.counters.invocations += 1;
             // Assembled from the bytes the batch was written as: one copy
             // per attempt, no writing of records.
-            let payload = batch.payload();
+            let payload = payload();
             clock.request();
             let result = self.invoker.invoke(payload).await;
             // A backoff is the service's time, not the engine's: after a
