@@ -3,8 +3,8 @@
 
 mod archive_replay;
 mod archiver;
-mod capacity;
 mod bad_input;
+mod capacity;
 mod fault_storm;
 mod lambda;
 mod lifecycle;
@@ -16,6 +16,7 @@ mod run_ids;
 mod scrape;
 mod sql;
 mod stepfunctions;
+mod tumbling;
 
 /// The run's shared local stack.
 fn stack() -> &'static rewind_tests::Stack {
