@@ -896,8 +896,8 @@ async fn a_stream_replay_that_must_wait_past_its_deadline_ends_the_step_in_place
     assert_eq!(replayer.streams.fake.stored.lock().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn a_step_out_of_time_in_endless_retries_keeps_the_settled_records_and_stops() {
+/// Shard 0 of a scrape of 12 records in one chunk, record 6 poison.
+async fn poisoned_at_six() -> (TestReplayer, Vec<Record>) {
     let replayer = replayer();
     let a = records("shardId-000000000000", 12, &[6]);
     write_scrape(
@@ -906,6 +906,12 @@ async fn a_step_out_of_time_in_endless_retries_keeps_the_settled_records_and_sto
         12,
     )
     .await;
+    (replayer, a)
+}
+
+#[tokio::test]
+async fn a_step_out_of_time_in_endless_retries_keeps_the_settled_records_and_stops() {
+    let (replayer, a) = poisoned_at_six().await;
     // MaximumRetryAttempts -1: the poison batch is retried until the step's
     // time runs out; the step then ends before its deadline, having settled
     // the batch before it.
@@ -1246,14 +1252,7 @@ fn a_request_may_name_a_tumbling_window() {
 /// records kept, and the field is refused out of its range.
 #[tokio::test]
 async fn max_step_seconds_ends_a_step_before_the_deadline() {
-    let replayer = replayer();
-    let a = records("shardId-000000000000", 12, &[6]);
-    write_scrape(
-        &replayer.buckets,
-        &[("shardId-000000000000", a.clone())],
-        12,
-    )
-    .await;
+    let (replayer, a) = poisoned_at_six().await;
     // The poison batch is retried endlessly: only the step's bound ends it.
     let mut request = serde_json::json!({
         "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},

@@ -88,7 +88,7 @@ impl Invoker for Summer {
             .map(|r| {
                 let data =
                     crate::model::record::decode_base64(r["kinesis"]["data"].as_str().unwrap());
-                String::from_utf8(data.unwrap()).unwrap().parse().unwrap()
+                value_of(&data.unwrap())
             })
             .collect();
         let mut state = event["state"].as_object().cloned().unwrap();
@@ -205,6 +205,13 @@ async fn close(summer: &Summer, options: &MappingOptions, open: &mut Option<Open
     .unwrap()
 }
 
+/// A record's number: its data is the number (`7`) or an object holding it
+/// (`{"value": 7}`, for filters, which match objects only).
+fn value_of(data: &[u8]) -> i64 {
+    let value: Value = serde_json::from_slice(data).unwrap();
+    value.get("value").unwrap_or(&value).as_i64().unwrap()
+}
+
 /// Totals per window (its ISO start), computed from the records directly.
 pub(crate) fn totals(records: &[Record]) -> BTreeMap<String, i64> {
     let mut totals = BTreeMap::new();
@@ -213,7 +220,7 @@ pub(crate) fn totals(records: &[Record]) -> BTreeMap<String, i64> {
             .start
             .to_datetime()
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let value: i64 = String::from_utf8(r.data.clone()).unwrap().parse().unwrap();
+        let value = value_of(&r.data);
         *totals.entry(start).or_insert(0) += value;
     }
     totals
@@ -484,10 +491,20 @@ async fn filtered_records_leave_no_trace_in_the_windows() {
     let options: MappingOptions = serde_json::from_value(json!({
         "BatchSize": 10,
         "TumblingWindowInSeconds": 60,
-        "FilterCriteria": {"Filters": [{"Pattern": "{\"partitionKey\": [\"key-0\", \"key-1\"]}"}]}
+        "FilterCriteria": {"Filters": [{"Pattern": "{\"data\": {\"keep\": [true]}}"}]}
     }))
     .unwrap();
-    let input = vec![record(0, 0, 1), record(1, 1, 2), record(2, 70, 3)];
+    let kept = |i: usize, second: i64, value: i64, keep: bool| Record {
+        data: json!({"value": value, "keep": keep})
+            .to_string()
+            .into_bytes(),
+        ..record(i, second, value)
+    };
+    let input = vec![
+        kept(0, 0, 1, true),
+        kept(1, 1, 2, true),
+        kept(2, 70, 3, false),
+    ];
     let mut open = None;
     let (report, _) = deliver(&summer, &dlq, &options, input, &mut open, None).await;
     assert!(close(&summer, &options, &mut open).await);
