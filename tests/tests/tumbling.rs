@@ -46,6 +46,7 @@ fn records(stream: &str, t0: i64, count: usize) -> Vec<Record> {
             partition_key: format!("key-{}", n % 4),
             explicit_hash_key: None,
             encryption_type: None,
+            aggregate: None,
             approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(t0 + n as i64 * 250),
             data: json!({"value": n % 7 + 1, "workMs": 400})
                 .to_string()
@@ -119,7 +120,11 @@ async fn window_totals_survive_step_boundaries_and_a_retried_step() -> anyhow::R
     // history the local stack keeps nowhere: their invocations are counted
     // on their way to the function instead.
     admin
-        .inject(&Fault::observe("lambda", "Invoke").matching(&run).and_matching("\"step\""))
+        .inject(
+            &Fault::observe("lambda", "Invoke")
+                .matching(&run)
+                .and_matching("\"step\""),
+        )
         .await?;
     // The checkpoint after the second piece (6 records) fails on every
     // attempt the SDK makes: written while the third piece is delivered, it
@@ -173,7 +178,11 @@ async fn window_totals_survive_step_boundaries_and_a_retried_step() -> anyhow::R
     let faults = admin.faults().await?;
     admin.remove_faults(&run).await?;
     admin.remove_faults(&checkpoint).await?;
-    let rule = |needle: &str| faults.iter().find(|f| f.matching.as_deref() == Some(needle));
+    let rule = |needle: &str| {
+        faults
+            .iter()
+            .find(|f| f.matching.as_deref() == Some(needle))
+    };
     let observed = rule(&run).map_or(0, |f| f.injected);
     assert!(
         rule(&checkpoint).is_none(),

@@ -264,7 +264,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                     batch = batch.slice(0..cut);
                 }
                 let payload = || hook.payload(&batch, self.source);
-                let invocation = self.invoke(payload, clock, report).await?;
+                let invocation = self.invoke(&payload, clock, report).await?;
                 let verdict = judge_response(
                     &invocation,
                     batch.records(),
@@ -313,10 +313,12 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                 > max * 1000
     }
 
-    /// `payload` builds the invocation's payload, once per attempt.
+    /// `payload` builds the invocation's payload, once per attempt (a
+    /// `dyn`: a generic closure here would keep the mapping's futures from
+    /// being provably `Send` for callers that spawn them).
     async fn invoke(
         &self,
-        payload: impl Fn() -> Vec<u8> + Send,
+        payload: &(dyn Fn() -> Vec<u8> + Sync),
         clock: Clock<'_>,
         report: &mut DeliveryReport,
     ) -> Result<Invocation, DeliveryError> {

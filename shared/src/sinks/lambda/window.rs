@@ -243,7 +243,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
             if stop_at.is_some_and(|at| Instant::now() >= at) {
                 return Ok(false);
             }
-            let invocation = self.invoke(|| payload.clone(), clock, report).await?;
+            let invocation = self.invoke(&|| payload.clone(), clock, report).await?;
             if invocation.function_error.is_none() {
                 return Ok(true);
             }
