@@ -470,9 +470,17 @@ fn delivered(stream: &str) -> anyhow::Result<(BTreeMap<Id, Vec<u8>>, usize)> {
 /// Runs `seeds` side by side (each on its own stream, bucket and table) and
 /// prints each run's figures.
 async fn storms(seeds: std::ops::Range<u64>, records: usize) -> anyhow::Result<Vec<StormRun>> {
+    // Local tasks: the compiler can't prove a storm's future `Send` (a
+    // higher-ranked lifetime in it), and the test's runtime has one thread
+    // anyway, so the runs interleave just the same.
+    let local = tokio::task::LocalSet::new();
+    local.run_until(run_storms(seeds, records)).await
+}
+
+async fn run_storms(seeds: std::ops::Range<u64>, records: usize) -> anyhow::Result<Vec<StormRun>> {
     let mut runs = tokio::task::JoinSet::new();
     for seed in seeds {
-        runs.spawn(storm(seed, records));
+        runs.spawn_local(storm(seed, records));
     }
     let mut done = Vec::new();
     while let Some(run) = runs.join_next().await {

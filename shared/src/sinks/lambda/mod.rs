@@ -313,9 +313,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                 > max * 1000
     }
 
-    /// `payload` builds the invocation's payload, once per attempt (a
-    /// `dyn`: a generic closure here would keep the mapping's futures from
-    /// being provably `Send` for callers that spawn them).
+    /// `payload` builds the invocation's payload, once per attempt.
     async fn invoke(
         &self,
         payload: &(dyn Fn() -> Vec<u8> + Sync),
