@@ -15,6 +15,7 @@ mod run_ids;
 mod scrape;
 mod sql;
 mod stepfunctions;
+mod tumbling;
 
 /// The run's shared local stack.
 fn stack() -> &'static rewind_tests::Stack {

@@ -63,6 +63,10 @@ pub struct MappingArgs {
     /// ParallelizationFactor: batches at once per shard, 1 to 10.
     #[arg(long, default_value_t = 1)]
     parallelization_factor: usize,
+    /// TumblingWindowInSeconds: 0 (no window) or 1 to 900; each invocation
+    /// then carries the window and the state the function last returned.
+    #[arg(long, default_value_t = 0)]
+    tumbling_window_in_seconds: u32,
     /// On-failure destination for discarded batches: `s3://BUCKET[/PREFIX]`
     /// or an SQS queue URL. Without one, discarded batches are logged and
     /// listed in the report (shard and sequence range).
@@ -135,6 +139,7 @@ impl MappingArgs {
                 maximum_record_age_in_seconds: self.maximum_record_age,
                 parallelization_factor: self.parallelization_factor,
                 filter_criteria: None,
+                tumbling_window_in_seconds: self.tumbling_window_in_seconds,
             },
             batching_window: Duration::from_secs(self.batching_window),
             idle_exit,

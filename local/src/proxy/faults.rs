@@ -3,7 +3,10 @@
 //! answer a throttle, a 500, or drop the connection, or leave part of a
 //! DynamoDB batch write unprocessed, for a number of calls or at a rate
 //! (from a seed, when one is given). Each rule counts the faults it
-//! injected, so a test can report what it survived.
+//! injected, so a test can report what it survived; an observing rule
+//! injects nothing and counts the calls it matches, so a test can tell how
+//! often a system under test made one (the steps of a state machine whose
+//! child executions keep no history here).
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -34,6 +37,9 @@ pub enum FaultKind {
     /// DynamoDB does.
     /// <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchWriteItem.html>
     Unprocessed,
+    /// Nothing: the call goes on untouched, counted in `injected`. Never
+    /// used up, never in the way of another rule.
+    Observe,
 }
 
 /// How often a rule fires.
@@ -103,6 +109,11 @@ impl Fault {
         }
     }
 
+    /// A rule counting the calls of `operation` (restricted as any rule).
+    pub fn observe(service: &str, operation: &str) -> Self {
+        Fault::count(service, operation, FaultKind::Observe, 0)
+    }
+
     /// Restricts the rule to requests mentioning `needle`.
     pub fn matching(mut self, needle: &str) -> Self {
         self.matching = Some(needle.to_owned());
@@ -125,6 +136,15 @@ impl Fault {
         self.service == service
             && (self.operation == "*" || self.operation == operation)
             && (self.kind != FaultKind::Unprocessed || operation == "BatchWriteItem")
+    }
+
+    fn matches(&self, service: &str, operation: &str, path: &str, body: &[u8]) -> bool {
+        self.applies_to(service, operation)
+            && self
+                .matching
+                .iter()
+                .chain(&self.and_matching)
+                .all(|needle| path.contains(needle.as_str()) || contains(body, needle.as_bytes()))
     }
 }
 
@@ -173,15 +193,14 @@ impl Faults {
         path: &str,
         body: &[u8],
     ) -> Option<FaultKind> {
+        for Rule { fault, .. } in &mut self.rules {
+            if fault.kind == FaultKind::Observe && fault.matches(service, operation, path, body) {
+                fault.injected += 1;
+            }
+        }
         let index = self.rules.iter_mut().position(|Rule { fault, rng }| {
-            fault.applies_to(service, operation)
-                && fault
-                    .matching
-                    .iter()
-                    .chain(&fault.and_matching)
-                    .all(|needle| {
-                        path.contains(needle.as_str()) || contains(body, needle.as_bytes())
-                    })
+            fault.kind != FaultKind::Observe
+                && fault.matches(service, operation, path, body)
                 && match fault.frequency {
                     Frequency::Count(n) => n > 0,
                     Frequency::Rate(rate) => rng.f64() < rate,
@@ -415,5 +434,23 @@ mod tests {
         );
         assert_eq!(faults.take("lambda", "Invoke", "/", b""), None);
         assert_eq!(faults.rules().len(), 2, "rate rules stay");
+    }
+
+    #[test]
+    fn observing_rules_count_matching_calls_and_inject_nothing() {
+        let mut faults = Faults::default();
+        faults.add(Fault::observe("lambda", "Invoke").matching("\"step\""));
+        faults.add(Fault::count("lambda", "Invoke", FaultKind::Throttle, 1));
+        let step = br#"{"action": "step"}"#;
+        // The rule after it still fires, and the call is counted.
+        assert_eq!(
+            faults.take("lambda", "Invoke", "/", step),
+            Some(FaultKind::Throttle)
+        );
+        assert_eq!(faults.take("lambda", "Invoke", "/", step), None);
+        assert_eq!(faults.take("lambda", "Invoke", "/", b"{}"), None);
+        let rules = faults.rules();
+        assert_eq!(rules.len(), 1, "observing rules are never used up");
+        assert_eq!((rules[0].kind, rules[0].injected), (FaultKind::Observe, 2));
     }
 }

@@ -727,5 +727,6 @@ fn fault_response(kind: FaultKind, call: &Call) -> Result<Response<Body>, Droppe
             "InternalFailure",
             "injected fault",
         ),
+        (FaultKind::Observe, _) => unreachable!("observing rules inject nothing"),
     })
 }

@@ -24,7 +24,9 @@ pub fn parse_action<E: DeserializeOwned, R: DeserializeOwned>(
         return Err(error);
     };
     // An action that isn't one is the event's error, whatever its request.
-    let action = serde_json::json!({ "action": event["action"].take() });
+    // `get_mut`: indexing a JSON value that is not an object panics.
+    let action = event.get_mut("action").map(serde_json::Value::take);
+    let action = serde_json::json!({ "action": action.unwrap_or_default() });
     if parse_json::<E>(action.to_string().as_bytes())
         .is_err_and(|e| e.message.contains("unknown variant"))
     {

@@ -9,4 +9,5 @@ pub mod kpl;
 pub mod manifest;
 pub mod record;
 pub mod seqno;
+pub mod tumbling;
 pub mod window;

@@ -32,6 +32,20 @@ pub struct FunctionTarget<I, D> {
     pub gaps: Mutex<EngineGaps>,
 }
 
+impl<I, D> FunctionTarget<I, D> {
+    /// Its records' delivery, as the mapping would make it.
+    pub fn delivery(&self) -> Delivery<'_, I, D> {
+        Delivery {
+            invoker: &self.invoker,
+            destination: &self.destination,
+            source: &self.source,
+            options: &self.options,
+            now: self.now,
+            base_backoff: self.base_backoff,
+        }
+    }
+}
+
 impl<I: Invoker, D: FailureDestination> Target for FunctionTarget<I, D> {
     /// A batch per lane.
     fn piece(&self) -> usize {
@@ -54,15 +68,8 @@ impl<I: Invoker, D: FailureDestination> Target for FunctionTarget<I, D> {
         stop_at: Instant,
     ) -> BoxFuture<'a, Result<Settled, TargetError>> {
         Box::pin(async move {
-            let delivery = Delivery {
-                invoker: &self.invoker,
-                destination: &self.destination,
-                source: &self.source,
-                options: &self.options,
-                now: self.now,
-                base_backoff: self.base_backoff,
-            };
-            let (report, unsettled) = delivery
+            let (report, unsettled) = self
+                .delivery()
                 .deliver_timed(piece, Some(stop_at), &self.gaps)
                 .await?;
             Ok(Settled { report, unsettled })

@@ -12,6 +12,7 @@ pub mod lambda;
 pub mod s3_archive;
 pub mod s3_chunks;
 pub mod stream_target;
+pub mod window_target;
 
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
@@ -28,6 +29,14 @@ pub struct Settled {
     pub unsettled: Option<Position>,
 }
 
+/// What became of a shard's end (a tumbling window's final invoke).
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub report: lambda::DeliveryReport,
+    /// `false` when the stop time came first: the next step finishes it.
+    pub done: bool,
+}
+
 /// Why a piece could not be settled.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -35,6 +44,8 @@ pub enum TargetError {
     Delivery(#[from] lambda::DeliveryError),
     #[error(transparent)]
     Reinject(#[from] kinesis::ReinjectError),
+    #[error(transparent)]
+    Window(#[from] window_target::WindowStateError),
 }
 
 /// Where a replay's records go.
@@ -57,4 +68,16 @@ pub trait Target: Send + Sync {
         piece: &'a [Record],
         stop_at: Instant,
     ) -> BoxFuture<'a, Result<Settled, TargetError>>;
+
+    /// Settles what the shard's end owes once its records are all settled
+    /// (nothing, but for a tumbling window's final invoke), starting
+    /// nothing after `stop_at`.
+    fn finish(&self, _stop_at: Instant) -> BoxFuture<'_, Result<Finished, TargetError>> {
+        Box::pin(async {
+            Ok(Finished {
+                report: lambda::DeliveryReport::default(),
+                done: true,
+            })
+        })
+    }
 }

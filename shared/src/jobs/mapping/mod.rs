@@ -51,6 +51,7 @@ use tracing::{debug, info, warn};
 
 use crate::model::event::EventSource;
 use crate::model::record::{ArrivalTime, Record};
+use crate::model::tumbling::{OpenWindow, TumblingWindow};
 use crate::model::window::{ChildShard, StartPosition};
 use crate::pipeline::lineage::PlannedShard;
 use crate::request::RequestError;
@@ -297,12 +298,15 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         );
         let mut batch: Vec<Record> = Vec::new();
         let mut window_ends: Option<Instant> = None;
+        // The shard's tumbling window (`TumblingWindowInSeconds`), in memory
+        // as its checkpoint is.
+        let mut tumbling: Option<OpenWindow> = None;
         // Reads failed in a row, for the backoff.
         let mut read_failures = 0u32;
         loop {
             let window_over = window_ends.is_some_and(|end| Instant::now() >= end);
             if !batch.is_empty() && (batch.len() >= capacity || window_over) {
-                self.settle(&shard_id, std::mem::take(&mut batch), shared)
+                self.settle(&shard_id, std::mem::take(&mut batch), &mut tumbling, shared)
                     .await?;
                 window_ends = None;
                 continue;
@@ -372,10 +376,24 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
             batch.extend(page.records);
             if page.next_iterator.is_none() {
                 if !batch.is_empty() {
-                    self.settle(&shard_id, std::mem::take(&mut batch), shared)
+                    self.settle(&shard_id, std::mem::take(&mut batch), &mut tumbling, shared)
                         .await?;
                 }
+                // "When the shard ends, Lambda considers the window closed,
+                // and the child shards start their own window in a fresh
+                // state."
+                self.close_window(&shard_id, &mut tumbling, shared).await?;
                 return Ok((shard_id, page.child_shards));
+            }
+            // A window whose end has passed closes with its final invoke,
+            // even if no later record comes to close it.
+            if batch.is_empty()
+                && let Some(seconds) = self.config.options.tumbling_window()
+                && tumbling
+                    .as_ref()
+                    .is_some_and(|w| TumblingWindow::of(w.start, seconds).end <= (self.now)())
+            {
+                self.close_window(&shard_id, &mut tumbling, shared).await?;
             }
             // Behind the tip, an empty page is a gap in the shard's data:
             // poll again at once (paced). At the tip, wait as Lambda does,
@@ -399,6 +417,7 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         &self,
         shard_id: &str,
         batch: Vec<Record>,
+        tumbling: &mut Option<OpenWindow>,
         shared: &Mutex<Shared>,
     ) -> Result<(), ShardError> {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
@@ -406,22 +425,19 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         };
         let (first, last) = (first.sequence_number.clone(), last.sequence_number.clone());
         let records = batch.len() as u64;
-        let delivery = Delivery {
-            invoker: self.invoker,
-            destination: self.destination,
-            source: self.event_source,
-            options: &self.config.options,
-            now: self.now,
-            base_backoff: self.config.invoke_backoff,
-        };
         debug!(shard = %shard_id, records, %first, %last, "delivering batch");
-        let delivered = delivery
-            .deliver(batch)
-            .await
-            .map_err(|source| ShardError::Delivery {
-                shard_id: shard_id.to_owned(),
-                source,
-            })?;
+        let delivery = self.delivery();
+        let delivered = match self.config.options.tumbling_window() {
+            Some(_) => delivery
+                .deliver_windowed(&batch, tumbling, None, &Mutex::default())
+                .await
+                .map(|(report, _)| report),
+            None => delivery.deliver(batch).await,
+        }
+        .map_err(|source| ShardError::Delivery {
+            shard_id: shard_id.to_owned(),
+            source,
+        })?;
         let mut shared = shared.lock().expect("not poisoned");
         let r = shared
             .reports
@@ -457,6 +473,45 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
             checkpoint = %last,
             "batch settled"
         );
+        Ok(())
+    }
+}
+
+impl<S, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S, I, D> {
+    fn delivery(&self) -> Delivery<'_, I, D> {
+        Delivery {
+            invoker: self.invoker,
+            destination: self.destination,
+            source: self.event_source,
+            options: &self.config.options,
+            now: self.now,
+            base_backoff: self.config.invoke_backoff,
+        }
+    }
+
+    /// The shard's tumbling window, ended with its final invoke (retried
+    /// until the function takes it, as Lambda holds the shard until then).
+    async fn close_window(
+        &self,
+        shard_id: &str,
+        tumbling: &mut Option<OpenWindow>,
+        shared: &Mutex<Shared>,
+    ) -> Result<(), ShardError> {
+        if tumbling.is_none() {
+            return Ok(());
+        }
+        let mut report = crate::sinks::lambda::DeliveryReport::default();
+        self.delivery()
+            .close_window(tumbling, None, &Mutex::default(), &mut report)
+            .await
+            .map_err(|source| ShardError::Delivery {
+                shard_id: shard_id.to_owned(),
+                source,
+            })?;
+        let mut shared = shared.lock().expect("not poisoned");
+        if let Some(r) = shared.reports.get_mut(shard_id) {
+            r.counters += report.counters;
+        }
         Ok(())
     }
 }

@@ -971,3 +971,66 @@ async fn the_idle_time_counts_from_the_last_settled_batch() {
     assert_eq!(rig.invocation_sizes(), [4, 2]);
     rig.assert_every_record_once();
 }
+
+/// `TumblingWindowInSeconds` behind the local mapping, as the guide's "Time
+/// windows" section describes it
+/// (https://docs.aws.amazon.com/lambda/latest/dg/services-kinesis-windows.html):
+/// the state carried from batch to batch of a window, each window's final
+/// invoke, and the last one when the shard ends ("When the shard ends,
+/// Lambda considers the window closed").
+#[tokio::test]
+async fn tumbling_windows_carry_state_and_close_when_the_shard_ends() {
+    use crate::sinks::lambda::window::tests::{Summer, T0, totals};
+    let stream = MemoryStream::new(3).shard(1, 10, &[]).close(1);
+    for (i, r) in stream
+        .shards
+        .lock()
+        .unwrap()
+        .get_mut(&shard_name(1))
+        .unwrap()
+        .records
+        .iter_mut()
+        .enumerate()
+    {
+        // Windows of 60 s: records 0-2, 3-5, 6-8 and 9.
+        r.approximate_arrival_timestamp = ArrivalTime::from_epoch_millis(T0 + i as i64 * 20_000);
+        r.data = (i + 1).to_string().into_bytes();
+    }
+    let records = stream.shards.lock().unwrap()[&shard_name(1)]
+        .records
+        .clone();
+    let summer = Summer::default();
+    let dlq = Dlq::default();
+    let config = MappingConfig {
+        options: MappingOptions {
+            batch_size: 2,
+            tumbling_window_in_seconds: 60,
+            ..MappingOptions::default()
+        },
+        ..config(2, 0)
+    };
+    let shards = planned(&[(1, &[])]);
+    let report = run_mapping(
+        &stream,
+        &summer,
+        &dlq,
+        &config,
+        shards,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.stopped, Stopped::AllShardsEnded);
+    let finals: BTreeMap<String, i64> = summer
+        .finals()
+        .into_iter()
+        .map(|(w, s, _)| (w, s))
+        .collect();
+    assert_eq!(finals, totals(&records));
+    assert_eq!(finals.len(), 4);
+    // The gathered batches of 2 are cut again where a window ends (a
+    // window's records never share an invocation with another's): [0, 1],
+    // [2], [3], [4, 5], [6, 7], [8], [9], and 4 final invokes.
+    assert_eq!(report.shards[0].counters.invocations, 11);
+    assert_eq!(report.shards[0].counters.delivered, 10);
+}

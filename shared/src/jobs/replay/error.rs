@@ -37,6 +37,10 @@ pub enum ReplayError {
     /// Writing the run's progress failed (the error names the object).
     #[error(transparent)]
     Progress(StoreError),
+    /// Reading or writing a tumbling window's state beside the checkpoint
+    /// failed (the error names the object).
+    #[error(transparent)]
+    WindowState(#[from] crate::sinks::window_target::WindowStateError),
     #[error("shard {shard_id} has no final progress at {key}: its replay did not finish")]
     Unfinished { shard_id: String, key: String },
     /// The plan's stored shards could not be read back.
@@ -55,6 +59,7 @@ impl From<TargetError> for ReplayError {
         match error {
             TargetError::Delivery(error) => Self::Delivery(error),
             TargetError::Reinject(error) => Self::Reinject(error),
+            TargetError::Window(error) => Self::WindowState(error),
         }
     }
 }
@@ -82,7 +87,7 @@ impl ErrorType for ReplayError {
                 },
             )) => "InvokeRejected",
             Self::Delivery(DeliveryError::Invoke(_)) => "InvokeFailed",
-            Self::Progress(_) | Self::Plan(_) => "OutputWriteFailed",
+            Self::Progress(_) | Self::Plan(_) | Self::WindowState(_) => "OutputWriteFailed",
             Self::Delivery(DeliveryError::Destination { .. }) => "DlqWriteFailed",
             Self::Reinject(_) => "ReinjectFailed",
             Self::Store(_) | Self::Source(_) => "SourceReadFailed",

@@ -80,6 +80,7 @@ use crate::sinks::function_target::FunctionTarget;
 use crate::sinks::kinesis::{KinesisSink, RecordSink, ReinjectOptions};
 use crate::sinks::lambda::invoker::{Invoker, LambdaInvoker};
 use crate::sinks::stream_target::StreamTarget;
+use crate::sinks::window_target::WindowTarget;
 use crate::sources::dynamodb::{DynamoReader, DynamoSource};
 use crate::sources::files::FilesSource;
 use crate::sources::manifest::ManifestSource;
@@ -317,6 +318,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
         &'a self,
         request: &ReplayRequest,
         run_id: &str,
+        shard_id: &str,
         stream_arn: String,
     ) -> Result<Box<dyn Target + 'a>, ReplayError> {
         let filters = request.options.filters()?;
@@ -357,7 +359,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
                     // validate() requires a DLQ for a function target.
                     None => return Err(invalid("dlq", "is missing").into()),
                 };
-                Box::new(FunctionTarget {
+                let function = FunctionTarget {
                     invoker,
                     destination,
                     source,
@@ -365,7 +367,17 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
                     now,
                     base_backoff: self.base_backoff,
                     gaps: Default::default(),
-                })
+                };
+                let folder = request.progress_folder(run_id);
+                match request.options.tumbling_window() {
+                    // The window's state lives beside the shard's checkpoint.
+                    Some(_) => Box::new(WindowTarget::new(
+                        function,
+                        self.buckets.bucket(&request.output().0),
+                        format!("{folder}/{shard_id}/_window.json"),
+                    )),
+                    None => Box::new(function),
+                }
             }
             ReplayTarget::Stream {
                 stream,
@@ -454,6 +466,10 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
             return Ok(progress);
         }
         let started = Instant::now();
+        let deadline = match request.max_step_seconds {
+            Some(seconds) => deadline.min(started + Duration::from_secs(seconds.into())),
+            None => deadline,
+        };
         let stop_at = step::stop_time(deadline, STEP_MARGIN);
         // Where the last attempt of this step got to: a step that failed or
         // was killed after settling pieces left them in its checkpoint, and
@@ -480,8 +496,9 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
         }
         progress.started_at.get_or_insert_with(now);
         let source = self.open(request, Some(&progress.shard_id)).await?;
+        let stream_arn = self.stream_arn(source.as_ref());
         let target = self
-            .target(request, run_id, self.stream_arn(source.as_ref()))
+            .target(request, run_id, &progress.shard_id, stream_arn)
             .await?;
         let speedup = match &request.target {
             ReplayTarget::Stream { speedup, .. } if !request.dry_run => *speedup,

@@ -198,6 +198,10 @@ pub struct ReplayRequest {
     /// puts user records.
     #[serde(default)]
     pub deliver: Deliver,
+    /// Each step returns within this many seconds (1 to 900), as if the
+    /// function's timeout were this short: more, shorter steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_step_seconds: Option<u32>,
 }
 
 pub(super) fn invalid(field: &str, message: impl Into<String>) -> RequestError {
@@ -322,6 +326,14 @@ impl ReplayRequest {
                     "{n} is out of range; accepted values: 1 to {}",
                     crate::jobs::scrape::MAX_CONCURRENCY
                 ),
+            ));
+        }
+        if let Some(n) = self.max_step_seconds
+            && !(1..=900).contains(&n)
+        {
+            return Err(invalid(
+                "maxStepSeconds",
+                format!("{n} is out of range; accepted values: 1 to 900"),
             ));
         }
         check_run_id(self.run_id.as_deref())

@@ -47,7 +47,9 @@ pub(super) struct ShardRun<'a, W> {
 }
 
 impl<W: ObjectStore> ShardRun<'_, W> {
-    /// Every page of the shard; `false` when the step must stop first.
+    /// Every page of the shard, then what its end owes the target (a
+    /// tumbling window's final invoke); `false` when the step must stop
+    /// first.
     pub(super) async fn all(
         &mut self,
         pages: &mut dyn Pages,
@@ -58,7 +60,9 @@ impl<W: ObjectStore> ShardRun<'_, W> {
                 return Ok(false);
             }
         }
-        Ok(true)
+        let finished = self.target.finish(self.pace.stop_at).await?;
+        progress.counters += finished.report.counters;
+        Ok(finished.done)
     }
 
     /// Takes the records after `progress.last`; `false` when the step must

@@ -1022,8 +1022,8 @@ async fn a_stream_replay_that_must_wait_past_its_deadline_ends_the_step_in_place
     assert_eq!(replayer.streams.fake.stored.lock().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn a_step_out_of_time_in_endless_retries_keeps_the_settled_records_and_stops() {
+/// Shard 0 of a scrape of 12 records in one chunk, record 6 poison.
+async fn poisoned_at_six() -> (TestReplayer, Vec<Record>) {
     let replayer = replayer();
     let a = records("shardId-000000000000", 12, &[6]);
     write_scrape(
@@ -1032,6 +1032,12 @@ async fn a_step_out_of_time_in_endless_retries_keeps_the_settled_records_and_sto
         12,
     )
     .await;
+    (replayer, a)
+}
+
+#[tokio::test]
+async fn a_step_out_of_time_in_endless_retries_keeps_the_settled_records_and_stops() {
+    let (replayer, a) = poisoned_at_six().await;
     // MaximumRetryAttempts -1: the poison batch is retried until the step's
     // time runs out; the step then ends before its deadline, having settled
     // the batch before it.
@@ -1339,4 +1345,58 @@ fn a_dynamodb_replay_to_a_function_must_opt_in_to_user_records() {
         "output": {"bucket": "b"}
     });
     ReplayRequest::parse(&serde_json::to_vec(&to_stream).unwrap()).unwrap();
+}
+/// `TumblingWindowInSeconds` is the mapping's option (0 to 900) and a
+/// FUNCTION target's; a STREAM target refuses it like the other delivery
+/// options.
+#[test]
+fn a_request_may_name_a_tumbling_window() {
+    let mut request = serde_json::json!({
+        "source": {"type": "MANIFEST", "bucket": "b", "key": "scrapes/r/manifest.json"},
+        "target": {"type": "FUNCTION", "functionName": "target"},
+        "options": {"TumblingWindowInSeconds": 120},
+        "dlq": {"type": "S3", "bucket": "b"}
+    });
+    let parsed = ReplayRequest::parse(&serde_json::to_vec(&request).unwrap()).unwrap();
+    assert_eq!(parsed.options.tumbling_window(), Some(120));
+    request["options"]["TumblingWindowInSeconds"] = 901.into();
+    let e = ReplayRequest::parse(&serde_json::to_vec(&request).unwrap()).unwrap_err();
+    assert_eq!(e.field, "options.TumblingWindowInSeconds");
+    assert!(e.message.contains("0 (no window) or 1 to 900"), "{e}");
+    let stream = serde_json::json!({
+        "source": {"type": "MANIFEST", "bucket": "b", "key": "scrapes/r/manifest.json"},
+        "target": {"type": "STREAM", "stream": "orders-replay"},
+        "options": {"TumblingWindowInSeconds": 120},
+        "output": {"bucket": "b"}
+    });
+    let e = ReplayRequest::parse(&serde_json::to_vec(&stream).unwrap()).unwrap_err();
+    assert_eq!(e.field, "options");
+}
+
+/// `maxStepSeconds` bounds a step as a short function timeout would, however
+/// far the invocation's deadline: the step stops in time, its settled
+/// records kept, and the field is refused out of its range.
+#[tokio::test]
+async fn max_step_seconds_ends_a_step_before_the_deadline() {
+    let (replayer, a) = poisoned_at_six().await;
+    // The poison batch is retried endlessly: only the step's bound ends it.
+    let mut request = serde_json::json!({
+        "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},
+        "target": {"type": "FUNCTION", "functionName": "target"},
+        "options": {"BatchSize": 4},
+        "dlq": {"type": "S3", "bucket": "bucket"},
+        "maxStepSeconds": 1
+    });
+    let parsed = ReplayRequest::parse(&serde_json::to_vec(&request).unwrap()).unwrap();
+    let started = Instant::now();
+    let progress = first_step(&replayer, &parsed, far()).await;
+    assert!(!progress.done);
+    assert!(started.elapsed() <= std::time::Duration::from_secs(1));
+    assert_eq!(progress.last, Some(Position::of(&a[3])));
+    for refused in [0, 901] {
+        request["maxStepSeconds"] = refused.into();
+        let e = ReplayRequest::parse(&serde_json::to_vec(&request).unwrap()).unwrap_err();
+        assert_eq!(e.field, "maxStepSeconds");
+        assert!(e.message.contains("accepted values: 1 to 900"), "{e}");
+    }
 }

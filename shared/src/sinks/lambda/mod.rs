@@ -12,6 +12,7 @@
 pub mod gaps;
 pub mod invoker;
 pub mod options;
+pub mod window;
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -206,7 +207,14 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
             // an answer doesn't need the CPU. Cutting judges nothing, so a
             // stop leaves the cut batch unsettled after this one.
             let (stopped, following) = futures_util::future::join(
-                self.deliver_batch(batch, 0, clock, stop_at, &mut report),
+                self.deliver_batch(
+                    batch,
+                    0,
+                    clock,
+                    stop_at,
+                    &mut report,
+                    &mut window::Stateless,
+                ),
                 async {
                     // Once more after the invoke's first poll, so it is on
                     // its way before the CPU goes to the next batch.
@@ -226,7 +234,9 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
     /// One batch until it succeeds or goes to the destination. Bisecting
     /// handles each half the same way, with the retries already used. At
     /// `stop_at` it returns the first record it has not settled: the rest
-    /// of the batch, and the halves still pending, come after it.
+    /// of the batch, and the halves still pending, come after it. `hook`
+    /// builds each payload and has the last word on each response (a
+    /// tumbling window's state).
     async fn deliver_batch(
         &self,
         batch: Batch<'_>,
@@ -234,6 +244,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         clock: Clock<'_>,
         stop_at: Option<tokio::time::Instant>,
         report: &mut DeliveryReport,
+        hook: &mut impl window::BatchHook,
     ) -> Result<Option<Unsettled>, DeliveryError> {
         let mut pending = vec![(batch, retries)];
         while let Some((mut batch, mut retries)) = pending.pop() {
@@ -274,16 +285,21 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                     pending.push((batch.slice(cut..batch.len()), retries));
                     batch = batch.slice(0..cut);
                 }
-                let Some(invocation) = self.invoke(&batch, clock, stop_at, report).await? else {
+                let payload = || hook.payload(&batch, self.source);
+                let invocation = self
+                    .invoke(&payload, batch.records(), clock, stop_at, report)
+                    .await?;
+                let Some(invocation) = invocation else {
                     // Throttled until the stop time or the record age
                     // limit: the two checks above settle it.
                     continue;
                 };
-                match judge_response(
+                let verdict = judge_response(
                     &invocation,
                     batch.records(),
                     self.options.reports_item_failures(),
-                ) {
+                );
+                match hook.judge(verdict, &invocation) {
                     Verdict::Success => {
                         report.counters.delivered += batch.len() as u64;
                         break;
@@ -326,21 +342,23 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                 > max * 1000
     }
 
-    /// `None`: throttled or failed calls lasted until the stop time or the
-    /// record age limit, which the caller's checks then settle.
+    /// `payload` builds the invocation's payload. `None`: throttled or
+    /// failed calls lasted until the stop time or the record age limit,
+    /// which the caller's checks then settle.
     async fn invoke(
         &self,
-        batch: &Batch<'_>,
+        payload: &(dyn Fn() -> Vec<u8> + Sync),
+        records: &[&Record],
         clock: Clock<'_>,
         stop_at: Option<tokio::time::Instant>,
         report: &mut DeliveryReport,
     ) -> Result<Option<Invocation>, DeliveryError> {
         // Assembled from the bytes the batch was written as: no writing of
         // records.
-        let payload = batch.payload();
+        let payload = payload();
         let give_up = || {
             stop_at.is_some_and(|at| tokio::time::Instant::now() >= at)
-                || batch.records().iter().any(|r| self.expired(r))
+                || records.iter().any(|r| self.expired(r))
         };
         // A backoff is the service's time, not the engine's: after a failed
         // call the next gap is not measured.

@@ -1,7 +1,8 @@
 //! The mapping's options (`BatchSize`, `MaximumRetryAttempts`,
 //! `BisectBatchOnFunctionError`, `FunctionResponseTypes`,
-//! `MaximumRecordAgeInSeconds`, `ParallelizationFactor`, `FilterCriteria`),
-//! their accepted ranges and the compiled filters.
+//! `MaximumRecordAgeInSeconds`, `ParallelizationFactor`, `FilterCriteria`,
+//! `TumblingWindowInSeconds`), their accepted ranges and the compiled
+//! filters.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,13 @@ pub struct MappingOptions {
     /// Records no filter matches are dropped (and count as processed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter_criteria: Option<FilterCriteria>,
+    /// 0 (no window) to 900; default 0. See [`crate::model::tumbling`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tumbling_window_in_seconds: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 fn default_batch_size() -> usize {
@@ -57,6 +65,7 @@ impl Default for MappingOptions {
             maximum_record_age_in_seconds: -1,
             parallelization_factor: 1,
             filter_criteria: None,
+            tumbling_window_in_seconds: 0,
         }
     }
 }
@@ -107,6 +116,7 @@ impl MappingOptions {
                 format!("{}; accepted values: 1 to 10", self.parallelization_factor),
             ));
         }
+        self.check_tumbling_window()?;
         self.filters()?;
         Ok(())
     }
@@ -116,6 +126,11 @@ impl MappingOptions {
         Filters::compile(&self.filter_criteria.clone().unwrap_or_default())
     }
 
+    /// `TumblingWindowInSeconds`, when set (1 to 900).
+    pub fn tumbling_window(&self) -> Option<u32> {
+        (self.tumbling_window_in_seconds > 0).then_some(self.tumbling_window_in_seconds)
+    }
+
     pub(super) fn reports_item_failures(&self) -> bool {
         self.function_response_types
             .contains(&FunctionResponseType::ReportBatchItemFailures)
@@ -123,5 +138,32 @@ impl MappingOptions {
 
     pub(super) fn retries_exhausted(&self, retries: i64) -> bool {
         self.maximum_retry_attempts >= 0 && retries > self.maximum_retry_attempts
+    }
+}
+
+impl MappingOptions {
+    /// A window's state is kept per shard (the guide's "1 MB per shard"), so
+    /// batches of one shard must reach the function one after another:
+    /// concurrent lanes of a shard would each start from the same state and
+    /// one would overwrite the other's. The guide does not say how the two
+    /// settings combine; replay refuses what it can't do faithfully.
+    fn check_tumbling_window(&self) -> Result<(), RequestError> {
+        let seconds = self.tumbling_window_in_seconds;
+        let bad = |message: String| RequestError {
+            field: "TumblingWindowInSeconds".to_owned(),
+            message,
+        };
+        if seconds > crate::model::tumbling::MAX_WINDOW_SECONDS {
+            return Err(bad(format!(
+                "{seconds}; accepted values: 0 (no window) or 1 to 900"
+            )));
+        }
+        if seconds > 0 && self.parallelization_factor > 1 {
+            return Err(bad(format!(
+                "{seconds} with ParallelizationFactor {}: a window's state is kept per shard, so it applies with ParallelizationFactor 1 only",
+                self.parallelization_factor
+            )));
+        }
+        Ok(())
     }
 }
