@@ -45,6 +45,7 @@
 //! delivered again: at least once, never skipped.
 
 mod error;
+mod locations;
 mod protocol;
 mod request;
 mod shard_run;
@@ -56,11 +57,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use error::ReplayError;
+pub use locations::{DlqLocation, ReplaySource, ReplayTarget, RunOutput};
 pub use protocol::{
     PaceOrigin, ReplayEvent, ReplayOutput, ReplayPlan, ReplayPlanOutput, ShardReplay,
 };
+pub use request::ReplayRequest;
 use request::invalid;
-pub use request::{DlqLocation, ReplayRequest, ReplaySource, ReplayTarget, RunOutput};
 pub use summary::{
     MAX_LISTED_LOCATIONS, ReplaySummary, ReplayTotals, SUMMARY_PAGE, ShardSummary, SummaryOutput,
 };

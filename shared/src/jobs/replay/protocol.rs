@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::request::ReplayRequest;
 pub use crate::pipeline::pace::PaceOrigin;
 
-use super::request::ReplaySource;
+use super::locations::ReplaySource;
 use super::summary::SummaryOutput;
 use crate::jobs::items::ItemsLocation;
 use crate::model::counters::Counters;

@@ -2,8 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::locations::{DlqLocation, ReplayTarget};
 use super::protocol::ShardReplay;
-use super::request::{DlqLocation, ReplayRequest, ReplayTarget};
+use super::request::ReplayRequest;
 use super::{Buckets, Queues, ReplayError, Replayer, Streams, Targets, Topics};
 use crate::jobs::items::{Items, ItemsLocation};
 use crate::model::counters::Counters;
