@@ -11,7 +11,9 @@
 //!
 //! Records are gathered per shard until `BatchSize` × `ParallelizationFactor`
 //! of them are in hand or `MaximumBatchingWindowInSeconds` has passed since
-//! the first, then handed to [`crate::sinks::lambda::Delivery`], which owns every
+//! the first; with `FilterCriteria`, only matching records count (those the
+//! filters drop are read, counted and checkpointed, never held: see
+//! [`gather`]). The batch is then handed to [`crate::sinks::lambda::Delivery`], which owns every
 //! semantic of the invocation (6 MB payloads, lanes per partition key,
 //! retries, bisect, partial batch responses, record age, filters, the
 //! on-failure destination). The next batch is read only once the previous
@@ -32,6 +34,7 @@
 //! from the checkpoints would deliver them again (at least once, as Lambda).
 
 pub mod config;
+mod gather;
 pub mod report;
 pub mod stream;
 
@@ -50,7 +53,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::model::event::EventSource;
-use crate::model::record::{ArrivalTime, Record};
+use crate::model::record::ArrivalTime;
+use crate::model::seqno::SequenceNumber;
 use crate::model::tumbling::{OpenWindow, TumblingWindow};
 use crate::model::window::{ChildShard, StartPosition};
 use crate::pipeline::lineage::PlannedShard;
@@ -61,6 +65,7 @@ use crate::sinks::lambda::{Delivery, DeliveryError};
 use crate::sources::kinesis::{MAX_LIMIT, ReadError, ShardPoller, ShardSource, SourceError};
 
 use config::MappingConfig;
+use gather::{Gathered, Gathering};
 use report::{MAX_FAILURE_LOCATIONS, MappingReport, ShardReport, ShardStatus, Stopped};
 
 /// Why the mapping could not go on.
@@ -290,29 +295,57 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         shared: &Mutex<Shared>,
     ) -> Result<(String, Vec<ChildShard>), ShardError> {
         let capacity = self.config.capacity();
+        let filters = self.config.options.filters().map_err(ShardError::Invalid)?;
         let mut poller = ShardPoller::new(
             self.source,
             shard_id.clone(),
             start,
             self.config.read.clone(),
         );
-        let mut batch: Vec<Record> = Vec::new();
-        let mut window_ends: Option<Instant> = None;
+        let mut gathering = Gathering::default();
+        // The children the shard ended with, once its last page is read.
+        let mut ended: Option<Vec<ChildShard>> = None;
         // The shard's tumbling window (`TumblingWindowInSeconds`), in memory
         // as its checkpoint is.
         let mut tumbling: Option<OpenWindow> = None;
         // Reads failed in a row, for the backoff.
         let mut read_failures = 0u32;
         loop {
-            let window_over = window_ends.is_some_and(|end| Instant::now() >= end);
-            if !batch.is_empty() && (batch.len() >= capacity || window_over) {
-                self.settle(&shard_id, std::mem::take(&mut batch), &mut tumbling, shared)
-                    .await?;
-                window_ends = None;
+            gathering.examine(&filters, capacity, self.config.batching_window);
+            if let Some((passed, last)) = gathering.take_passed() {
+                pass(shared, &shard_id, passed, last);
+            }
+            let window_over = gathering
+                .window_ends
+                .is_some_and(|end| Instant::now() >= end);
+            let drained = ended.is_some() && gathering.examined();
+            if gathering.matching() > 0
+                && (gathering.matching() >= capacity || window_over || drained)
+            {
+                if let Some(gathered) = gathering.take() {
+                    self.settle(&shard_id, gathered, &mut tumbling, shared)
+                        .await?;
+                }
                 continue;
             }
-            let room = (capacity - batch.len()).min(MAX_LIMIT as usize);
-            let page = poller.next_page(room as i32).await;
+            if drained && let Some(children) = ended.take() {
+                // "When the shard ends, Lambda considers the window closed,
+                // and the child shards start their own window in a fresh
+                // state."
+                self.close_window(&shard_id, &mut tumbling, shared).await?;
+                return Ok((shard_id, children));
+            }
+            // Without filters a poll reads no more than fits in the batch.
+            // With them, the records they drop take no room, so a poll
+            // reads what one GetRecords call may give (the rest of the page
+            // waits, unexamined, for the next batch), as the live mapping
+            // reads a page and then filters it.
+            let limit = if filters.is_empty() {
+                (capacity - gathering.matching()).min(MAX_LIMIT as usize) as i32
+            } else {
+                MAX_LIMIT
+            };
+            let page = poller.next_page(limit).await;
             let transient = page.as_ref().is_err_and(heals);
             {
                 let mut shared = shared.lock().expect("not poisoned");
@@ -333,7 +366,7 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
                         crate::backoff::backoff(self.config.read.base_backoff, read_failures);
                     // Records already gathered are delivered when their
                     // window ends, however long the reads keep failing.
-                    if let Some(end) = window_ends {
+                    if let Some(end) = gathering.window_ends {
                         wait = wait.min(end.saturating_duration_since(Instant::now()));
                     }
                     warn!(
@@ -370,24 +403,14 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
                 page
             };
             let empty = page.records.is_empty();
-            if !empty && batch.is_empty() {
-                window_ends = Some(Instant::now() + self.config.batching_window);
-            }
-            batch.extend(page.records);
+            gathering.read(page.records);
             if page.next_iterator.is_none() {
-                if !batch.is_empty() {
-                    self.settle(&shard_id, std::mem::take(&mut batch), &mut tumbling, shared)
-                        .await?;
-                }
-                // "When the shard ends, Lambda considers the window closed,
-                // and the child shards start their own window in a fresh
-                // state."
-                self.close_window(&shard_id, &mut tumbling, shared).await?;
-                return Ok((shard_id, page.child_shards));
+                ended = Some(page.child_shards);
+                continue;
             }
             // A window whose end has passed closes with its final invoke,
             // even if no later record comes to close it.
-            if batch.is_empty()
+            if gathering.is_empty()
                 && let Some(seconds) = self.config.options.tumbling_window()
                 && tumbling
                     .as_ref()
@@ -399,7 +422,7 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
             // poll again at once (paced). At the tip, wait as Lambda does,
             // but not past the window of records already gathered.
             if empty && page.millis_behind_latest.unwrap_or(0) == 0 {
-                let wait = match window_ends {
+                let wait = match gathering.window_ends {
                     Some(end) => self
                         .config
                         .idle_poll
@@ -411,21 +434,27 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         }
     }
 
-    /// Hands one gathered batch to delivery; checkpoints after it once every
-    /// record is settled.
+    /// Hands one gathered batch to delivery; checkpoints after it (and the
+    /// dropped records read with it) once every record is settled.
     async fn settle(
         &self,
         shard_id: &str,
-        batch: Vec<Record>,
+        gathered: Gathered,
         tumbling: &mut Option<OpenWindow>,
         shared: &Mutex<Shared>,
     ) -> Result<(), ShardError> {
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+        let Gathered {
+            batch,
+            passed,
+            last,
+        } = gathered;
+        let (Some(first), Some(last)) = (batch.first(), last) else {
             return Ok(());
         };
-        let (first, last) = (first.sequence_number.clone(), last.sequence_number.clone());
-        let records = batch.len() as u64;
-        debug!(shard = %shard_id, records, %first, %last, "delivering batch");
+        let first = first.sequence_number.clone();
+        let matching = batch.len() as u64;
+        let records = matching + passed;
+        debug!(shard = %shard_id, records = matching, filtered = passed, %first, %last, "delivering batch");
         let delivery = self.delivery();
         let delivered = match self.config.options.tumbling_window() {
             Some(_) => delivery
@@ -450,6 +479,7 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         r.batches += 1;
         r.in_flight -= records;
         r.counters += delivered.counters;
+        r.counters.filtered += passed;
         let room = MAX_FAILURE_LOCATIONS.saturating_sub(r.failure_locations.len());
         let (kept, dropped) = delivered
             .failure_locations
@@ -467,6 +497,7 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         info!(
             shard = %shard_id,
             records,
+            filtered = passed,
             invocations = delivered.counters.invocations,
             function_errors = delivered.counters.function_errors,
             failed_records = delivered.counters.failed_records,
@@ -514,6 +545,23 @@ impl<S, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S, I, D> {
         }
         Ok(())
     }
+}
+
+/// Checkpoints past records the filters dropped with no matching record
+/// ahead of them: they are settled (counted as filtered, as the mapping
+/// counts them processed) without an invoke.
+fn pass(shared: &Mutex<Shared>, shard_id: &str, passed: u64, last: SequenceNumber) {
+    let mut shared = shared.lock().expect("not poisoned");
+    let r = shared
+        .reports
+        .get_mut(shard_id)
+        .expect("a polled shard has a report");
+    debug_assert!(r.checkpoint.as_ref().is_none_or(|c| *c < last));
+    r.records += passed;
+    r.in_flight -= passed;
+    r.counters.filtered += passed;
+    debug!(shard = %shard_id, filtered = passed, checkpoint = %last, "filtered records passed");
+    r.checkpoint = Some(last);
 }
 
 /// Whether polling again can get past a failed read. Throttles reach the
