@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use rewind_engine::jobs::mapping::report::{MappingReport, Stopped};
+use rewind_engine::jobs::mapping::stream::StreamMapping;
+use rewind_engine::pipeline::lineage::PlannedShard;
 use rewind_engine::sinks::dlq::LogOnlyDestination;
-use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
+use rewind_engine::sinks::lambda::invoker::{Invoker, LambdaInvoker};
 
 use crate::archiver_mapping;
 
@@ -31,21 +33,33 @@ pub async fn archive_stream(
     .await?;
     shards.retain(|shard| !done.contains(&shard.shard_id));
     let invoker = LambdaInvoker::new(lambda.clone(), "archiver", None);
-    // The mapping may not outlive the test.
-    let report = mapping
-        .run(
-            &invoker,
-            &LogOnlyDestination,
-            shards,
-            tokio::time::sleep(Duration::from_secs(240)),
-        )
-        .await?;
-    anyhow::ensure!(report.stopped == Stopped::Idle, "{report:#?}");
+    let report = run_to_idle(&mapping, &invoker, shards, Duration::from_secs(240)).await?;
     for shard in &report.shards {
         anyhow::ensure!(
             shard.counters.delivered == shard.records && shard.counters.failed_records == 0,
             "{shard:?}"
         );
     }
+    Ok(report)
+}
+
+/// Runs `mapping` of `shards` into `invoker` (discarded batches only
+/// logged) until every shard is idle; fails if that takes past `limit` (the
+/// mapping may not outlive the test) or it stops otherwise.
+pub async fn run_to_idle(
+    mapping: &StreamMapping,
+    invoker: &impl Invoker,
+    shards: Vec<PlannedShard>,
+    limit: Duration,
+) -> anyhow::Result<MappingReport> {
+    let report = mapping
+        .run(
+            invoker,
+            &LogOnlyDestination,
+            shards,
+            tokio::time::sleep(limit),
+        )
+        .await?;
+    anyhow::ensure!(report.stopped == Stopped::Idle, "{report:#?}");
     Ok(report)
 }

@@ -14,7 +14,7 @@
 mod archive;
 mod observe;
 
-pub use archive::archive_stream;
+pub use archive::{archive_stream, run_to_idle};
 pub use observe::{TargetBatch, state_output, target_batches};
 
 use std::fs::File;

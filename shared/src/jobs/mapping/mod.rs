@@ -117,6 +117,14 @@ struct Shared {
     active_at: BTreeMap<String, Instant>,
 }
 
+impl Shared {
+    fn report(&mut self, shard_id: &str) -> &mut ShardReport {
+        self.reports
+            .get_mut(shard_id)
+            .expect("a polled shard has a report")
+    }
+}
+
 impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S, I, D> {
     /// Polls `shards` (the stream's shards when the mapping starts, as
     /// [`crate::sources::kinesis::list_shards`] lists them for the starting position)
@@ -468,10 +476,7 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
             source,
         })?;
         let mut shared = shared.lock().expect("not poisoned");
-        let r = shared
-            .reports
-            .get_mut(shard_id)
-            .expect("a polled shard has a report");
+        let r = shared.report(shard_id);
         // Records come from one shard in order: the checkpoint only moves
         // forward (numerically).
         debug_assert!(r.checkpoint.as_ref().is_none_or(|c| *c < first));
@@ -552,10 +557,7 @@ impl<S, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S, I, D> {
 /// counts them processed) without an invoke.
 fn pass(shared: &Mutex<Shared>, shard_id: &str, passed: u64, last: SequenceNumber) {
     let mut shared = shared.lock().expect("not poisoned");
-    let r = shared
-        .reports
-        .get_mut(shard_id)
-        .expect("a polled shard has a report");
+    let r = shared.report(shard_id);
     debug_assert!(r.checkpoint.as_ref().is_none_or(|c| *c < last));
     r.records += passed;
     r.in_flight -= passed;

@@ -430,6 +430,17 @@ impl Rig {
         .await
     }
 
+    /// Shard 0 until the mapping is shut down `after` (it must not stop
+    /// before by itself).
+    async fn run_shard_0_for(&self, config: &MappingConfig, after: Duration) -> MappingReport {
+        let report = self
+            .run(config, shard_0(), tokio::time::sleep(after))
+            .await
+            .unwrap();
+        assert_eq!(report.stopped, Stopped::Shutdown);
+        report
+    }
+
     /// Shard 0 until the mapping stops by itself, which it must do cleanly.
     async fn run_shard_0(&self, config: &MappingConfig) -> MappingReport {
         self.run(config, shard_0(), std::future::pending())
@@ -764,14 +775,8 @@ async fn shutdown_stops_a_blocked_shard_without_checkpointing_its_batch() {
         },
     );
     let report = rig
-        .run(
-            &config(5, 0),
-            shard_0(),
-            tokio::time::sleep(Duration::from_secs(2)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(report.stopped, Stopped::Shutdown);
+        .run_shard_0_for(&config(5, 0), Duration::from_secs(2))
+        .await;
     let shard = shard_report(&report, 0);
     assert_eq!(shard.checkpoint, Some(sequence(0, 4)));
     assert_eq!((shard.records, shard.in_flight), (5, 5));
@@ -1068,7 +1073,7 @@ async fn tumbling_windows_carry_state_and_close_when_the_shard_ends() {
 }
 
 fn even(i: u32) -> bool {
-    i % 2 == 0
+    i.is_multiple_of(2)
 }
 
 /// invocation-eventfiltering.html
@@ -1146,14 +1151,7 @@ async fn records_no_filter_matches_are_checkpointed_as_they_are_read() {
             .keeping(0, |_| false),
     );
     let config = keeping(100, 30_000);
-    let stopped = rig
-        .run(
-            &config,
-            shard_0(),
-            tokio::time::sleep(Duration::from_secs(2)),
-        )
-        .await
-        .unwrap();
+    let stopped = rig.run_shard_0_for(&config, Duration::from_secs(2)).await;
     let shard = shard_report(&stopped, 0);
     assert!(shard.records > 0 && shard.records < 400, "{shard:?}");
     assert_eq!(shard.in_flight, 0, "{shard:?}");
@@ -1187,14 +1185,8 @@ async fn the_checkpoint_passes_dropped_records_only_with_the_batch_ahead_of_them
         },
     );
     let report = rig
-        .run(
-            &keeping(2, 0),
-            shard_0(),
-            tokio::time::sleep(Duration::from_secs(2)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(report.stopped, Stopped::Shutdown);
+        .run_shard_0_for(&keeping(2, 0), Duration::from_secs(2))
+        .await;
     let shard = shard_report(&report, 0);
     // Settled: 0, 1 (dropped) and 2; not 3 and 5, dropped but behind 4.
     assert_eq!(shard.checkpoint, Some(sequence(0, 2)));
