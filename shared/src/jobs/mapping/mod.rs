@@ -35,6 +35,7 @@
 
 pub mod config;
 mod gather;
+mod heal;
 pub mod report;
 pub mod stream;
 
@@ -44,9 +45,6 @@ use std::pin::pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aws_sdk_kinesis::error::ProvideErrorMetadata as _;
-use aws_sdk_kinesis::operation::get_records::GetRecordsError;
-use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
@@ -62,10 +60,11 @@ use crate::request::RequestError;
 use crate::sinks::dlq::FailureDestination;
 use crate::sinks::lambda::invoker::Invoker;
 use crate::sinks::lambda::{Delivery, DeliveryError};
-use crate::sources::kinesis::{MAX_LIMIT, ReadError, ShardPoller, ShardSource, SourceError};
+use crate::sources::kinesis::{MAX_LIMIT, ReadError, ShardPoller, ShardSource};
 
 use config::MappingConfig;
 use gather::{Gathered, Gathering};
+use heal::heals;
 use report::{MAX_FAILURE_LOCATIONS, MappingReport, ShardReport, ShardStatus, Stopped};
 
 /// Why the mapping could not go on.
@@ -564,59 +563,6 @@ fn pass(shared: &Mutex<Shared>, shard_id: &str, passed: u64, last: SequenceNumbe
     r.counters.filtered += passed;
     debug!(shard = %shard_id, filtered = passed, checkpoint = %last, "filtered records passed");
     r.checkpoint = Some(last);
-}
-
-/// Whether polling again can get past a failed read. Throttles reach the
-/// mapping only past `read.max_retries` (the poller backs them off itself):
-/// that limit is the configuration's to set, so they stop it. Of the other
-/// errors, only those that say the stream, the shard or its key is gone or
-/// out of the role's reach can't heal; anything else (a 500, a timeout, a
-/// dropped connection, an answer the SDK could not read) may pass.
-fn heals(error: &SourceError) -> bool {
-    match error {
-        SourceError::Throttled { .. } => false,
-        SourceError::ExpiredIterator | SourceError::NoIterator { .. } => true,
-        SourceError::Other { source, .. } => !cannot_heal(source.as_ref()),
-    }
-}
-
-/// Looks through the error's sources for Kinesis's answer (the SDK error's
-/// source is the operation's error).
-fn cannot_heal(error: &(dyn std::error::Error + 'static)) -> bool {
-    let refused = |code: Option<&str>| {
-        matches!(
-            code,
-            Some(
-                "ResourceNotFoundException"
-                    | "AccessDeniedException"
-                    | "KMSAccessDeniedException"
-                    | "KMSNotFoundException"
-                    | "KMSDisabledException"
-                    | "KMSInvalidStateException"
-                    | "KMSOptInRequired"
-            )
-        )
-    };
-    let mut next = Some(error);
-    while let Some(error) = next {
-        if let Some(e) = error.downcast_ref::<GetRecordsError>() {
-            return refused(e.code())
-                || e.is_resource_not_found_exception()
-                || e.is_access_denied_exception()
-                || e.is_kms_access_denied_exception()
-                || e.is_kms_not_found_exception()
-                || e.is_kms_disabled_exception()
-                || e.is_kms_invalid_state_exception()
-                || e.is_kms_opt_in_required();
-        }
-        if let Some(e) = error.downcast_ref::<GetShardIteratorError>() {
-            return refused(e.code())
-                || e.is_resource_not_found_exception()
-                || e.is_access_denied_exception();
-        }
-        next = error.source();
-    }
-    false
 }
 
 /// The system clock, as the mapping's "now" (record age, failure records).

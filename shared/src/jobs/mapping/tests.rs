@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::*;
 use aws_sdk_kinesis::error::ErrorMetadata;
+use aws_sdk_kinesis::operation::get_records::GetRecordsError;
 use aws_sdk_kinesis::types::error::{InternalFailureException, ResourceNotFoundException};
 
 use crate::model::event::DeliveredEvent;
