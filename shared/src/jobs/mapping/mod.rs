@@ -13,12 +13,13 @@
 //! of them are in hand or `MaximumBatchingWindowInSeconds` has passed since
 //! the first; with `FilterCriteria`, only matching records count (those the
 //! filters drop are read, counted and checkpointed, never held: see
-//! [`gather`]). The batch is then handed to [`crate::sinks::lambda::Delivery`], which owns every
-//! semantic of the invocation (6 MB payloads, lanes per partition key,
-//! retries, bisect, partial batch responses, record age, filters, the
-//! on-failure destination). The next batch is read only once the previous
-//! one is settled: a shard holds at most one batch in memory, and its
-//! checkpoint (the last settled sequence number, kept in memory) never
+//! `gather.rs`). The batch is then handed to
+//! [`crate::sinks::lambda::Delivery`], which owns every semantic of the
+//! invocation (6 MB payloads, lanes per partition key, retries, bisect,
+//! partial batch responses, record age, filters, the on-failure
+//! destination). The next batch is read only once the previous one is
+//! settled: a shard holds at most one batch in memory (with filters, and
+//! the rest of the page that filled it), and its checkpoint (the last settled sequence number, kept in memory) never
 //! passes a record the function has not acknowledged or the destination
 //! has not received.
 //!
