@@ -552,7 +552,7 @@ async fn engine_time_between_invokes() {
         let request = ReplayRequest::parse_local(&serde_json::to_vec(&request).expect("json"))
             .expect("a valid request");
         lines.lock().expect("log").clear();
-        let plan = replayer.plan(&request, &run_id).await.expect("plan");
+        let plan = replayer.plan(&request, &run_id, None).await.expect("plan");
         let started = Instant::now();
         let mut records = 0;
         let mut invokes = 0;

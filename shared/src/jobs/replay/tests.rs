@@ -339,7 +339,7 @@ fn far() -> Instant {
 }
 
 async fn run_all(replayer: &TestReplayer, request: &ReplayRequest) -> ReplaySummary {
-    let plan = replayer.plan(request, "run-1").await.unwrap();
+    let plan = replayer.plan(request, "run-1", None).await.unwrap();
     for progress in plan.groups.iter().flatten() {
         let mut progress = progress.clone();
         while !progress.done {
@@ -568,7 +568,7 @@ async fn an_archive_window_is_replayed_parents_first_with_the_replay_accounts_ar
         }"#,
     )
     .unwrap();
-    let plan = replayer.plan(&request, "run-1").await.unwrap();
+    let plan = replayer.plan(&request, "run-1", None).await.unwrap();
     assert_eq!(
         plan.shards,
         ["shardId-000000000000", "shardId-000000000002"]
@@ -718,7 +718,7 @@ async fn a_scrape_source_is_left_to_the_state_machine() {
         }"#,
     )
     .unwrap();
-    let error = replayer().plan(&request, "r").await.unwrap_err();
+    let error = replayer().plan(&request, "r", None).await.unwrap_err();
     assert_eq!(error.error_type(), "InvalidRequest");
     assert!(error.to_string().contains("state machine"), "{error}");
 }
