@@ -46,6 +46,23 @@ pub(super) struct ShardRun<'a, W> {
     pub(super) checkpoint: Checkpoint<W>,
 }
 
+/// A page and where it came from (the source's cursor as it was read).
+type Page = (Vec<Record>, Option<String>);
+
+/// How a page's records went.
+enum Taken {
+    /// The step must stop; the records not settled are taken again by the
+    /// next step.
+    Stop,
+    /// All settled; the next page (`None`: the shard has no more).
+    Next(Option<Page>),
+}
+
+async fn read(pages: &mut dyn Pages) -> Result<Option<Page>, ReplayError> {
+    let records = pages.next_page().await?;
+    Ok(records.map(|records| (records, pages.cursor())))
+}
+
 impl<W: ObjectStore> ShardRun<'_, W> {
     /// Every page of the shard, then what its end owes the target (a
     /// tumbling window's final invoke); `false` when the step must stop
@@ -55,9 +72,11 @@ impl<W: ObjectStore> ShardRun<'_, W> {
         pages: &mut dyn Pages,
         progress: &mut ShardReplay,
     ) -> Result<bool, ReplayError> {
-        while let Some(records) = pages.next_page().await? {
-            if !self.take(records, pages.cursor(), progress).await? {
-                return Ok(false);
+        let mut page = read(pages).await?;
+        while let Some((records, cursor)) = page.take() {
+            match self.take(records, cursor, pages, progress).await? {
+                Taken::Stop => return Ok(false),
+                Taken::Next(next) => page = next,
             }
         }
         let finished = self.target.finish(self.pace.stop_at).await?;
@@ -65,43 +84,75 @@ impl<W: ObjectStore> ShardRun<'_, W> {
         Ok(finished.done)
     }
 
-    /// Takes the records after `progress.last`; `false` when the step must
-    /// stop (the records not settled are taken again by the next step).
+    /// Takes the records after `progress.last`, and reads the next page
+    /// while the last piece is out.
     async fn take(
         &mut self,
         records: Vec<Record>,
         cursor: Option<String>,
+        pages: &mut dyn Pages,
         progress: &mut ShardReplay,
-    ) -> Result<bool, ReplayError> {
-        let records = dedupe::after(records, progress.last.as_ref());
-        let store = &self.checkpoint.store;
-        // A piece's checkpoint is written while the next piece is delivered
-        // (off the path between invokes), in order, naming settled records
-        // only: a killed step resumes from the last one written, no gap,
-        // later pieces again (at-least-once). Pieces are borrowed in turn:
-        // none is copied, the rest of the page never moves.
+    ) -> Result<Taken, ReplayError> {
+        let mut records = dedupe::after(records, progress.last.as_ref());
+        let (store, target, stop_at) = (&self.checkpoint.store, self.target, self.pace.stop_at);
+        // While a piece is out, three things go on beside it, none of them
+        // between an answer and the next invoke:
+        // - the previous piece's checkpoint is written, in order, naming
+        //   settled records only: a killed step resumes from the last one
+        //   written, no gap, later pieces again (at-least-once);
+        // - the next piece is made ready (`Target::prepare`), a guess that
+        //   settles nothing;
+        // - at the page's last piece, the next page is read.
+        // Pieces are borrowed in turn: none is copied, the rest of the page
+        // never moves.
         let (mut saving, mut at) = (None, 0);
+        let mut next_page = None;
         let finished = loop {
             if at >= records.len() {
                 break true;
             }
-            if Instant::now() >= self.pace.stop_at {
+            if Instant::now() >= stop_at {
                 break false;
             }
             let rest = &records[at..];
             let Some(n) = self
                 .pace
-                .next_piece(rest, self.target.piece_end(rest), &mut progress.pace)
+                .next_piece(rest, target.piece_end(rest), &mut progress.pace)
                 .await
             else {
                 break false;
             };
-            let piece = &rest[..n];
+            let mut settled_before = Vec::new();
+            if at > 0 && at + n == records.len() {
+                // The page's last piece: the records settled before it make
+                // room for the next page, so a step holds a page and a
+                // piece, not two pages. Once a page, at most a piece moves.
+                let last = records.split_off(at);
+                settled_before = std::mem::replace(&mut records, last);
+                at = 0;
+            }
+            let (piece, after) = records[at..].split_at(n);
             at += n;
             let previous = futures_util::future::OptionFuture::from(saving.take());
-            let (settled, saved) =
-                futures_util::future::join(self.target.settle(piece, self.pace.stop_at), previous)
-                    .await;
+            let pages = &mut *pages;
+            let ahead = async move {
+                // The piece's invokes are sent on the first poll of its
+                // settle; this work waits for that.
+                tokio::task::yield_now().await;
+                drop(settled_before);
+                if !after.is_empty() {
+                    target.prepare(&after[..target.piece_end(after)]);
+                    return None;
+                }
+                let page = read(pages).await;
+                if let Ok(Some((next, _))) = &page {
+                    // A guess: the next page's dedupe may drop its front.
+                    target.prepare(&next[..target.piece_end(next)]);
+                }
+                Some(page)
+            };
+            let (settled, saved, prefetched) =
+                futures_util::future::join3(target.settle(piece, stop_at), previous, ahead).await;
             saved.transpose()?;
             let settled = settled?;
             // A delivery stopped at the step's deadline settles the records
@@ -120,10 +171,19 @@ impl<W: ObjectStore> ShardRun<'_, W> {
             if settled.unsettled.is_some() {
                 break false;
             }
+            next_page = prefetched;
         };
+        // The settled pieces' checkpoint is written before the step answers,
+        // and before a failed read of the next page fails it.
         if let Some(write) = saving {
-            write.await?; // before the step answers
+            write.await?;
         }
-        Ok(finished)
+        if !finished {
+            return Ok(Taken::Stop);
+        }
+        Ok(Taken::Next(match next_page {
+            Some(page) => page?,
+            None => read(pages).await?,
+        }))
     }
 }

@@ -1,0 +1,153 @@
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::*;
+use crate::model::event::tests::source;
+use crate::model::record::ArrivalTime;
+use crate::pipeline::filter::{FilterCriteria, FilterEntry};
+use crate::sinks::dlq::MemoryDlq;
+use crate::sinks::lambda::gaps::EngineGaps;
+use crate::sinks::lambda::invoker::{Invocation, InvokeError};
+use crate::sinks::lambda::options::MappingOptions;
+
+/// Keeps every payload it is sent, and answers success.
+#[derive(Default)]
+struct Payloads(Mutex<Vec<Vec<u8>>>);
+
+impl Invoker for Payloads {
+    async fn invoke(&self, payload: Vec<u8>) -> Result<Invocation, InvokeError> {
+        self.0.lock().unwrap().push(payload);
+        Ok(Invocation {
+            status_code: 200,
+            ..Invocation::default()
+        })
+    }
+
+    fn function_arn(&self) -> &str {
+        "arn:aws:lambda:eu-west-1:111122223333:function:consumer"
+    }
+}
+
+/// 40 records over 7 keys; every fourth is dropped by [`options`]' filter.
+fn records() -> Vec<Record> {
+    (0..40)
+        .map(|i| Record {
+            partition_key: format!("key-{}", i % 7),
+            data: format!(r#"{{"keep": {}, "i": {i}}}"#, i % 4 != 3).into_bytes(),
+            ..crate::model::record::tests::record(0, i)
+        })
+        .collect()
+}
+
+/// Three lanes of batches of 4, with a filter.
+fn options() -> MappingOptions {
+    MappingOptions {
+        batch_size: 4,
+        parallelization_factor: 3,
+        filter_criteria: Some(FilterCriteria {
+            filters: vec![FilterEntry {
+                pattern: r#"{"data": {"keep": [true]}}"#.into(),
+            }],
+        }),
+        ..MappingOptions::default()
+    }
+}
+
+/// Delivers `piece` with `ahead` made from `made_from` (none: cut on the
+/// spot); the payloads the function got, in the order each lane sent them
+/// (lanes interleave, so sorted), and the filtered count.
+async fn deliver(piece: &[Record], made_from: Option<&[Record]>) -> (Vec<Vec<u8>>, u64) {
+    let (invoker, dlq, source, options) =
+        (Payloads::default(), MemoryDlq::default(), source(), options());
+    let delivery = Delivery {
+        invoker: &invoker,
+        destination: &dlq,
+        source: &source,
+        options: &options,
+        now: || ArrivalTime::from_epoch_millis(1_700_000_100_000),
+        base_backoff: Duration::ZERO,
+    };
+    let ahead = made_from.map(|records| delivery.cut_ahead(records).unwrap());
+    let gaps = Mutex::new(EngineGaps::default());
+    let (report, unsettled) = delivery
+        .deliver_ahead(piece, ahead, None, &gaps)
+        .await
+        .unwrap();
+    assert_eq!(unsettled, None);
+    assert_eq!(
+        report.counters.delivered + report.counters.filtered,
+        piece.len() as u64
+    );
+    let mut payloads = invoker.0.into_inner().unwrap();
+    payloads.sort();
+    (payloads, report.counters.filtered)
+}
+
+#[tokio::test]
+async fn a_piece_made_ready_ahead_is_delivered_byte_for_byte_as_one_cut_when_due() {
+    let page = records();
+    let piece = &page[..24];
+    let fresh = deliver(piece, None).await;
+    assert_eq!(fresh.1, 6, "every fourth record filtered");
+    assert!(fresh.0.len() > 3, "more than one batch a lane");
+    assert_eq!(deliver(piece, Some(piece)).await, fresh);
+}
+
+#[tokio::test]
+async fn an_ahead_made_from_other_records_is_not_used() {
+    let page = records();
+    let guess = &page[..24];
+    // Pacing made the piece shorter, the next page's dedupe moved its
+    // start, or the piece is longer than the guess.
+    for piece in [&page[..16], &page[4..28], &page[..28]] {
+        assert_eq!(deliver(piece, Some(guess)).await, deliver(piece, None).await);
+    }
+}
+
+#[test]
+fn an_ahead_is_for_the_same_records_in_the_same_order_only() {
+    let page = records();
+    let (invoker, dlq, source, options) =
+        (Payloads::default(), MemoryDlq::default(), source(), options());
+    let delivery = Delivery {
+        invoker: &invoker,
+        destination: &dlq,
+        source: &source,
+        options: &options,
+        now: || ArrivalTime::from_epoch_millis(1_700_000_100_000),
+        base_backoff: Duration::ZERO,
+    };
+    let ahead = delivery.cut_ahead(&page[..8]).unwrap();
+    assert!(ahead.is_for(&page[..8]));
+    assert!(!ahead.is_for(&page[..7]));
+    assert!(!ahead.is_for(&page[1..9]));
+    let mut swapped = page[..8].to_vec();
+    swapped.swap(2, 3);
+    assert!(!ahead.is_for(&swapped));
+    // A KPL user record is another record than its aggregate's first.
+    let mut user = page[..8].to_vec();
+    user[5].sub_sequence_number = Some(0);
+    assert!(!ahead.is_for(&user));
+}
+
+#[test]
+fn refused_filters_make_nothing_ready() {
+    let (invoker, dlq, source) = (Payloads::default(), MemoryDlq::default(), source());
+    let options = MappingOptions {
+        filter_criteria: Some(FilterCriteria {
+            filters: vec![FilterEntry {
+                pattern: "not json".into(),
+            }],
+        }),
+        ..MappingOptions::default()
+    };
+    let delivery = Delivery {
+        invoker: &invoker,
+        destination: &dlq,
+        source: &source,
+        options: &options,
+        now: || ArrivalTime::from_epoch_millis(1_700_000_100_000),
+        base_backoff: Duration::ZERO,
+    };
+    assert_eq!(delivery.cut_ahead(&records()), None);
+}
