@@ -151,3 +151,58 @@ fn refused_filters_make_nothing_ready() {
     };
     assert_eq!(delivery.cut_ahead(&records()), None);
 }
+
+/// What is made ahead is not done again: each lane's first batch goes out
+/// as the bytes written ahead (shown here by making them from records at
+/// the same positions with other data), the later batches as written
+/// when due.
+#[tokio::test]
+async fn the_first_batch_of_each_lane_is_sent_as_written_ahead() {
+    let page = records();
+    let marked: Vec<Record> = page
+        .iter()
+        .map(|r| Record {
+            data: [b"ahead ".as_slice(), &r.data].concat(),
+            ..r.clone()
+        })
+        .collect();
+    let (invoker, dlq, source) = (Payloads::default(), MemoryDlq::default(), source());
+    // No filter: the marked data is no JSON.
+    let options = MappingOptions {
+        filter_criteria: None,
+        ..options()
+    };
+    let delivery = Delivery {
+        invoker: &invoker,
+        destination: &dlq,
+        source: &source,
+        options: &options,
+        now: || ArrivalTime::from_epoch_millis(1_700_000_100_000),
+        base_backoff: Duration::ZERO,
+    };
+    let ahead = delivery.cut_ahead(&marked).unwrap();
+    let gaps = Mutex::new(EngineGaps::default());
+    delivery
+        .deliver_ahead(&page, Some(ahead), None, &gaps)
+        .await
+        .unwrap();
+    let mut batches: Vec<Vec<bool>> = (invoker.0.into_inner().unwrap().iter())
+        .map(|payload| {
+            let records = crate::model::event::DeliveredEvent::from_slice(payload)
+                .unwrap()
+                .records;
+            records.iter().map(|r| r.data.starts_with(b"ahead ")).collect()
+        })
+        .collect();
+    batches.sort();
+    // 40 records over 3 lanes of batches of 4: the first batch of each
+    // lane written ahead, every record of every other batch written now.
+    let ahead: Vec<&Vec<bool>> = batches.iter().filter(|b| b.iter().all(|&m| m)).collect();
+    assert_eq!(ahead.len(), 3, "{batches:?}");
+    assert!(ahead.iter().all(|b| b.len() == 4));
+    assert!(
+        batches.iter().filter(|b| !b.iter().all(|&m| m)).all(|b| b.iter().all(|&m| !m)),
+        "{batches:?}"
+    );
+    assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 40);
+}
