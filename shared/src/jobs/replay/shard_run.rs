@@ -1,6 +1,7 @@
 //! One shard's step: records after the checkpoint, paced, settled on the
 //! target a piece at a time, each settled piece saved as the checkpoint.
 
+use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::{ReplayError, ShardReplay};
@@ -63,11 +64,54 @@ async fn read(pages: &mut dyn Pages) -> Result<Option<Page>, ReplayError> {
     Ok(records.map(|records| (records, pages.cursor())))
 }
 
+/// A settled piece's checkpoint, being written.
+type Saving<'s> = BoxFuture<'s, Result<(), ReplayError>>;
+
 impl<W: ObjectStore> ShardRun<'_, W> {
     /// Every page of the shard, then what its end owes the target (a
     /// tumbling window's final invoke); `false` when the step must stop
     /// first.
     pub(super) async fn all(
+        &mut self,
+        pages: &mut dyn Pages,
+        progress: &mut ShardReplay,
+    ) -> Result<bool, ReplayError> {
+        let mut run = Pieces {
+            target: self.target,
+            pace: &mut self.pace,
+            store: &self.checkpoint.store,
+            key: &self.checkpoint.key,
+            saving: None,
+        };
+        let taken = run.pages(pages, progress).await;
+        // The last settled piece's checkpoint is written before the shard's
+        // end and before the step answers, even when it fails (a failed read
+        // of the next page): the retried step starts after that piece.
+        if let Some(saving) = run.saving.take() {
+            saving.await?;
+        }
+        if !taken? {
+            return Ok(false);
+        }
+        let finished = self.target.finish(self.pace.stop_at).await?;
+        progress.counters += finished.report.counters;
+        Ok(finished.done)
+    }
+}
+
+/// The pieces of a step's pages, and the checkpoint of the last settled one
+/// while it is written.
+struct Pieces<'r, 's, W> {
+    target: &'r dyn Target,
+    pace: &'r mut Pace,
+    store: &'s W,
+    key: &'r str,
+    saving: Option<Saving<'s>>,
+}
+
+impl<'s, W: ObjectStore> Pieces<'_, 's, W> {
+    /// Every page; `false` when the step must stop first.
+    async fn pages(
         &mut self,
         pages: &mut dyn Pages,
         progress: &mut ShardReplay,
@@ -79,9 +123,7 @@ impl<W: ObjectStore> ShardRun<'_, W> {
                 Taken::Next(next) => page = next,
             }
         }
-        let finished = self.target.finish(self.pace.stop_at).await?;
-        progress.counters += finished.report.counters;
-        Ok(finished.done)
+        Ok(true)
     }
 
     /// Takes the records after `progress.last`, and reads the next page
@@ -94,10 +136,11 @@ impl<W: ObjectStore> ShardRun<'_, W> {
         progress: &mut ShardReplay,
     ) -> Result<Taken, ReplayError> {
         let mut records = dedupe::after(records, progress.last.as_ref());
-        let (store, target, stop_at) = (&self.checkpoint.store, self.target, self.pace.stop_at);
+        let (store, target, stop_at) = (self.store, self.target, self.pace.stop_at);
         // While a piece is out, three things go on beside it, none of them
         // between an answer and the next invoke:
-        // - the previous piece's checkpoint is written, in order, naming
+        // - the previous piece's checkpoint is written (the page's last
+        //   piece's while the next page's first is out), in order, naming
         //   settled records only: a killed step resumes from the last one
         //   written, no gap, later pieces again (at-least-once);
         // - the next piece is made ready (`Target::prepare`), a guess that
@@ -105,7 +148,7 @@ impl<W: ObjectStore> ShardRun<'_, W> {
         // - at the page's last piece, the next page is read.
         // Pieces are borrowed in turn: none is copied, the rest of the page
         // never moves.
-        let (mut saving, mut at) = (None, 0);
+        let mut at = 0;
         let mut next_page = None;
         let finished = loop {
             if at >= records.len() {
@@ -133,7 +176,7 @@ impl<W: ObjectStore> ShardRun<'_, W> {
             }
             let (piece, after) = records[at..].split_at(n);
             at += n;
-            let previous = futures_util::future::OptionFuture::from(saving.take());
+            let previous = futures_util::future::OptionFuture::from(self.saving.take());
             let pages = &mut *pages;
             let ahead = async move {
                 // The piece's invokes are sent on the first poll of its
@@ -167,17 +210,12 @@ impl<W: ObjectStore> ShardRun<'_, W> {
             };
             self.pace.sent(count);
             progress.settle(&piece[..count], &settled.report, cursor.as_deref());
-            saving = Some(save(store, self.checkpoint.key.clone(), progress));
+            self.saving = Some(Box::pin(save(store, self.key.to_owned(), progress)));
             if settled.unsettled.is_some() {
                 break false;
             }
             next_page = prefetched;
         };
-        // The settled pieces' checkpoint is written before the step answers,
-        // and before a failed read of the next page fails it.
-        if let Some(write) = saving {
-            write.await?;
-        }
         if !finished {
             return Ok(Taken::Stop);
         }

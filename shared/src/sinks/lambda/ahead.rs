@@ -56,14 +56,10 @@ impl Ahead {
     /// Whether it was made from exactly `piece`.
     pub fn is_for(&self, piece: &[Record]) -> bool {
         self.positions.len() == piece.len()
-            && self
-                .positions
-                .iter()
-                .zip(piece)
-                .all(|(position, record)| {
-                    position.sequence_number == record.sequence_number
-                        && position.sub_sequence_number == record.sub_sequence_number
-                })
+            && self.positions.iter().zip(piece).all(|(position, record)| {
+                position.sequence_number == record.sequence_number
+                    && position.sub_sequence_number == record.sub_sequence_number
+            })
     }
 
     pub(super) fn into_parts(self) -> (Sorted, Vec<Option<CutBatch>>) {

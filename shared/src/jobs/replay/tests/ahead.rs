@@ -6,6 +6,14 @@ fn all_of(a: &[Record]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Shard 0's `n` records, written as a scrape in chunks of `per_chunk`.
+async fn one_shard(replayer: &TestReplayer, n: usize, per_chunk: usize) -> Vec<Record> {
+    let a = records("shardId-000000000000", n, &[]);
+    let shard = [("shardId-000000000000", a.clone())];
+    write_scrape(&replayer.buckets, &shard, per_chunk).await;
+    a
+}
+
 /// The key `write_scrape` gave chunk `n` of shard 0, `per_chunk` records
 /// a chunk.
 fn chunk_key(a: &[Record], n: usize, per_chunk: usize) -> String {
@@ -24,10 +32,9 @@ fn chunk_key(a: &[Record], n: usize, per_chunk: usize) -> String {
 #[tokio::test]
 async fn a_failed_read_of_the_next_page_fails_the_step_after_the_pieces_checkpoint() {
     let replayer = replayer();
-    let a = records("shardId-000000000000", 16, &[]);
     // A chunk of 4 is a page of 4 (BatchSize 4): chunk 2 is read while
     // records 4 to 7 are out.
-    write_scrape(&replayer.buckets, &[("shardId-000000000000", a.clone())], 4).await;
+    let a = one_shard(&replayer, 16, 4).await;
     let key = chunk_key(&a, 2, 4);
     let chunk = replayer.buckets.get(&key).await.unwrap();
     let put = |body: Vec<u8>| PutObject {
@@ -67,13 +74,7 @@ async fn a_failed_read_of_the_next_page_fails_the_step_after_the_pieces_checkpoi
 #[tokio::test(start_paused = true)]
 async fn a_step_stopped_with_the_next_piece_ready_resumes_after_its_last_settled_piece() {
     let replayer = replayer();
-    let a = records("shardId-000000000000", 20, &[]);
-    write_scrape(
-        &replayer.buckets,
-        &[("shardId-000000000000", a.clone())],
-        20,
-    )
-    .await;
+    let a = one_shard(&replayer, 20, 20).await;
     *replayer.targets.takes.lock().unwrap() = Some(std::time::Duration::from_millis(50));
     let request = manifest_request(); // BatchSize 4: five pieces
     // The stop time is a third of the way before the deadline: 200 ms on.
@@ -81,7 +82,10 @@ async fn a_step_stopped_with_the_next_piece_ready_resumes_after_its_last_settled
     let first = first_step(&replayer, &request, deadline).await;
     assert!(!first.done);
     let settled = first.records as usize;
-    assert!((4..20).contains(&settled), "stopped inside the shard: {settled}");
+    assert!(
+        (4..20).contains(&settled),
+        "stopped inside the shard: {settled}"
+    );
     assert_eq!(settled % 4, 0, "whole pieces");
     assert_eq!(first.last, Some(Position::of(&a[settled - 1])));
     assert_eq!(accepted(&replayer.targets), all_of(&a[..settled]));
@@ -108,8 +112,7 @@ async fn a_step_stopped_with_the_next_piece_ready_resumes_after_its_last_settled
 #[tokio::test(start_paused = true)]
 async fn a_paced_piece_shorter_than_the_one_made_ready_is_cut_again() {
     let replayer = replayer();
-    let a = records("shardId-000000000000", 12, &[]);
-    write_scrape(&replayer.buckets, &[("shardId-000000000000", a.clone())], 4).await;
+    let a = one_shard(&replayer, 12, 4).await;
     let request = ReplayRequest::parse(
         br#"{
             "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},

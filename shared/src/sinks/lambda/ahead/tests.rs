@@ -53,20 +53,49 @@ fn options() -> MappingOptions {
     }
 }
 
+/// What a delivery borrows.
+struct Parts {
+    invoker: Payloads,
+    dlq: MemoryDlq,
+    source: crate::model::event::EventSource,
+    options: MappingOptions,
+}
+
+impl Parts {
+    fn new(options: MappingOptions) -> Self {
+        Self {
+            invoker: Payloads::default(),
+            dlq: MemoryDlq::default(),
+            source: source(),
+            options,
+        }
+    }
+
+    fn delivery(&self) -> Delivery<'_, Payloads, MemoryDlq> {
+        Delivery {
+            invoker: &self.invoker,
+            destination: &self.dlq,
+            source: &self.source,
+            options: &self.options,
+            now: || ArrivalTime::from_epoch_millis(1_700_000_100_000),
+            base_backoff: Duration::ZERO,
+        }
+    }
+
+    /// The payloads the function got, sorted (lanes interleave).
+    fn payloads(self) -> Vec<Vec<u8>> {
+        let mut payloads = self.invoker.0.into_inner().unwrap();
+        payloads.sort();
+        payloads
+    }
+}
+
 /// Delivers `piece` with `ahead` made from `made_from` (none: cut on the
 /// spot); the payloads the function got, in the order each lane sent them
 /// (lanes interleave, so sorted), and the filtered count.
 async fn deliver(piece: &[Record], made_from: Option<&[Record]>) -> (Vec<Vec<u8>>, u64) {
-    let (invoker, dlq, source, options) =
-        (Payloads::default(), MemoryDlq::default(), source(), options());
-    let delivery = Delivery {
-        invoker: &invoker,
-        destination: &dlq,
-        source: &source,
-        options: &options,
-        now: || ArrivalTime::from_epoch_millis(1_700_000_100_000),
-        base_backoff: Duration::ZERO,
-    };
+    let parts = Parts::new(options());
+    let delivery = parts.delivery();
     let ahead = made_from.map(|records| delivery.cut_ahead(records).unwrap());
     let gaps = Mutex::new(EngineGaps::default());
     let (report, unsettled) = delivery
@@ -78,9 +107,7 @@ async fn deliver(piece: &[Record], made_from: Option<&[Record]>) -> (Vec<Vec<u8>
         report.counters.delivered + report.counters.filtered,
         piece.len() as u64
     );
-    let mut payloads = invoker.0.into_inner().unwrap();
-    payloads.sort();
-    (payloads, report.counters.filtered)
+    (parts.payloads(), report.counters.filtered)
 }
 
 #[tokio::test]
@@ -100,24 +127,18 @@ async fn an_ahead_made_from_other_records_is_not_used() {
     // Pacing made the piece shorter, the next page's dedupe moved its
     // start, or the piece is longer than the guess.
     for piece in [&page[..16], &page[4..28], &page[..28]] {
-        assert_eq!(deliver(piece, Some(guess)).await, deliver(piece, None).await);
+        assert_eq!(
+            deliver(piece, Some(guess)).await,
+            deliver(piece, None).await
+        );
     }
 }
 
 #[test]
 fn an_ahead_is_for_the_same_records_in_the_same_order_only() {
     let page = records();
-    let (invoker, dlq, source, options) =
-        (Payloads::default(), MemoryDlq::default(), source(), options());
-    let delivery = Delivery {
-        invoker: &invoker,
-        destination: &dlq,
-        source: &source,
-        options: &options,
-        now: || ArrivalTime::from_epoch_millis(1_700_000_100_000),
-        base_backoff: Duration::ZERO,
-    };
-    let ahead = delivery.cut_ahead(&page[..8]).unwrap();
+    let parts = Parts::new(options());
+    let ahead = parts.delivery().cut_ahead(&page[..8]).unwrap();
     assert!(ahead.is_for(&page[..8]));
     assert!(!ahead.is_for(&page[..7]));
     assert!(!ahead.is_for(&page[1..9]));
@@ -132,24 +153,15 @@ fn an_ahead_is_for_the_same_records_in_the_same_order_only() {
 
 #[test]
 fn refused_filters_make_nothing_ready() {
-    let (invoker, dlq, source) = (Payloads::default(), MemoryDlq::default(), source());
-    let options = MappingOptions {
+    let parts = Parts::new(MappingOptions {
         filter_criteria: Some(FilterCriteria {
             filters: vec![FilterEntry {
                 pattern: "not json".into(),
             }],
         }),
         ..MappingOptions::default()
-    };
-    let delivery = Delivery {
-        invoker: &invoker,
-        destination: &dlq,
-        source: &source,
-        options: &options,
-        now: || ArrivalTime::from_epoch_millis(1_700_000_100_000),
-        base_backoff: Duration::ZERO,
-    };
-    assert_eq!(delivery.cut_ahead(&records()), None);
+    });
+    assert_eq!(parts.delivery().cut_ahead(&records()), None);
 }
 
 /// What is made ahead is not done again: each lane's first batch goes out
@@ -166,32 +178,27 @@ async fn the_first_batch_of_each_lane_is_sent_as_written_ahead() {
             ..r.clone()
         })
         .collect();
-    let (invoker, dlq, source) = (Payloads::default(), MemoryDlq::default(), source());
     // No filter: the marked data is no JSON.
-    let options = MappingOptions {
+    let parts = Parts::new(MappingOptions {
         filter_criteria: None,
         ..options()
-    };
-    let delivery = Delivery {
-        invoker: &invoker,
-        destination: &dlq,
-        source: &source,
-        options: &options,
-        now: || ArrivalTime::from_epoch_millis(1_700_000_100_000),
-        base_backoff: Duration::ZERO,
-    };
+    });
+    let delivery = parts.delivery();
     let ahead = delivery.cut_ahead(&marked).unwrap();
     let gaps = Mutex::new(EngineGaps::default());
     delivery
         .deliver_ahead(&page, Some(ahead), None, &gaps)
         .await
         .unwrap();
-    let mut batches: Vec<Vec<bool>> = (invoker.0.into_inner().unwrap().iter())
+    let mut batches: Vec<Vec<bool>> = (parts.payloads().iter())
         .map(|payload| {
             let records = crate::model::event::DeliveredEvent::from_slice(payload)
                 .unwrap()
                 .records;
-            records.iter().map(|r| r.data.starts_with(b"ahead ")).collect()
+            records
+                .iter()
+                .map(|r| r.data.starts_with(b"ahead "))
+                .collect()
         })
         .collect();
     batches.sort();
@@ -201,7 +208,10 @@ async fn the_first_batch_of_each_lane_is_sent_as_written_ahead() {
     assert_eq!(ahead.len(), 3, "{batches:?}");
     assert!(ahead.iter().all(|b| b.len() == 4));
     assert!(
-        batches.iter().filter(|b| !b.iter().all(|&m| m)).all(|b| b.iter().all(|&m| !m)),
+        batches
+            .iter()
+            .filter(|b| !b.iter().all(|&m| m))
+            .all(|b| b.iter().all(|&m| !m)),
         "{batches:?}"
     );
     assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 40);
