@@ -370,6 +370,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
                     now,
                     base_backoff: self.base_backoff,
                     gaps: Default::default(),
+                    ahead: Default::default(),
                 };
                 let folder = request.progress_folder(run_id);
                 match request.options.tumbling_window() {

@@ -69,11 +69,17 @@ struct Target {
     /// Configuration look-ups, and the events' `invokeIdentityArn`s.
     lookups: Arc<Mutex<u64>>,
     identities: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    /// How long each invoke takes (none: it answers at once).
+    takes: Arc<Mutex<Option<std::time::Duration>>>,
 }
 
 impl Invoker for Target {
     async fn invoke(&self, payload: Vec<u8>) -> Result<Invocation, InvokeError> {
         *self.invokes.lock().unwrap() += 1;
+        let takes = *self.takes.lock().unwrap();
+        if let Some(takes) = takes {
+            tokio::time::sleep(takes).await;
+        }
         if *self.broken_call.lock().unwrap() == Some(*self.invokes.lock().unwrap()) {
             return Err(InvokeError::Fatal {
                 function: "target".into(),
@@ -1400,3 +1406,7 @@ async fn max_step_seconds_ends_a_step_before_the_deadline() {
         assert!(e.message.contains("accepted values: 1 to 900"), "{e}");
     }
 }
+
+/// The step's work beside a piece that is out: the next piece made ready,
+/// the next page read.
+mod ahead;
