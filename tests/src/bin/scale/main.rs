@@ -96,7 +96,10 @@ async fn run(stack: &LocalStack, layout: &Layout, args: &Args) -> anyhow::Result
     let s3 = rewind_local::sdk::s3_client(&sdk);
     let sfn = aws_sdk_sfn::Client::new(&sdk);
     let lambda = aws_sdk_lambda::Client::new(&sdk);
-    let mut report = Report::new(args);
+    // The stack's servers: moto first, then (with moto serving Kinesis)
+    // cargo lambda, whose process group holds every function instance.
+    let pids = stack.pids();
+    let mut report = Report::new(args, pids.first().copied(), pids.get(1).copied());
 
     let stream = unique("scale");
     let bucket = stream.to_lowercase();
@@ -108,6 +111,7 @@ async fn run(stack: &LocalStack, layout: &Layout, args: &Args) -> anyhow::Result
     );
 
     // 1. Puts.
+    report.start();
     let started = Instant::now();
     let window_from = wall_clock();
     let expected = put(&kinesis, &stream, args).await?;
@@ -116,6 +120,7 @@ async fn run(stack: &LocalStack, layout: &Layout, args: &Args) -> anyhow::Result
 
     // 2. The archiver, behind the mapping as template.yaml sets it up
     // (BatchSize 1000, a 1 s batching window).
+    report.start();
     let started = Instant::now();
     let (mapping, shards) = archiver_mapping(
         &kinesis,
@@ -167,6 +172,7 @@ async fn run(stack: &LocalStack, layout: &Layout, args: &Args) -> anyhow::Result
             true,
         ),
     ] {
+        report.start();
         let (bytes, took) = ceiling::read_stream(client, &stream, &shard_ids, parallel).await?;
         anyhow::ensure!(
             bytes == expected.bytes(),
@@ -191,6 +197,7 @@ async fn run(stack: &LocalStack, layout: &Layout, args: &Args) -> anyhow::Result
     // Twice: the first run's figure includes starting the scraper's
     // instances (see `COLD`); the second is the scrape's own.
     for warm in [false, true] {
+        report.start();
         let scraped = execute(&sfn, &scrape, &unique("scale-scrape"), &request).await?;
         let manifest = &scraped.output["manifest"];
         anyhow::ensure!(
@@ -233,6 +240,7 @@ async fn run(stack: &LocalStack, layout: &Layout, args: &Args) -> anyhow::Result
             "maxConcurrency": concurrency,
         });
         let name = unique(&format!("scale-replay-{concurrency}"));
+        report.start();
         let replayed = execute(&sfn, &replay, &name, &input).await?;
         let totals = &replayed.output["summary"]["totals"];
         anyhow::ensure!(
@@ -387,6 +395,15 @@ async fn plan_of(sfn: &aws_sdk_sfn::Client, execution: &str) -> anyhow::Result<V
 /// The report, phase by phase.
 struct Report {
     text: String,
+    /// moto's process, and its CPU time when the phase started: moto serves
+    /// Kinesis, S3 and Step Functions in one Python process, so its share of
+    /// a core says how far it bounds a phase.
+    moto: Option<u32>,
+    moto_cpu: f64,
+    /// cargo lambda's process group, and its CPU time when the phase
+    /// started: what the functions cost.
+    functions: Option<u32>,
+    functions_cpu: f64,
     shards: usize,
     ideal_batches: usize,
     sleep_ms: u64,
@@ -394,7 +411,7 @@ struct Report {
 }
 
 impl Report {
-    fn new(args: &Args) -> Self {
+    fn new(args: &Args, moto: Option<u32>, functions: Option<u32>) -> Self {
         let mut text = String::new();
         let ideal_batches = args.records_per_shard.div_ceil(args.batch_size);
         let _ = writeln!(
@@ -410,9 +427,15 @@ impl Report {
             std::thread::available_parallelism().map_or(0, NonZeroUsize::get),
             load(),
         );
-        text.push_str("| phase | time (s) | MiB | MiB/s | |\n|---|---:|---:|---:|---|\n");
+        text.push_str(
+            "| phase | time (s) | MiB | MiB/s | moto's CPU (s) | functions' CPU (s) | |\n|---|---:|---:|---:|---:|---:|---|\n",
+        );
         Report {
             text,
+            moto,
+            moto_cpu: 0.0,
+            functions,
+            functions_cpu: 0.0,
             shards: args.shards,
             ideal_batches,
             sleep_ms: args.sleep_ms,
@@ -420,12 +443,26 @@ impl Report {
         }
     }
 
+    /// A measured phase starts.
+    fn start(&mut self) {
+        self.moto_cpu = self.moto.and_then(cpu_seconds).unwrap_or_default();
+        self.functions_cpu = self.functions.map(group_cpu_seconds).unwrap_or_default();
+    }
+
     fn phase(&mut self, what: &str, took: Duration, bytes: u64, note: &str) {
         let seconds = took.as_secs_f64();
         let mib = bytes as f64 / MIB;
+        let moto = match self.moto.and_then(cpu_seconds) {
+            Some(now) => format!("{:.1}", now - self.moto_cpu),
+            None => "?".to_owned(),
+        };
+        let functions = match self.functions.map(group_cpu_seconds) {
+            Some(now) => format!("{:.1}", now - self.functions_cpu),
+            None => "?".to_owned(),
+        };
         let _ = writeln!(
             self.text,
-            "| {what} | {seconds:.1} | {mib:.1} | {:.1} | {note} (load {}) |",
+            "| {what} | {seconds:.1} | {mib:.1} | {:.1} | {moto} | {functions} | {note} (load {}) |",
             mib / seconds,
             load()
         );
@@ -499,6 +536,40 @@ impl Report {
         }
         self.text
     }
+}
+
+/// The CPU time (user and system) process `pid` has used, from
+/// `/proc/<pid>/stat`, whose clock ticks are USER_HZ: 100 a second on Linux.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    Some(stat(&format!("/proc/{pid}/stat"))?.1)
+}
+
+/// The CPU time the live processes of process group `pgrp` have used
+/// (function instances stay alive until the stack stops, so none of a
+/// phase's is lost to an exit).
+fn group_cpu_seconds(pgrp: u32) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| stat(&e.path().join("stat").to_string_lossy()))
+        .filter(|(group, _)| *group == pgrp)
+        .map(|(_, cpu)| cpu)
+        .sum()
+}
+
+/// A process's group and CPU seconds from its `stat` file.
+fn stat(path: &str) -> Option<(u32, f64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // After the command's closing parenthesis (the command may hold
+    // spaces): state is field 3, pgrp 5, utime 14 and stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((
+        fields.get(2)?.parse().ok()?,
+        (ticks(11)? + ticks(12)?) / 100.0,
+    ))
 }
 
 /// The machine's 1-minute load average, as `/proc/loadavg` says.
