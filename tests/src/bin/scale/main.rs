@@ -97,7 +97,7 @@ async fn run(stack: &LocalStack, layout: &Layout, args: &Args) -> anyhow::Result
     let sfn = aws_sdk_sfn::Client::new(&sdk);
     let lambda = aws_sdk_lambda::Client::new(&sdk);
     // The stack's servers: moto first, then (with moto serving Kinesis)
-    // cargo lambda, whose process group holds every function instance.
+    // cargo lambda, the parent of every function instance.
     let pids = stack.pids();
     let mut report = Report::new(args, pids.first().copied(), pids.get(1).copied());
 
@@ -400,7 +400,7 @@ struct Report {
     /// a core says how far it bounds a phase.
     moto: Option<u32>,
     moto_cpu: f64,
-    /// cargo lambda's process group, and its CPU time when the phase
+    /// cargo lambda, and its and its instances' CPU time when the phase
     /// started: what the functions cost.
     functions: Option<u32>,
     functions_cpu: f64,
@@ -446,7 +446,7 @@ impl Report {
     /// A measured phase starts.
     fn start(&mut self) {
         self.moto_cpu = self.moto.and_then(cpu_seconds).unwrap_or_default();
-        self.functions_cpu = self.functions.map(group_cpu_seconds).unwrap_or_default();
+        self.functions_cpu = self.functions.map(family_cpu_seconds).unwrap_or_default();
     }
 
     fn phase(&mut self, what: &str, took: Duration, bytes: u64, note: &str) {
@@ -456,7 +456,7 @@ impl Report {
             Some(now) => format!("{:.1}", now - self.moto_cpu),
             None => "?".to_owned(),
         };
-        let functions = match self.functions.map(group_cpu_seconds) {
+        let functions = match self.functions.map(family_cpu_seconds) {
             Some(now) => format!("{:.1}", now - self.functions_cpu),
             None => "?".to_owned(),
         };
@@ -544,30 +544,32 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(stat(&format!("/proc/{pid}/stat"))?.1)
 }
 
-/// The CPU time the live processes of process group `pgrp` have used
-/// (function instances stay alive until the stack stops, so none of a
-/// phase's is lost to an exit).
-fn group_cpu_seconds(pgrp: u32) -> f64 {
+/// The CPU time process `parent` and its live children have used.
+/// cargo lambda starts each function instance as a child of its own (in a
+/// session of its own, so not by process group), and keeps it until the
+/// stack stops, so none of a phase's time is lost to an exit.
+fn family_cpu_seconds(parent: u32) -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0.0;
     };
-    entries
+    let children: f64 = entries
         .flatten()
         .filter_map(|e| stat(&e.path().join("stat").to_string_lossy()))
-        .filter(|(group, _)| *group == pgrp)
+        .filter(|(ppid, _)| *ppid == parent)
         .map(|(_, cpu)| cpu)
-        .sum()
+        .sum();
+    children + cpu_seconds(parent).unwrap_or_default()
 }
 
-/// A process's group and CPU seconds from its `stat` file.
+/// A process's parent and CPU seconds from its `stat` file.
 fn stat(path: &str) -> Option<(u32, f64)> {
     let stat = std::fs::read_to_string(path).ok()?;
     // After the command's closing parenthesis (the command may hold
-    // spaces): state is field 3, pgrp 5, utime 14 and stime 15.
+    // spaces): state is field 3, ppid 4, utime 14 and stime 15.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
     Some((
-        fields.get(2)?.parse().ok()?,
+        fields.get(1)?.parse().ok()?,
         (ticks(11)? + ticks(12)?) / 100.0,
     ))
 }
