@@ -1,11 +1,13 @@
 //! How fast a Kinesis backend answers GetRecords with nothing else in the
 //! way: the ceiling a scrape's aggregate read rate is read against when the
-//! emulator, not the scraper, bounds it.
+//! emulator, not the scraper, bounds it. The calls are the engine's own
+//! (`KinesisSource`, as the scraper makes them), without its pacing.
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::types::ShardIteratorType;
 use futures_util::future::try_join_all;
+use rewind_engine::model::window::StartPosition;
+use rewind_engine::sources::kinesis::{KinesisSource, ShardSource, SourceError};
 
 /// GetRecords' largest `Limit`.
 const LIMIT: i32 = 10_000;
@@ -14,72 +16,47 @@ const LIMIT: i32 = 10_000;
 /// returns nothing), all at once or one after another; returns the bytes
 /// read (data and partition keys, as Kinesis counts them) and the time.
 pub async fn read_stream(
-    kinesis: &aws_sdk_kinesis::Client,
-    stream: &str,
+    source: &KinesisSource,
     shard_ids: &[String],
     parallel: bool,
 ) -> anyhow::Result<(u64, Duration)> {
     let started = Instant::now();
     let bytes = if parallel {
-        try_join_all(shard_ids.iter().map(|s| read_shard(kinesis, stream, s)))
+        try_join_all(shard_ids.iter().map(|s| read_shard(source, s)))
             .await?
             .into_iter()
             .sum()
     } else {
         let mut bytes = 0;
         for shard in shard_ids {
-            bytes += read_shard(kinesis, stream, shard).await?;
+            bytes += read_shard(source, shard).await?;
         }
         bytes
     };
     Ok((bytes, started.elapsed()))
 }
 
-async fn read_shard(
-    kinesis: &aws_sdk_kinesis::Client,
-    stream: &str,
-    shard: &str,
-) -> anyhow::Result<u64> {
-    let mut iterator = kinesis
-        .get_shard_iterator()
-        .stream_name(stream)
-        .shard_id(shard)
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await?
-        .shard_iterator
-        .ok_or_else(|| anyhow::anyhow!("{shard}: no iterator"))?;
+async fn read_shard(source: &KinesisSource, shard: &str) -> anyhow::Result<u64> {
+    let mut iterator = source
+        .shard_iterator(shard, &StartPosition::TrimHorizon)
+        .await?;
     let mut bytes = 0u64;
     loop {
-        let answer = kinesis
-            .get_records()
-            .shard_iterator(&iterator)
-            .limit(LIMIT)
-            .send()
-            .await;
-        let output = match answer {
-            Ok(output) => output,
+        let page = match source.records(shard, &iterator, LIMIT).await {
+            Ok(page) => page,
             // Through the endpoint a read past the shard's limit is refused;
             // wait as a reader would, for the shard's budget to refill.
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_provisioned_throughput_exceeded_exception()) =>
-            {
+            Err(SourceError::Throttled { .. }) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
             Err(error) => return Err(error.into()),
         };
-        if output.records().is_empty() {
+        if page.records.is_empty() {
             return Ok(bytes);
         }
-        bytes += output
-            .records()
-            .iter()
-            .map(|r| (r.data().as_ref().len() + r.partition_key().map_or(0, str::len)) as u64)
-            .sum::<u64>();
-        match output.next_shard_iterator {
+        bytes += page.bytes as u64;
+        match page.next_iterator {
             Some(next) => iterator = next,
             None => return Ok(bytes),
         }

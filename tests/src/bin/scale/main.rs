@@ -35,6 +35,7 @@ use rewind_engine::jobs::mapping::wall_clock;
 use rewind_engine::sinks::dlq::LogOnlyDestination;
 use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
 use rewind_engine::sources::RecordSource;
+use rewind_engine::sources::kinesis::KinesisSource;
 use rewind_engine::sources::manifest::ManifestSource;
 use rewind_engine::store::S3Store;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
@@ -161,19 +162,23 @@ async fn run(stack: &LocalStack, layout: &Layout, args: &Args) -> anyhow::Result
 
     // 3. moto's GetRecords ceiling: moto alone, then through the endpoint
     // (with its shard limits), every shard at once and one at a time.
-    let moto = aws_sdk_kinesis::Client::new(&rewind_local::sdk::config(&stack.moto_url()).await);
+    let moto = KinesisSource::new(
+        aws_sdk_kinesis::Client::new(&rewind_local::sdk::config(&stack.moto_url()).await),
+        &stream_arn,
+    );
+    let endpoint = KinesisSource::new(kinesis.clone(), &stream_arn);
     let shard_ids = expected.shard_ids();
-    for (what, client, parallel) in [
+    for (what, source, parallel) in [
         ("GetRecords, moto alone, one shard at a time", &moto, false),
         ("GetRecords, moto alone, every shard at once", &moto, true),
         (
             "GetRecords through the endpoint, every shard at once",
-            &kinesis,
+            &endpoint,
             true,
         ),
     ] {
         report.start();
-        let (bytes, took) = ceiling::read_stream(client, &stream, &shard_ids, parallel).await?;
+        let (bytes, took) = ceiling::read_stream(source, &shard_ids, parallel).await?;
         anyhow::ensure!(
             bytes == expected.bytes(),
             "{what}: read {bytes} bytes of {}",
