@@ -429,10 +429,12 @@ fn main() {
             (_, None) => " its default".to_owned(),
             (_, Some(l)) => format!(" {l}"),
         };
-        let chosen = if level.is_some() && level == default_level(compression) {
-            ", the archiver's default"
-        } else {
-            ""
+        // Zstd is the archiver's default compression; gzip has its own
+        // default level.
+        let chosen = match compression {
+            _ if level.is_none() || level != default_level(compression) => "",
+            Compression::Zstd => ", the archiver's default",
+            _ => ", the archiver's level for it",
         };
         Case {
             name: format!("S3 ({compression}{shown}{chosen})"),

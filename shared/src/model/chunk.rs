@@ -179,7 +179,12 @@ impl ChunkSummary {
             self.first = Some(id.clone());
         }
         self.last = Some(id);
-        let at = record.approximate_arrival_timestamp;
+        self.add_line(record.approximate_arrival_timestamp, line_bytes);
+    }
+
+    /// [`Self::add`] but for the ids, which a writer that has all the
+    /// records sets once, from the first and the last.
+    fn add_line(&mut self, at: ArrivalTime, line_bytes: usize) {
         self.first_arrival = Some(self.first_arrival.map_or(at, |t| t.min(at)));
         self.last_arrival = Some(self.last_arrival.map_or(at, |t| t.max(at)));
         self.records += 1;

@@ -27,10 +27,11 @@ use crate::store::{ObjectStore, PutObject, StoreError};
 /// (`ARCHIVE_COMPRESSION_LEVEL`, the template's `ArchiveCompressionLevel`),
 /// chosen by the archiver bench's numbers (BENCHMARKS.md, "Archiver"). Zstd
 /// 1, the archiver's default compression, is the cheapest level that keeps
-/// objects near gzip's size: 53 ms of CPU per 10,000 records of 1 KiB,
-/// for objects 24% larger than gzip 6's (zstd 2 takes 85 ms for 2% larger).
-/// Gzip 2 is gzip's knee: 40% less CPU than its usual 6 for objects 5%
-/// larger, where gzip 1 makes them 59% larger.
+/// objects near gzip's size, and under the archiver's 50 ms target: 47 ms
+/// of CPU per 10,000 records of 1 KiB, for objects 24% larger than gzip
+/// 6's (zstd 2 takes 83 ms for 2% larger). Gzip 2 is gzip's knee: 39% less
+/// CPU than its usual 6 for objects 5% larger, where gzip 1 makes them 59%
+/// larger.
 pub fn default_level(compression: Compression) -> Option<u32> {
     match compression {
         Compression::Zstd => Some(1),
@@ -53,7 +54,7 @@ impl ArchiveLayout {
                 let head = &records[start];
                 let same_place = head.stream == record.stream
                     && head.shard_id == record.shard_id
-                    && hour_of(head) == hour_of(record);
+                    && hour_index(head) == hour_index(record);
                 if !same_place || bytes + size > self.max_object_bytes {
                     plan.push(start..i);
                     start = i;
@@ -67,6 +68,15 @@ impl ArchiveLayout {
         }
         plan
     }
+}
+
+/// The arrival hour as a number, for comparing hours without making
+/// dates of them ([`hour_of`]'s hour, counted from the epoch).
+fn hour_index<D>(record: &Record<D>) -> i64 {
+    record
+        .approximate_arrival_timestamp
+        .epoch_millis()
+        .div_euclid(3_600_000)
 }
 
 /// A record line's size, near enough to bound an object: its data's base64

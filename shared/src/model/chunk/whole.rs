@@ -30,8 +30,11 @@ pub fn encode_whole<D: RecordData>(
     for record in records {
         let start = lines.len();
         record.write_line(&mut lines);
-        summary.add(record, lines.len() - start);
+        summary.add_line(record.approximate_arrival_timestamp, lines.len() - start);
     }
+    // The ids of the ends only: not two copies per record.
+    summary.first = records.first().map(Record::id);
+    summary.last = records.last().map(Record::id);
     Ok((compress(object, lines, compression, level)?, summary))
 }
 

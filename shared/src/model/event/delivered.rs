@@ -165,8 +165,9 @@ struct InKinesis<'a> {
     partition_key: Cow<'a, str>,
     #[serde(borrow)]
     sequence_number: Cow<'a, str>,
+    /// Bytes: base64's check makes serde_json's of UTF-8 redundant.
     #[serde(borrow)]
-    data: Cow<'a, str>,
+    data: Cow<'a, [u8]>,
     /// A JSON number, as the mapping writes it.
     approximate_arrival_timestamp: ArrivalTime,
     #[serde(default, borrow)]

@@ -13,8 +13,9 @@ use crate::model::kpl;
 /// it arrived as ([`Base64`]). Lines and events carry the data as base64
 /// either way.
 pub trait RecordData: Clone + fmt::Debug + Send + Sync + 'static {
-    /// From base64 text as Kinesis and Lambda write it.
-    fn from_base64(text: Cow<'_, str>) -> Result<Self, base64::DecodeError>;
+    /// From base64 text as Kinesis and Lambda write it (as bytes: a parser
+    /// needn't check that it is UTF-8, base64 being ASCII).
+    fn from_base64(text: Cow<'_, [u8]>) -> Result<Self, base64::DecodeError>;
 
     /// The base64 text.
     fn base64(&self) -> Cow<'_, str>;
@@ -32,8 +33,8 @@ pub trait RecordData: Clone + fmt::Debug + Send + Sync + 'static {
 }
 
 impl RecordData for Vec<u8> {
-    fn from_base64(text: Cow<'_, str>) -> Result<Self, base64::DecodeError> {
-        BASE64.decode(text.as_bytes())
+    fn from_base64(text: Cow<'_, [u8]>) -> Result<Self, base64::DecodeError> {
+        BASE64.decode(text)
     }
 
     fn base64(&self) -> Cow<'_, str> {
@@ -69,55 +70,58 @@ impl RecordData for Vec<u8> {
 /// it is, where holding the bytes would decode every payload only to encode
 /// it again for the line (most of the archiver's CPU before compression:
 /// BENCHMARKS.md, "Archiver").
+///
+/// It holds the text's bytes, checked to be base64, so ASCII.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Base64(String);
+pub struct Base64(Vec<u8>);
 
 impl Base64 {
     /// Checks `text` and keeps it: an error says what is wrong and where.
-    pub fn new(text: String) -> Result<Self, base64::DecodeError> {
+    pub fn new(text: impl Into<Vec<u8>>) -> Result<Self, base64::DecodeError> {
+        let text = text.into();
         // The SIMD check is several times faster than decoding; it only
         // says that the text is bad, so the decoder says what and where.
         // Every text it accepts the decoder accepts too (a test holds the
         // two to it), which `decode` relies on.
-        match base64_simd::STANDARD.check(text.as_bytes()) {
+        match base64_simd::STANDARD.check(&text) {
             Ok(()) => Ok(Self(text)),
-            Err(_) => BASE64.decode(text.as_bytes()).map(|_| Self(text)),
+            Err(_) => BASE64.decode(&text).map(|_| Self(text)),
         }
     }
 
     pub fn encode(bytes: &[u8]) -> Self {
-        Self(BASE64.encode(bytes))
+        Self(BASE64.encode(bytes).into_bytes())
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("base64 is ASCII")
     }
 
     /// The bytes.
     pub fn decode(&self) -> Vec<u8> {
         BASE64
-            .decode(self.0.as_bytes())
+            .decode(&self.0)
             .expect("a Base64 holds only text that decodes")
     }
 
     /// Length of the bytes, without decoding them.
     pub fn decoded_len(&self) -> usize {
-        let padding = self.0.bytes().rev().take(2).filter(|&b| b == b'=').count();
+        let padding = self.0.iter().rev().take(2).filter(|&&b| b == b'=').count();
         self.0.len() / 4 * 3 - padding
     }
 }
 
 impl RecordData for Base64 {
-    fn from_base64(text: Cow<'_, str>) -> Result<Self, base64::DecodeError> {
+    fn from_base64(text: Cow<'_, [u8]>) -> Result<Self, base64::DecodeError> {
         Self::new(text.into_owned())
     }
 
     fn base64(&self) -> Cow<'_, str> {
-        Cow::Borrowed(&self.0)
+        Cow::Borrowed(self.as_str())
     }
 
     fn write_base64(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.0.as_bytes());
+        out.extend_from_slice(&self.0);
     }
 
     fn base64_len(&self) -> usize {
@@ -127,14 +131,17 @@ impl RecordData for Base64 {
     /// From the first 8 characters, the only ones the magic is in: the
     /// rest of the data is decoded only if a sink needs the bytes.
     fn is_aggregated(&self) -> bool {
-        if self.decoded_len() <= kpl::MAGIC.len() + kpl::DIGEST_LEN {
+        // The magic's first 3 bytes are these 4 characters: most data is
+        // told apart without decoding anything.
+        if !self.0.starts_with(b"84ma") || self.decoded_len() <= kpl::MAGIC.len() + kpl::DIGEST_LEN
+        {
             return false;
         }
         let mut head = [0; 6];
         // More than 20 bytes are at least 28 characters: the first 8 are
         // whole groups without padding, and checked base64.
         BASE64
-            .decode_slice(&self.0.as_bytes()[..8], &mut head)
+            .decode_slice(&self.0[..8], &mut head)
             .is_ok_and(|_| head.starts_with(&kpl::MAGIC))
     }
 
@@ -144,6 +151,8 @@ impl RecordData for Base64 {
 }
 
 pub(super) mod base64_data {
+    use std::borrow::Cow;
+
     use super::RecordData;
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -157,7 +166,10 @@ pub(super) mod base64_data {
     pub fn deserialize<'de, T: RecordData, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<T, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let text = match <Cow<'de, str>>::deserialize(deserializer)? {
+            Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+            Cow::Owned(text) => Cow::Owned(text.into_bytes()),
+        };
         T::from_base64(text)
             .map_err(|e| serde::de::Error::custom(format!("data is not valid base64: {e}")))
     }
