@@ -275,7 +275,11 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
                 // Without markers: the stream's, in the replay's own account.
                 let lister = (self.streams.shards())
                     .map(|shards| ShardLister::new(shards, self.local_stream_arn(stream)));
-                Box::new(ArchiveSource::open(store, &layout, stream, (*from, *to), lister).await?)
+                Box::new(
+                    ArchiveSource::open(store, &layout, stream, (*from, *to), lister)
+                        .await?
+                        .with_page(piece(request)),
+                )
             }
             ReplaySource::Dynamodb {
                 table,
