@@ -52,7 +52,8 @@ pub async fn plan_scan<R: ObjectReader>(
 }
 
 /// Reads one shard's archived records of a window in sequence order, each
-/// user record once, one object in memory at a time.
+/// user record once, one object's records in memory at a time (its bytes
+/// streamed).
 ///
 /// Objects can overlap (a batch the mapping bisected or resumed is written
 /// again from its failed record): ordered by first position, a record at or
