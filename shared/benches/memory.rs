@@ -281,7 +281,7 @@ async fn bench() {
         });
         let request = ReplayRequest::parse_local(&serde_json::to_vec(&request).expect("json"))
             .expect("a valid request");
-        let plan = replayer.plan(&request, &run).await.expect("plan");
+        let plan = replayer.plan(&request, &run, None).await.expect("plan");
         let mut progress = plan.groups[0][0].clone();
         let before = reset();
         let mut peak = 0;
