@@ -408,4 +408,10 @@ impl ObjectReader for Store {
             Store::S3(s) => s.get(key).await,
         }
     }
+    async fn get_body(&self, key: &str) -> Result<rewind_engine::store::ObjectBody, StoreError> {
+        match self {
+            Store::Dir(d) => d.get_body(key).await,
+            Store::S3(s) => s.get_body(key).await,
+        }
+    }
 }

@@ -14,6 +14,8 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 
+mod body;
+pub use body::{BODY_RESUMES, FILE_PIECE_BYTES, ObjectBody};
 mod create;
 pub use create::{CreateNew, Created};
 mod listing;
@@ -154,6 +156,13 @@ pub trait ObjectReader: Send + Sync {
 
     /// One object's bytes.
     fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+
+    /// One object's bytes as they arrive, a piece at a time, for a reader
+    /// that must not hold the whole object (a chunk of 100,000 records). A
+    /// store that can't stream gives the object whole, as one piece.
+    fn get_body(&self, key: &str) -> impl Future<Output = Result<ObjectBody, StoreError>> + Send {
+        async move { Ok(ObjectBody::memory(self.get(key).await?, usize::MAX)) }
+    }
 }
 
 /// An S3 bucket.
@@ -185,6 +194,23 @@ impl S3Store {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         self.failed(operation, key, s3_kind(&error), Box::new(error))
+    }
+
+    /// A failed GET: `NoSuchKey` is [`StoreErrorKind::NotFound`].
+    fn get_error(&self, key: &str, error: SdkError<GetObjectError, HttpResponse>) -> StoreError {
+        if error
+            .as_service_error()
+            .is_some_and(GetObjectError::is_no_such_key)
+        {
+            self.failed(
+                Operation::Get,
+                key,
+                StoreErrorKind::NotFound,
+                Box::new(error),
+            )
+        } else {
+            self.error(Operation::Get, key, error)
+        }
     }
 
     fn failed(
@@ -265,21 +291,7 @@ impl ObjectReader for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|error| {
-                if error
-                    .as_service_error()
-                    .is_some_and(GetObjectError::is_no_such_key)
-                {
-                    self.failed(
-                        Operation::Get,
-                        key,
-                        StoreErrorKind::NotFound,
-                        Box::new(error),
-                    )
-                } else {
-                    self.error(Operation::Get, key, error)
-                }
-            })?;
+            .map_err(|error| self.get_error(key, error))?;
         // The body streams after the answer: a connection dropped mid-way.
         let body = object.body.collect().await.map_err(|error| {
             self.failed(
@@ -290,6 +302,10 @@ impl ObjectReader for S3Store {
             )
         })?;
         Ok(body.into_bytes().to_vec())
+    }
+
+    async fn get_body(&self, key: &str) -> Result<ObjectBody, StoreError> {
+        self.open_body(key).await
     }
 }
 
@@ -379,6 +395,12 @@ impl ObjectReader for DirStore {
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         std::fs::read(self.path(key)).map_err(|e| self.error(Operation::Get, key, e))
     }
+
+    async fn get_body(&self, key: &str) -> Result<ObjectBody, StoreError> {
+        let path = self.path(key);
+        let file = std::fs::File::open(&path).map_err(|e| self.error(Operation::Get, key, e))?;
+        Ok(ObjectBody::file(file, path))
+    }
 }
 
 /// An in-memory store for the engine's own tests.
@@ -435,7 +457,17 @@ impl ObjectReader for MemoryStore {
                 source: None,
             })
     }
+
+    async fn get_body(&self, key: &str) -> Result<ObjectBody, StoreError> {
+        // Small pieces, so the engine's tests feed decoders as a network
+        // body does, never an object at once.
+        Ok(ObjectBody::memory(self.get(key).await?, MEMORY_PIECE_BYTES))
+    }
 }
+
+/// The pieces [`MemoryStore`] hands a body out in.
+#[cfg(test)]
+pub(crate) const MEMORY_PIECE_BYTES: usize = 1000;
 
 #[cfg(test)]
 impl ObjectStore for MemoryStore {

@@ -9,11 +9,10 @@
 //! line where reading stopped, never a silently shorter list of records.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::str::FromStr;
 
 use flate2::Compression as GzLevel;
-use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +22,8 @@ use crate::model::seqno::UserRecordId;
 mod whole;
 
 pub use whole::{compress, encode_whole};
+mod decoder;
+pub use decoder::{ChunkDecoder, FEED_BYTES};
 
 /// A line longer than this can't be a record line: Kinesis records carry at
 /// most 1 MiB of data (about 1.4 MB as base64) plus small metadata. The bound
@@ -302,14 +303,16 @@ pub fn encode<'a>(
     writer.finish()
 }
 
-/// Reads the records of one chunk, in order, one line at a time.
+/// Reads the records of one chunk, in order, one line at a time, from a
+/// blocking reader (a file, bytes in memory): [`ChunkDecoder`] fed a read
+/// at a time.
 pub struct ChunkReader<'r> {
-    object: String,
-    compression: Compression,
-    lines: Box<dyn BufRead + Send + 'r>,
-    line: u64,
-    buf: Vec<u8>,
-    done: bool,
+    source: Box<dyn Read + Send + 'r>,
+    decoder: ChunkDecoder,
+    buf: Box<[u8]>,
+    ended: bool,
+    /// Reading the source failed: nothing more is read.
+    broken: bool,
 }
 
 impl<'r> ChunkReader<'r> {
@@ -319,112 +322,80 @@ impl<'r> ChunkReader<'r> {
         object: impl Into<String>,
         source: impl Read + Send + 'r,
     ) -> Result<Self, ChunkError> {
-        let object = object.into();
-        let mut raw = BufReader::with_capacity(64 * 1024, source);
-        let head = raw.fill_buf().map_err(|source| ChunkError::Corrupt {
-            object: object.clone(),
+        let mut reader = Self {
+            source: Box::new(source),
+            decoder: ChunkDecoder::new(object),
+            buf: vec![0; 64 * 1024].into_boxed_slice(),
+            ended: false,
+            broken: false,
+        };
+        // The first read tells the compression.
+        reader.read_more().map_err(|source| ChunkError::Corrupt {
+            object: reader.decoder.object().to_owned(),
             compression: Compression::None,
             line: 0,
             source,
         })?;
-        let compression = Compression::sniff(head);
-        let lines: Box<dyn BufRead + Send + 'r> = match compression {
-            // Multi-member, as gzip(1) and Athena read concatenated members.
-            Compression::Gzip => Box::new(BufReader::with_capacity(
-                64 * 1024,
-                MultiGzDecoder::new(raw),
-            )),
-            Compression::Zstd => Box::new(BufReader::with_capacity(
-                64 * 1024,
-                zstd::stream::read::Decoder::with_buffer(raw).map_err(|source| {
-                    ChunkError::Corrupt {
-                        object: object.clone(),
-                        compression,
-                        line: 0,
-                        source,
-                    }
-                })?,
-            )),
-            Compression::None => Box::new(raw),
-        };
-        Ok(Self {
-            object,
-            compression,
-            lines,
-            line: 0,
-            buf: Vec::with_capacity(4096),
-            done: false,
-        })
+        Ok(reader)
     }
 
     pub fn compression(&self) -> Compression {
-        self.compression
+        self.decoder.compression()
     }
 
     /// Lines read so far.
     pub fn lines_read(&self) -> u64 {
-        self.line
+        self.decoder.lines_read()
     }
 
-    fn next_record(&mut self) -> Result<Option<Record>, ChunkError> {
-        loop {
-            self.buf.clear();
-            let limit = MAX_LINE_BYTES as u64 + 1;
-            let read = (&mut self.lines)
-                .take(limit)
-                .read_until(b'\n', &mut self.buf)
-                .map_err(|source| ChunkError::Corrupt {
-                    object: self.object.clone(),
-                    compression: self.compression,
-                    line: self.line,
-                    source,
-                })?;
-            if read == 0 {
-                return Ok(None);
+    fn read_more(&mut self) -> io::Result<()> {
+        let read = loop {
+            match self.source.read(&mut self.buf) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                other => break other?,
             }
-            self.line += 1;
-            if self.buf.last() != Some(&b'\n') && read as u64 == limit {
-                return Err(ChunkError::LineTooLong {
-                    object: self.object.clone(),
-                    line: self.line,
-                });
-            }
-            let text = trim_line_end(&self.buf);
-            if text.iter().all(u8::is_ascii_whitespace) {
-                // Tolerate blank lines (a trailing newline in a hand-made file).
-                continue;
-            }
-            return Record::from_line(text)
-                .map(Some)
-                .map_err(|source| ChunkError::Line {
-                    object: self.object.clone(),
-                    line: self.line,
-                    source,
-                });
+        };
+        if read == 0 {
+            self.decoder.finish();
+            self.ended = true;
+        } else {
+            self.decoder.feed(&self.buf[..read]);
         }
+        Ok(())
     }
-}
-
-fn trim_line_end(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 impl Iterator for ChunkReader<'_> {
     type Item = Result<Record, ChunkError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
+        while !self.broken {
+            if let Some(item) = self.decoder.next_record() {
+                return Some(item);
+            }
+            if self.ended {
+                return None;
+            }
+            if let Err(source) = self.read_more() {
+                // After an error the position in the stream is unknown: stop
+                // rather than report records past a gap.
+                self.ended = true;
+                self.broken = true;
+                return Some(Err(ChunkError::Corrupt {
+                    object: self.decoder.object().to_owned(),
+                    compression: self.compression(),
+                    line: self.lines_read(),
+                    source,
+                }));
+            }
         }
-        let item = self.next_record().transpose();
-        if !matches!(item, Some(Ok(_))) {
-            // After an error the position in the stream is unknown: stop
-            // rather than report records past a gap.
-            self.done = true;
-        }
-        item
+        None
     }
+}
+
+fn trim_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// Decodes a whole in-memory chunk.

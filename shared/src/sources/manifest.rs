@@ -7,30 +7,30 @@
 //! whatever the shard count. A manifest written before per-shard manifests
 //! (each shard's chunks inline) is read whole instead, as it always was.
 
-use std::io::Cursor;
-
 use serde::de::DeserializeOwned;
 
-use crate::model::chunk::ChunkReader;
 pub use crate::model::manifest::shard_manifest_key;
 use crate::model::manifest::{Manifest, ManifestShard, ShardManifest};
 use crate::model::record::Record;
 use crate::model::seqno::Position;
+use crate::pipeline::dedupe::is_after;
 use crate::pipeline::lineage::lineage_groups;
 use crate::request::RequestError;
+use crate::sources::object::ObjectRecords;
 use crate::sources::{BoxFuture, Pages, RecordSource, SourceError, SourceStream};
 use crate::store::ObjectReader;
 
-/// Reads a manifest's records of one shard back, chunk by chunk.
+/// Reads a manifest's records of one shard back, chunk by chunk, each
+/// chunk's bytes streamed.
 pub async fn read_shard_chunks<R: ObjectReader>(
     reader: &R,
     shard: &ManifestShard,
     mut sink: impl FnMut(Record),
 ) -> Result<(), SourceError> {
     for chunk in &shard.chunks {
-        let bytes = reader.get(&chunk.key).await?;
-        for record in ChunkReader::new(&chunk.key, bytes.as_slice())? {
-            sink(record?);
+        let mut records = ObjectRecords::open(reader, &chunk.key).await?;
+        while let Some(record) = records.next().await? {
+            sink(record);
         }
     }
     Ok(())
@@ -164,20 +164,25 @@ impl<R: ObjectReader> RecordSource for ManifestSource<R> {
                 keys: keys.into_iter(),
                 page: self.page,
                 reading: None,
+                after: after.cloned(),
             });
             Ok(pages)
         })
     }
 }
 
-/// A shard's chunks, each read a page at a time: a page never spans two
-/// chunks (as a whole chunk was one page before pages were bounded).
+/// A shard's chunks, each read a page at a time as its bytes arrive: a
+/// page never spans two chunks (as a whole chunk was one page before pages
+/// were bounded), and records at or before the resume position are passed
+/// over as they stream by, so a resumed step's pages hold only new ones.
 struct Chunks<'a, R> {
     store: &'a R,
     keys: std::vec::IntoIter<String>,
     page: usize,
-    /// The chunk being read: its records are parsed as pages are taken.
-    reading: Option<ChunkReader<'static>>,
+    /// The chunk being read.
+    reading: Option<ObjectRecords>,
+    /// The resume position: records at or before it were delivered.
+    after: Option<Position>,
 }
 
 impl<R: ObjectReader> Pages for Chunks<'_, R> {
@@ -186,13 +191,20 @@ impl<R: ObjectReader> Pages for Chunks<'_, R> {
             loop {
                 if let Some(reader) = self.reading.as_mut() {
                     let mut records = Vec::new();
+                    let mut ended = false;
                     while records.len() < self.page {
-                        match reader.next() {
-                            Some(record) => records.push(record?),
-                            None => break,
+                        match reader.next().await? {
+                            Some(record) if is_after(&record, self.after.as_ref()) => {
+                                records.push(record);
+                            }
+                            Some(_) => {}
+                            None => {
+                                ended = true;
+                                break;
+                            }
                         }
                     }
-                    if records.len() < self.page {
+                    if ended {
                         self.reading = None;
                     }
                     if !records.is_empty() {
@@ -203,8 +215,7 @@ impl<R: ObjectReader> Pages for Chunks<'_, R> {
                 let Some(key) = self.keys.next() else {
                     return Ok(None);
                 };
-                let bytes = self.store.get(&key).await?;
-                self.reading = Some(ChunkReader::new(key, Cursor::new(bytes))?);
+                self.reading = Some(ObjectRecords::open(self.store, &key).await?);
             }
         })
     }
@@ -372,11 +383,31 @@ mod tests {
         assert!(!gets.iter().any(|k| k == top), "{gets:?}");
         let store = source.store.store;
         // From the top-level manifest (the plan), the entry leads to the
-        // shard's own manifest too; a resume skips the chunks before it.
+        // shard's own manifest too; a resume skips the chunks before it, and
+        // in its chunk the records up to the position as they stream by.
         let source = ManifestSource::open(store, "b", top).await.unwrap();
         assert_eq!(source.shards().await.unwrap(), [["shardId-000000000000"]]);
         let after = Position::of(&all[11]);
-        assert_eq!(pages(&source, Some(&after)).await.concat(), all[10..]);
+        assert_eq!(pages(&source, Some(&after)).await.concat(), all[12..]);
+    }
+
+    #[tokio::test]
+    async fn a_resume_mid_chunk_goes_on_after_its_position_a_page_at_a_time() {
+        let store = MemoryStore::default();
+        // One chunk far larger than a page and than the store's pieces.
+        let all = scrape(&store, &[5000, 7], false).await;
+        let top = "scrapes/run/manifest.json";
+        let source = ManifestSource::open_shard(store, "b", top, "shardId-000000000000")
+            .await
+            .unwrap()
+            .with_page(500);
+        for resume in [0, 1234, 4998, 4999, 5003] {
+            let after = Position::of(&all[resume]);
+            let read = pages(&source, Some(&after)).await;
+            assert!(read.iter().all(|p| !p.is_empty() && p.len() <= 500));
+            // Each record after the position once, in order; none before it.
+            assert_eq!(read.concat(), all[resume + 1..], "resume after {resume}");
+        }
     }
 
     #[tokio::test]

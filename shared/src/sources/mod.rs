@@ -7,6 +7,7 @@ pub mod dynamodb;
 pub mod files;
 pub mod kinesis;
 pub mod manifest;
+pub mod object;
 pub mod s3_archive;
 
 pub use futures_util::future::BoxFuture;

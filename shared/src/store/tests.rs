@@ -192,3 +192,44 @@ async fn a_folder_works_as_a_store() {
     assert!(store.list("missing/").await.unwrap().is_empty());
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[tokio::test]
+async fn a_folder_and_memory_give_bodies_in_pieces_never_whole() {
+    let root = std::env::temp_dir().join(format!("rewind-dirbody-{}", std::process::id()));
+    let dir = DirStore::new(&root);
+    let memory = MemoryStore::default();
+    let body: Vec<u8> = (0..3 * FILE_PIECE_BYTES + 17).map(|i| i as u8).collect();
+    let object = PutObject {
+        key: "run/shard-1/big.jsonl.gz".into(),
+        body: body.clone(),
+        content_type: "x",
+        content_encoding: None,
+    };
+    dir.put(object.clone()).await.unwrap();
+    memory.put(object).await.unwrap();
+    let mut bodies = vec![
+        (
+            dir.get_body("run/shard-1/big.jsonl.gz").await.unwrap(),
+            FILE_PIECE_BYTES,
+        ),
+        (
+            memory.get_body("run/shard-1/big.jsonl.gz").await.unwrap(),
+            MEMORY_PIECE_BYTES,
+        ),
+    ];
+    for (body_read, most) in &mut bodies {
+        let mut read = Vec::new();
+        let mut pieces = 0;
+        while let Some(piece) = body_read.next().await.unwrap() {
+            assert!(!piece.is_empty() && piece.len() <= *most);
+            read.extend_from_slice(&piece);
+            pieces += 1;
+        }
+        assert_eq!(read, body);
+        assert!(pieces > 3, "{pieces}");
+        assert_eq!(body_read.bytes_given(), body.len() as u64);
+    }
+    let missing = dir.get_body("run/nope").await.err().unwrap();
+    assert!(missing.is_not_found(), "{missing}");
+    std::fs::remove_dir_all(&root).unwrap();
+}

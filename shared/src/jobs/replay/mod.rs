@@ -276,7 +276,11 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
                 // Without markers: the stream's, in the replay's own account.
                 let lister = (self.streams.shards())
                     .map(|s| ShardLister::new(s, self.local_stream_arn(stream), list_until));
-                Box::new(ArchiveSource::open(store, &layout, stream, (*from, *to), lister).await?)
+                Box::new(
+                    ArchiveSource::open(store, &layout, stream, (*from, *to), lister)
+                        .await?
+                        .with_page(piece(request)),
+                )
             }
             ReplaySource::Dynamodb {
                 table,

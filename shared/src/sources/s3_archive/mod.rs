@@ -1,8 +1,8 @@
 //! The S3 archive read back: [`ArchiveSource`], a replay's bounded source,
 //! and the whole-window scan the CLI's and the tests' archive readers use
 //! (the objects of a window, listing only its hour partitions, then one
-//! shard's records in sequence order, each user record once, one object in
-//! memory at a time).
+//! shard's records in sequence order, each user record once, one object's
+//! records at a time, its bytes streamed).
 
 mod source;
 #[cfg(test)]
@@ -15,10 +15,11 @@ use std::collections::BTreeMap;
 use tracing::warn;
 
 use crate::model::archive::{ArchiveLayout, ObjectRef, hours_between, parse_object_key};
-use crate::model::chunk::{ChunkError, ChunkReader};
 use crate::model::record::{ArrivalTime, Record};
 use crate::model::seqno::Position;
 use crate::pipeline::dedupe::Dedupe;
+use crate::sources::object::ObjectRecords;
+pub use crate::sources::object::ScanError;
 use crate::store::{ObjectReader, StoreError};
 
 /// Lists the archive objects of `stream` that can hold records that arrived
@@ -50,17 +51,9 @@ pub async fn plan_scan<R: ObjectReader>(
     Ok(shards)
 }
 
-/// Why an archive scan stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ScanError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Chunk(#[from] ChunkError),
-}
-
 /// Reads one shard's archived records of a window in sequence order, each
-/// user record once, one object in memory at a time.
+/// user record once, one object's records in memory at a time (its bytes
+/// streamed).
 ///
 /// Objects can overlap (a batch the mapping bisected or resumed is written
 /// again from its failed record): ordered by first position, a record at or
@@ -114,33 +107,41 @@ pub(crate) async fn read_object<R: ObjectReader>(
     reader: &R,
     object: &ObjectRef,
     seen: &mut Dedupe,
-    (from, to): (ArrivalTime, ArrivalTime),
+    window: (ArrivalTime, ArrivalTime),
 ) -> Result<Vec<Record>, ScanError> {
-    if seen.last().is_some_and(|last| object.last <= *last) {
+    if holds_nothing_new(object, seen) {
         return Ok(Vec::new());
     }
-    let bytes = reader.get(&object.key).await?;
+    let mut records = ObjectRecords::open(reader, &object.key).await?;
     let mut out = Vec::new();
-    for record in ChunkReader::new(object.key.as_str(), bytes.as_slice())? {
-        let record = record?;
+    while let Some(record) = next_in_window(&mut records, seen, window).await? {
+        out.push(record);
+    }
+    Ok(out)
+}
+
+/// Whether every record of `object` is at or before the last one seen.
+pub(crate) fn holds_nothing_new(object: &ObjectRef, seen: &Dedupe) -> bool {
+    seen.last().is_some_and(|last| object.last <= *last)
+}
+
+/// The object's next record that arrived in `from..to` and was not seen
+/// before; `None` at its end.
+pub(crate) async fn next_in_window(
+    records: &mut ObjectRecords,
+    seen: &mut Dedupe,
+    (from, to): (ArrivalTime, ArrivalTime),
+) -> Result<Option<Record>, ScanError> {
+    while let Some(record) = records.next().await? {
         if !seen.first_time(&record) {
             continue;
         }
         let at = record.approximate_arrival_timestamp;
         if at >= from && at < to {
-            out.push(record);
+            return Ok(Some(record));
         }
     }
-    Ok(out)
-}
-
-impl From<ScanError> for crate::sources::SourceError {
-    fn from(error: ScanError) -> Self {
-        match error {
-            ScanError::Store(error) => Self::Store(error),
-            ScanError::Chunk(error) => Self::Chunk(error),
-        }
-    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! shard count: the plan finds the window's shards with one delimiter
 //! listing per hour partition (folders, not objects) and their lineage in
 //! the shard markers; a step lists only its own shard's folder of each hour,
-//! from its cursor on, one page of keys and one object of records at a
-//! time.
+//! from its cursor on, one page of keys and one page of records at a time
+//! (an object's bytes streamed, never held whole).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -19,7 +19,8 @@ use crate::model::window::StartPosition;
 use crate::pipeline::dedupe::Dedupe;
 use crate::pipeline::lineage::{PlannedShard, groups_of};
 use crate::sources::kinesis::{ListShardsError, list_shards};
-use crate::sources::s3_archive::read_object;
+use crate::sources::object::ObjectRecords;
+use crate::sources::s3_archive::{holds_nothing_new, next_in_window};
 use crate::sources::{
     BoxFuture, Lineage, Pages, RecordSource, ShardGroups, SourceError, SourceStream, StreamShards,
     one_group,
@@ -84,6 +85,8 @@ pub struct ArchiveSource<'a, R> {
     /// written before markers.
     stream_arn: Option<String>,
     lister: Option<ShardLister<'a>>,
+    /// Records a page holds at most.
+    page: usize,
 }
 
 impl<'a, R: ObjectReader> ArchiveSource<'a, R> {
@@ -115,7 +118,15 @@ impl<'a, R: ObjectReader> ArchiveSource<'a, R> {
             to,
             stream_arn,
             lister,
+            page: usize::MAX,
         })
+    }
+
+    /// Pages of at most `records` records (an object holds up to a Lambda
+    /// batch, 10,000 records): a step then holds no more than one piece.
+    pub fn with_page(mut self, records: usize) -> Self {
+        self.page = records.max(1);
+        self
     }
 
     /// Every key (or with `folders`, every folder) under `prefix`, page by
@@ -296,6 +307,7 @@ impl<R: ObjectReader> RecordSource for ArchiveSource<'_, R> {
             seen: Dedupe::after(after.cloned()),
             cursor: None,
             first: None,
+            reading: None,
         });
         Box::pin(async move { Ok(pages) })
     }
@@ -311,7 +323,7 @@ impl<R> ArchiveSource<'_, R> {
     }
 }
 
-/// One shard's objects, hour by hour in key order, one object a page. Key
+/// One shard's objects, hour by hour in key order, an object in pages. Key
 /// order is position order while a shard's sequence numbers keep one length
 /// (Kinesis's have 56 digits); an object whose first position comes before
 /// the previous object's stops the read with an error rather than have its
@@ -337,6 +349,8 @@ struct ShardPages<'a, 'b, R> {
     cursor: Option<String>,
     /// The first position of that object.
     first: Option<Position>,
+    /// That object's records, streamed, and whether a page came from it.
+    reading: Option<(ObjectRecords, bool)>,
 }
 
 impl<R: ObjectReader> ShardPages<'_, '_, R> {
@@ -377,7 +391,8 @@ impl<R: ObjectReader> ShardPages<'_, '_, R> {
         Ok(true)
     }
 
-    async fn read(&mut self, object: ObjectRef) -> Result<Vec<Record>, SourceError> {
+    /// Starts reading `object`; `false` when it holds nothing new.
+    async fn open(&mut self, object: ObjectRef) -> Result<bool, SourceError> {
         let source = self.source;
         if let Some(previous) = self.first.replace(object.first.clone())
             && object.first < previous
@@ -388,8 +403,39 @@ impl<R: ObjectReader> ShardPages<'_, '_, R> {
             });
         }
         self.cursor = Some(object.key.clone());
-        let window = (source.from, source.to);
-        Ok(read_object(&source.store, &object, &mut self.seen, window).await?)
+        if holds_nothing_new(&object, &self.seen) {
+            return Ok(false);
+        }
+        let records = ObjectRecords::open(&source.store, &object.key).await?;
+        self.reading = Some((records, false));
+        Ok(true)
+    }
+
+    /// The next page of the object being read; `None` once it has ended
+    /// after giving a page (an object that held nothing in the window still
+    /// gives its one empty page).
+    async fn take(&mut self) -> Result<Option<Vec<Record>>, SourceError> {
+        let window = (self.source.from, self.source.to);
+        let Some((records, gave)) = self.reading.as_mut() else {
+            return Ok(None);
+        };
+        let mut page = Vec::new();
+        let mut ended = false;
+        while page.len() < self.source.page {
+            match next_in_window(records, &mut self.seen, window).await? {
+                Some(record) => page.push(record),
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        let first = !*gave;
+        *gave = true;
+        if ended {
+            self.reading = None;
+        }
+        Ok((!page.is_empty() || first).then_some(page))
     }
 }
 
@@ -397,8 +443,18 @@ impl<R: ObjectReader> Pages for ShardPages<'_, '_, R> {
     fn next_page(&mut self) -> BoxFuture<'_, Result<Option<Vec<Record>>, SourceError>> {
         Box::pin(async move {
             loop {
+                if self.reading.is_some() {
+                    if let Some(page) = self.take().await? {
+                        return Ok(Some(page));
+                    }
+                    continue;
+                }
                 if let Some(object) = self.objects.pop_front() {
-                    return self.read(object).await.map(Some);
+                    if !self.open(object).await? {
+                        // Nothing after the last record seen: not read.
+                        return Ok(Some(Vec::new()));
+                    }
+                    continue;
                 }
                 if !self.list().await? {
                     return Ok(None);

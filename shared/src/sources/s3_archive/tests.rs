@@ -437,3 +437,54 @@ async fn objects_out_of_position_order_stop_the_read() {
     assert!(matches!(err, SourceError::OutOfOrder { .. }), "{err}");
     assert!(err.to_string().contains(&"9".repeat(55)), "{err}");
 }
+
+/// An object of a Lambda batch far larger than a page is read a page at a
+/// time as its bytes stream in, and a step that stopped inside it resumes
+/// from its cursor (that object again) after its position: each record
+/// once, none before the position.
+#[tokio::test]
+async fn an_object_streams_in_pages_and_resumes_inside_itself() {
+    let store = MemoryStore::default();
+    let records: Vec<Record> = (0..2500)
+        .map(|i| record(0, i, BEFORE_HOUR + 10_000 + i as i64))
+        .collect();
+    let outcome = archive_batch(&store, &ArchiveLayout::default(), &records).await;
+    assert!(outcome.failed.is_empty());
+    let source = ArchiveSource::open(store, &ArchiveLayout::default(), "orders", window(), None)
+        .await
+        .unwrap()
+        .with_page(1000);
+    let shard_id = shard(0);
+    let mut pages = source.pages(&shard_id, None).await.unwrap();
+    let mut read = Vec::new();
+    let mut cursors = Vec::new();
+    while let Some(page) = pages.next_page().await.unwrap() {
+        read.push(page);
+        cursors.push(pages.cursor().unwrap());
+    }
+    drop(pages);
+    // One object (one batch, one hour), larger than two pages.
+    let sizes: Vec<usize> = read.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [1000, 1000, 500]);
+    assert_eq!(read.concat(), records);
+    // Every page came from the one object: the cursor each gave.
+    assert!(cursors.iter().all(|c| *c == cursors[0]), "{cursors:?}");
+    for settled in [0, 999, 1000, 1733] {
+        let after = Position::of(&records[settled]);
+        let mut pages = source
+            .pages_from(&shard_id, Some(&after), Some(&cursors[0]))
+            .await
+            .unwrap();
+        let mut resumed = Vec::new();
+        while let Some(page) = pages.next_page().await.unwrap() {
+            assert!(page.len() <= 1000);
+            resumed.extend(page);
+        }
+        assert_eq!(
+            resumed.len(),
+            records.len() - settled - 1,
+            "after {settled}"
+        );
+        assert!(resumed == records[settled + 1..], "after {settled}");
+    }
+}
