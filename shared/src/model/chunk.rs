@@ -19,11 +19,11 @@ use serde::{Deserialize, Serialize};
 use crate::model::record::{ArrivalTime, Record, RecordData};
 use crate::model::seqno::UserRecordId;
 
+mod decoder;
 mod whole;
 
-pub use whole::{compress, encode_whole};
-mod decoder;
 pub use decoder::{ChunkDecoder, FEED_BYTES};
+pub use whole::{compress, encode_whole};
 
 /// A line longer than this can't be a record line: Kinesis records carry at
 /// most 1 MiB of data (about 1.4 MB as base64) plus small metadata. The bound
