@@ -146,7 +146,8 @@ pub fn run(command: LocalCommand) -> anyhow::Result<()> {
                 if args.lease.is_some() {
                     // A test run's stack is debugged from its log alone:
                     // unreachable backends and failed event invokes go there.
-                    tracing_subscriber::fmt().with_env_filter("info").init();
+                    // Unless RUST_LOG chose the CLI's (`init_logs`).
+                    let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
                 }
                 let state_path = args.state_file.unwrap_or(state_path);
                 let lease = args.lease.as_deref();
