@@ -19,7 +19,8 @@ fn replay(scratch: &Scratch, rust_log: Option<&str>) -> std::process::Output {
     let request = scratch.write(
         &format!("{stream}.json"),
         &json!({"target": {"type": "FUNCTION", "functionName": "target"},
-                "options": {"BatchSize": 2}}),
+                "options": {"BatchSize": 2},
+                "dlq": {"type": "S3", "bucket": "dlq-bucket", "prefix": "dlq"}}),
     );
     let stream_arn = format!("arn:aws:kinesis:us-east-1:123456789012:stream/{stream}");
     let out_dir = scratch.path(&format!("{stream}-out"));
