@@ -278,7 +278,7 @@ async fn drive<B: Buckets>(
         .clone()
         .unwrap_or_else(|| format!("cli-{}", chrono_stamp()));
     let plan = replayer
-        .plan(request, &run_id)
+        .plan(request, &run_id, None)
         .await
         .map_err(|error| match error {
             // Record files that can't be read are bad input, as a bad request.

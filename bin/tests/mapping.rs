@@ -93,3 +93,89 @@ async fn a_stream_is_delivered_to_a_function_until_idle() {
     delivered.dedup();
     assert_eq!(delivered.len(), 39, "each record accepted once");
 }
+
+/// `--filter-criteria`: refused before anything connects when it is not
+/// FilterCriteria or names a field Kinesis filtering doesn't take; else
+/// the records no filter matches are read and counted, never sent, and
+/// batches hold `BatchSize` matching records
+/// (https://docs.aws.amazon.com/lambda/latest/dg/invocation-eventfiltering.html:
+/// "If a record from your event source satisfies one or more of your
+/// filters, Lambda includes the record in the next event it sends to your
+/// function").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_mapping_sends_only_matching_records_in_full_batches() {
+    let stack = stack();
+    let endpoint = stack.endpoint.clone();
+    let mapping = |stream: &str, criteria: &str| {
+        rewind(
+            &endpoint,
+            &[
+                "local",
+                "mapping",
+                "--stream",
+                stream,
+                "--function",
+                "target",
+                "--batch-size",
+                "5",
+                "--batching-window",
+                "2",
+                "--filter-criteria",
+                criteria,
+                "--idle-exit",
+                "3",
+                "--json",
+            ],
+        )
+    };
+    for (criteria, named) in [
+        ("{\"Filters\": 3}", "--filter-criteria"),
+        (
+            r#"{"Filters": [{"Pattern": "{\"partitionKey\": [\"k1\"]}"}]}"#,
+            "FilterCriteria.Filters[0].Pattern",
+        ),
+    ] {
+        let out = mapping("s", criteria);
+        assert_eq!(out.status.code(), Some(2), "{criteria}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(named), "{stderr}");
+    }
+
+    let kinesis = aws_sdk_kinesis::Client::new(&stack.sdk_config().await);
+    let stream = unique("cli-filtered");
+    create_stream(&kinesis, &stream, 1)
+        .await
+        .expect("creating the stream");
+    for i in 0..40 {
+        kinesis
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(format!("k{}", i % 4))
+            .data(Blob::new(format!("{{\"i\":{i},\"keep\":{}}}", i % 2 == 0)))
+            .send()
+            .await
+            .unwrap();
+    }
+    let out = mapping(
+        &stream,
+        r#"{"Filters": [{"Pattern": "{\"data\": {\"keep\": [true]}}"}]}"#,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shard = &report["shards"][0];
+    assert_eq!(shard["records"], 40, "{report}");
+    assert_eq!(shard["delivered"], 20, "{report}");
+    assert_eq!(shard["filtered"], 20, "{report}");
+    let batches = accepted_batches(stack, &stream);
+    assert_eq!(
+        batches.iter().map(Vec::len).collect::<Vec<_>>(),
+        [5, 5, 5, 5],
+        "{batches:?}"
+    );
+    for record in batches.iter().flatten() {
+        let data = rewind_engine::model::record::decode_base64(record["data"].as_str().unwrap());
+        let data: Value = serde_json::from_slice(&data.unwrap()).unwrap();
+        assert_eq!(data["keep"], true, "{data}");
+    }
+}

@@ -87,6 +87,7 @@ impl Default for Options {
 /// A running local stack; dropping it kills every process it started.
 pub struct LocalStack {
     endpoint: SocketAddr,
+    moto: SocketAddr,
     services: Vec<Service>,
     shutdown: watch::Sender<bool>,
     proxy: JoinHandle<()>,
@@ -240,6 +241,7 @@ impl LocalStack {
         );
         Ok(LocalStack {
             endpoint,
+            moto: moto_addr,
             services,
             shutdown,
             proxy,
@@ -253,6 +255,13 @@ impl LocalStack {
 
     pub fn endpoint(&self) -> SocketAddr {
         self.endpoint
+    }
+
+    /// moto's own URL, behind the endpoint: to measure the emulator alone
+    /// (no shard limits, no routing), as `bin/scale` measures its
+    /// GetRecords ceiling. Everything else goes through the endpoint.
+    pub fn moto_url(&self) -> String {
+        format!("http://{}", self.moto)
     }
 
     /// The endpoint's admin interface (faults, shard limits).

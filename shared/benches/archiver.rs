@@ -1,20 +1,23 @@
 //! The archiver handler: CPU time and peak memory for one 10,000-record
 //! batch of 1 KiB records, and the requests it makes per 1,000 records. Run
 //! with `cargo bench -p rewind-engine --bench archiver`; `-- --levels`
-//! compares every compression level instead, and `-- --table` measures the
+//! compares every compression level instead, `-- --case <text>` runs only
+//! the cases whose name holds the text, and `-- --table` measures the
 //! DynamoDB archive's write rate on the local stack. BENCHMARKS.md has the
 //! method and the numbers.
 //!
 //! The measured code is the function's handler: the invocation payload the
 //! mapping sends (built by `event::kinesis_event`, as the local mapping
-//! builds it) parsed into a `DeliveredEvent`, then `Archiver::archive`. The
+//! builds it) parsed into a `DeliveredEvent<Base64>` (the records' data as
+//! delivered, as the function parses it), then `Archiver::archive`. The
 //! stores around it only count: S3 puts are counted and dropped, DynamoDB
 //! answers from `aws-smithy-mocks` (requests are still built and
 //! serialised by the SDK client; no network). CPU time is the thread's
 //! user + system time (`/proc/thread-self/stat`) on a current-thread
 //! runtime, over several runs; peak memory is the most heap this binary's
-//! counting allocator saw live during one run, above what was live before
-//! it (the payload, held by the Lambda runtime, is in that baseline).
+//! counting allocator saw live during one run of its own (untimed, so the
+//! counting costs the CPU figures nothing), above what was live before it
+//! (the payload, held by the Lambda runtime, is in that baseline).
 //!
 //! The whole batch as one call is the handler's worst case; Lambda's 6 MB
 //! payload limit has the mapping deliver these 10,000 records in several
@@ -23,7 +26,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
@@ -33,7 +36,7 @@ use rewind_engine::jobs::archiver::{Archiver, KinesisLineage, KinesisTags};
 use rewind_engine::model::archive::ArchiveLayout;
 use rewind_engine::model::chunk::Compression;
 use rewind_engine::model::event::{self, DeliveredEvent, EventSource, PAYLOAD_ENVELOPE_LEN};
-use rewind_engine::model::record::Record;
+use rewind_engine::model::record::{Base64, Record, RecordData};
 use rewind_engine::pipeline::batch::MAX_PAYLOAD_BYTES;
 use rewind_engine::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
 use rewind_engine::sinks::s3_archive::default_level;
@@ -48,15 +51,26 @@ const RUNS: u32 = 10;
 const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/bench";
 
 /// The system allocator, keeping the bytes live now and the most since the
-/// last reset.
+/// last reset while `TRACK` is set: only in a run of its own, so that the
+/// counting's atomic operations are not in the CPU times.
 struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+static TRACK: AtomicBool = AtomicBool::new(false);
+// Signed: what was allocated untracked may be freed while tracking.
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
 
 fn grew(bytes: usize) {
-    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
-    PEAK.fetch_max(live, Ordering::Relaxed);
+    if TRACK.load(Ordering::Relaxed) {
+        let live = LIVE.fetch_add(bytes as isize, Ordering::Relaxed) + bytes as isize;
+        PEAK.fetch_max(live, Ordering::Relaxed);
+    }
+}
+
+fn shrank(bytes: usize) {
+    if TRACK.load(Ordering::Relaxed) {
+        LIVE.fetch_sub(bytes as isize, Ordering::Relaxed);
+    }
 }
 
 // SAFETY: every call is passed to `System` unchanged; only counters move.
@@ -82,14 +96,14 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: as above.
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        shrank(layout.size());
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as above.
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            shrank(layout.size());
             grew(new_size);
         }
         new
@@ -156,6 +170,9 @@ struct Case {
     level: Option<u32>,
     /// Only parse the payloads (what every case spends before archiving).
     parse_only: bool,
+    /// Parse the records' data into bytes, as the function did before it
+    /// kept the delivered base64.
+    bytes: bool,
 }
 
 struct Measured {
@@ -169,6 +186,18 @@ struct Measured {
 }
 
 async fn run(case: &Case, payloads: &[Vec<u8>]) -> Measured {
+    if case.bytes {
+        run_with::<Vec<u8>>(case, payloads).await
+    } else {
+        run_with::<Base64>(case, payloads).await
+    }
+}
+
+fn parse<D: RecordData>(payload: &[u8]) -> DeliveredEvent<D> {
+    serde_json::from_slice(payload).expect("payload parses")
+}
+
+async fn run_with<D: RecordData>(case: &Case, payloads: &[Vec<u8>]) -> Measured {
     let s3 = CountingStore::default();
     let overflow = CountingStore::default();
     let batch_write = mock!(aws_sdk_dynamodb::Client::batch_write_item)
@@ -201,7 +230,7 @@ async fn run(case: &Case, payloads: &[Vec<u8>]) -> Measured {
     // The handler once outside the measurement: the SDK client's lazy
     // set-up (endpoint resolver, identity cache) is a cold start's cost,
     // not a batch's. Counts start after it.
-    let warm = DeliveredEvent::from_slice(&payloads[0]).expect("payload parses");
+    let warm = parse::<D>(&payloads[0]);
     std::hint::black_box(archiver.archive(STREAM_ARN, warm.records, 0).await.response);
     let (puts_before, bytes_before) = (
         s3.puts.load(Ordering::Relaxed),
@@ -212,12 +241,15 @@ async fn run(case: &Case, payloads: &[Vec<u8>]) -> Measured {
     let mut cpu = Duration::ZERO;
     let mut wall = Duration::MAX;
     let mut peak = 0;
-    for _ in 0..RUNS {
+    // Run 0 measures the heap and is not timed; runs 1 to RUNS are timed.
+    for run in 0..=RUNS {
+        let tracked = run == 0;
         let (cpu_start, wall_start) = (thread_cpu(), Instant::now());
         for payload in payloads {
+            TRACK.store(tracked, Ordering::Relaxed);
             let baseline = LIVE.load(Ordering::Relaxed);
             PEAK.store(baseline, Ordering::Relaxed);
-            let event = DeliveredEvent::from_slice(payload).expect("payload parses");
+            let event = parse::<D>(payload);
             if case.parse_only {
                 std::hint::black_box(event);
                 continue;
@@ -227,23 +259,27 @@ async fn run(case: &Case, payloads: &[Vec<u8>]) -> Measured {
                 .await
                 .response;
             peak = peak.max(PEAK.load(Ordering::Relaxed) - baseline);
+            TRACK.store(false, Ordering::Relaxed);
             assert!(
                 response.batch_item_failures.is_empty(),
                 "every record stored"
             );
         }
-        wall = wall.min(wall_start.elapsed());
-        cpu += thread_cpu() - cpu_start;
+        if !tracked {
+            wall = wall.min(wall_start.elapsed());
+            cpu += thread_cpu() - cpu_start;
+        }
     }
-    let runs = u64::from(RUNS);
+    let peak = peak as usize;
+    let runs = u64::from(RUNS) + 1;
     Measured {
         cpu: cpu / RUNS,
         wall,
         peak,
         s3_puts: (s3.puts.load(Ordering::Relaxed) - puts_before) / runs,
         s3_bytes: (s3.bytes.load(Ordering::Relaxed) - bytes_before) / runs,
-        batch_writes: (batch_write.num_calls() - batches_before) / RUNS as usize,
-        put_items: (put_item.num_calls() - items_before) / RUNS as usize,
+        batch_writes: (batch_write.num_calls() - batches_before) / runs as usize,
+        put_items: (put_item.num_calls() - items_before) / runs as usize,
     }
 }
 
@@ -393,10 +429,12 @@ fn main() {
             (_, None) => " its default".to_owned(),
             (_, Some(l)) => format!(" {l}"),
         };
-        let chosen = if level.is_some() && level == default_level(compression) {
-            ", the archiver's default"
-        } else {
-            ""
+        // Zstd is the archiver's default compression; gzip has its own
+        // default level.
+        let chosen = match compression {
+            _ if level.is_none() || level != default_level(compression) => "",
+            Compression::Zstd => ", the archiver's default",
+            _ => ", the archiver's level for it",
         };
         Case {
             name: format!("S3 ({compression}{shown}{chosen})"),
@@ -404,50 +442,73 @@ fn main() {
             compression,
             level,
             parse_only: false,
+            bytes: false,
         }
     };
+    // The same case as the archiver ran it before it kept the delivered
+    // base64: the data decoded when parsed, encoded again for the lines.
+    let before = |case: Case| Case {
+        name: format!("{}, data as bytes (before)", case.name),
+        bytes: true,
+        ..case
+    };
+    // The archiver's defaults: zstd at its default level.
     let dynamo = |name: &str, modes: Vec<ArchiveMode>| Case {
         name: format!("S3 + DynamoDB {name}"),
         modes,
-        compression: Compression::Gzip,
-        level: default_level(Compression::Gzip),
+        compression: Compression::Zstd,
+        level: default_level(Compression::Zstd),
         parse_only: false,
+        bytes: false,
     };
     // `--levels`: every gzip and zstd level in question, one call each;
     // otherwise the default and the DynamoDB modes, both ways.
     let levels = std::env::args().any(|a| a == "--levels");
     let cases: Vec<Case> = if levels {
-        let parse = Case {
+        let parse = || Case {
             name: "parsing the payload only".to_owned(),
             parse_only: true,
             ..s3(Compression::None, None)
         };
-        [parse, s3(Compression::None, None)]
-            .into_iter()
-            .chain(
-                [1, 2, 3, 4, 5, 6, 9]
-                    .into_iter()
-                    .map(|l| s3(Compression::Gzip, Some(l))),
-            )
-            .chain(
-                [1, 2, 3, 6, 9]
-                    .into_iter()
-                    .map(|l| s3(Compression::Zstd, Some(l))),
-            )
-            .collect()
+        [
+            before(parse()),
+            before(s3(Compression::None, None)),
+            parse(),
+            s3(Compression::None, None),
+        ]
+        .into_iter()
+        .chain(
+            [1, 2, 3, 4, 5, 6, 9]
+                .into_iter()
+                .map(|l| s3(Compression::Gzip, Some(l))),
+        )
+        .chain(
+            [1, 2, 3, 6, 9]
+                .into_iter()
+                .map(|l| s3(Compression::Zstd, Some(l))),
+        )
+        .collect()
     } else {
         vec![
-            s3(Compression::Gzip, default_level(Compression::Gzip)),
-            s3(Compression::Gzip, None),
             s3(Compression::Zstd, default_level(Compression::Zstd)),
+            before(s3(Compression::Zstd, default_level(Compression::Zstd))),
+            s3(Compression::Gzip, default_level(Compression::Gzip)),
+            before(s3(Compression::Gzip, default_level(Compression::Gzip))),
+            s3(Compression::Gzip, None),
             dynamo("ALL", vec![ArchiveMode::All]),
             dynamo("LATEST", vec![ArchiveMode::Latest]),
             dynamo("ALL,LATEST", vec![ArchiveMode::All, ArchiveMode::Latest]),
         ]
     };
+    // `--case <text>`: only the cases whose name holds the text.
+    let only = std::env::args()
+        .skip_while(|a| a != "--case")
+        .nth(1)
+        .unwrap_or_default();
     let per_thousand = |n: usize| n as f64 * 1000.0 / RECORDS as f64;
     for (case, (how, payloads)) in cases
         .iter()
+        .filter(|case| case.name.contains(&only))
         .flat_map(|case| [(case, ("1 call", &whole)), (case, ("6 MB calls", &cut))])
         .filter(|(_, (how, _))| !levels || *how == "6 MB calls")
     {

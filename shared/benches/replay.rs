@@ -21,7 +21,8 @@
 //!    function's own step (`Replayer::step`, as `rewind replay` and the
 //!    replay state machine run it) replays 20,000 records of 1 KiB from a
 //!    record file into the real `target` fixture function, progress and
-//!    checkpoints written to the stack's S3, for BatchSize 100 and 1,000.
+//!    checkpoints written to the stack's S3, for BatchSize 100, 1,000 and
+//!    10,000, and 100 with ParallelizationFactor 10.
 //!    The figure is the step's own (`engine time between invokes`, logged
 //!    by the function target): on each lane, from a batch's answer to the
 //!    next invoke, pieces and their checkpoints included. Median of the
@@ -539,20 +540,22 @@ async fn engine_time_between_invokes() {
     println!(
         "engine time between invokes, local stack, {RECORDS} records of 1 KiB from a record file into the `target` fixture, progress to S3:"
     );
-    for batch_size in [100usize, 1_000] {
-        let run_id = format!("engine-{batch_size}");
+    // The goal's two batch sizes, the largest (a record file's page of
+    // 1,000 caps a piece, so its batches are of 1,000 too), and ten lanes.
+    for (batch_size, lanes) in [(100usize, 1usize), (1_000, 1), (10_000, 1), (100, 10)] {
+        let run_id = format!("engine-{batch_size}-{lanes}");
         let request = serde_json::json!({
             "runId": run_id,
             "source": {"type": "FILES", "paths": [file.display().to_string()],
-                       "streamArn": format!("arn:aws:kinesis:us-east-1:{}:stream/bench-engine-{batch_size}", rewind_local::proxy::ACCOUNT)},
+                       "streamArn": format!("arn:aws:kinesis:us-east-1:{}:stream/bench-engine-{batch_size}-{lanes}", rewind_local::proxy::ACCOUNT)},
             "target": {"type": "FUNCTION", "functionName": "target"},
-            "options": {"BatchSize": batch_size},
+            "options": {"BatchSize": batch_size, "ParallelizationFactor": lanes},
             "dlq": {"type": "S3", "bucket": bucket},
         });
         let request = ReplayRequest::parse_local(&serde_json::to_vec(&request).expect("json"))
             .expect("a valid request");
         lines.lock().expect("log").clear();
-        let plan = replayer.plan(&request, &run_id).await.expect("plan");
+        let plan = replayer.plan(&request, &run_id, None).await.expect("plan");
         let started = Instant::now();
         let mut records = 0;
         let mut invokes = 0;
@@ -573,7 +576,7 @@ async fn engine_time_between_invokes() {
         for line in lines.lock().expect("log").iter() {
             let f = |k: &str| line.fields.get(k).copied().unwrap_or_default();
             println!(
-                "  BatchSize {batch_size:>5}: {invokes} invokes in {seconds:.2} s ({:.0} records/s); engine time between invokes: median {} µs, p90 {} µs, mean {} µs, max {} µs over {} gaps",
+                "  BatchSize {batch_size:>5}, ParallelizationFactor {lanes:>2}: {invokes} invokes in {seconds:.2} s ({:.0} records/s); engine time between invokes: median {} µs, p90 {} µs, mean {} µs, max {} µs over {} gaps",
                 records as f64 / seconds,
                 f("median_us"),
                 f("p90_us"),

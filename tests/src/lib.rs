@@ -11,6 +11,12 @@
 //! itself once nobody has held it for a moment, so a test run leaves nothing
 //! running behind it.
 
+mod archive;
+mod observe;
+
+pub use archive::{archive_stream, run_to_idle};
+pub use observe::{TargetBatch, state_output, target_batches};
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -23,14 +23,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rewind_engine::jobs::mapping::report::Stopped;
 use rewind_engine::jobs::mapping::wall_clock;
 use rewind_engine::model::archive::{ArchiveLayout, HashKeyRange, ShardMarker};
 use rewind_engine::model::chunk;
 use rewind_engine::model::kpl::{self, UserRecord};
 use rewind_engine::model::seqno::SequenceNumber;
 use rewind_engine::model::window::StartPosition;
-use rewind_engine::sinks::dlq::LogOnlyDestination;
 use rewind_engine::sinks::lambda::invoker::{Invocation, InvokeError, Invoker, LambdaInvoker};
 use rewind_engine::sources::kinesis::{ReadOptions, ShardPoller};
 use rewind_engine::sources::s3_archive::{self, ShardScan};
@@ -38,7 +36,9 @@ use rewind_engine::store::{ObjectReader, S3Store};
 use rewind_engine::{ArrivalTime, Record};
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
 use rewind_local::{Fault, FaultKind};
-use rewind_tests::{ArchiveClients, archiver_mapping, create_stream, put_all, put_entries, unique};
+use rewind_tests::{
+    ArchiveClients, archiver_mapping, create_stream, put_all, put_entries, run_to_idle, unique,
+};
 
 use crate::stack;
 
@@ -278,16 +278,7 @@ async fn archiver_keeps_every_record_once_through_retries_and_bisects() -> anyho
         garble: Mutex::new(true),
         calls: Mutex::new(Vec::new()),
     };
-    // The mapping may not outlive the test.
-    let report = mapping
-        .run(
-            &invoker,
-            &LogOnlyDestination,
-            shards,
-            tokio::time::sleep(Duration::from_secs(240)),
-        )
-        .await?;
-    anyhow::ensure!(report.stopped == Stopped::Idle, "{report:#?}");
+    let report = run_to_idle(&mapping, &invoker, shards, Duration::from_secs(240)).await?;
     let left = admin.faults().await?;
     anyhow::ensure!(
         left.iter()

@@ -44,13 +44,11 @@ use aws_config::retry::RetryConfig;
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
 use rewind_engine::Record;
 use rewind_engine::jobs::mapping::config::MappingConfig;
-use rewind_engine::jobs::mapping::report::Stopped;
 use rewind_engine::jobs::mapping::stream::StreamMapping;
 use rewind_engine::model::archive::ArchiveLayout;
 use rewind_engine::model::chunk;
 use rewind_engine::model::record::decode_base64;
 use rewind_engine::model::seqno::SequenceNumber;
-use rewind_engine::sinks::dlq::LogOnlyDestination;
 use rewind_engine::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
 use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
 use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
@@ -59,7 +57,7 @@ use rewind_engine::store::{ObjectReader, S3Store};
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
 use rewind_local::statemachine::{self, Context};
 use rewind_local::{Fault, FaultKind};
-use rewind_tests::{create_archive_table, create_stream, put_all, unique};
+use rewind_tests::{create_archive_table, create_stream, put_all, run_to_idle, unique};
 use serde_json::{Value, json};
 
 use crate::stack;
@@ -282,15 +280,7 @@ async fn story(
     )
     .await?;
     let invoker = LambdaInvoker::new(lambda.clone(), "archiver", None);
-    let report = mapping
-        .run(
-            &invoker,
-            &LogOnlyDestination,
-            shards,
-            tokio::time::sleep(Duration::from_secs(150)),
-        )
-        .await?;
-    anyhow::ensure!(report.stopped == Stopped::Idle, "{report:#?}");
+    let report = run_to_idle(&mapping, &invoker, shards, Duration::from_secs(150)).await?;
     anyhow::ensure!(
         report.records() == put.len() as u64
             && report.shards.iter().all(|s| s.counters.failed_records == 0),

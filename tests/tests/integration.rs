@@ -2,6 +2,7 @@
 //! part of the system).
 
 mod archive_replay;
+mod archive_reshard;
 mod archiver;
 mod bad_input;
 mod capacity;

@@ -13,7 +13,6 @@
 //! partition key's records in their original order.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
@@ -26,7 +25,7 @@ use rewind_engine::store::S3Store;
 use rewind_local::proxy::ACCOUNT;
 use rewind_local::sdk::s3_client;
 use rewind_local::statemachine::{self, Context};
-use rewind_tests::{create_stream, execute, get_object, put_all, reshard, unique};
+use rewind_tests::{create_stream, execute, get_object, put_all, reshard, target_batches, unique};
 use serde_json::{Value, json};
 
 use crate::stack;
@@ -155,27 +154,10 @@ pub(crate) fn accepted(stream: &str, per_key: bool) -> anyhow::Result<Seen> {
 /// it accepted them: shard and sequence number (from `eventID`) and the
 /// event record.
 pub(crate) fn deliveries(stream: &str) -> anyhow::Result<Vec<(String, SequenceNumber, Value)>> {
-    let path: PathBuf = stack()
-        .layout
-        .run_dir()
-        .join("fixtures/target")
-        .join(format!("{stream}.jsonl"));
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut deliveries = Vec::new();
-    for line in text.lines() {
-        let mut batch: Value = serde_json::from_str(line)?;
-        if let Value::Array(records) = batch["records"].take() {
-            for record in records {
-                let event_id = record["eventID"].as_str().unwrap_or_default();
-                let (shard, sequence) = event_id
-                    .split_once(':')
-                    .ok_or_else(|| anyhow::anyhow!("eventID {event_id:?}"))?;
-                let sequence = SequenceNumber::parse(sequence)?;
-                deliveries.push((shard.to_owned(), sequence, record));
-            }
-        }
-    }
-    Ok(deliveries)
+    Ok(target_batches(&stack().layout, stream)?
+        .into_iter()
+        .flat_map(|batch| batch.records)
+        .collect())
 }
 
 fn is_marked(data: &[u8]) -> bool {

@@ -17,15 +17,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use rewind_engine::Record;
-use rewind_engine::jobs::mapping::report::Stopped;
 use rewind_engine::model::chunk::ChunkReader;
-use rewind_engine::sinks::dlq::LogOnlyDestination;
-use rewind_engine::sinks::lambda::invoker::LambdaInvoker;
 use rewind_local::stack::LOCAL_ARCHIVE_BUCKET;
-use rewind_tests::{archiver_mapping, create_stream, get_object, put_all, unique};
+use rewind_tests::{archive_stream, create_stream, get_object, put_all, unique};
 use serde_json::Value;
 
 use crate::stack;
@@ -89,40 +85,6 @@ fn view_columns(view: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Archives everything on `stream` once, in batches of `batch_size`.
-async fn archive(
-    kinesis: &aws_sdk_kinesis::Client,
-    lambda: &aws_sdk_lambda::Client,
-    stream: &str,
-    batch_size: usize,
-) -> anyhow::Result<()> {
-    let (mapping, shards) = archiver_mapping(
-        kinesis,
-        stream,
-        batch_size,
-        Duration::ZERO,
-        Duration::from_secs(5),
-    )
-    .await?;
-    let invoker = LambdaInvoker::new(lambda.clone(), "archiver", None);
-    let report = mapping
-        .run(
-            &invoker,
-            &LogOnlyDestination,
-            shards,
-            tokio::time::sleep(Duration::from_secs(240)),
-        )
-        .await?;
-    anyhow::ensure!(report.stopped == Stopped::Idle, "{report:#?}");
-    for shard in &report.shards {
-        anyhow::ensure!(
-            shard.counters.delivered == shard.records && shard.counters.failed_records == 0,
-            "{shard:?}"
-        );
-    }
-    Ok(())
-}
-
 #[tokio::test]
 async fn the_readmes_queries_run_on_duckdb_over_the_archives_objects() -> anyhow::Result<()> {
     let python = repo().join(".tools/venv/bin/python");
@@ -174,8 +136,8 @@ async fn the_readmes_queries_run_on_duckdb_over_the_archives_objects() -> anyhow
         })
         .collect();
     let accepted = put_all(&clients.kinesis, &stream, records).await?;
-    archive(&clients.kinesis, &clients.lambda, &stream, 10).await?;
-    archive(&clients.kinesis, &clients.lambda, &stream, 7).await?;
+    archive_stream(&clients.kinesis, &clients.lambda, &stream, 10, &[]).await?;
+    archive_stream(&clients.kinesis, &clients.lambda, &stream, 7, &[]).await?;
 
     // The objects, copied under their keys; what they hold, deduplicated.
     let scratch = tempfile_dir(&stream)?;

@@ -15,6 +15,7 @@ use rewind_engine::jobs::mapping::config::MappingConfig;
 use rewind_engine::jobs::mapping::report::MappingReport;
 use rewind_engine::jobs::mapping::stream::StreamMapping;
 use rewind_engine::model::window::StartPosition;
+use rewind_engine::pipeline::filter::FilterCriteria;
 use rewind_engine::sinks::dlq::{Dlq, S3FailureDestination, SqsFailureDestination};
 use rewind_engine::sinks::lambda::invoker::{Invoker as _, LambdaInvoker};
 use rewind_engine::sinks::lambda::options::{FunctionResponseType, MappingOptions};
@@ -63,6 +64,12 @@ pub struct MappingArgs {
     /// ParallelizationFactor: batches at once per shard, 1 to 10.
     #[arg(long, default_value_t = 1)]
     parallelization_factor: usize,
+    /// FilterCriteria, as the mapping takes it:
+    /// `{"Filters": [{"Pattern": "{\"data\": {\"kind\": [\"order\"]}}"}]}`.
+    /// Records no filter matches are read, checkpointed and counted as
+    /// filtered, never sent; batches are filled with matching records.
+    #[arg(long, value_parser = filter_criteria)]
+    filter_criteria: Option<FilterCriteria>,
     /// TumblingWindowInSeconds: 0 (no window) or 1 to 900; each invocation
     /// then carries the window and the state the function last returned.
     #[arg(long, default_value_t = 0)]
@@ -138,7 +145,7 @@ impl MappingArgs {
                     .collect(),
                 maximum_record_age_in_seconds: self.maximum_record_age,
                 parallelization_factor: self.parallelization_factor,
-                filter_criteria: None,
+                filter_criteria: self.filter_criteria.clone(),
                 tumbling_window_in_seconds: self.tumbling_window_in_seconds,
             },
             batching_window: Duration::from_secs(self.batching_window),
@@ -148,6 +155,14 @@ impl MappingArgs {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// `--filter-criteria`'s JSON, read before anything connects (the patterns
+/// themselves are checked with the other settings).
+fn filter_criteria(value: &str) -> Result<FilterCriteria, String> {
+    serde_json::from_str(value).map_err(|error| {
+        format!(r#"expected {{"Filters": [{{"Pattern": "<a JSON pattern>"}}, ...]}} ({error})"#)
+    })
 }
 
 /// Where `--on-failure` points.

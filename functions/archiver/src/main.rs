@@ -3,10 +3,15 @@
 //! and, when configured, the DynamoDB archive. See [`settings`] for its
 //! settings.
 
+// The handler's future nests the archiver's (S3 sinks generic over how the
+// records hold their data) deeper than rustc's default layout query depth.
+#![recursion_limit = "256"]
+
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use rewind_engine::jobs::archiver::{Archiver, KinesisLineage, KinesisTags};
 use rewind_engine::model::event::DeliveredEvent;
+use rewind_engine::model::record::Base64;
 use rewind_engine::model::record::stream_name_from_arn;
 use rewind_engine::sinks::dynamodb::DynamoArchive;
 use rewind_engine::store::S3Store;
@@ -46,15 +51,18 @@ async fn main() -> Result<(), Error> {
         Some(KinesisLineage::new(kinesis)),
     );
     let sinks = &sinks;
+    // The records keep their data as the base64 the event carried: the
+    // archive's lines take it as it is, and only DynamoDB items and KPL
+    // user records decode it.
     lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<DeliveredEvent>| async move {
+        move |event: LambdaEvent<DeliveredEvent<Base64>>| async move {
             Ok::<_, Error>(handle(sinks, event.payload).await)
         },
     ))
     .await
 }
 
-async fn handle(sinks: &Sinks, event: DeliveredEvent) -> KinesisEventResponse {
+async fn handle(sinks: &Sinks, event: DeliveredEvent<Base64>) -> KinesisEventResponse {
     let Some(stream_arn) = event.stream_arn else {
         return KinesisEventResponse::default();
     };

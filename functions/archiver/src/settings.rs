@@ -3,9 +3,10 @@
 //!
 //! - `ARCHIVE_BUCKET` (required): the archive bucket.
 //! - `ARCHIVE_PREFIX` (default `archive`): key prefix.
-//! - `ARCHIVE_COMPRESSION` (`gzip` default, `zstd`).
-//! - `ARCHIVE_COMPRESSION_LEVEL` (default 2: BENCHMARKS.md has the CPU and
-//!   size of each level): 1 to 9 for gzip, 1 to 19 for zstd.
+//! - `ARCHIVE_COMPRESSION` (`zstd` default, `gzip`).
+//! - `ARCHIVE_COMPRESSION_LEVEL` (unset or empty: 1 for zstd, 2 for gzip;
+//!   BENCHMARKS.md has the CPU and size of each level): 1 to 9 for gzip, 1
+//!   to 19 for zstd.
 //! - `ARCHIVE_DEAGGREGATE` (`false` default): store KPL user records one per
 //!   line in S3 instead of the aggregates as received.
 //! - `ARCHIVE_TABLE` (optional): the DynamoDB archive table; unset, no
@@ -48,8 +49,10 @@ impl Settings {
         let prefix = text(&var, "ARCHIVE_PREFIX", "archive")
             .trim_matches('/')
             .to_owned();
+        // Zstd by default: the cheapest compression near gzip's size
+        // (BENCHMARKS.md, "Archiver"); Athena and DuckDB read both.
         let compression = match var("ARCHIVE_COMPRESSION") {
-            None => Compression::Gzip,
+            None => Compression::Zstd,
             Some(value) => match value.parse() {
                 Ok(c @ (Compression::Gzip | Compression::Zstd)) => c,
                 _ => {
@@ -62,7 +65,8 @@ impl Settings {
             },
         };
         let levels = compression.levels();
-        let compression_level = match var("ARCHIVE_COMPRESSION_LEVEL") {
+        // Empty is the template's default: the compression's own level.
+        let compression_level = match var("ARCHIVE_COMPRESSION_LEVEL").filter(|v| !v.is_empty()) {
             None => default_level(compression),
             Some(value) => match value.parse::<u32>() {
                 Ok(level) if levels.contains(&level) => Some(level),
@@ -156,8 +160,17 @@ mod tests {
         let c = config(&[("ARCHIVE_BUCKET", "b")]).unwrap();
         assert_eq!(c.bucket, "b");
         assert_eq!(c.layout.prefix, "archive");
-        assert_eq!(c.layout.compression, Compression::Gzip);
-        assert_eq!(c.layout.compression_level, Some(2));
+        assert_eq!(c.layout.compression, Compression::Zstd);
+        assert_eq!(c.layout.compression_level, Some(1));
+        // The template passes an empty level for the compression's own.
+        let gzip = config(&[
+            ("ARCHIVE_BUCKET", "b"),
+            ("ARCHIVE_COMPRESSION", "gzip"),
+            ("ARCHIVE_COMPRESSION_LEVEL", ""),
+        ])
+        .unwrap();
+        assert_eq!(gzip.layout.compression, Compression::Gzip);
+        assert_eq!(gzip.layout.compression_level, Some(2));
         assert_eq!(c.table_concurrency, 16);
         assert!(!c.deaggregate);
         assert_eq!(c.max_attempts, 5);
@@ -210,7 +223,11 @@ mod tests {
                 "ARCHIVE_COMPRESSION is \"none\"; accepted values: gzip, zstd",
             ),
             (
-                vec![("ARCHIVE_BUCKET", "b"), ("ARCHIVE_COMPRESSION_LEVEL", "12")],
+                vec![
+                    ("ARCHIVE_BUCKET", "b"),
+                    ("ARCHIVE_COMPRESSION", "gzip"),
+                    ("ARCHIVE_COMPRESSION_LEVEL", "12"),
+                ],
                 "ARCHIVE_COMPRESSION_LEVEL is \"12\"; accepted values: a whole number from 1 to 9 for gzip (1 to 9 for gzip, 1 to 19 for zstd)",
             ),
             (
@@ -226,7 +243,7 @@ mod tests {
                     ("ARCHIVE_BUCKET", "b"),
                     ("ARCHIVE_COMPRESSION_LEVEL", "fast"),
                 ],
-                "ARCHIVE_COMPRESSION_LEVEL is \"fast\"; accepted values: a whole number from 1 to 9 for gzip",
+                "ARCHIVE_COMPRESSION_LEVEL is \"fast\"; accepted values: a whole number from 1 to 19 for zstd",
             ),
             (
                 vec![("ARCHIVE_BUCKET", "b"), ("ARCHIVE_TABLE_CONCURRENCY", "0")],

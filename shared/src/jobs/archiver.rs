@@ -28,12 +28,14 @@ use tracing::{info, warn};
 
 mod markers;
 mod metrics;
+#[cfg(test)]
+mod text_tests;
 
 pub use markers::{KinesisLineage, Lineage, LineageError, MarkerError, ShardLineage, ShardMarkers};
 pub use metrics::{ArchiveMetrics, DIMENSION, NAMESPACE};
 
 use crate::model::archive::ArchiveLayout;
-use crate::model::record::Record;
+use crate::model::record::{Record, RecordData};
 use crate::model::seqno::UserRecordId;
 use crate::pipeline::deaggregate::deaggregate_all;
 use crate::sinks::dynamodb::{ArchiveMode, DynamoArchive, StreamSettings};
@@ -223,11 +225,13 @@ impl<S: ObjectStore + CreateNew, T: StreamTags, L: ShardLineage> Archiver<S, T, 
     }
 
     /// Archives one delivered batch (records of one stream, as delivered),
-    /// `now_epoch_millis` being the invocation's time.
-    pub async fn archive(
+    /// `now_epoch_millis` being the invocation's time. The records' data
+    /// is decoded only for what needs the bytes: KPL user records and the
+    /// DynamoDB archive; S3 lines take it as delivered.
+    pub async fn archive<D: RecordData>(
         &self,
         stream_arn: &str,
-        records: Vec<Record>,
+        records: Vec<Record<D>>,
         now_epoch_millis: i64,
     ) -> Archived {
         let mut failed: Vec<UserRecordId> = Vec::new();
@@ -236,11 +240,20 @@ impl<S: ObjectStore + CreateNew, T: StreamTags, L: ShardLineage> Archiver<S, T, 
         // then once for both; a batch without aggregates is used as it is.
         let has_aggregates = records.iter().any(Record::is_aggregated);
         let needs_users = (self.deaggregate_s3 || self.dynamo.is_some()) && has_aggregates;
-        let users_owned = needs_users.then(|| deaggregate_all(&records));
-        let users: &[Record] = users_owned.as_deref().unwrap_or(&records);
-        let s3_records: &[Record] = if self.deaggregate_s3 { users } else { &records };
+        let users: Option<Vec<Record>> = needs_users.then(|| {
+            let kinesis_records: Vec<Record> =
+                records.iter().map(|r| r.clone().into_bytes()).collect();
+            deaggregate_all(&kinesis_records)
+        });
 
-        let s3 = s3_archive::archive_batch(&self.s3, &self.layout, s3_records);
+        let s3 = async {
+            match (&users, self.deaggregate_s3) {
+                (Some(users), true) => {
+                    s3_archive::archive_batch(&self.s3, &self.layout, users).await
+                }
+                _ => s3_archive::archive_batch(&self.s3, &self.layout, &records).await,
+            }
+        };
         let marks = async {
             if let (Some(markers), Some(first)) = (&self.markers, records.first()) {
                 let shards = shards_of(&records);
@@ -259,11 +272,18 @@ impl<S: ObjectStore + CreateNew, T: StreamTags, L: ShardLineage> Archiver<S, T, 
         failed.extend(outcome.failed.into_iter().map(|(id, _)| id));
 
         if let (Some(dynamo), Some(first)) = (&self.dynamo, records.first()) {
-            match self.settings(stream_arn, &first.stream).await {
+            let stream = first.stream.clone();
+            match self.settings(stream_arn, &stream).await {
                 Ok(settings) if settings.modes.is_empty() => {}
                 Ok(settings) => {
+                    // Items hold the bytes: decoded now, record by record,
+                    // S3 being done with the delivered text.
+                    let users = match users {
+                        Some(users) => users,
+                        None => records.into_iter().map(Record::into_bytes).collect(),
+                    };
                     let written = dynamo
-                        .store(users, &settings, now_epoch_millis.div_euclid(1000))
+                        .store(&users, &settings, now_epoch_millis.div_euclid(1000))
                         .await;
                     metrics.items_written = written.items;
                     for (id, error) in written.failed {
@@ -290,7 +310,7 @@ impl<S: ObjectStore + CreateNew, T: StreamTags, L: ShardLineage> Archiver<S, T, 
 
 /// The batch's shards, each once, in order of first appearance (a batch is
 /// one shard's as the mapping delivers it).
-fn shards_of(records: &[Record]) -> Vec<&str> {
+fn shards_of<D>(records: &[Record<D>]) -> Vec<&str> {
     let mut shards: Vec<&str> = Vec::new();
     for record in records {
         if !shards.contains(&record.shard_id.as_str()) {

@@ -114,7 +114,7 @@ fn position(id: &UserRecordId) -> String {
 }
 
 /// The start of the hour the record arrived in.
-pub fn hour_of(record: &Record) -> DateTime<Utc> {
+pub fn hour_of<D>(record: &Record<D>) -> DateTime<Utc> {
     let millis = record.approximate_arrival_timestamp.epoch_millis();
     ArrivalTime::from_epoch_millis(millis - millis.rem_euclid(3_600_000)).to_datetime()
 }

@@ -17,8 +17,12 @@ use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
-use crate::model::record::{ArrivalTime, Record};
+use crate::model::record::{ArrivalTime, Record, RecordData};
 use crate::model::seqno::UserRecordId;
+
+mod whole;
+
+pub use whole::{compress, encode_whole};
 
 /// A line longer than this can't be a record line: Kinesis records carry at
 /// most 1 MiB of data (about 1.4 MB as base64) plus small metadata. The bound
@@ -169,13 +173,18 @@ pub struct ChunkSummary {
 }
 
 impl ChunkSummary {
-    fn add(&mut self, record: &Record, line_bytes: usize) {
+    fn add<D>(&mut self, record: &Record<D>, line_bytes: usize) {
         let id = record.id();
         if self.first.is_none() {
             self.first = Some(id.clone());
         }
         self.last = Some(id);
-        let at = record.approximate_arrival_timestamp;
+        self.add_line(record.approximate_arrival_timestamp, line_bytes);
+    }
+
+    /// [`Self::add`] but for the ids, which a writer that has all the
+    /// records sets once, from the first and the last.
+    fn add_line(&mut self, at: ArrivalTime, line_bytes: usize) {
         self.first_arrival = Some(self.first_arrival.map_or(at, |t| t.min(at)));
         self.last_arrival = Some(self.last_arrival.map_or(at, |t| t.max(at)));
         self.records += 1;
@@ -246,7 +255,7 @@ impl<W: Write> ChunkWriter<W> {
     }
 
     /// Appends one record.
-    pub fn write(&mut self, record: &Record) -> Result<(), ChunkError> {
+    pub fn write<D: RecordData>(&mut self, record: &Record<D>) -> Result<(), ChunkError> {
         self.line.clear();
         record.write_line(&mut self.line);
         let result = match &mut self.encoder {

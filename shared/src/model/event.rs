@@ -19,12 +19,13 @@ use std::io::Write;
 use aws_lambda_events::event::kinesis::{
     KinesisEncryptionType, KinesisEvent, KinesisEventRecord, KinesisRecord,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::model::record::{
-    ArrivalTime, EncryptionType, Record, decode_base64, encode_base64, stream_name_from_arn,
-};
-use crate::model::seqno::{SequenceNumber, SequenceNumberError};
+use crate::model::record::{ArrivalTime, EncryptionType, Record, encode_base64};
+
+mod delivered;
+
+pub use delivered::{DeliveredEvent, EventError};
 
 pub const EVENT_SOURCE: &str = "aws:kinesis";
 pub const EVENT_NAME: &str = "aws:kinesis:record";
@@ -210,17 +211,15 @@ impl Write for ByteCounter {
     }
 }
 
-/// The mapping's field order and types. Also parses what a mapping
-/// delivered, because `aws_lambda_events`' parser misreads arrival times
-/// whose milliseconds end in zero (`1732233600.5` becomes 5 ms past the
-/// second, not 500: it reads the digits after the point as milliseconds).
-#[derive(Serialize, Deserialize)]
+/// The mapping's field order and types (what it delivered is parsed in
+/// [`delivered`]).
+#[derive(Serialize)]
 struct WireEvent<'a> {
     #[serde(rename = "Records")]
     records: Vec<WireRecord<'a>>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct WireRecord<'a> {
     kinesis: WireKinesis<'a>,
@@ -229,25 +228,22 @@ struct WireRecord<'a> {
     #[serde(rename = "eventID")]
     event_id: Cow<'a, str>,
     event_name: Cow<'a, str>,
-    #[serde(default)]
     invoke_identity_arn: Cow<'a, str>,
-    #[serde(default)]
     aws_region: Cow<'a, str>,
     #[serde(rename = "eventSourceARN")]
     event_source_arn: Cow<'a, str>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct WireKinesis<'a> {
-    #[serde(default)]
     kinesis_schema_version: Cow<'a, str>,
     partition_key: Cow<'a, str>,
     sequence_number: Cow<'a, str>,
     data: Cow<'a, str>,
     /// A JSON number, as the mapping writes it.
     approximate_arrival_timestamp: ArrivalTime,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     encryption_type: Option<Cow<'a, str>>,
 }
 
@@ -283,142 +279,6 @@ impl<'a> From<&'a KinesisEventRecord> for WireRecord<'a> {
             event_source_arn: text(&record.event_source_arn, ""),
         }
     }
-}
-
-/// A delivered event record that can't be taken as a [`Record`].
-#[derive(Debug, thiserror::Error)]
-pub enum EventError {
-    #[error("event record {event_id:?}: kinesis.sequenceNumber")]
-    SequenceNumber {
-        event_id: String,
-        #[source]
-        source: SequenceNumberError,
-    },
-    #[error(
-        "event record {event_id:?}: eventID must be <shardId>:<sequenceNumber>, as the event source mapping writes it (or <shardId>:<sequenceNumber>:<subSequenceNumber> for a user record replayed on its own)"
-    )]
-    EventId { event_id: String },
-    #[error("event record {event_id:?}: eventSourceARN")]
-    StreamArn {
-        event_id: String,
-        #[source]
-        source: StreamArnError,
-    },
-    #[error("event record {event_id:?}: kinesis.data is not base64")]
-    Data {
-        event_id: String,
-        #[source]
-        source: base64::DecodeError,
-    },
-    #[error(
-        "event record {event_id:?}: eventSource is {value:?}; only aws:kinesis events are accepted"
-    )]
-    NotKinesis { event_id: String, value: String },
-}
-
-/// The records of an event a Kinesis event source mapping delivered, in the
-/// order delivered. Deserialise the invocation payload into it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveredEvent {
-    pub records: Vec<Record>,
-    /// `eventSourceARN` of the first record (one mapping, one stream).
-    pub stream_arn: Option<String>,
-}
-
-impl DeliveredEvent {
-    /// Parses an invocation payload.
-    pub fn from_slice(payload: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(payload)
-    }
-}
-
-impl<'de> Deserialize<'de> for DeliveredEvent {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let wire = WireEvent::deserialize(deserializer)?;
-        let stream_arn = wire.records.first().map(|r| r.event_source_arn.to_string());
-        let records = wire
-            .records
-            .iter()
-            .map(record_from_wire)
-            .collect::<Result<_, _>>()
-            // serde's error keeps text only: the causes go in with it, once,
-            // or the message would say which field but not what is wrong.
-            .map_err(|error| serde::de::Error::custom(with_causes(&error)))?;
-        Ok(Self {
-            records,
-            stream_arn,
-        })
-    }
-}
-
-fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
-    std::iter::successors(Some(error), |error| error.source())
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
-}
-
-/// The shard is only in `eventID` and the stream only in `eventSourceARN`:
-/// the mapping puts them nowhere else.
-fn record_from_wire(record: &WireRecord<'_>) -> Result<Record, EventError> {
-    let event_id = record.event_id.as_ref();
-    if record.event_source != EVENT_SOURCE {
-        return Err(EventError::NotKinesis {
-            event_id: event_id.to_owned(),
-            value: record.event_source.to_string(),
-        });
-    }
-    let kinesis = &record.kinesis;
-    let sequence_number = SequenceNumber::parse(&kinesis.sequence_number).map_err(|source| {
-        EventError::SequenceNumber {
-            event_id: event_id.to_owned(),
-            source,
-        }
-    })?;
-    // `<shardId>:<sequenceNumber>`, or with `:<subSequenceNumber>` for a
-    // user record delivered on its own (see `event_record`).
-    let bad = || EventError::EventId {
-        event_id: event_id.to_owned(),
-    };
-    let (shard_id, rest) = event_id
-        .split_once(':')
-        .filter(|(shard, _)| !shard.is_empty())
-        .ok_or_else(bad)?;
-    let sub_sequence_number = match rest.strip_prefix(sequence_number.as_str()) {
-        Some("") => None,
-        Some(sub) => Some(
-            sub.strip_prefix(':')
-                .and_then(|sub| sub.parse::<u64>().ok())
-                .ok_or_else(bad)?,
-        ),
-        None => return Err(bad()),
-    };
-    let stream =
-        stream_name_from_arn(&record.event_source_arn).ok_or_else(|| EventError::StreamArn {
-            event_id: event_id.to_owned(),
-            source: StreamArnError {
-                arn: record.event_source_arn.to_string(),
-            },
-        })?;
-    let data = decode_base64(&kinesis.data).map_err(|source| EventError::Data {
-        event_id: event_id.to_owned(),
-        source,
-    })?;
-    Ok(Record {
-        stream: stream.to_owned(),
-        shard_id: shard_id.to_owned(),
-        sequence_number,
-        sub_sequence_number,
-        partition_key: kinesis.partition_key.to_string(),
-        explicit_hash_key: None,
-        encryption_type: match kinesis.encryption_type.as_deref() {
-            Some("KMS") => Some(EncryptionType::Kms),
-            _ => None,
-        },
-        approximate_arrival_timestamp: kinesis.approximate_arrival_timestamp,
-        data,
-        aggregate: None,
-    })
 }
 
 #[cfg(test)]

@@ -37,6 +37,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::model::kpl::{self, KplError};
 use crate::model::seqno::{SequenceNumber, UserRecordId};
 
+mod data;
+
+use data::base64_data;
+pub use data::{Base64, RecordData};
+
 /// When Kinesis accepted a record, to the millisecond (the precision
 /// Kinesis keeps and Lambda shows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -111,9 +116,17 @@ impl<'de> Deserialize<'de> for ArrivalTime {
 }
 
 /// One record with all of its metadata. See the module docs for its line form.
+///
+/// `D` is how the record holds its data: its bytes, as every source and sink
+/// but the archiver's S3 path uses it, or [`Base64`], the text an event
+/// delivered it as, which an archive line takes as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Record {
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    bound(serialize = "D: RecordData", deserialize = "D: RecordData")
+)]
+pub struct Record<D = Vec<u8>> {
     /// Stream name (not ARN): ARNs are rebuilt for the account and region
     /// that a replay targets.
     pub stream: String,
@@ -131,8 +144,8 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_type: Option<EncryptionType>,
     pub approximate_arrival_timestamp: ArrivalTime,
-    #[serde(with = "base64_bytes")]
-    pub data: Vec<u8>,
+    #[serde(with = "base64_data")]
+    pub data: D,
     /// On the first user record of a deaggregated KPL aggregate: the
     /// Kinesis record it came from (see the module docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,7 +160,7 @@ pub struct Aggregate {
     pub partition_key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explicit_hash_key: Option<String>,
-    #[serde(with = "base64_bytes")]
+    #[serde(with = "base64_data")]
     pub data: Vec<u8>,
 }
 
@@ -168,7 +181,7 @@ pub struct DeaggregateError {
     pub source: KplError,
 }
 
-impl Record {
+impl<D> Record<D> {
     /// Where this record sits in its shard.
     pub fn id(&self) -> UserRecordId {
         UserRecordId {
@@ -178,11 +191,78 @@ impl Record {
         }
     }
 
+    /// The same record with its data held another way.
+    pub fn map_data<E>(self, f: impl FnOnce(D) -> E) -> Record<E> {
+        Record {
+            stream: self.stream,
+            shard_id: self.shard_id,
+            sequence_number: self.sequence_number,
+            sub_sequence_number: self.sub_sequence_number,
+            partition_key: self.partition_key,
+            explicit_hash_key: self.explicit_hash_key,
+            encryption_type: self.encryption_type,
+            approximate_arrival_timestamp: self.approximate_arrival_timestamp,
+            data: f(self.data),
+            aggregate: self.aggregate,
+        }
+    }
+}
+
+impl<D: RecordData> Record<D> {
     /// Whether `data` is a KPL aggregate.
     pub fn is_aggregated(&self) -> bool {
-        kpl::is_aggregated(&self.data)
+        self.data.is_aggregated()
     }
 
+    /// This record with its data as bytes.
+    pub fn into_bytes(self) -> Record {
+        self.map_data(RecordData::into_bytes)
+    }
+
+    /// Appends this record's line (JSON and a newline) to `out`: the bytes
+    /// serde writes for the record, field by field, with the data's base64
+    /// copied in as it is rather than through serde_json's string writer,
+    /// which looks at every byte for escapes that base64 never needs.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        fn value(out: &mut Vec<u8>, value: &impl Serialize) {
+            // Plain strings, integers, an f64 and base64 into a Vec can't
+            // fail: serde_json only errors on I/O or non-string map keys.
+            serde_json::to_writer(&mut *out, value).expect("a Record always serialises");
+        }
+        out.extend_from_slice(b"{\"stream\":");
+        value(out, &self.stream);
+        out.extend_from_slice(b",\"shardId\":");
+        value(out, &self.shard_id);
+        out.extend_from_slice(b",\"sequenceNumber\":");
+        value(out, &self.sequence_number);
+        if let Some(sub) = self.sub_sequence_number {
+            out.extend_from_slice(b",\"subSequenceNumber\":");
+            value(out, &sub);
+        }
+        out.extend_from_slice(b",\"partitionKey\":");
+        value(out, &self.partition_key);
+        if let Some(key) = &self.explicit_hash_key {
+            out.extend_from_slice(b",\"explicitHashKey\":");
+            value(out, key);
+        }
+        if let Some(encryption) = self.encryption_type {
+            out.extend_from_slice(b",\"encryptionType\":");
+            value(out, &encryption);
+        }
+        out.extend_from_slice(b",\"approximateArrivalTimestamp\":");
+        value(out, &self.approximate_arrival_timestamp);
+        out.extend_from_slice(b",\"data\":\"");
+        self.data.write_base64(out);
+        out.push(b'"');
+        if let Some(aggregate) = &self.aggregate {
+            out.extend_from_slice(b",\"aggregate\":");
+            value(out, aggregate);
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+impl Record {
     /// The user records inside this record: the record itself when it is
     /// not a KPL aggregate, otherwise one record per user record, with the
     /// aggregate's sequence number and arrival time, its index as the
@@ -216,14 +296,6 @@ impl Record {
             .collect())
     }
 
-    /// Appends this record's line (JSON and a newline) to `out`.
-    pub fn write_line(&self, out: &mut Vec<u8>) {
-        // Serialising plain strings, integers, an f64 and base64 into a Vec
-        // can't fail: serde_json only errors on I/O or non-string map keys.
-        serde_json::to_writer(&mut *out, self).expect("a Record always serialises");
-        out.push(b'\n');
-    }
-
     /// Parses one record line (without needing its newline).
     pub fn from_line(line: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(line)
@@ -247,23 +319,6 @@ pub fn stream_name_from_arn(arn: &str) -> Option<&str> {
     // A consumer ARN (`stream/<name>/consumer/<c>:<t>`) names its stream first.
     let name = name.split('/').next()?;
     (!name.is_empty()).then_some(name)
-}
-
-mod base64_bytes {
-    use super::BASE64;
-    use base64::Engine as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&BASE64.encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        BASE64
-            .decode(text.as_bytes())
-            .map_err(|e| serde::de::Error::custom(format!("data is not valid base64: {e}")))
-    }
 }
 
 /// Base64 as Kinesis and Lambda write it (standard alphabet, padded).
@@ -342,7 +397,45 @@ pub(crate) mod tests {
             )
     }
 
+    /// [`arb_record`], some with the aggregate a deaggregated user record
+    /// keeps.
+    fn arb_line_record() -> impl Strategy<Value = Record> {
+        let aggregate = (
+            "\\PC{1,16}",
+            proptest::option::of("[1-9][0-9]{0,38}"),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        );
+        (arb_record(), proptest::option::of(aggregate)).prop_map(|(record, aggregate)| Record {
+            aggregate: aggregate.map(|(partition_key, explicit_hash_key, data)| {
+                Box::new(Aggregate {
+                    partition_key,
+                    explicit_hash_key,
+                    data,
+                })
+            }),
+            ..record
+        })
+    }
+
     proptest! {
+        /// A line is the bytes serde writes for the record, whether the
+        /// record holds its data's bytes or its base64: the archive's
+        /// objects are what they were before lines were written by hand.
+        #[test]
+        fn lines_are_the_serde_bytes_of_the_record(record in arb_line_record()) {
+            let mut expected = serde_json::to_vec(&record).unwrap();
+            expected.push(b'\n');
+            let mut line = Vec::new();
+            record.write_line(&mut line);
+            prop_assert_eq!(String::from_utf8(line).unwrap(), String::from_utf8(expected.clone()).unwrap());
+            let text = record.clone().map_data(|data| Base64::encode(&data));
+            let mut line = Vec::new();
+            text.write_line(&mut line);
+            prop_assert_eq!(&line, &expected);
+            prop_assert_eq!(serde_json::to_vec(&text).unwrap(), serde_json::to_vec(&record).unwrap());
+            prop_assert_eq!(text.into_bytes(), record);
+        }
+
         #[test]
         fn record_line_round_trips_binary_payloads(record in arb_record()) {
             let mut line = Vec::new();

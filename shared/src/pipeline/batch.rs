@@ -101,6 +101,51 @@ impl<'r> Batch<'r> {
     }
 }
 
+/// A batch's event JSON without its records: cut ahead (while another
+/// invoke is out) and joined to its records when the batch is due, so the
+/// writing is not done between an answer and the next invoke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutBatch {
+    json: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl CutBatch {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The batch again, its records taken off the front of `queue`: the
+    /// caller knows they are the records it was cut from (the same records
+    /// in the same order), which is what makes the bytes right. `None`, and
+    /// `queue` untouched, when the queue is too short to be that.
+    pub fn attach<'r>(self, queue: &mut VecDeque<&'r Record>) -> Option<Batch<'r>> {
+        if queue.len() < self.len() {
+            return None;
+        }
+        let records = queue.drain(..self.len()).collect();
+        Some(Batch {
+            records,
+            json: self.json,
+            ends: self.ends,
+        })
+    }
+}
+
+impl Batch<'_> {
+    /// Its bytes, without the borrow of its records.
+    pub fn detach(self) -> CutBatch {
+        CutBatch {
+            json: self.json,
+            ends: self.ends,
+        }
+    }
+}
+
 /// Cuts the next batch off the front of `queue`: at most `batch_size`
 /// records and a payload smaller than [`MAX_PAYLOAD_BYTES`] (one record
 /// always fits: Kinesis records are at most 1 MiB). Each record is written

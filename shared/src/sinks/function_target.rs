@@ -13,6 +13,7 @@ use crate::model::record::{ArrivalTime, Record};
 use crate::pipeline::filter::Filters;
 use crate::sinks::dlq::FailureDestination;
 use crate::sinks::lambda::Delivery;
+use crate::sinks::lambda::ahead::Ahead;
 use crate::sinks::lambda::gaps::EngineGaps;
 use crate::sinks::lambda::invoker::Invoker;
 use crate::sinks::lambda::options::MappingOptions;
@@ -30,6 +31,8 @@ pub struct FunctionTarget<I, D> {
     /// The engine's time between invokes over the target's life (a step),
     /// pieces and their checkpoints included; logged when it ends.
     pub gaps: Mutex<EngineGaps>,
+    /// The next piece, made ready while the current one is out.
+    pub ahead: Mutex<Option<Ahead>>,
 }
 
 impl<I, D> FunctionTarget<I, D> {
@@ -62,15 +65,24 @@ impl<I: Invoker, D: FailureDestination> Target for FunctionTarget<I, D> {
         }
     }
 
+    /// Each lane's first batch of `next` cut and written.
+    fn prepare(&self, next: &[Record]) {
+        let ahead = self.delivery().cut_ahead(next);
+        *self.ahead.lock().expect("not poisoned") = ahead;
+    }
+
     fn settle<'a>(
         &'a self,
         piece: &'a [Record],
         stop_at: Instant,
     ) -> BoxFuture<'a, Result<Settled, TargetError>> {
+        // Taken now, before a prepare for the piece after this one can
+        // replace it.
+        let ahead = self.ahead.lock().expect("not poisoned").take();
         Box::pin(async move {
             let (report, unsettled) = self
                 .delivery()
-                .deliver_timed(piece, Some(stop_at), &self.gaps)
+                .deliver_ahead(piece, ahead, Some(stop_at), &self.gaps)
                 .await?;
             Ok(Settled { report, unsettled })
         })
@@ -151,6 +163,7 @@ mod tests {
             now: || ArrivalTime::from_epoch_millis(1_700_000_100_000),
             base_backoff: Duration::ZERO,
             gaps: Mutex::default(),
+            ahead: Mutex::default(),
         }
     }
 

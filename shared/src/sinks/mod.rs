@@ -69,6 +69,13 @@ pub trait Target: Send + Sync {
         stop_at: Instant,
     ) -> BoxFuture<'a, Result<Settled, TargetError>>;
 
+    /// Gets ready for `next`, the piece expected after the one being
+    /// settled, while that one's calls are out: CPU work taken off the
+    /// path between invokes. Only a guess: [`Target::settle`] checks the
+    /// piece it is then given against it, and a wrong guess costs only the
+    /// work. Settles nothing.
+    fn prepare(&self, _next: &[Record]) {}
+
     /// Settles what the shard's end owes once its records are all settled
     /// (nothing, but for a tumbling window's final invoke), starting
     /// nothing after `stop_at`.

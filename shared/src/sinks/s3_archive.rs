@@ -18,22 +18,24 @@ use std::ops::Range;
 use tracing::{info, warn};
 
 use crate::model::archive::{ArchiveLayout, hour_of};
-use crate::model::chunk::{ChunkError, ChunkSummary, ChunkWriter, Compression};
-use crate::model::record::Record;
+use crate::model::chunk::{self, ChunkError, ChunkSummary, Compression};
+use crate::model::record::{Record, RecordData};
 use crate::model::seqno::UserRecordId;
 use crate::store::{ObjectStore, PutObject, StoreError};
 
 /// The archiver's compression level when none is set
 /// (`ARCHIVE_COMPRESSION_LEVEL`, the template's `ArchiveCompressionLevel`),
-/// chosen by the archiver bench's numbers (BENCHMARKS.md, "Archiver"):
-/// level 2 of either compressor, the knee of both curves. Gzip 2 spends 36%
-/// less CPU than gzip's usual 6 for objects 5% larger; gzip 1 saves another
-/// third of the CPU but makes objects 50% larger, which S3 storage and
-/// Athena scans would cost for as long as the archive is kept. Zstd 2 is
-/// as small as zstd's usual 3 for 21% less CPU.
+/// chosen by the archiver bench's numbers (BENCHMARKS.md, "Archiver"). Zstd
+/// 1, the archiver's default compression, is the cheapest level that keeps
+/// objects near gzip's size, and under the archiver's 50 ms target: 47 ms
+/// of CPU per 10,000 records of 1 KiB, for objects 24% larger than gzip
+/// 6's (zstd 2 takes 83 ms for 2% larger). Gzip 2 is gzip's knee: 39% less
+/// CPU than its usual 6 for objects 5% larger, where gzip 1 makes them 59%
+/// larger.
 pub fn default_level(compression: Compression) -> Option<u32> {
     match compression {
-        Compression::Gzip | Compression::Zstd => Some(2),
+        Compression::Zstd => Some(1),
+        Compression::Gzip => Some(2),
         Compression::None => None,
     }
 }
@@ -42,7 +44,7 @@ impl ArchiveLayout {
     /// Splits a delivered batch into the objects that will hold it: one per
     /// run of records sharing stream, shard and arrival hour, cut further
     /// where an object would pass `max_object_bytes`. Order is kept.
-    pub fn plan(&self, records: &[Record]) -> Vec<Range<usize>> {
+    pub fn plan<D: RecordData>(&self, records: &[Record<D>]) -> Vec<Range<usize>> {
         let mut plan = Vec::new();
         let mut start = 0;
         let mut bytes = 0usize;
@@ -52,7 +54,7 @@ impl ArchiveLayout {
                 let head = &records[start];
                 let same_place = head.stream == record.stream
                     && head.shard_id == record.shard_id
-                    && hour_of(head) == hour_of(record);
+                    && hour_index(head) == hour_index(record);
                 if !same_place || bytes + size > self.max_object_bytes {
                     plan.push(start..i);
                     start = i;
@@ -68,10 +70,19 @@ impl ArchiveLayout {
     }
 }
 
-/// A record line's size, near enough to bound an object: base64 grows data
-/// by 4/3, and metadata is a few hundred bytes at most.
-fn line_size_estimate(record: &Record) -> usize {
-    record.data.len().div_ceil(3) * 4 + record.partition_key.len() + 256
+/// The arrival hour as a number, for comparing hours without making
+/// dates of them ([`hour_of`]'s hour, counted from the epoch).
+fn hour_index<D>(record: &Record<D>) -> i64 {
+    record
+        .approximate_arrival_timestamp
+        .epoch_millis()
+        .div_euclid(3_600_000)
+}
+
+/// A record line's size, near enough to bound an object: its data's base64
+/// and a few hundred bytes of metadata at most.
+fn line_size_estimate<D: RecordData>(record: &Record<D>) -> usize {
+    record.data.base64_len() + record.partition_key.len() + 256
 }
 
 /// One object written for a batch.
@@ -106,10 +117,10 @@ pub enum ArchiveError {
 /// On the first failure in a shard it stops writing that shard (its later
 /// records are re-delivered from the failed one and rewritten under the same
 /// keys) and goes on with the other shards.
-pub async fn archive_batch<S: ObjectStore>(
+pub async fn archive_batch<S: ObjectStore, D: RecordData>(
     store: &S,
     layout: &ArchiveLayout,
-    records: &[Record],
+    records: &[Record<D>],
 ) -> ArchiveOutcome {
     let mut outcome = ArchiveOutcome::default();
     for range in layout.plan(records) {
@@ -141,23 +152,21 @@ pub async fn archive_batch<S: ObjectStore>(
     outcome
 }
 
-async fn write_object<S: ObjectStore>(
+async fn write_object<S: ObjectStore, D: RecordData>(
     store: &S,
     layout: &ArchiveLayout,
-    group: &[Record],
+    group: &[Record<D>],
 ) -> Result<ArchivedObject, ArchiveError> {
     let (first, last) = (&group[0], &group[group.len() - 1]);
     let key = layout.object_key(&first.stream, hour_of(first), &first.id(), &last.id());
-    let mut writer = ChunkWriter::with_level(
-        key.clone(),
-        Vec::new(),
+    // The lines in memory, then compressed in one call (`encode_whole`).
+    let (body, summary) = chunk::encode_whole(
+        &key,
+        group,
         layout.compression,
         layout.compression_level,
+        group.iter().map(line_size_estimate).sum(),
     )?;
-    for record in group {
-        writer.write(record)?;
-    }
-    let (body, summary) = writer.finish()?;
     let compressed_bytes = body.len();
     store
         .put(PutObject {
@@ -202,7 +211,7 @@ mod tests {
             ..ArchiveLayout::default()
         };
         assert_eq!(tiny.plan(&records), vec![0..1, 1..2, 2..3, 3..4, 4..5]);
-        assert!(layout.plan(&[]).is_empty());
+        assert!(layout.plan::<Vec<u8>>(&[]).is_empty());
     }
 
     #[tokio::test]

@@ -11,12 +11,15 @@
 //!
 //! Records are gathered per shard until `BatchSize` × `ParallelizationFactor`
 //! of them are in hand or `MaximumBatchingWindowInSeconds` has passed since
-//! the first, then handed to [`crate::sinks::lambda::Delivery`], which owns every
-//! semantic of the invocation (6 MB payloads, lanes per partition key,
-//! retries, bisect, partial batch responses, record age, filters, the
-//! on-failure destination). The next batch is read only once the previous
-//! one is settled: a shard holds at most one batch in memory, and its
-//! checkpoint (the last settled sequence number, kept in memory) never
+//! the first; with `FilterCriteria`, only matching records count (those the
+//! filters drop are read, counted and checkpointed, never held: see
+//! `gather.rs`). The batch is then handed to
+//! [`crate::sinks::lambda::Delivery`], which owns every semantic of the
+//! invocation (6 MB payloads, lanes per partition key, retries, bisect,
+//! partial batch responses, record age, filters, the on-failure
+//! destination). The next batch is read only once the previous one is
+//! settled: a shard holds at most one batch in memory (with filters, and
+//! the rest of the page that filled it), and its checkpoint (the last settled sequence number, kept in memory) never
 //! passes a record the function has not acknowledged or the destination
 //! has not received.
 //!
@@ -32,6 +35,8 @@
 //! from the checkpoints would deliver them again (at least once, as Lambda).
 
 pub mod config;
+mod gather;
+mod heal;
 pub mod report;
 pub mod stream;
 
@@ -41,16 +46,14 @@ use std::pin::pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aws_sdk_kinesis::error::ProvideErrorMetadata as _;
-use aws_sdk_kinesis::operation::get_records::GetRecordsError;
-use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::model::event::EventSource;
-use crate::model::record::{ArrivalTime, Record};
+use crate::model::record::ArrivalTime;
+use crate::model::seqno::SequenceNumber;
 use crate::model::tumbling::{OpenWindow, TumblingWindow};
 use crate::model::window::{ChildShard, StartPosition};
 use crate::pipeline::lineage::PlannedShard;
@@ -58,9 +61,11 @@ use crate::request::RequestError;
 use crate::sinks::dlq::FailureDestination;
 use crate::sinks::lambda::invoker::Invoker;
 use crate::sinks::lambda::{Delivery, DeliveryError};
-use crate::sources::kinesis::{MAX_LIMIT, ReadError, ShardPoller, ShardSource, SourceError};
+use crate::sources::kinesis::{MAX_LIMIT, ReadError, ShardPoller, ShardSource};
 
 use config::MappingConfig;
+use gather::{Gathered, Gathering};
+use heal::heals;
 use report::{MAX_FAILURE_LOCATIONS, MappingReport, ShardReport, ShardStatus, Stopped};
 
 /// Why the mapping could not go on.
@@ -110,6 +115,14 @@ struct Shared {
     reports: BTreeMap<String, ShardReport>,
     /// When each polling shard last read a record (or started).
     active_at: BTreeMap<String, Instant>,
+}
+
+impl Shared {
+    fn report(&mut self, shard_id: &str) -> &mut ShardReport {
+        self.reports
+            .get_mut(shard_id)
+            .expect("a polled shard has a report")
+    }
 }
 
 impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S, I, D> {
@@ -290,29 +303,57 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         shared: &Mutex<Shared>,
     ) -> Result<(String, Vec<ChildShard>), ShardError> {
         let capacity = self.config.capacity();
+        let filters = self.config.options.filters().map_err(ShardError::Invalid)?;
         let mut poller = ShardPoller::new(
             self.source,
             shard_id.clone(),
             start,
             self.config.read.clone(),
         );
-        let mut batch: Vec<Record> = Vec::new();
-        let mut window_ends: Option<Instant> = None;
+        let mut gathering = Gathering::default();
+        // The children the shard ended with, once its last page is read.
+        let mut ended: Option<Vec<ChildShard>> = None;
         // The shard's tumbling window (`TumblingWindowInSeconds`), in memory
         // as its checkpoint is.
         let mut tumbling: Option<OpenWindow> = None;
         // Reads failed in a row, for the backoff.
         let mut read_failures = 0u32;
         loop {
-            let window_over = window_ends.is_some_and(|end| Instant::now() >= end);
-            if !batch.is_empty() && (batch.len() >= capacity || window_over) {
-                self.settle(&shard_id, std::mem::take(&mut batch), &mut tumbling, shared)
-                    .await?;
-                window_ends = None;
+            gathering.examine(&filters, capacity, self.config.batching_window);
+            if let Some((passed, last)) = gathering.take_passed() {
+                pass(shared, &shard_id, passed, last);
+            }
+            let window_over = gathering
+                .window_ends
+                .is_some_and(|end| Instant::now() >= end);
+            let drained = ended.is_some() && gathering.examined();
+            if gathering.matching() > 0
+                && (gathering.matching() >= capacity || window_over || drained)
+            {
+                if let Some(gathered) = gathering.take() {
+                    self.settle(&shard_id, gathered, &mut tumbling, shared)
+                        .await?;
+                }
                 continue;
             }
-            let room = (capacity - batch.len()).min(MAX_LIMIT as usize);
-            let page = poller.next_page(room as i32).await;
+            if drained && let Some(children) = ended.take() {
+                // "When the shard ends, Lambda considers the window closed,
+                // and the child shards start their own window in a fresh
+                // state."
+                self.close_window(&shard_id, &mut tumbling, shared).await?;
+                return Ok((shard_id, children));
+            }
+            // Without filters a poll reads no more than fits in the batch.
+            // With them, the records they drop take no room, so a poll
+            // reads what one GetRecords call may give (the rest of the page
+            // waits, unexamined, for the next batch), as the live mapping
+            // reads a page and then filters it.
+            let limit = if filters.is_empty() {
+                (capacity - gathering.matching()).min(MAX_LIMIT as usize) as i32
+            } else {
+                MAX_LIMIT
+            };
+            let page = poller.next_page(limit).await;
             let transient = page.as_ref().is_err_and(heals);
             {
                 let mut shared = shared.lock().expect("not poisoned");
@@ -333,7 +374,7 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
                         crate::backoff::backoff(self.config.read.base_backoff, read_failures);
                     // Records already gathered are delivered when their
                     // window ends, however long the reads keep failing.
-                    if let Some(end) = window_ends {
+                    if let Some(end) = gathering.window_ends {
                         wait = wait.min(end.saturating_duration_since(Instant::now()));
                     }
                     warn!(
@@ -370,24 +411,14 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
                 page
             };
             let empty = page.records.is_empty();
-            if !empty && batch.is_empty() {
-                window_ends = Some(Instant::now() + self.config.batching_window);
-            }
-            batch.extend(page.records);
+            gathering.read(page.records);
             if page.next_iterator.is_none() {
-                if !batch.is_empty() {
-                    self.settle(&shard_id, std::mem::take(&mut batch), &mut tumbling, shared)
-                        .await?;
-                }
-                // "When the shard ends, Lambda considers the window closed,
-                // and the child shards start their own window in a fresh
-                // state."
-                self.close_window(&shard_id, &mut tumbling, shared).await?;
-                return Ok((shard_id, page.child_shards));
+                ended = Some(page.child_shards);
+                continue;
             }
             // A window whose end has passed closes with its final invoke,
             // even if no later record comes to close it.
-            if batch.is_empty()
+            if gathering.is_empty()
                 && let Some(seconds) = self.config.options.tumbling_window()
                 && tumbling
                     .as_ref()
@@ -399,7 +430,7 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
             // poll again at once (paced). At the tip, wait as Lambda does,
             // but not past the window of records already gathered.
             if empty && page.millis_behind_latest.unwrap_or(0) == 0 {
-                let wait = match window_ends {
+                let wait = match gathering.window_ends {
                     Some(end) => self
                         .config
                         .idle_poll
@@ -411,21 +442,27 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         }
     }
 
-    /// Hands one gathered batch to delivery; checkpoints after it once every
-    /// record is settled.
+    /// Hands one gathered batch to delivery; checkpoints after it (and the
+    /// dropped records read with it) once every record is settled.
     async fn settle(
         &self,
         shard_id: &str,
-        batch: Vec<Record>,
+        gathered: Gathered,
         tumbling: &mut Option<OpenWindow>,
         shared: &Mutex<Shared>,
     ) -> Result<(), ShardError> {
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+        let Gathered {
+            batch,
+            passed,
+            last,
+        } = gathered;
+        let (Some(first), Some(last)) = (batch.first(), last) else {
             return Ok(());
         };
-        let (first, last) = (first.sequence_number.clone(), last.sequence_number.clone());
-        let records = batch.len() as u64;
-        debug!(shard = %shard_id, records, %first, %last, "delivering batch");
+        let first = first.sequence_number.clone();
+        let matching = batch.len() as u64;
+        let records = matching + passed;
+        debug!(shard = %shard_id, records = matching, filtered = passed, %first, %last, "delivering batch");
         let delivery = self.delivery();
         let delivered = match self.config.options.tumbling_window() {
             Some(_) => delivery
@@ -439,10 +476,7 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
             source,
         })?;
         let mut shared = shared.lock().expect("not poisoned");
-        let r = shared
-            .reports
-            .get_mut(shard_id)
-            .expect("a polled shard has a report");
+        let r = shared.report(shard_id);
         // Records come from one shard in order: the checkpoint only moves
         // forward (numerically).
         debug_assert!(r.checkpoint.as_ref().is_none_or(|c| *c < first));
@@ -450,6 +484,7 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         r.batches += 1;
         r.in_flight -= records;
         r.counters += delivered.counters;
+        r.counters.filtered += passed;
         let room = MAX_FAILURE_LOCATIONS.saturating_sub(r.failure_locations.len());
         let (kept, dropped) = delivered
             .failure_locations
@@ -467,6 +502,7 @@ impl<S: ShardSource, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S
         info!(
             shard = %shard_id,
             records,
+            filtered = passed,
             invocations = delivered.counters.invocations,
             function_errors = delivered.counters.function_errors,
             failed_records = delivered.counters.failed_records,
@@ -516,57 +552,18 @@ impl<S, I: Invoker, D: FailureDestination> EventSourceMapping<'_, S, I, D> {
     }
 }
 
-/// Whether polling again can get past a failed read. Throttles reach the
-/// mapping only past `read.max_retries` (the poller backs them off itself):
-/// that limit is the configuration's to set, so they stop it. Of the other
-/// errors, only those that say the stream, the shard or its key is gone or
-/// out of the role's reach can't heal; anything else (a 500, a timeout, a
-/// dropped connection, an answer the SDK could not read) may pass.
-fn heals(error: &SourceError) -> bool {
-    match error {
-        SourceError::Throttled { .. } => false,
-        SourceError::ExpiredIterator | SourceError::NoIterator { .. } => true,
-        SourceError::Other { source, .. } => !cannot_heal(source.as_ref()),
-    }
-}
-
-/// Looks through the error's sources for Kinesis's answer (the SDK error's
-/// source is the operation's error).
-fn cannot_heal(error: &(dyn std::error::Error + 'static)) -> bool {
-    let refused = |code: Option<&str>| {
-        matches!(
-            code,
-            Some(
-                "ResourceNotFoundException"
-                    | "AccessDeniedException"
-                    | "KMSAccessDeniedException"
-                    | "KMSNotFoundException"
-                    | "KMSDisabledException"
-                    | "KMSInvalidStateException"
-                    | "KMSOptInRequired"
-            )
-        )
-    };
-    let mut next = Some(error);
-    while let Some(error) = next {
-        if let Some(e) = error.downcast_ref::<GetRecordsError>() {
-            return refused(e.code())
-                || e.is_resource_not_found_exception()
-                || e.is_access_denied_exception()
-                || e.is_kms_access_denied_exception()
-                || e.is_kms_not_found_exception()
-                || e.is_kms_disabled_exception()
-                || e.is_kms_invalid_state_exception()
-                || e.is_kms_opt_in_required();
-        }
-        if let Some(e) = error.downcast_ref::<GetShardIteratorError>() {
-            return refused(e.code())
-                || e.is_resource_not_found_exception()
-                || e.is_access_denied_exception();
-        }
-        next = error.source();
-    }
-    false
+/// Checkpoints past records the filters dropped with no matching record
+/// ahead of them: they are settled (counted as filtered, as the mapping
+/// counts them processed) without an invoke.
+fn pass(shared: &Mutex<Shared>, shard_id: &str, passed: u64, last: SequenceNumber) {
+    let mut shared = shared.lock().expect("not poisoned");
+    let r = shared.report(shard_id);
+    debug_assert!(r.checkpoint.as_ref().is_none_or(|c| *c < last));
+    r.records += passed;
+    r.in_flight -= passed;
+    r.counters.filtered += passed;
+    debug!(shard = %shard_id, filtered = passed, checkpoint = %last, "filtered records passed");
+    r.checkpoint = Some(last);
 }
 
 /// The system clock, as the mapping's "now" (record age, failure records).

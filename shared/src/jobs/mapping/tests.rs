@@ -11,10 +11,13 @@ use std::time::Duration;
 
 use super::*;
 use aws_sdk_kinesis::error::ErrorMetadata;
+use aws_sdk_kinesis::operation::get_records::GetRecordsError;
 use aws_sdk_kinesis::types::error::{InternalFailureException, ResourceNotFoundException};
 
 use crate::model::event::DeliveredEvent;
+use crate::model::record::Record;
 use crate::model::seqno::SequenceNumber;
+use crate::pipeline::filter::{FilterCriteria, FilterEntry};
 use crate::sinks::dlq::{FailureRecord, MemoryDlq as Dlq};
 use crate::sinks::lambda::invoker::{Invocation, InvokeError};
 use crate::sinks::lambda::options::{FunctionResponseType, MappingOptions};
@@ -105,6 +108,24 @@ impl MemoryStream {
             .get_mut(&shard_name(n))
             .unwrap()
             .closed = true;
+        self
+    }
+
+    /// Shard `n`'s records as JSON, `{"i": <index>, "keep": <keep(index)>}`,
+    /// for [`keeping`]'s filter.
+    fn keeping(self, n: u32, keep: fn(u32) -> bool) -> Self {
+        for (i, r) in self
+            .shards
+            .lock()
+            .unwrap()
+            .get_mut(&shard_name(n))
+            .unwrap()
+            .records
+            .iter_mut()
+            .enumerate()
+        {
+            r.data = format!(r#"{{"i": {i}, "keep": {}}}"#, keep(i as u32)).into_bytes();
+        }
         self
     }
 
@@ -323,6 +344,18 @@ fn config(batch_size: usize, window_ms: u64) -> MappingConfig {
     }
 }
 
+/// [`config`] with a filter that keeps the records [`MemoryStream::keeping`]
+/// marks `"keep": true`.
+fn keeping(batch_size: usize, window_ms: u64) -> MappingConfig {
+    let mut config = config(batch_size, window_ms);
+    config.options.filter_criteria = Some(FilterCriteria {
+        filters: vec![FilterEntry {
+            pattern: r#"{"data": {"keep": [true]}}"#.into(),
+        }],
+    });
+    config
+}
+
 fn planned(shards: &[(u32, &[u32])]) -> Vec<PlannedShard> {
     shards
         .iter()
@@ -396,6 +429,17 @@ impl Rig {
             shutdown,
         )
         .await
+    }
+
+    /// Shard 0 until the mapping is shut down `after` (it must not stop
+    /// before by itself).
+    async fn run_shard_0_for(&self, config: &MappingConfig, after: Duration) -> MappingReport {
+        let report = self
+            .run(config, shard_0(), tokio::time::sleep(after))
+            .await
+            .unwrap();
+        assert_eq!(report.stopped, Stopped::Shutdown);
+        report
     }
 
     /// Shard 0 until the mapping stops by itself, which it must do cleanly.
@@ -732,14 +776,8 @@ async fn shutdown_stops_a_blocked_shard_without_checkpointing_its_batch() {
         },
     );
     let report = rig
-        .run(
-            &config(5, 0),
-            shard_0(),
-            tokio::time::sleep(Duration::from_secs(2)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(report.stopped, Stopped::Shutdown);
+        .run_shard_0_for(&config(5, 0), Duration::from_secs(2))
+        .await;
     let shard = shard_report(&report, 0);
     assert_eq!(shard.checkpoint, Some(sequence(0, 4)));
     assert_eq!((shard.records, shard.in_flight), (5, 5));
@@ -1033,4 +1071,133 @@ async fn tumbling_windows_carry_state_and_close_when_the_shard_ends() {
     // [2], [3], [4, 5], [6, 7], [8], [9], and 4 final invokes.
     assert_eq!(report.shards[0].counters.invocations, 11);
     assert_eq!(report.shards[0].counters.delivered, 10);
+}
+
+fn even(i: u32) -> bool {
+    i.is_multiple_of(2)
+}
+
+/// invocation-eventfiltering.html
+/// (https://docs.aws.amazon.com/lambda/latest/dg/invocation-eventfiltering.html):
+/// "If a record from your event source satisfies one or more of your
+/// filters, Lambda includes the record in the next event it sends to your
+/// function. If none of your filters are satisfied, Lambda discards the
+/// record." (an earlier revision of the page: "If you're using batching
+/// windows, Lambda applies your filter criteria to each new event to
+/// determine whether to add it to the current batch"). So a dropped record
+/// takes no room in a batch: with every other record matching, batches of
+/// `BatchSize` matching records, not of `BatchSize` records read. Failed
+/// and throttled reads and an expired iterator among them lose nothing and
+/// deliver nothing twice.
+#[tokio::test(start_paused = true)]
+async fn filtered_batches_are_filled_with_matching_records() {
+    let rig = Rig::new(
+        MemoryStream {
+            fail: BTreeMap::from([(4, internal_failure as fn() -> SourceError)]),
+            throttle: [9].into(),
+            expire: [13].into(),
+            ..MemoryStream::new(3)
+        }
+        .shard(0, 60, &[])
+        .keeping(0, even),
+    );
+    let report = rig.run_shard_0(&keeping(10, 2_000)).await;
+    assert_eq!(rig.invocation_sizes(), [10, 10, 10]);
+    let matching: Vec<SequenceNumber> = (0..60)
+        .filter(|i| even(*i))
+        .map(|i| sequence(0, i))
+        .collect();
+    assert_eq!(rig.acknowledged_sequences(), matching);
+    let shard = shard_report(&report, 0);
+    assert_eq!(
+        (
+            shard.records,
+            shard.counters.delivered,
+            shard.counters.filtered,
+            shard.in_flight
+        ),
+        (60, 30, 30, 0),
+        "{shard:?}"
+    );
+    assert_eq!((shard.read_errors, shard.throttles), (1, 1), "{shard:?}");
+    // Past the last record, which the filter dropped: it is not read again.
+    assert_eq!(shard.checkpoint, Some(sequence(0, 59)));
+}
+
+/// Without a batching window the mapping invokes with what one poll read,
+/// and the records the filters drop take no room in that poll either: one
+/// page of 50 holds 25 matching records, delivered as 10, 10 and 5 (a poll
+/// limited to the 10 records of room would have sent 5 at a time).
+#[tokio::test(start_paused = true)]
+async fn a_filtered_poll_reads_past_the_records_its_filters_drop() {
+    let rig = Rig::new(MemoryStream::new(100).shard(0, 50, &[]).keeping(0, even));
+    let report = rig.run_shard_0(&keeping(10, 0)).await;
+    assert_eq!(rig.invocation_sizes(), [10, 10, 5]);
+    let shard = shard_report(&report, 0);
+    assert_eq!(
+        (shard.records, shard.counters.filtered, shard.batches),
+        (50, 25, 3)
+    );
+    assert_eq!(shard.checkpoint, Some(sequence(0, 49)));
+}
+
+/// A stream where nothing matches: every record read is settled (counted
+/// as filtered, checkpointed) as soon as it is read, with no invoke, so the
+/// shard holds no record however long the batching window is.
+#[tokio::test(start_paused = true)]
+async fn records_no_filter_matches_are_checkpointed_as_they_are_read() {
+    let rig = Rig::new(
+        MemoryStream::new(7)
+            .shard(0, 400, &[])
+            .keeping(0, |_| false),
+    );
+    let config = keeping(100, 30_000);
+    let stopped = rig.run_shard_0_for(&config, Duration::from_secs(2)).await;
+    let shard = shard_report(&stopped, 0);
+    assert!(shard.records > 0 && shard.records < 400, "{shard:?}");
+    assert_eq!(shard.in_flight, 0, "{shard:?}");
+    assert_eq!(shard.counters.filtered, shard.records);
+    assert_eq!(
+        shard.checkpoint,
+        Some(sequence(0, shard.records as u32 - 1))
+    );
+
+    let report = rig.run_shard_0(&config).await;
+    let shard = shard_report(&report, 0);
+    assert_eq!(
+        (shard.records, shard.counters.filtered, shard.batches),
+        (400, 400, 0)
+    );
+    assert_eq!(shard.checkpoint, Some(sequence(0, 399)));
+    assert!(rig.invocations().is_empty());
+}
+
+/// Dropped records behind a batch that has not settled wait for it: the
+/// checkpoint never passes a matching record the function has not
+/// acknowledged, whatever the filters dropped after it.
+#[tokio::test(start_paused = true)]
+async fn the_checkpoint_passes_dropped_records_only_with_the_batch_ahead_of_them() {
+    // Batches [0, 2] and [4, 6]; 4 fails for ever (retries -1).
+    let rig = Rig::with(
+        MemoryStream::new(10).shard(0, 10, &[]).keeping(0, even),
+        Function {
+            poison: [sequence(0, 4)].into(),
+            ..Function::default()
+        },
+    );
+    let report = rig
+        .run_shard_0_for(&keeping(2, 0), Duration::from_secs(2))
+        .await;
+    let shard = shard_report(&report, 0);
+    // Settled: 0, 1 (dropped) and 2; not 3 and 5, dropped but behind 4.
+    assert_eq!(shard.checkpoint, Some(sequence(0, 2)));
+    assert_eq!(
+        (shard.records, shard.counters.filtered, shard.in_flight),
+        (3, 1, 7)
+    );
+    assert!(
+        rig.invocations()[1..]
+            .iter()
+            .all(|b| b.len() == 2 && b[0].sequence_number == sequence(0, 4))
+    );
 }

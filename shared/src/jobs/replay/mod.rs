@@ -249,6 +249,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
         &self,
         request: &ReplayRequest,
         shard: Option<&str>,
+        list_until: Option<Instant>,
     ) -> Result<Box<dyn RecordSource + '_>, ReplayError> {
         Ok(match &request.source {
             ReplaySource::Manifest { bucket, key } => {
@@ -274,7 +275,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
                 let store = self.buckets.bucket(bucket);
                 // Without markers: the stream's, in the replay's own account.
                 let lister = (self.streams.shards())
-                    .map(|shards| ShardLister::new(shards, self.local_stream_arn(stream)));
+                    .map(|s| ShardLister::new(s, self.local_stream_arn(stream), list_until));
                 Box::new(ArchiveSource::open(store, &layout, stream, (*from, *to), lister).await?)
             }
             ReplaySource::Dynamodb {
@@ -369,6 +370,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
                     now,
                     base_backoff: self.base_backoff,
                     gaps: Default::default(),
+                    ahead: Default::default(),
                 };
                 let folder = request.progress_folder(run_id);
                 match request.options.tumbling_window() {
@@ -402,11 +404,13 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
         Ok(target)
     }
 
-    /// The shards to replay, parents before children, in lineage groups.
+    /// The shards to replay, parents before children, in lineage groups;
+    /// an archive's `ListShards` fallback waits no later than `list_until`.
     pub async fn plan(
         &self,
         request: &ReplayRequest,
         run_id: &str,
+        list_until: Option<Instant>,
     ) -> Result<ReplayPlan, ReplayError> {
         let (bucket, folder) = (request.output().0, request.progress_folder(run_id));
         let store = self.buckets.bucket(&bucket);
@@ -414,7 +418,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
             &store, &bucket, &folder, request, run_id,
         ))
         .await?;
-        let source = self.open(request, None).await?;
+        let source = self.open(request, None, list_until).await?;
         let ShardGroups { groups, lineage } = source.plan_shards().await?;
         let stream_arn = self.stream_arn(source.as_ref());
         EventSource::new(stream_arn.clone(), "")?;
@@ -497,7 +501,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
             Err(error) => return Err(error.into()),
         }
         progress.started_at.get_or_insert_with(now);
-        let source = self.open(request, Some(&progress.shard_id)).await?;
+        let source = self.open(request, Some(&progress.shard_id), None).await?;
         let stream_arn = self.stream_arn(source.as_ref());
         let target = self
             .target(request, run_id, &progress.shard_id, stream_arn)
@@ -547,7 +551,8 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
             ReplayEvent::Validate { .. } => Ok(ReplayOutput::Valid { valid: true }),
             ReplayEvent::Plan { request } => {
                 let run_id = step::run_id(request.run_id.as_deref(), invocation_id);
-                let plan = self.plan(&request, &run_id).await?;
+                let until = step::stop_time(deadline, STEP_MARGIN);
+                let plan = self.plan(&request, &run_id, Some(until)).await?;
                 Ok(ReplayOutput::Plan(self.store_plan(&request, plan).await?))
             }
             ReplayEvent::Step {

@@ -69,11 +69,17 @@ struct Target {
     /// Configuration look-ups, and the events' `invokeIdentityArn`s.
     lookups: Arc<Mutex<u64>>,
     identities: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    /// How long each invoke takes (none: it answers at once).
+    takes: Arc<Mutex<Option<std::time::Duration>>>,
 }
 
 impl Invoker for Target {
     async fn invoke(&self, payload: Vec<u8>) -> Result<Invocation, InvokeError> {
         *self.invokes.lock().unwrap() += 1;
+        let takes = *self.takes.lock().unwrap();
+        if let Some(takes) = takes {
+            tokio::time::sleep(takes).await;
+        }
         if *self.broken_call.lock().unwrap() == Some(*self.invokes.lock().unwrap()) {
             return Err(InvokeError::Fatal {
                 function: "target".into(),
@@ -339,7 +345,7 @@ fn far() -> Instant {
 }
 
 async fn run_all(replayer: &TestReplayer, request: &ReplayRequest) -> ReplaySummary {
-    let plan = replayer.plan(request, "run-1").await.unwrap();
+    let plan = replayer.plan(request, "run-1", None).await.unwrap();
     for progress in plan.groups.iter().flatten() {
         let mut progress = progress.clone();
         while !progress.done {
@@ -568,7 +574,7 @@ async fn an_archive_window_is_replayed_parents_first_with_the_replay_accounts_ar
         }"#,
     )
     .unwrap();
-    let plan = replayer.plan(&request, "run-1").await.unwrap();
+    let plan = replayer.plan(&request, "run-1", None).await.unwrap();
     assert_eq!(
         plan.shards,
         ["shardId-000000000000", "shardId-000000000002"]
@@ -718,7 +724,7 @@ async fn a_scrape_source_is_left_to_the_state_machine() {
         }"#,
     )
     .unwrap();
-    let error = replayer().plan(&request, "r").await.unwrap_err();
+    let error = replayer().plan(&request, "r", None).await.unwrap_err();
     assert_eq!(error.error_type(), "InvalidRequest");
     assert!(error.to_string().contains("state machine"), "{error}");
 }
@@ -1400,3 +1406,7 @@ async fn max_step_seconds_ends_a_step_before_the_deadline() {
         assert!(e.message.contains("accepted values: 1 to 900"), "{e}");
     }
 }
+
+/// The step's work beside a piece that is out: the next piece made ready,
+/// the next page read.
+mod ahead;

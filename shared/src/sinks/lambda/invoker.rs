@@ -108,9 +108,14 @@ impl Calls<'_> {
 /// `give_up` says when that is (the record age limit, or the step's stop
 /// time, which no wait runs past): then `None`, and nothing was invoked
 /// since the last answer.
+///
+/// `payload` builds each attempt's payload (assembled from the bytes its
+/// batch was written as, no record written again): the call takes it by
+/// value, so building it per attempt copies it once, where keeping one to
+/// copy from would copy it twice on the first attempt, the one that counts.
 pub async fn invoke_retrying<I: Invoker + ?Sized>(
     invoker: &I,
-    payload: &[u8],
+    payload: &(dyn Fn() -> Vec<u8> + Sync),
     base_backoff: Duration,
     stop_at: Option<Instant>,
     give_up: impl Fn() -> bool,
@@ -118,8 +123,9 @@ pub async fn invoke_retrying<I: Invoker + ?Sized>(
 ) -> Result<Option<Invocation>, InvokeError> {
     let mut attempt = 0u32;
     loop {
+        let body = payload();
         (calls.sent)();
-        let result = invoker.invoke(payload.to_vec()).await;
+        let result = invoker.invoke(body).await;
         (calls.answered)(result.is_ok());
         match result {
             Ok(invocation) => return Ok(Some(invocation)),

@@ -9,6 +9,7 @@
 //! Throttling and service errors of the invoke call itself are retried with
 //! backoff and never count as function errors, as the mapping does.
 
+pub mod ahead;
 pub mod gaps;
 pub mod invoker;
 pub mod options;
@@ -24,12 +25,13 @@ use tracing::debug;
 use crate::model::counters::Counters;
 use crate::model::event::EventSource;
 use crate::model::record::{ArrivalTime, Record};
-use crate::pipeline::batch::{Batch, lane_of, next_batch};
+use crate::pipeline::batch::{Batch, CutBatch, next_batch};
 use crate::request::RequestError;
 use crate::sinks::dlq::{
     DestinationError, FailedBatch, FailureCondition, FailureDestination, FailureRecord,
     KinesisBatchInfo,
 };
+use ahead::Ahead;
 use gaps::EngineGaps;
 use invoker::{Invocation, InvokeError, Invoker};
 use options::MappingOptions;
@@ -156,22 +158,39 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         stop_at: Option<tokio::time::Instant>,
         gaps: &Mutex<EngineGaps>,
     ) -> Result<(DeliveryReport, Option<Unsettled>), DeliveryError> {
-        let filters = self.options.filters().map_err(DeliveryError::Options)?;
-        let lanes = self.options.parallelization_factor.max(1);
-        let mut queues: Vec<VecDeque<&Record>> = vec![VecDeque::new(); lanes];
-        let mut report = DeliveryReport::default();
-        for record in records {
-            if filters.matches(record) {
-                queues[lane_of(&record.partition_key, lanes)].push_back(record);
-            } else {
-                report.counters.filtered += 1;
+        self.deliver_ahead(records, None, stop_at, gaps).await
+    }
+
+    /// [`Delivery::deliver_timed`] with `ahead`, the piece as
+    /// [`Delivery::cut_ahead`] made it ready while the previous piece was
+    /// out: used if it was made from `records`, else they are sorted and
+    /// cut now.
+    pub async fn deliver_ahead(
+        &self,
+        records: &[Record],
+        ahead: Option<Ahead>,
+        stop_at: Option<tokio::time::Instant>,
+        gaps: &Mutex<EngineGaps>,
+    ) -> Result<(DeliveryReport, Option<Unsettled>), DeliveryError> {
+        let (sorted, first) = match ahead.filter(|ahead| ahead.is_for(records)) {
+            Some(ahead) => ahead.into_parts(),
+            None => {
+                let sorted = self.sort(records)?;
+                let first = vec![None; sorted.lanes.len()];
+                (sorted, first)
             }
-        }
+        };
+        let mut report = DeliveryReport::default();
+        report.counters.filtered = sorted.filtered;
         let results = futures_util::future::join_all(
-            queues
+            sorted
+                .queues(records)
                 .into_iter()
+                .zip(first)
                 .enumerate()
-                .map(|(lane, q)| self.deliver_lane(q, Clock { gaps, lane }, stop_at)),
+                .map(|(lane, (q, first))| {
+                    self.deliver_lane(q, first, Clock { gaps, lane }, stop_at)
+                }),
         )
         .await;
         let mut unsettled: Option<Unsettled> = None;
@@ -189,9 +208,12 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         Ok((report, unsettled))
     }
 
+    /// One lane's records in order; `first` is their first batch when it
+    /// was cut ahead (from these very records).
     async fn deliver_lane<'r>(
         &self,
         mut queue: VecDeque<&'r Record>,
+        first: Option<CutBatch>,
         clock: Clock<'_>,
         stop_at: Option<tokio::time::Instant>,
     ) -> Result<(DeliveryReport, Option<Unsettled>), DeliveryError> {
@@ -199,7 +221,10 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         let cut = |queue: &mut VecDeque<&'r Record>| {
             (!queue.is_empty()).then(|| next_batch(queue, self.options.batch_size, self.source))
         };
-        let mut next = cut(&mut queue);
+        let mut next = match first.and_then(|first| first.attach(&mut queue)) {
+            Some(batch) => Some(batch),
+            None => cut(&mut queue),
+        };
         while let Some(batch) = next.take() {
             // The next batch is cut and written while this one's invoke is
             // out (the first poll sends it), not between its answer and the
@@ -353,9 +378,6 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         stop_at: Option<tokio::time::Instant>,
         report: &mut DeliveryReport,
     ) -> Result<Option<Invocation>, DeliveryError> {
-        // Assembled from the bytes the batch was written as: no writing of
-        // records.
-        let payload = payload();
         let give_up = || {
             stop_at.is_some_and(|at| tokio::time::Instant::now() >= at)
                 || records.iter().any(|r| self.expired(r))
@@ -368,7 +390,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         };
         let invocation = invoker::invoke_retrying(
             self.invoker,
-            &payload,
+            payload,
             self.base_backoff,
             stop_at,
             give_up,

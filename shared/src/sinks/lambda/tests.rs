@@ -6,7 +6,7 @@ use super::*;
 use crate::model::event::DeliveredEvent;
 use crate::model::event::tests::source;
 use crate::model::seqno::Position;
-use crate::pipeline::batch::MAX_PAYLOAD_BYTES;
+use crate::pipeline::batch::{MAX_PAYLOAD_BYTES, lane_of};
 use crate::sinks::dlq::MemoryDlq as Dlq;
 
 /// A target function: fails (Unhandled) on batches holding a poison

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::model::archive::{
@@ -34,11 +35,41 @@ const MARKER_READS: usize = 16;
 pub struct ShardLister<'a> {
     pub shards: &'a dyn StreamShards,
     pub stream_arn: String,
+    /// When the plan stops waiting for `ListShards` (its step's stop time):
+    /// the SDK gives the call no timeout of its own, and a plan cut off by
+    /// its Lambda's timeout would be lost with all its work. Past it the
+    /// plan goes on without the stream's lineage, as for a stream it may
+    /// not list.
+    pub until: Option<Instant>,
 }
 
 impl<'a> ShardLister<'a> {
-    pub fn new(shards: &'a dyn StreamShards, stream_arn: String) -> Self {
-        Self { shards, stream_arn }
+    pub fn new(shards: &'a dyn StreamShards, stream_arn: String, until: Option<Instant>) -> Self {
+        Self {
+            shards,
+            stream_arn,
+            until,
+        }
+    }
+
+    /// The stream's shards, `None` when they can't be listed (in time).
+    async fn list(&self) -> Result<Option<Vec<PlannedShard>>, SourceError> {
+        let listing = self.shards.list_shards(&self.stream_arn);
+        let Some(until) = self.until else {
+            return listing.await;
+        };
+        let asked = Instant::now();
+        match tokio::time::timeout_at(until, listing).await {
+            Ok(listed) => listed,
+            Err(_) => {
+                warn!(
+                    stream_arn = %self.stream_arn,
+                    waited_ms = asked.elapsed().as_millis() as u64,
+                    "ListShards did not answer before the step's stop time"
+                );
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -159,7 +190,7 @@ impl<'a, R: ObjectReader> ArchiveSource<'a, R> {
         let Some(lister) = &self.lister else {
             return Ok(None);
         };
-        let Some(listed) = lister.shards.list_shards(&lister.stream_arn).await? else {
+        let Some(listed) = lister.list().await? else {
             return Ok(None);
         };
         let mut known = markers;

@@ -142,10 +142,17 @@ async fn plan(
     store: &Counted,
     lister: Option<&dyn StreamShards>,
 ) -> (SourceStream, Vec<Vec<String>>, Option<Lineage>) {
-    let lister = lister.map(|shards| ShardLister {
-        shards,
-        stream_arn: "arn:aws:kinesis:us-east-1:1:stream/orders".to_owned(),
-    });
+    plan_until(store, lister, None).await
+}
+
+/// [`plan`], `ListShards` waited for until `until`.
+async fn plan_until(
+    store: &Counted,
+    lister: Option<&dyn StreamShards>,
+    until: Option<tokio::time::Instant>,
+) -> (SourceStream, Vec<Vec<String>>, Option<Lineage>) {
+    let arn = "arn:aws:kinesis:us-east-1:1:stream/orders";
+    let lister = lister.map(|shards| ShardLister::new(shards, arn.to_owned(), until));
     let source = ArchiveSource::open(
         store.clone(),
         &ArchiveLayout::default(),
@@ -210,6 +217,37 @@ async fn without_markers_for_every_shard_the_plan_falls_back_and_says_so() {
 
     let (stream, _, _) = plan(&resharded_archive().await, None).await;
     assert_eq!(stream, SourceStream::Name("orders".to_owned()));
+}
+
+/// `ListShards` that never answers: an endpoint that takes the request and
+/// says nothing (the SDK puts no timeout on the call).
+struct Silent;
+
+impl StreamShards for Silent {
+    fn list_shards<'a>(
+        &'a self,
+        _stream_arn: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<PlannedShard>>, SourceError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// The fallback's `ListShards` waits no later than the step's stop time,
+/// then the plan goes on as for a stream it can't list (one group, and
+/// says so); a listing that answers in time is used.
+#[tokio::test(start_paused = true)]
+async fn a_listing_that_outlasts_the_steps_stop_time_leaves_one_group() {
+    let store = resharded_archive().await;
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (_, groups, lineage) = plan_until(&store, Some(&Silent), Some(until)).await;
+    assert_eq!(
+        (groups, lineage),
+        (ids(&[&[0, 1, 2, 3, 4, 5]]), Some(Lineage::OneGroup))
+    );
+    assert_eq!(tokio::time::Instant::now(), until, "waited until then only");
+    let (_, groups, lineage) = plan_until(&store, Some(&listed()), Some(until)).await;
+    assert_eq!(lineage, Some(Lineage::ListShards));
+    assert_eq!(groups, ids(&[&[0, 2, 3], &[1, 4, 5]]));
 }
 
 /// Shard 0's objects, two records each: `per_hour[h]` objects in hour `h`
