@@ -3,10 +3,12 @@
 //! `status` says where it is. `mapping` runs an event source mapping, which
 //! no emulator has.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::{Subcommand, ValueEnum};
 use rewind_local::daemon::{self, State};
+use rewind_local::stack::LOCAL_FUNCTION_CONCURRENCY;
 use rewind_local::{KinesisBackend, Layout, Options};
 
 mod mapping;
@@ -41,7 +43,18 @@ pub struct UpArgs {
     /// Don't enforce Kinesis per-shard limits at the endpoint.
     #[arg(long)]
     no_shard_limits: bool,
+    /// How many invocations of one function run at once, each in an
+    /// instance of its own (1 to 100; more wait for a free one). A replay of
+    /// 4 shards at ParallelizationFactor 10 needs 40.
+    #[arg(long, value_name = "N", default_value_t = LOCAL_FUNCTION_CONCURRENCY.get() as u16,
+          value_parser = clap::value_parser!(u16).range(1..=MAX_FUNCTION_CONCURRENCY))]
+    function_concurrency: u16,
 }
+
+/// The largest `--function-concurrency`: each instance is a process of its
+/// own (about 10 MB), so this keeps a laptop's process table and memory in
+/// bounds while covering 10 shards at ParallelizationFactor 10.
+const MAX_FUNCTION_CONCURRENCY: i64 = 100;
 
 /// `local serve`: what `up` starts, and the shared stack of a test run
 /// (`rewind_tests::stack`), which publishes itself elsewhere and serves only
@@ -74,19 +87,23 @@ impl UpArgs {
                 Kinesis::Moto => KinesisBackend::Moto,
             },
             shard_limits: !self.no_shard_limits,
-            ..Options::default()
+            function_concurrency: NonZeroUsize::new(self.function_concurrency.into())
+                .expect("clap keeps --function-concurrency at 1 or more"),
         }
     }
 
-    fn to_args(&self) -> Vec<&'static str> {
-        let mut args = vec!["local", "serve", "--kinesis"];
-        args.push(match self.kinesis {
+    fn to_args(&self) -> Vec<String> {
+        let kinesis = match self.kinesis {
             Kinesis::KinesisMock => "kinesis-mock",
             Kinesis::Moto => "moto",
-        });
+        };
+        let mut args: Vec<String> = vec!["local".into(), "serve".into()];
+        args.extend(["--kinesis".into(), kinesis.into()]);
         if self.no_shard_limits {
-            args.push("--no-shard-limits");
+            args.push("--no-shard-limits".into());
         }
+        let concurrency = self.function_concurrency.to_string();
+        args.extend(["--function-concurrency".into(), concurrency]);
         args
     }
 }
@@ -118,7 +135,9 @@ pub fn run(command: LocalCommand) -> anyhow::Result<()> {
                     "starting (first run installs tools and builds the functions; log: {})",
                     log.display()
                 );
-                let state = daemon::spawn(&exe, &args.to_args(), &state_path, &log).await?;
+                let serve = args.to_args();
+                let serve: Vec<&str> = serve.iter().map(String::as_str).collect();
+                let state = daemon::spawn(&exe, &serve, &state_path, &log).await?;
                 print_state(&state);
                 Ok(())
             }
@@ -127,7 +146,8 @@ pub fn run(command: LocalCommand) -> anyhow::Result<()> {
                 if args.lease.is_some() {
                     // A test run's stack is debugged from its log alone:
                     // unreachable backends and failed event invokes go there.
-                    tracing_subscriber::fmt().with_env_filter("info").init();
+                    // Unless RUST_LOG chose the CLI's (`init_logs`).
+                    let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
                 }
                 let state_path = args.state_file.unwrap_or(state_path);
                 let lease = args.lease.as_deref();

@@ -148,7 +148,9 @@ impl Output {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    init_logs();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("rewind: {error:#}");
@@ -165,6 +167,21 @@ fn main() -> ExitCode {
                 .downcast_ref::<replay::ReplayCliError>()
                 .map_or(ExitCode::FAILURE, replay::ReplayCliError::exit_code)
         }
+    }
+}
+
+/// The engine's structured logs on stderr, one JSON object a line, when
+/// `RUST_LOG` asks for them (`RUST_LOG=rewind_engine=info`). Off otherwise,
+/// so the CLI's own output is all a user sees; `bin/bench` reads a replay
+/// step's `engine time between invokes` from them.
+fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        // `local serve` sets its own when this did not.
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(io::stderr)
+            .try_init();
     }
 }
 

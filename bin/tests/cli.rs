@@ -9,6 +9,7 @@ mod common;
 mod demo;
 mod install;
 mod local;
+mod logs;
 mod mapping;
 mod replay;
 mod run;

@@ -49,7 +49,8 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn up_runs_the_stack_in_the_background_and_down_leaves_nothing() {
-    let up = rewind(&["local", "up"]);
+    // A limit other than the default, to see it reach `cargo lambda watch`.
+    let up = rewind(&["local", "up", "--function-concurrency", "13"]);
     let stderr = String::from_utf8_lossy(&up.stderr).into_owned();
     assert!(up.status.success(), "{stderr}");
     // "endpoint http://127.0.0.1:PORT (pid N, logs in ...)"
@@ -73,6 +74,22 @@ fn up_runs_the_stack_in_the_background_and_down_leaves_nothing() {
     let processes = family(pid);
     // The daemon, moto, kinesis-mock and cargo lambda (with its children).
     assert!(processes.len() >= 4, "{processes:?}");
+    let watch: Vec<Vec<String>> = processes
+        .iter()
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|line| {
+            line.split(|&b| b == 0)
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect()
+        })
+        .filter(|args: &Vec<String>| args.iter().any(|arg| arg == "watch"))
+        .collect();
+    assert!(
+        watch
+            .iter()
+            .any(|args| args.windows(2).any(|w| w == ["--concurrency", "13"])),
+        "cargo lambda watch runs without the flag's limit: {watch:?}"
+    );
 
     let status = rewind(&["local", "status"]);
     assert!(
@@ -106,6 +123,9 @@ fn up_runs_the_stack_in_the_background_and_down_leaves_nothing() {
 fn bad_flags_of_local_and_demo_are_usage_errors() {
     for args in [
         &["local", "up", "--no-such-flag"][..],
+        &["local", "up", "--function-concurrency", "0"],
+        &["local", "up", "--function-concurrency", "101"],
+        &["local", "up", "--function-concurrency", "many"],
         &["local", "sideways"],
         &["demo", "--records", "many"],
     ] {
@@ -113,5 +133,15 @@ fn bad_flags_of_local_and_demo_are_usage_errors() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        if args.contains(&"--function-concurrency") {
+            // The flag and what it accepts, before anything starts.
+            assert!(
+                stderr.contains("--function-concurrency <N>"),
+                "{args:?}: {stderr}"
+            );
+        }
     }
+    let out = rewind(&["local", "up", "--function-concurrency", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1..=100"), "{stderr}");
 }

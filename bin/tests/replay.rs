@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::common::{Scratch, accepted_batches, rewind, stack};
 
-fn records(stream: &str, shard: &str, n: usize, marked: &[usize]) -> Vec<Record> {
+pub(crate) fn records(stream: &str, shard: &str, n: usize, marked: &[usize]) -> Vec<Record> {
     (0..n)
         .map(|i| Record {
             stream: stream.to_owned(),
@@ -44,7 +44,7 @@ fn records(stream: &str, shard: &str, n: usize, marked: &[usize]) -> Vec<Record>
         .collect()
 }
 
-fn write(path: &Path, records: &[Record]) {
+pub(crate) fn write(path: &Path, records: &[Record]) {
     let mut writer =
         ChunkWriter::new(path.display().to_string(), Vec::new(), Compression::Gzip).unwrap();
     for r in records {

@@ -49,6 +49,8 @@ pub const LOCAL_ARCHIVE_BUCKET: &str = "rewind-archive";
 /// replayed side by side, while keeping a 2-core machine to a few dozen
 /// processes when every function is busy. Invocations past it wait for a
 /// free instance, as those past a reserved concurrency would be throttled.
+/// `rewind local up --function-concurrency N` sets another (the bench's 4
+/// shards at ParallelizationFactor 10 need 40).
 pub const LOCAL_FUNCTION_CONCURRENCY: NonZeroUsize = NonZeroUsize::new(10).unwrap();
 
 /// Which emulator serves Kinesis.
