@@ -229,7 +229,9 @@ fn execute(request: Value, common: CommonArgs) -> anyhow::Result<()> {
     // Without an output or an S3 DLQ in the request, the run keeps its
     // progress here.
     let (progress, _temp) = progress_folder(common.dir.as_deref())?;
-    let request = ReplayRequest::parse_local(&serde_json::to_vec(&request)?).map_err(bad)?;
+    // Named as the replay request it is (a bare `RequestError` says "scrape").
+    let request = ReplayRequest::parse_local(&serde_json::to_vec(&request)?)
+        .map_err(|error| bad(ReplayError::InvalidRequest(error)))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let config = common.aws.config().await;

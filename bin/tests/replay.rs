@@ -174,7 +174,10 @@ async fn files_are_replayed_to_a_function_and_reinjected_onto_a_stream() {
     let out = replay_files(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("options.BatchSize"), "{stderr}");
+    assert!(
+        stderr.contains("invalid replay request: options.BatchSize"),
+        "{stderr}"
+    );
     let out = rewind(
         &endpoint,
         &["replay", "--request", "x.json", "--files", "a"],
