@@ -37,16 +37,15 @@ pub fn rewind(endpoint: &str, args: &[&str]) -> Output {
 /// The batches the `target` fixture function accepted from `stream`, each
 /// as the records it kept (one line of its file a batch).
 pub fn accepted_batches(stack: &rewind_tests::Stack, stream: &str) -> Vec<Vec<serde_json::Value>> {
-    let path = stack
-        .layout
-        .run_dir()
-        .join(format!("fixtures/target/{stream}.jsonl"));
-    std::fs::read_to_string(path)
+    rewind_tests::target_batches(&stack.layout, stream)
         .unwrap()
-        .lines()
-        .map(|line| {
-            let batch: serde_json::Value = serde_json::from_str(line).unwrap();
-            batch["records"].as_array().unwrap().clone()
+        .into_iter()
+        .map(|batch| {
+            batch
+                .records
+                .into_iter()
+                .map(|(_, _, record)| record)
+                .collect()
         })
         .collect()
 }

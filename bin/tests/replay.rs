@@ -207,22 +207,10 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 /// The batches `target` accepted from `stream`, each as (shard, started µs,
 /// ended µs) from the function's own clock.
 fn spans(stack: &rewind_tests::Stack, stream: &str) -> Vec<(String, u64, u64)> {
-    let path = stack
-        .layout
-        .run_dir()
-        .join(format!("fixtures/target/{stream}.jsonl"));
-    std::fs::read_to_string(path)
+    rewind_tests::target_batches(&stack.layout, stream)
         .unwrap()
-        .lines()
-        .map(|line| {
-            let batch: Value = serde_json::from_str(line).unwrap();
-            let event_id = batch["records"][0]["eventID"].as_str().unwrap();
-            (
-                event_id.split(':').next().unwrap().to_owned(),
-                batch["startedUs"].as_u64().unwrap(),
-                batch["endedUs"].as_u64().unwrap(),
-            )
-        })
+        .into_iter()
+        .map(|batch| (batch.records[0].0.clone(), batch.started_us, batch.ended_us))
         .collect()
 }
 

@@ -4,6 +4,8 @@
 //! lineage groups scraped at once); a bad request fails before anything
 //! connects.
 
+use std::path::Path;
+
 use aws_sdk_kinesis::primitives::Blob;
 use rewind_engine::model::chunk;
 use rewind_engine::model::manifest::{Manifest, ShardManifest};
@@ -50,29 +52,12 @@ async fn scrape_a_stream_into_a_local_folder() {
     )
     .unwrap();
     let out_dir = dir.join("out");
-    let output = rewind(
+    let manifest = scrape_to(
         endpoint,
-        &[
-            "scrape",
-            "--json",
-            "--chunk-records",
-            "10",
-            "--request",
-            request.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ],
+        &["--chunk-records", "10"],
+        request.to_str().unwrap(),
+        &out_dir,
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(answer["status"], "SUCCEEDED", "{answer}");
-    let key = answer["manifest"]["key"].as_str().unwrap();
-    let manifest: Manifest =
-        serde_json::from_slice(&std::fs::read(out_dir.join(key)).unwrap()).unwrap();
     assert_eq!(manifest.records, 30);
     // The shard's chunks are in its own manifest, which the entry names.
     let own = manifest.shards[0].manifest.as_deref().unwrap();
@@ -175,21 +160,8 @@ async fn a_resharded_stream_is_scraped_with_its_groups_at_once() {
         }),
     );
     let out_dir = scratch.path("out");
-    let output = rewind(
-        &stack.endpoint,
-        &["scrape", "--json", "--request", &request, "--out", &out_dir],
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(answer["status"], "SUCCEEDED", "{answer}");
-    let key = answer["manifest"]["key"].as_str().unwrap();
-    let out_dir = std::path::Path::new(&out_dir);
-    let manifest: Manifest =
-        serde_json::from_slice(&std::fs::read(out_dir.join(key)).unwrap()).unwrap();
+    let out_dir = Path::new(&out_dir);
+    let manifest = scrape_to(&stack.endpoint, &[], &request, out_dir);
     assert_eq!(manifest.records, 48);
     assert_eq!(manifest.shards.len(), 6, "2 parents and 4 children");
     let position = |id: &str| manifest.shards.iter().position(|s| s.shard_id == id);
@@ -229,4 +201,25 @@ async fn a_resharded_stream_is_scraped_with_its_groups_at_once() {
             "{stderr}"
         );
     }
+}
+
+/// Runs `rewind scrape --json` of `request` (with `extra` flags) into the
+/// folder `out_dir`, and reads back the manifest it says it wrote.
+fn scrape_to(endpoint: &str, extra: &[&str], request: &str, out_dir: &Path) -> Manifest {
+    let out = out_dir.to_str().unwrap();
+    let args = [
+        &["scrape", "--json"][..],
+        extra,
+        &["--request", request, "--out", out],
+    ];
+    let output = rewind(endpoint, &args.concat());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["status"], "SUCCEEDED", "{answer}");
+    let key = answer["manifest"]["key"].as_str().unwrap();
+    serde_json::from_slice(&std::fs::read(out_dir.join(key)).unwrap()).unwrap()
 }
