@@ -11,35 +11,27 @@ use std::path::Path;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use rewind_engine::Record;
 use rewind_engine::model::chunk::{ChunkWriter, Compression};
-use rewind_engine::model::record::ArrivalTime;
-use rewind_engine::model::seqno::SequenceNumber;
-use rewind_tests::{create_stream, unique};
+use rewind_tests::{create_stream, record, unique};
 use serde_json::{Value, json};
 
 use crate::common::{Scratch, accepted_batches, rewind, stack};
 
 pub(crate) fn records(stream: &str, shard: &str, n: usize, marked: &[usize]) -> Vec<Record> {
     (0..n)
-        .map(|i| Record {
-            stream: stream.to_owned(),
-            shard_id: shard.to_owned(),
-            sequence_number: SequenceNumber::parse(&format!(
-                "49656626372427914385237262063396478153418658218305{i:06}"
-            ))
-            .unwrap(),
-            sub_sequence_number: None,
-            partition_key: format!("key-{}", i % 3),
-            explicit_hash_key: None,
-            encryption_type: None,
-            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(
-                1_732_233_600_000 + i as i64,
-            ),
-            data: if marked.contains(&i) {
-                format!("POISON {shard} {i}").into_bytes()
+        .map(|i| {
+            let data = if marked.contains(&i) {
+                format!("POISON {shard} {i}")
             } else {
-                format!("{{\"shard\":\"{shard}\",\"i\":{i}}}").into_bytes()
-            },
-            aggregate: None,
+                format!("{{\"shard\":\"{shard}\",\"i\":{i}}}")
+            };
+            record(
+                stream,
+                shard,
+                &format!("49656626372427914385237262063396478153418658218305{i:06}"),
+                format!("key-{}", i % 3),
+                1_732_233_600_000 + i as i64,
+                data.into_bytes(),
+            )
         })
         .collect()
 }

@@ -13,9 +13,11 @@
 
 mod archive;
 mod observe;
+mod records;
 
 pub use archive::{archive_stream, run_to_idle};
 pub use observe::{TargetBatch, state_output, target_batches};
+pub use records::record;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

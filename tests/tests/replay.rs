@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 use rewind_engine::model::archive::ArchiveLayout;
-use rewind_engine::model::record::{ArrivalTime, Record, decode_base64};
+use rewind_engine::model::record::{Record, decode_base64};
 use rewind_engine::model::seqno::SequenceNumber;
 use rewind_engine::sinks::dlq::FailureRecord;
 use rewind_engine::sinks::s3_archive::archive_batch;
@@ -25,7 +25,9 @@ use rewind_engine::store::S3Store;
 use rewind_local::proxy::ACCOUNT;
 use rewind_local::sdk::s3_client;
 use rewind_local::statemachine::{self, Context};
-use rewind_tests::{create_stream, execute, get_object, put_all, reshard, target_batches, unique};
+use rewind_tests::{
+    create_stream, execute, get_object, put_all, record, reshard, target_batches, unique,
+};
 use serde_json::{Value, json};
 
 use crate::stack;
@@ -266,22 +268,17 @@ pub(crate) fn archived_records(
             } else {
                 format!("{{\"shard\":{shard},\"n\":{n}}}")
             };
-            records.push(Record {
-                stream: stream.to_owned(),
-                shard_id: format!("shardId-00000000000{shard}"),
-                sequence_number: SequenceNumber::parse(&format!(
+            records.push(record(
+                stream,
+                &format!("shardId-00000000000{shard}"),
+                &format!(
                     "4965662637242791438523726206339647815341865821830{:06}",
                     n * 7 + 1
-                ))
-                .expect("a sequence number"),
-                sub_sequence_number: None,
-                partition_key: format!("key-{shard}-{}", n % 5),
-                explicit_hash_key: None,
-                encryption_type: None,
-                approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(t0 + n as i64 * 1000),
-                data: data.into_bytes(),
-                aggregate: None,
-            });
+                ),
+                format!("key-{shard}-{}", n % 5),
+                t0 + n as i64 * 1000,
+                data.into_bytes(),
+            ));
         }
     }
     records

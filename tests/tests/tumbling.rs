@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use aws_sdk_sfn::types::ExecutionStatus;
 use rewind_engine::model::record::{ArrivalTime, Record};
-use rewind_engine::model::seqno::SequenceNumber;
 use rewind_engine::model::tumbling::TumblingWindow;
 use rewind_local::statemachine;
 use rewind_local::{Fault, FaultKind};
-use rewind_tests::unique;
+use rewind_tests::{record, unique};
 use serde_json::{Value, json};
 
 use crate::replay::{Replay, archive};
@@ -34,23 +33,20 @@ const STEP_SECONDS: u32 = 3;
 /// eight to a window.
 fn records(stream: &str, t0: i64, count: usize) -> Vec<Record> {
     (0..count)
-        .map(|n| Record {
-            stream: stream.to_owned(),
-            shard_id: "shardId-000000000000".to_owned(),
-            sequence_number: SequenceNumber::parse(&format!(
-                "4965662637242791438523726206339647815341865821830{:06}",
-                n * 3 + 1
-            ))
-            .expect("a sequence number"),
-            sub_sequence_number: None,
-            partition_key: format!("key-{}", n % 4),
-            explicit_hash_key: None,
-            encryption_type: None,
-            aggregate: None,
-            approximate_arrival_timestamp: ArrivalTime::from_epoch_millis(t0 + n as i64 * 250),
-            data: json!({"value": n % 7 + 1, "workMs": 400})
-                .to_string()
-                .into_bytes(),
+        .map(|n| {
+            record(
+                stream,
+                "shardId-000000000000",
+                &format!(
+                    "4965662637242791438523726206339647815341865821830{:06}",
+                    n * 3 + 1
+                ),
+                format!("key-{}", n % 4),
+                t0 + n as i64 * 250,
+                json!({"value": n % 7 + 1, "workMs": 400})
+                    .to_string()
+                    .into_bytes(),
+            )
         })
         .collect()
 }
