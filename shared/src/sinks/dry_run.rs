@@ -38,6 +38,8 @@ impl Target for DryRun {
             Ok(Settled {
                 report,
                 unsettled: None,
+                lanes: Vec::new(),
+                failed: None,
             })
         })
     }

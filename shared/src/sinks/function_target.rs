@@ -10,6 +10,7 @@ use tracing::info;
 
 use crate::model::event::EventSource;
 use crate::model::record::{ArrivalTime, Record};
+use crate::pipeline::batch::lane_of;
 use crate::pipeline::filter::Filters;
 use crate::sinks::dlq::FailureDestination;
 use crate::sinks::lambda::Delivery;
@@ -50,9 +51,13 @@ impl<I, D> FunctionTarget<I, D> {
 }
 
 impl<I: Invoker, D: FailureDestination> Target for FunctionTarget<I, D> {
-    /// A batch per lane.
     fn piece(&self) -> usize {
-        (self.options.batch_size * self.options.parallelization_factor).max(1)
+        self.options.piece()
+    }
+
+    /// A partition key's lane, as the mapping keeps each key's order.
+    fn lane(&self, record: &Record) -> usize {
+        lane_of(&record.partition_key, self.options.parallelization_factor)
     }
 
     /// Filled with records the filters keep, as the mapping fills a batch
@@ -80,11 +85,16 @@ impl<I: Invoker, D: FailureDestination> Target for FunctionTarget<I, D> {
         // replace it.
         let ahead = self.ahead.lock().expect("not poisoned").take();
         Box::pin(async move {
-            let (report, unsettled) = self
+            let end = self
                 .delivery()
                 .deliver_ahead(piece, ahead, Some(stop_at), &self.gaps)
                 .await?;
-            Ok(Settled { report, unsettled })
+            Ok(Settled {
+                report: end.report,
+                unsettled: end.unsettled,
+                lanes: end.lanes,
+                failed: end.error.map(TargetError::from),
+            })
         })
     }
 }

@@ -25,8 +25,19 @@ use crate::model::seqno::Position;
 pub struct Settled {
     pub report: lambda::DeliveryReport,
     /// The first record not settled when the stop time came in the middle
-    /// of the piece: it and everything after it are taken again.
+    /// of the piece: it and everything after it are taken again, but for
+    /// what `lanes` says was settled.
     pub unsettled: Option<Position>,
+    /// With `unsettled`, for a target whose lanes ([`Target::lane`]) don't
+    /// wait for each other: where each lane stopped, `None` for a lane
+    /// whose records in the piece are all settled. A lane's records before
+    /// its own stop are settled even after `unsettled`. Empty: one lane,
+    /// nothing after `unsettled` is settled.
+    pub lanes: Vec<Option<Position>>,
+    /// Why the piece stopped early, when it failed part way: what it
+    /// settled first is in the rest, so a retried step doesn't deliver
+    /// that again.
+    pub failed: Option<TargetError>,
 }
 
 /// What became of a shard's end (a tumbling window's final invoke).
@@ -58,6 +69,12 @@ pub trait Target: Send + Sync {
     /// them.
     fn piece_end(&self, records: &[Record]) -> usize {
         self.piece().min(records.len())
+    }
+
+    /// Which of the target's lanes `record` goes through; see
+    /// [`Settled::lanes`].
+    fn lane(&self, _record: &Record) -> usize {
+        0
     }
 
     /// Settles `piece` (one shard's records, in order, borrowed from the

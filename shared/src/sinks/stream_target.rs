@@ -49,6 +49,8 @@ impl<S: RecordSink> Target for StreamTarget<S> {
                     ..DeliveryReport::default()
                 },
                 unsettled: None,
+                lanes: Vec::new(),
+                failed: None,
             })
         })
     }

@@ -172,11 +172,21 @@ impl<I: Invoker, D: FailureDestination, W: ObjectStore + ObjectReader> WindowTar
             }
             None => {
                 *self.saved.lock().expect("not poisoned") = Some(saved);
-                return Ok(Settled { report, unsettled });
+                return Ok(Settled {
+                    report,
+                    unsettled,
+                    lanes: Vec::new(),
+                    failed: None,
+                });
             }
         }
         self.save(saved).await?;
-        Ok(Settled { report, unsettled })
+        Ok(Settled {
+            report,
+            unsettled,
+            lanes: Vec::new(),
+            failed: None,
+        })
     }
 
     async fn finish_shard(&self, stop_at: Instant) -> Result<Finished, TargetError> {

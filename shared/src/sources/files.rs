@@ -14,7 +14,7 @@ use crate::model::seqno::Position;
 use crate::pipeline::dedupe::Dedupe;
 use crate::sources::{BoxFuture, Pages, RecordSource, SourceError, SourceStream};
 
-/// Records per page of a file.
+/// Records per page of a file, unless [`FilesSource::with_page`] says.
 const PAGE: usize = 1000;
 
 /// Why the files can't be read as a source.
@@ -59,6 +59,7 @@ pub struct FilesSource {
     stream: String,
     /// Per shard (shard-id order), its files in order of their first record.
     shards: BTreeMap<String, Vec<FileSpan>>,
+    page: usize,
 }
 
 fn open(path: &Path) -> Result<ChunkReader<'static>, FilesError> {
@@ -119,7 +120,14 @@ impl FilesSource {
             stream_arn,
             stream: stream.unwrap_or_default(),
             shards,
+            page: PAGE,
         })
+    }
+
+    /// Pages of `records` records (a replay's piece), not [`PAGE`].
+    pub fn with_page(mut self, records: usize) -> Self {
+        self.page = records.max(1);
+        self
     }
 }
 
@@ -155,22 +163,24 @@ impl RecordSource for FilesSource {
             files: files.into_iter(),
             reader: None,
             seen: Dedupe::after(after.cloned()),
+            page: self.page,
         });
         Box::pin(async move { Ok(pages) })
     }
 }
 
-/// A shard's files, [`PAGE`] records at a time, each record once.
+/// A shard's files, a page of records at a time, each record once.
 struct FilePages {
     files: std::vec::IntoIter<PathBuf>,
     reader: Option<ChunkReader<'static>>,
     seen: Dedupe,
+    page: usize,
 }
 
 impl FilePages {
     fn read(&mut self) -> Result<Option<Vec<Record>>, FilesError> {
         let mut page = Vec::new();
-        while page.len() < PAGE {
+        while page.len() < self.page {
             let reader = match &mut self.reader {
                 Some(reader) => reader,
                 None => match self.files.next() {

@@ -35,14 +35,16 @@
 //! `<output prefix>/<runId>/<shardId>/_progress.json` (by default the DLQ
 //! bucket and `<dlq prefix>/replays`); the summary reads those back.
 //!
-//! A step hands records to the target in pieces of `BatchSize ×
-//! ParallelizationFactor` (500 for a stream) and stops handing them on, even
-//! inside a batch's retries, before its deadline; its continuation is the
-//! position of the last settled record. Each settled piece is also saved as
+//! A step hands records to the target in pieces (a few batches per lane,
+//! [`crate::sinks::lambda::options::MappingOptions::piece`]; 500 for a
+//! stream) and stops handing them on, even inside a batch's retries, before
+//! its deadline; its continuation is the position of the last settled
+//! record, and of the last settled record of each lane that got past it.
+//! Each settled piece, and a piece a failed invoke ended, is also saved as
 //! the shard's checkpoint (`<output prefix>/<runId>/<shardId>/_checkpoint.json`):
 //! a step that fails or is killed is retried from its continuation, and
-//! starts after the checkpoint, so only the piece it was in the middle of is
-//! delivered again: at least once, never skipped.
+//! starts after the checkpoint, so only a killed step's piece is delivered
+//! again: at least once, never skipped.
 
 mod error;
 mod locations;
@@ -59,7 +61,7 @@ use tokio::time::Instant;
 pub use error::ReplayError;
 pub use locations::{DlqLocation, ReplaySource, ReplayTarget, RunOutput};
 pub use protocol::{
-    PaceOrigin, ReplayEvent, ReplayOutput, ReplayPlan, ReplayPlanOutput, ShardReplay,
+    LaneMark, PaceOrigin, ReplayEvent, ReplayOutput, ReplayPlan, ReplayPlanOutput, ShardReplay,
 };
 pub use request::ReplayRequest;
 use request::invalid;
@@ -306,7 +308,7 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
                 })
             }
             ReplaySource::Files { paths, stream_arn } => {
-                Box::new(FilesSource::open(paths, stream_arn.clone())?)
+                Box::new(FilesSource::open(paths, stream_arn.clone())?.with_page(piece(request)))
             }
             ReplaySource::Scrape { .. } => return Err(ReplayError::ScrapeFirst),
         })
@@ -496,7 +498,8 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
             Ok(bytes) => {
                 if let Ok(saved) = serde_json::from_slice::<ShardReplay>(&bytes)
                     && saved.shard_id == progress.shard_id
-                    && saved.last > progress.last
+                    && saved.last >= progress.last
+                    && saved.records > progress.records
                 {
                     progress = saved;
                 }
@@ -581,13 +584,12 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
     }
 }
 
-/// Records the request's target settles at a time (a piece): `BatchSize ×
-/// ParallelizationFactor` for a function, a PutRecords call for a stream.
+/// Records the request's target settles at a time (a piece): batches of
+/// each lane for a function ([`crate::sinks::lambda::options::MappingOptions::piece`]), a PutRecords call
+/// for a stream.
 fn piece(request: &ReplayRequest) -> usize {
     match &request.target {
-        ReplayTarget::Function { .. } => {
-            (request.options.batch_size * request.options.parallelization_factor).max(1)
-        }
+        ReplayTarget::Function { .. } => request.options.piece(),
         ReplayTarget::Stream { .. } => crate::sinks::kinesis::MAX_ENTRIES,
     }
 }

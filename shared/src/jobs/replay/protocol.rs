@@ -48,8 +48,23 @@ pub struct ShardReplay {
     pub finished_at: Option<ArrivalTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pace: Option<PaceOrigin>,
+    /// Lanes whose settled records reach past `last` (at most one mark a
+    /// lane, so at most 10): lanes don't wait for each other, and a step
+    /// that stopped mid-piece left some ahead of the slowest. The next step
+    /// skips them, so none is delivered twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settled_ahead: Vec<LaneMark>,
     #[serde(default)]
     pub done: bool,
+}
+
+/// One lane's records after a shard's checkpoint that are settled: each
+/// record of `lane` up to and including `through`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaneMark {
+    pub lane: usize,
+    pub through: Position,
 }
 
 impl ShardReplay {
@@ -79,6 +94,31 @@ impl ShardReplay {
         self.records += piece.len() as u64;
         self.counters += report.counters;
         self.dlq_locations += report.failure_locations.len() as u64;
+        let last = self.last.as_ref();
+        self.settled_ahead.retain(|mark| Some(&mark.through) > last);
+    }
+
+    /// Marks `records` (each with its lane), settled after `last`, to be
+    /// skipped when they come again.
+    pub(super) fn settle_ahead<'r>(
+        &mut self,
+        records: impl IntoIterator<Item = (usize, &'r Record)>,
+    ) {
+        for (lane, record) in records {
+            let through = Position::of(record);
+            self.records += 1;
+            match self.settled_ahead.iter_mut().find(|m| m.lane == lane) {
+                Some(mark) => mark.through = mark.through.clone().max(through),
+                None => self.settled_ahead.push(LaneMark { lane, through }),
+            }
+        }
+        self.settled_ahead.sort_by_key(|m| m.lane);
+    }
+
+    /// Whether `record`, of `lane`, was settled by an earlier step ahead of
+    /// `last`.
+    pub(super) fn settled_already(&self, lane: usize, record: &Record) -> bool {
+        (self.settled_ahead.iter()).any(|m| m.lane == lane && Position::of(record) <= m.through)
     }
 }
 

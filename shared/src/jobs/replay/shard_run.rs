@@ -135,8 +135,11 @@ impl<'s, W: ObjectStore> Pieces<'_, 's, W> {
         pages: &mut dyn Pages,
         progress: &mut ShardReplay,
     ) -> Result<Taken, ReplayError> {
-        let mut records = dedupe::after(records, progress.last.as_ref());
         let (store, target, stop_at) = (self.store, self.target, self.pace.stop_at);
+        let mut records = dedupe::after(records, progress.last.as_ref());
+        if !progress.settled_ahead.is_empty() {
+            records.retain(|r| !progress.settled_already(target.lane(r), r));
+        }
         // While a piece is out, three things go on beside it, none of them
         // between an answer and the next invoke:
         // - the previous piece's checkpoint is written (the page's last
@@ -200,7 +203,7 @@ impl<'s, W: ObjectStore> Pieces<'_, 's, W> {
             let settled = settled?;
             // A delivery stopped at the step's deadline settles the records
             // before the first one it had not settled; the next step starts
-            // there.
+            // there, and skips what lanes ahead of that one settled.
             let count = match &settled.unsettled {
                 Some(first) => piece
                     .iter()
@@ -208,9 +211,22 @@ impl<'s, W: ObjectStore> Pieces<'_, 's, W> {
                     .unwrap_or(piece.len()),
                 None => piece.len(),
             };
-            self.pace.sent(count);
             progress.settle(&piece[..count], &settled.report, cursor.as_deref());
+            let ahead = piece[count..].iter().filter_map(|r| {
+                let lane = target.lane(r);
+                let stop = settled.lanes.get(lane)?;
+                stop.as_ref()
+                    .is_none_or(|stop| Position::of(r) < *stop)
+                    .then_some((lane, r))
+            });
+            let before = progress.records;
+            progress.settle_ahead(ahead);
+            self.pace.sent(count + (progress.records - before) as usize);
             self.saving = Some(Box::pin(save(store, self.key.to_owned(), progress)));
+            if let Some(error) = settled.failed {
+                // The step fails, after that checkpoint is written.
+                return Err(error.into());
+            }
             if settled.unsettled.is_some() {
                 break false;
             }

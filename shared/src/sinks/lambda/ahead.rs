@@ -28,7 +28,7 @@ use super::{Delivery, DeliveryError};
 pub(super) struct Sorted {
     pub(super) lanes: Vec<Vec<u32>>,
     /// Records the filters dropped.
-    pub(super) filtered: u64,
+    pub(super) filtered: Vec<u32>,
 }
 
 impl Sorted {
@@ -74,14 +74,14 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         let lanes = self.options.parallelization_factor.max(1);
         let mut sorted = Sorted {
             lanes: vec![Vec::new(); lanes],
-            filtered: 0,
+            filtered: Vec::new(),
         };
         for (i, record) in piece.iter().enumerate() {
+            let index = u32::try_from(i).expect("a piece is at most 10,000 × 10 records");
             if filters.matches(record) {
-                let index = u32::try_from(i).expect("a piece is at most 10,000 × 10 records");
                 sorted.lanes[lane_of(&record.partition_key, lanes)].push(index);
             } else {
-                sorted.filtered += 1;
+                sorted.filtered.push(index);
             }
         }
         Ok(sorted)

@@ -17,6 +17,7 @@ pub mod window;
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -25,7 +26,8 @@ use tracing::debug;
 use crate::model::counters::Counters;
 use crate::model::event::EventSource;
 use crate::model::record::{ArrivalTime, Record};
-use crate::pipeline::batch::{Batch, CutBatch, next_batch};
+use crate::model::seqno::Position;
+use crate::pipeline::batch::{Batch, CutBatch, lane_of, next_batch};
 use crate::request::RequestError;
 use crate::sinks::dlq::{
     DestinationError, FailedBatch, FailureCondition, FailureDestination, FailureRecord,
@@ -124,6 +126,32 @@ pub struct Delivery<'a, I, D> {
     pub base_backoff: Duration,
 }
 
+/// How a piece's delivery ended.
+#[derive(Debug, Default)]
+pub struct PieceEnd {
+    pub report: DeliveryReport,
+    /// The first record not settled (the lowest over the lanes) when it
+    /// stopped early: at the stop time, or on an error. Everything before
+    /// it is settled.
+    pub unsettled: Option<Unsettled>,
+    /// With `unsettled`, where each lane stopped (`None`: the lane's
+    /// records are all settled): lanes don't wait for each other, so a lane
+    /// may have settled records past `unsettled`. Empty otherwise.
+    pub lanes: Vec<Option<Unsettled>>,
+    /// Why a lane stopped early, when one failed: what the lanes settled
+    /// before is in the rest, and the error is the piece's outcome.
+    pub error: Option<DeliveryError>,
+}
+
+/// How one lane of a piece ended.
+#[derive(Debug, Default)]
+struct LaneEnd {
+    report: DeliveryReport,
+    /// Its first record not settled (`None`: all settled).
+    stopped: Option<Unsettled>,
+    error: Option<DeliveryError>,
+}
+
 /// Where a delivery stopped at its deadline: the position of the first
 /// record it had not settled. Everything before it in the
 /// shard is settled; it and everything after must be delivered again.
@@ -158,20 +186,26 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         stop_at: Option<tokio::time::Instant>,
         gaps: &Mutex<EngineGaps>,
     ) -> Result<(DeliveryReport, Option<Unsettled>), DeliveryError> {
-        self.deliver_ahead(records, None, stop_at, gaps).await
+        let end = self.deliver_ahead(records, None, stop_at, gaps).await?;
+        match end.error {
+            Some(error) => Err(error),
+            None => Ok((end.report, end.unsettled)),
+        }
     }
 
     /// [`Delivery::deliver_timed`] with `ahead`, the piece as
     /// [`Delivery::cut_ahead`] made it ready while the previous piece was
     /// out: used if it was made from `records`, else they are sorted and
-    /// cut now.
+    /// cut now. It fails (`Err`) only before any invoke; a lane that fails
+    /// later stops the others at their next batch, and the end says what
+    /// they settled before it ([`PieceEnd::error`]).
     pub async fn deliver_ahead(
         &self,
         records: &[Record],
         ahead: Option<Ahead>,
         stop_at: Option<tokio::time::Instant>,
         gaps: &Mutex<EngineGaps>,
-    ) -> Result<(DeliveryReport, Option<Unsettled>), DeliveryError> {
+    ) -> Result<PieceEnd, DeliveryError> {
         let (sorted, first) = match ahead.filter(|ahead| ahead.is_for(records)) {
             Some(ahead) => ahead.into_parts(),
             None => {
@@ -180,44 +214,59 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                 (sorted, first)
             }
         };
-        let mut report = DeliveryReport::default();
-        report.counters.filtered = sorted.filtered;
-        let results = futures_util::future::join_all(
+        let halt = AtomicBool::new(false);
+        let ends = futures_util::future::join_all(
             sorted
                 .queues(records)
                 .into_iter()
                 .zip(first)
                 .enumerate()
                 .map(|(lane, (q, first))| {
-                    self.deliver_lane(q, first, Clock { gaps, lane }, stop_at)
+                    let clock = Clock { gaps, lane };
+                    self.deliver_lane(q, first, clock, stop_at, &halt)
                 }),
         )
         .await;
-        let mut unsettled: Option<Unsettled> = None;
-        for result in results {
-            let (lane, stopped) = result?;
-            report.counters += lane.counters;
-            report.failure_locations.extend(lane.failure_locations);
-            if let Some(position) = stopped {
-                unsettled = Some(match unsettled {
-                    Some(lowest) => lowest.min(position),
-                    None => position,
-                });
-            }
+        let mut end = PieceEnd::default();
+        for lane in ends {
+            end.report.counters += lane.report.counters;
+            (end.report.failure_locations).extend(lane.report.failure_locations);
+            end.error = end.error.or(lane.error);
+            end.lanes.push(lane.stopped);
         }
-        Ok((report, unsettled))
+        end.unsettled = end.lanes.iter().flatten().min().cloned();
+        if end.unsettled.is_none() {
+            end.report.counters.filtered = sorted.filtered.len() as u64;
+            end.lanes.clear();
+            return Ok(end);
+        }
+        // A dropped record is settled where its lane is: counted now if its
+        // lane's settled records reach past it, else when it comes again.
+        let count = end.lanes.len();
+        end.report.counters.filtered = (sorted.filtered.iter())
+            .map(|&i| &records[i as usize])
+            .filter(|r| {
+                end.lanes[lane_of(&r.partition_key, count)]
+                    .as_ref()
+                    .is_none_or(|stop| Position::of(r) < *stop)
+            })
+            .count() as u64;
+        Ok(end)
     }
 
     /// One lane's records in order; `first` is their first batch when it
-    /// was cut ahead (from these very records).
+    /// was cut ahead (from these very records). It starts no batch once
+    /// `halt` is set, and sets it when a batch fails: that batch and every
+    /// later one stay unsettled, uncounted.
     async fn deliver_lane<'r>(
         &self,
         mut queue: VecDeque<&'r Record>,
         first: Option<CutBatch>,
         clock: Clock<'_>,
         stop_at: Option<tokio::time::Instant>,
-    ) -> Result<(DeliveryReport, Option<Unsettled>), DeliveryError> {
-        let mut report = DeliveryReport::default();
+        halt: &AtomicBool,
+    ) -> LaneEnd {
+        let mut end = LaneEnd::default();
         let cut = |queue: &mut VecDeque<&'r Record>| {
             (!queue.is_empty()).then(|| next_batch(queue, self.options.batch_size, self.source))
         };
@@ -226,6 +275,14 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
             None => cut(&mut queue),
         };
         while let Some(batch) = next.take() {
+            let first = Position::of(batch.records()[0]);
+            if halt.load(Ordering::Relaxed) {
+                end.stopped = Some(first);
+                return end;
+            }
+            // What the batch counts is undone if it fails part way: it is
+            // delivered again, whole, and counted then.
+            let (counters, locations) = (end.report.counters, end.report.failure_locations.len());
             // The next batch is cut and written while this one's invoke is
             // out (the first poll sends it), not between its answer and the
             // next invoke: writing a batch grows with its size, waiting for
@@ -237,7 +294,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
                     0,
                     clock,
                     stop_at,
-                    &mut report,
+                    &mut end.report,
                     &mut window::Stateless,
                 ),
                 async {
@@ -249,11 +306,23 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
             )
             .await;
             next = following;
-            if let Some(stopped) = stopped? {
-                return Ok((report, Some(stopped)));
+            match stopped {
+                Ok(None) => {}
+                Ok(Some(stopped)) => {
+                    end.stopped = Some(stopped);
+                    return end;
+                }
+                Err(error) => {
+                    halt.store(true, Ordering::Relaxed);
+                    end.report.counters = counters;
+                    end.report.failure_locations.truncate(locations);
+                    end.stopped = Some(first);
+                    end.error = Some(error);
+                    return end;
+                }
             }
         }
-        Ok((report, None))
+        end
     }
 
     /// One batch until it succeeds or goes to the destination. Bisecting

@@ -98,11 +98,13 @@ async fn deliver(piece: &[Record], made_from: Option<&[Record]>) -> (Vec<Vec<u8>
     let delivery = parts.delivery();
     let ahead = made_from.map(|records| delivery.cut_ahead(records).unwrap());
     let gaps = Mutex::new(EngineGaps::default());
-    let (report, unsettled) = delivery
+    let end = delivery
         .deliver_ahead(piece, ahead, None, &gaps)
         .await
         .unwrap();
-    assert_eq!(unsettled, None);
+    assert!(end.error.is_none());
+    assert_eq!(end.unsettled, None);
+    let report = end.report;
     assert_eq!(
         report.counters.delivered + report.counters.filtered,
         piece.len() as u64
