@@ -232,6 +232,25 @@ async fn first_step(
         .unwrap()
 }
 
+/// Shard 0's first step of run `run-1` with its invoke number `call` (from
+/// 1) failing as the call itself, which fails the step (`InvokeRejected`);
+/// returns the continuation the step started from, which the state machine
+/// retries it with.
+async fn first_step_broken_at(
+    replayer: &TestReplayer,
+    request: &ReplayRequest,
+    call: u64,
+) -> ShardReplay {
+    *replayer.targets.broken_call.lock().unwrap() = Some(call);
+    let start = ShardReplay::new("shardId-000000000000");
+    let error = replayer
+        .step(request, "run-1", &start, far())
+        .await
+        .unwrap_err();
+    assert_eq!(error.error_type(), "InvokeRejected");
+    start
+}
+
 /// A scrape of two shards, `a` and `b`, `per_chunk` records a chunk.
 async fn write_two_shards(buckets: &Mem, a: &[Record], b: &[Record], per_chunk: usize) {
     write_scrape(
@@ -1071,95 +1090,6 @@ async fn a_step_out_of_time_in_endless_retries_keeps_the_settled_records_and_sto
     assert_eq!(progress.counters.failed_records, 0);
 }
 
-/// Lanes don't wait for each other (services-kinesis-parallelization: "Lambda
-/// ... processes up to 10 batches in each shard simultaneously", each
-/// partition key's records in order), so a step whose time runs out while
-/// one lane still has batches has settled other lanes' records past that
-/// lane's first unsettled one. The next step delivers neither those again
-/// nor any record twice, and counts each filtered record once.
-#[tokio::test(start_paused = true)]
-async fn a_step_stopped_with_lanes_ahead_resumes_without_delivering_them_again() {
-    let replayer = replayer();
-    let key = |lane| {
-        (0..)
-            .map(|k| format!("key-{k}"))
-            .find(|k| crate::pipeline::batch::lane_of(k, 2) == lane)
-            .unwrap()
-    };
-    let (a, b) = (key(0), key(1));
-    // Upper case is kept, lower case filtered. A page and its piece are 16
-    // records (BatchSize 2 × 2 lanes × 4): lane 0 has 9 kept records of the
-    // first (5 batches), lane 1 has 3 (2 batches).
-    let shape = "AAABbAAABbAaAABbAAAB";
-    let stored: Vec<Record> = shape
-        .chars()
-        .enumerate()
-        .map(|(i, c)| Record {
-            shard_id: "shardId-000000000000".into(),
-            partition_key: if c.eq_ignore_ascii_case(&'a') { &a } else { &b }.clone(),
-            data: format!(r#"{{"n": {i}, "keep": {}}}"#, c.is_uppercase()).into_bytes(),
-            ..crate::model::record::tests::record(0, i)
-        })
-        .collect();
-    write_scrape(
-        &replayer.buckets,
-        &[("shardId-000000000000", stored.clone())],
-        20,
-    )
-    .await;
-    let request = ReplayRequest::parse(
-        br#"{
-            "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},
-            "target": {"type": "FUNCTION", "functionName": "target"},
-            "options": {"BatchSize": 2, "ParallelizationFactor": 2,
-                        "FilterCriteria": {"Filters": [{"Pattern": "{\"data\": {\"keep\": [true]}}"}]}},
-            "dlq": {"type": "S3", "bucket": "bucket"}
-        }"#,
-    )
-    .unwrap();
-    *replayer.targets.takes.lock().unwrap() = Some(std::time::Duration::from_millis(100));
-    // The step stops starting invokes a third of the way before its
-    // deadline, at 250 ms: lane 0 starts batches at 0, 100 and 200 ms, lane
-    // 1 is done at 200.
-    let deadline = Instant::now() + std::time::Duration::from_millis(375);
-    let first = first_step(&replayer, &request, deadline).await;
-    assert!(!first.done);
-    // Settled: records 0-9, then lane 1's 14 and 15 (filtered).
-    assert_eq!(first.last, Some(Position::of(&stored[9])));
-    assert_eq!(
-        first.settled_ahead,
-        vec![LaneMark {
-            lane: 1,
-            through: Position::of(&stored[15]),
-        }]
-    );
-    assert_eq!(first.records, 12);
-    assert_eq!(first.counters.delivered, 9);
-    assert_eq!(
-        first.counters.filtered, 3,
-        "4, 9 and 15; 11's lane stopped before it"
-    );
-    // The state machine carries the continuation as JSON.
-    let carried: ShardReplay =
-        serde_json::from_slice(&serde_json::to_vec(&first).unwrap()).unwrap();
-    let done = replayer
-        .step(&request, "run-1", &carried, far())
-        .await
-        .unwrap();
-    assert!(done.done);
-    assert!(done.settled_ahead.is_empty());
-    assert_eq!(done.records, 20);
-    assert_eq!(done.counters.delivered, 16);
-    assert_eq!(done.counters.filtered, 4);
-    let mut got = accepted(&replayer.targets);
-    got.sort(); // Lanes interleave; sequence numbers here are all of one length.
-    let want: Vec<_> = (stored.iter())
-        .filter(|r| !r.data.ends_with(b"false}"))
-        .map(|r| (r.shard_id.clone(), r.sequence_number.to_string()))
-        .collect();
-    assert_eq!(got, want, "each kept record accepted once");
-}
-
 #[tokio::test]
 async fn validate_checks_the_whole_request_before_any_work() {
     let replayer = replayer();
@@ -1226,13 +1156,7 @@ async fn a_failed_step_is_retried_from_its_last_settled_piece() {
     .await;
     let request = manifest_request(); // BatchSize 4
     // The third invoke breaks: two pieces (8 records) were settled.
-    *replayer.targets.broken_call.lock().unwrap() = Some(3);
-    let start = ShardReplay::new("shardId-000000000000");
-    let error = replayer
-        .step(&request, "run-1", &start, far())
-        .await
-        .unwrap_err();
-    assert_eq!(error.error_type(), "InvokeRejected");
+    let start = first_step_broken_at(&replayer, &request, 3).await;
     // The state machine retries the step with the same continuation.
     let progress = replayer
         .step(&request, "run-1", &start, far())
@@ -1244,70 +1168,6 @@ async fn a_failed_step_is_retried_from_its_last_settled_piece() {
     let got = accepted(&replayer.targets);
     let want: Vec<_> = a
         .iter()
-        .map(|r| (r.shard_id.clone(), r.sequence_number.to_string()))
-        .collect();
-    assert_eq!(got, want, "each record accepted once");
-}
-
-/// A lane whose invoke fails stops the other lanes at their next batch, and
-/// the step's checkpoint keeps what every lane settled before it fails: the
-/// retried step delivers each record once, though lanes had gone on past
-/// the failed batch.
-#[tokio::test(start_paused = true)]
-async fn a_failed_step_with_lanes_ahead_is_retried_without_delivering_them_again() {
-    let replayer = replayer();
-    let keys: Vec<String> = (0..2)
-        .map(|lane| {
-            (0..)
-                .map(|k| format!("key-{k}"))
-                .find(|k| crate::pipeline::batch::lane_of(k, 2) == lane)
-                .unwrap()
-        })
-        .collect();
-    // Lanes take turns: 8 records (4 batches of 2) each, one piece.
-    let stored: Vec<Record> = (0..16)
-        .map(|i| Record {
-            shard_id: "shardId-000000000000".into(),
-            partition_key: keys[i % 2].clone(),
-            ..crate::model::record::tests::record(0, i)
-        })
-        .collect();
-    write_scrape(
-        &replayer.buckets,
-        &[("shardId-000000000000", stored.clone())],
-        16,
-    )
-    .await;
-    let request = ReplayRequest::parse(
-        br#"{
-            "source": {"type": "MANIFEST", "bucket": "bucket", "key": "scrapes/run/manifest.json"},
-            "target": {"type": "FUNCTION", "functionName": "target"},
-            "options": {"BatchSize": 2, "ParallelizationFactor": 2},
-            "dlq": {"type": "S3", "bucket": "bucket"}
-        }"#,
-    )
-    .unwrap();
-    *replayer.targets.takes.lock().unwrap() = Some(std::time::Duration::from_millis(100));
-    // Calls 1 and 2 are each lane's first batch; call 4 is a lane's second.
-    *replayer.targets.broken_call.lock().unwrap() = Some(4);
-    let start = ShardReplay::new("shardId-000000000000");
-    let error = replayer
-        .step(&request, "run-1", &start, far())
-        .await
-        .unwrap_err();
-    assert_eq!(error.error_type(), "InvokeRejected");
-    let before_retry = *replayer.targets.invokes.lock().unwrap();
-    assert!(before_retry < 8, "the lanes stopped: {before_retry} calls");
-    let progress = replayer
-        .step(&request, "run-1", &start, far())
-        .await
-        .unwrap();
-    assert!(progress.done);
-    assert_eq!(progress.records, 16);
-    assert_eq!(progress.counters.delivered, 16);
-    let mut got = accepted(&replayer.targets);
-    got.sort(); // Lanes interleave; sequence numbers here are all of one length.
-    let want: Vec<_> = (stored.iter())
         .map(|r| (r.shard_id.clone(), r.sequence_number.to_string()))
         .collect();
     assert_eq!(got, want, "each record accepted once");
@@ -1567,3 +1427,7 @@ async fn max_step_seconds_ends_a_step_before_the_deadline() {
 /// The step's work beside a piece that is out: the next piece made ready,
 /// the next page read.
 mod ahead;
+
+/// `ParallelizationFactor` lanes that don't wait for each other, and steps
+/// that end while some are ahead.
+mod lanes;
