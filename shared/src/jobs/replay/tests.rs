@@ -232,10 +232,10 @@ async fn first_step(
         .unwrap()
 }
 
-/// Shard 0's first step of run `run-1` with its invoke number `call` (from
-/// 1) failing as the call itself, which fails the step (`InvokeRejected`);
-/// returns the continuation the step started from, which the state machine
-/// retries it with.
+/// Shard 0's first step of run `run-1`, its invoke number `call` (counted
+/// from 1) failing as the call itself, which fails the step
+/// (`InvokeRejected`); returns the continuation the step started from,
+/// which the state machine retries it with.
 async fn first_step_broken_at(
     replayer: &TestReplayer,
     request: &ReplayRequest,
