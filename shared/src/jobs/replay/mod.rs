@@ -584,9 +584,10 @@ impl<B: Buckets, T: Targets, K: Streams, Q: Queues, N: Topics> Replayer<B, T, K,
     }
 }
 
-/// Records the request's target settles at a time (a piece): batches of
-/// each lane for a function ([`crate::sinks::lambda::options::MappingOptions::piece`]), a PutRecords call
-/// for a stream.
+/// Records the request's target settles at a time (a piece): a few batches
+/// of each lane for a function
+/// ([`crate::sinks::lambda::options::MappingOptions::piece`]), a PutRecords
+/// call for a stream.
 fn piece(request: &ReplayRequest) -> usize {
     match &request.target {
         ReplayTarget::Function { .. } => request.options.piece(),
