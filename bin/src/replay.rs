@@ -229,7 +229,7 @@ fn execute(request: Value, common: CommonArgs) -> anyhow::Result<()> {
     // Without an output or an S3 DLQ in the request, the run keeps its
     // progress here.
     let (progress, _temp) = progress_folder(common.dir.as_deref())?;
-    // Named as the replay request it is (a bare `RequestError` says "scrape").
+    // Named as the replay request it is.
     let request = ReplayRequest::parse_local(&serde_json::to_vec(&request)?)
         .map_err(|error| bad(ReplayError::InvalidRequest(error)))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use rewind_engine::jobs::scrape::{
-    DEFAULT_MAX_RECORDS_PER_CHUNK, Outputs, Plan, RunOutcome, ScrapeRequest, Scraper, ScraperEvent,
-    ScraperOutput, ShardProgress,
+    DEFAULT_MAX_RECORDS_PER_CHUNK, Outputs, Plan, RunOutcome, ScrapeRequest, Scraper, ScraperError,
+    ScraperEvent, ScraperOutput, ShardProgress,
 };
 use rewind_engine::jobs::step;
 use rewind_engine::pipeline::lineage::{PlannedShard, lineage_groups};
@@ -64,7 +64,8 @@ pub fn read_request(path: &Path) -> anyhow::Result<Vec<u8>> {
 pub fn run(args: ScrapeArgs) -> anyhow::Result<()> {
     let bytes = read_request(&args.request).map_err(crate::bad_input)?;
     // Validated before anything connects anywhere.
-    let event = ScraperEvent::parse(&bytes).map_err(crate::bad_input)?;
+    let event =
+        ScraperEvent::parse(&bytes).map_err(|error| crate::bad_input(ScraperError::from(error)))?;
     let ScraperEvent::Run { request, .. } = event else {
         return Err(crate::bad_input(anyhow::anyhow!(
             "{}: expected a scrape request (the state machine's actions are for the function)",

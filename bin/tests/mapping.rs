@@ -140,6 +140,15 @@ async fn a_filtered_mapping_sends_only_matching_records_in_full_batches() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(named), "{stderr}");
     }
+    // A setting out of range is named as the mapping's, with what it takes.
+    let args = ["local", "mapping", "--stream", "s", "--function", "target"];
+    let out = rewind(&endpoint, &[&args[..], &["--batch-size", "0"]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid mapping setting BatchSize: 0; accepted values: 1 to 10000"),
+        "{stderr}"
+    );
 
     let kinesis = aws_sdk_kinesis::Client::new(&stack.sdk_config().await);
     let stream = unique("cli-filtered");

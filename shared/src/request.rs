@@ -4,9 +4,12 @@
 
 use serde::Deserialize;
 
-/// A request that can't be run: names the field and what it accepts.
+/// A request that can't be run: names the field and what it accepts. Each
+/// kind of request names itself when it wraps one (`invalid scrape
+/// request: …`, `invalid replay request: …`, `invalid mapping setting …`);
+/// on its own it is only "a request".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid scrape request: {field}: {message}")]
+#[error("invalid request: {field}: {message}")]
 pub struct RequestError {
     pub field: String,
     pub message: String,

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use anyhow::Context as _;
 use rewind_engine::ArrivalTime;
+use rewind_engine::jobs::mapping::ShardError;
 use rewind_engine::jobs::mapping::config::MappingConfig;
 use rewind_engine::jobs::mapping::stream::StreamMapping;
 use rewind_engine::model::window::StartPosition;
@@ -101,7 +102,7 @@ pub(super) async fn run(
         },
         ..MappingConfig::default()
     };
-    config.validate()?;
+    config.validate().map_err(ShardError::Invalid)?;
     let (mapping, shards) = StreamMapping::open(
         &clients.kinesis,
         &stream_arn,

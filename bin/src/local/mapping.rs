@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use rewind_engine::ArrivalTime;
-use rewind_engine::jobs::mapping::MappingError;
 use rewind_engine::jobs::mapping::config::MappingConfig;
 use rewind_engine::jobs::mapping::report::MappingReport;
 use rewind_engine::jobs::mapping::stream::StreamMapping;
+use rewind_engine::jobs::mapping::{MappingError, ShardError};
 use rewind_engine::model::window::StartPosition;
 use rewind_engine::pipeline::filter::FilterCriteria;
 use rewind_engine::sinks::dlq::{Dlq, S3FailureDestination, SqsFailureDestination};
@@ -152,7 +152,7 @@ impl MappingArgs {
             idle_exit,
             ..MappingConfig::default()
         };
-        config.validate()?;
+        config.validate().map_err(ShardError::Invalid)?;
         Ok(config)
     }
 }

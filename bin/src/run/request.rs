@@ -3,8 +3,8 @@
 //! and ARNs for their kind and region.
 
 use anyhow::{Context as _, anyhow};
-use rewind_engine::jobs::replay::ReplayRequest;
-use rewind_engine::jobs::scrape::ScrapeRequest;
+use rewind_engine::jobs::replay::{ReplayError, ReplayRequest};
+use rewind_engine::jobs::scrape::{ScrapeRequest, ScraperError};
 use rewind_engine::request::RequestError;
 use serde_json::Value;
 
@@ -68,16 +68,14 @@ pub(super) fn check_request(
     };
     let name = match kind {
         Kind::Scrape => {
-            let mut request = ScrapeRequest::parse(bytes)?;
+            let mut request = ScrapeRequest::parse(bytes).map_err(ScraperError::from)?;
             let name = settle(&request.run_id);
             request.run_id = Some(name.clone());
             request.validate().map_err(|e| name_error(&name, e))?;
             name
         }
         Kind::Replay => {
-            // The engine's RequestError names itself a scrape request's.
-            let mut request = ReplayRequest::parse(bytes)
-                .map_err(|e| anyhow!("invalid replay request: {}: {}", e.field, e.message))?;
+            let mut request = ReplayRequest::parse(bytes).map_err(ReplayError::InvalidRequest)?;
             let name = settle(&request.run_id);
             request.run_id = Some(name.clone());
             request.validate().map_err(|e| name_error(&name, e))?;

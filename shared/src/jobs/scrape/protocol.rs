@@ -236,8 +236,9 @@ pub enum ScrapeError {
 /// machine matches.
 #[derive(Debug, thiserror::Error)]
 pub enum ScraperError {
-    #[error(transparent)]
-    InvalidRequest(#[from] RequestError),
+    /// The message is the whole story: the field and what it accepts.
+    #[error("invalid scrape request: {}: {}", .0.field, .0.message)]
+    InvalidRequest(RequestError),
     #[error(transparent)]
     ListShards(#[from] ListShardsError),
     #[error(transparent)]
@@ -248,6 +249,12 @@ pub enum ScraperError {
     PlanWrite(#[source] StoreError),
     #[error(transparent)]
     PlanRead(#[from] ItemsError),
+}
+
+impl From<RequestError> for ScraperError {
+    fn from(error: RequestError) -> Self {
+        Self::InvalidRequest(error)
+    }
 }
 
 impl ErrorType for ScraperError {

@@ -125,7 +125,8 @@ fn bad_requests_name_the_field_and_the_accepted_values() {
         assert_eq!(err.field, field, "{err}");
         assert!(err.message.contains(message), "{err}");
         assert!(
-            err.to_string()
+            ScraperError::from(err)
+                .to_string()
                 .starts_with(&format!("invalid scrape request: {field}: "))
         );
     }

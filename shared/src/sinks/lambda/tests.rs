@@ -500,7 +500,7 @@ fn options_are_validated_with_the_mapping_ranges() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid scrape request: BatchSize: 0; accepted values: 1 to 10000"
+        "invalid request: BatchSize: 0; accepted values: 1 to 10000"
     );
     let err = MappingOptions {
         maximum_record_age_in_seconds: 10,
