@@ -7,7 +7,7 @@ use crate::model::counters::Counters;
 use crate::model::record::Record;
 use crate::pipeline::filter::Filters;
 use crate::sinks::lambda::DeliveryReport;
-use crate::sinks::{Settled, Target, TargetError};
+use crate::sinks::{LaneStops, Settled, Target, TargetError};
 
 /// Counts what the filters keep out, sends nothing.
 pub struct DryRun {
@@ -37,8 +37,7 @@ impl Target for DryRun {
         Box::pin(async move {
             Ok(Settled {
                 report,
-                unsettled: None,
-                lanes: Vec::new(),
+                stops: LaneStops::default(),
                 failed: None,
             })
         })

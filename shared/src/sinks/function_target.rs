@@ -10,7 +10,6 @@ use tracing::info;
 
 use crate::model::event::EventSource;
 use crate::model::record::{ArrivalTime, Record};
-use crate::pipeline::batch::lane_of;
 use crate::pipeline::filter::Filters;
 use crate::sinks::dlq::FailureDestination;
 use crate::sinks::lambda::Delivery;
@@ -55,9 +54,8 @@ impl<I: Invoker, D: FailureDestination> Target for FunctionTarget<I, D> {
         self.options.piece()
     }
 
-    /// A partition key's lane, as the mapping keeps each key's order.
     fn lane(&self, record: &Record) -> usize {
-        lane_of(&record.partition_key, self.options.parallelization_factor)
+        self.options.lane(record)
     }
 
     /// Filled with records the filters keep, as the mapping fills a batch
@@ -91,8 +89,7 @@ impl<I: Invoker, D: FailureDestination> Target for FunctionTarget<I, D> {
                 .await?;
             Ok(Settled {
                 report: end.report,
-                unsettled: end.unsettled,
-                lanes: end.lanes,
+                stops: end.stops,
                 failed: end.error.map(TargetError::from),
             })
         })
@@ -187,7 +184,7 @@ mod tests {
                 .settle(&page[at..at + n], Instant::now() + Duration::from_secs(60))
                 .await
                 .unwrap();
-            assert_eq!(settled.unsettled, None);
+            assert_eq!(settled.stops.first_unsettled(), None);
             filtered += settled.report.counters.filtered;
             at += n;
         }

@@ -18,22 +18,16 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use crate::model::record::Record;
-use crate::model::seqno::Position;
+pub use lambda::LaneStops;
 
 /// What became of a piece.
 #[derive(Debug, Default)]
 pub struct Settled {
     pub report: lambda::DeliveryReport,
-    /// The first record not settled when the stop time came in the middle
-    /// of the piece: it and everything after it are taken again, but for
-    /// what `lanes` says was settled.
-    pub unsettled: Option<Position>,
-    /// With `unsettled`, for a target whose lanes ([`Target::lane`]) don't
-    /// wait for each other: where each lane stopped, `None` for a lane
-    /// whose records in the piece are all settled. A lane's records before
-    /// its own stop are settled even after `unsettled`. Empty: one lane,
-    /// nothing after `unsettled` is settled.
-    pub lanes: Vec<Option<Position>>,
+    /// Where each of the target's lanes ([`Target::lane`]) stopped when the
+    /// stop time came in the middle of the piece: its first unsettled
+    /// record and every later one of the lane are taken again.
+    pub stops: LaneStops,
     /// Why the piece stopped early, when it failed part way: what it
     /// settled first is in the rest, so a retried step doesn't deliver
     /// that again.

@@ -9,7 +9,7 @@ use crate::model::record::Record;
 use crate::pipeline::filter::Filters;
 use crate::sinks::kinesis::{MAX_ENTRIES, RecordSink, ReinjectOptions, reinject};
 use crate::sinks::lambda::DeliveryReport;
-use crate::sinks::{Settled, Target, TargetError};
+use crate::sinks::{LaneStops, Settled, Target, TargetError};
 
 /// Re-injection onto one stream.
 pub struct StreamTarget<S> {
@@ -48,8 +48,7 @@ impl<S: RecordSink> Target for StreamTarget<S> {
                     },
                     ..DeliveryReport::default()
                 },
-                unsettled: None,
-                lanes: Vec::new(),
+                stops: LaneStops::default(),
                 failed: None,
             })
         })

@@ -27,7 +27,7 @@ use crate::sinks::dlq::FailureDestination;
 use crate::sinks::function_target::FunctionTarget;
 use crate::sinks::lambda::DeliveryReport;
 use crate::sinks::lambda::invoker::Invoker;
-use crate::sinks::{Finished, Settled, Target, TargetError};
+use crate::sinks::{Finished, LaneStops, Settled, Target, TargetError};
 use crate::store::{ObjectReader, ObjectStore, PutObject, StoreError};
 
 /// The window object could not be read or written.
@@ -174,8 +174,7 @@ impl<I: Invoker, D: FailureDestination, W: ObjectStore + ObjectReader> WindowTar
                 *self.saved.lock().expect("not poisoned") = Some(saved);
                 return Ok(Settled {
                     report,
-                    unsettled,
-                    lanes: Vec::new(),
+                    stops: LaneStops::one(unsettled),
                     failed: None,
                 });
             }
@@ -183,8 +182,7 @@ impl<I: Invoker, D: FailureDestination, W: ObjectStore + ObjectReader> WindowTar
         self.save(saved).await?;
         Ok(Settled {
             report,
-            unsettled,
-            lanes: Vec::new(),
+            stops: LaneStops::one(unsettled),
             failed: None,
         })
     }

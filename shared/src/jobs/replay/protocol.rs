@@ -99,12 +99,14 @@ impl ShardReplay {
     }
 
     /// Marks `records` (each with its lane), settled after `last`, to be
-    /// skipped when they come again.
+    /// skipped when they come again; returns how many there were.
     pub(super) fn settle_ahead<'r>(
         &mut self,
         records: impl IntoIterator<Item = (usize, &'r Record)>,
-    ) {
+    ) -> usize {
+        let mut count = 0;
         for (lane, record) in records {
+            count += 1;
             let through = Position::of(record);
             self.records += 1;
             match self.settled_ahead.iter_mut().find(|m| m.lane == lane) {
@@ -113,6 +115,7 @@ impl ShardReplay {
             }
         }
         self.settled_ahead.sort_by_key(|m| m.lane);
+        count
     }
 
     /// Whether `record`, of `lane`, was settled by an earlier step ahead of

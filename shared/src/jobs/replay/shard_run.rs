@@ -204,7 +204,8 @@ impl<'s, W: ObjectStore> Pieces<'_, 's, W> {
             // A delivery stopped at the step's deadline settles the records
             // before the first one it had not settled; the next step starts
             // there, and skips what lanes ahead of that one settled.
-            let count = match &settled.unsettled {
+            let first = settled.stops.first_unsettled();
+            let count = match first {
                 Some(first) => piece
                     .iter()
                     .position(|r| Position::of(r) >= *first)
@@ -212,22 +213,17 @@ impl<'s, W: ObjectStore> Pieces<'_, 's, W> {
                 None => piece.len(),
             };
             progress.settle(&piece[..count], &settled.report, cursor.as_deref());
-            let ahead = piece[count..].iter().filter_map(|r| {
-                let lane = target.lane(r);
-                let stop = settled.lanes.get(lane)?;
-                stop.as_ref()
-                    .is_none_or(|stop| Position::of(r) < *stop)
-                    .then_some((lane, r))
-            });
-            let before = progress.records;
-            progress.settle_ahead(ahead);
-            self.pace.sent(count + (progress.records - before) as usize);
+            let ahead = (piece[count..].iter())
+                .map(|r| (target.lane(r), r))
+                .filter(|(lane, r)| settled.stops.settled(*lane, r));
+            let ahead = progress.settle_ahead(ahead);
+            self.pace.sent(count + ahead);
             self.saving = Some(Box::pin(save(store, self.key.to_owned(), progress)));
             if let Some(error) = settled.failed {
                 // The step fails, after that checkpoint is written.
                 return Err(error.into());
             }
-            if settled.unsettled.is_some() {
+            if first.is_some() {
                 break false;
             }
             next_page = prefetched;

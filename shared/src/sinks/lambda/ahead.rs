@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 
 use crate::model::record::Record;
 use crate::model::seqno::Position;
-use crate::pipeline::batch::{CutBatch, lane_of, next_batch};
+use crate::pipeline::batch::{CutBatch, next_batch};
 use crate::sinks::dlq::FailureDestination;
 
 use super::invoker::Invoker;
@@ -79,7 +79,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         for (i, record) in piece.iter().enumerate() {
             let index = u32::try_from(i).expect("a piece is at most 10,000 × 10 records");
             if filters.matches(record) {
-                sorted.lanes[lane_of(&record.partition_key, lanes)].push(index);
+                sorted.lanes[self.options.lane(record)].push(index);
             } else {
                 sorted.filtered.push(index);
             }

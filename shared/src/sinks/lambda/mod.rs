@@ -27,7 +27,7 @@ use crate::model::counters::Counters;
 use crate::model::event::EventSource;
 use crate::model::record::{ArrivalTime, Record};
 use crate::model::seqno::Position;
-use crate::pipeline::batch::{Batch, CutBatch, lane_of, next_batch};
+use crate::pipeline::batch::{Batch, CutBatch, next_batch};
 use crate::request::RequestError;
 use crate::sinks::dlq::{
     DestinationError, FailedBatch, FailureCondition, FailureDestination, FailureRecord,
@@ -126,18 +126,39 @@ pub struct Delivery<'a, I, D> {
     pub base_backoff: Duration,
 }
 
+/// Where each lane of a piece stopped early (at the stop time, or on an
+/// error): its first record not settled, `None` for a lane whose records
+/// are all settled. Lanes don't wait for each other, so a lane may have
+/// settled records past another lane's stop. No lanes: all settled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaneStops(pub Vec<Option<Unsettled>>);
+
+impl LaneStops {
+    /// One lane that stopped at `at` (`None`: it did not).
+    pub fn one(at: Option<Unsettled>) -> Self {
+        Self(vec![at])
+    }
+
+    /// The first record not settled, the lowest over the lanes: every
+    /// record before it is settled.
+    pub fn first_unsettled(&self) -> Option<&Unsettled> {
+        self.0.iter().flatten().min()
+    }
+
+    /// Whether `record`, of `lane`, is settled: its lane got past it.
+    pub fn settled(&self, lane: usize, record: &Record) -> bool {
+        (self.0.get(lane)).is_none_or(|stop| {
+            stop.as_ref()
+                .is_none_or(|stop| Position::of(record) < *stop)
+        })
+    }
+}
+
 /// How a piece's delivery ended.
 #[derive(Debug, Default)]
 pub struct PieceEnd {
     pub report: DeliveryReport,
-    /// The first record not settled (the lowest over the lanes) when it
-    /// stopped early: at the stop time, or on an error. Everything before
-    /// it is settled.
-    pub unsettled: Option<Unsettled>,
-    /// With `unsettled`, where each lane stopped (`None`: the lane's
-    /// records are all settled): lanes don't wait for each other, so a lane
-    /// may have settled records past `unsettled`. Empty otherwise.
-    pub lanes: Vec<Option<Unsettled>>,
+    pub stops: LaneStops,
     /// Why a lane stopped early, when one failed: what the lanes settled
     /// before is in the rest, and the error is the piece's outcome.
     pub error: Option<DeliveryError>,
@@ -189,7 +210,7 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
         let end = self.deliver_ahead(records, None, stop_at, gaps).await?;
         match end.error {
             Some(error) => Err(error),
-            None => Ok((end.report, end.unsettled)),
+            None => Ok((end.report, end.stops.first_unsettled().cloned())),
         }
     }
 
@@ -198,7 +219,9 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
     /// out: used if it was made from `records`, else they are sorted and
     /// cut now. It fails (`Err`) only before any invoke; a lane that fails
     /// later stops the others at their next batch, and the end says what
-    /// they settled before it ([`PieceEnd::error`]).
+    /// they settled before it ([`PieceEnd::error`]). A dropped record is
+    /// settled where its lane is: counted now if its lane got past it, else
+    /// when it comes again.
     pub async fn deliver_ahead(
         &self,
         records: &[Record],
@@ -232,25 +255,16 @@ impl<I: Invoker, D: FailureDestination> Delivery<'_, I, D> {
             end.report.counters += lane.report.counters;
             (end.report.failure_locations).extend(lane.report.failure_locations);
             end.error = end.error.or(lane.error);
-            end.lanes.push(lane.stopped);
+            end.stops.0.push(lane.stopped);
         }
-        end.unsettled = end.lanes.iter().flatten().min().cloned();
-        if end.unsettled.is_none() {
-            end.report.counters.filtered = sorted.filtered.len() as u64;
-            end.lanes.clear();
-            return Ok(end);
-        }
-        // A dropped record is settled where its lane is: counted now if its
-        // lane's settled records reach past it, else when it comes again.
-        let count = end.lanes.len();
-        end.report.counters.filtered = (sorted.filtered.iter())
-            .map(|&i| &records[i as usize])
-            .filter(|r| {
-                end.lanes[lane_of(&r.partition_key, count)]
-                    .as_ref()
-                    .is_none_or(|stop| Position::of(r) < *stop)
-            })
-            .count() as u64;
+        end.report.counters.filtered = match end.stops.first_unsettled() {
+            None => sorted.filtered.len(),
+            // Only a stop costs a look at each dropped record's lane.
+            Some(_) => (sorted.filtered.iter())
+                .map(|&i| &records[i as usize])
+                .filter(|r| end.stops.settled(self.options.lane(r), r))
+                .count(),
+        } as u64;
         Ok(end)
     }
 

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::record::Record;
+use crate::pipeline::batch::lane_of;
 use crate::pipeline::filter::{FilterCriteria, Filters};
 use crate::request::RequestError;
 
@@ -148,6 +150,12 @@ impl MappingOptions {
             return one;
         }
         one.max((one * PIECE_BATCHES_PER_LANE).min(GET_RECORDS_PAGE))
+    }
+
+    /// The lane of `record` among `ParallelizationFactor` lanes: by its
+    /// partition key, so that each key's records stay in order.
+    pub fn lane(&self, record: &Record) -> usize {
+        lane_of(&record.partition_key, self.parallelization_factor)
     }
 
     /// `TumblingWindowInSeconds`, when set (1 to 900).

@@ -61,7 +61,7 @@ async fn a_retried_step_redelivers_with_the_state_as_of_its_checkpoint() {
     let mut first = target(MemoryStore::default(), Summer::default());
     for piece in &pieces[..3] {
         let settled = first.settle(piece, later()).await.unwrap();
-        assert_eq!(settled.unsettled, None);
+        assert_eq!(settled.stops.first_unsettled(), None);
     }
     let summer1 = std::mem::take(&mut first.function.invoker);
     // The retry starts after the checkpoint: the second piece again.

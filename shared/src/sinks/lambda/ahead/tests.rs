@@ -103,7 +103,7 @@ async fn deliver(piece: &[Record], made_from: Option<&[Record]>) -> (Vec<Vec<u8>
         .await
         .unwrap();
     assert!(end.error.is_none());
-    assert_eq!(end.unsettled, None);
+    assert_eq!(end.stops.first_unsettled(), None);
     let report = end.report;
     assert_eq!(
         report.counters.delivered + report.counters.filtered,
