@@ -50,9 +50,9 @@ mod error;
 mod locations;
 mod protocol;
 mod request;
+mod services;
 mod shard_run;
 mod summary;
-mod topics;
 
 use std::time::Duration;
 
@@ -65,10 +65,10 @@ pub use protocol::{
 };
 pub use request::ReplayRequest;
 use request::invalid;
+pub use services::{Buckets, Queues, Streams, Targets, Topics};
 pub use summary::{
     MAX_LISTED_LOCATIONS, ReplaySummary, ReplayTotals, SUMMARY_PAGE, ShardSummary, SummaryOutput,
 };
-pub use topics::Topics;
 
 use crate::jobs::items::{ItemsLocation, plan_key, write_items};
 use crate::jobs::step;
@@ -78,88 +78,20 @@ use crate::model::record::ArrivalTime;
 use crate::pipeline::deaggregate::KinesisRecords;
 use crate::pipeline::pace::Pace;
 use crate::sinks::Target;
-use crate::sinks::dlq::{Dlq, FailureDestination, S3FailureDestination, SqsFailureDestination};
+use crate::sinks::dlq::{Dlq, S3FailureDestination};
 use crate::sinks::dry_run::DryRun;
 use crate::sinks::function_target::FunctionTarget;
-use crate::sinks::kinesis::{KinesisSink, RecordSink, ReinjectOptions};
-use crate::sinks::lambda::invoker::{Invoker, LambdaInvoker};
+use crate::sinks::kinesis::ReinjectOptions;
+use crate::sinks::lambda::invoker::Invoker;
 use crate::sinks::stream_target::StreamTarget;
 use crate::sinks::window_target::WindowTarget;
 use crate::sources::dynamodb::{DynamoReader, DynamoSource};
 use crate::sources::files::FilesSource;
 use crate::sources::manifest::ManifestSource;
 use crate::sources::s3_archive::{ArchiveSource, ShardLister};
-use crate::sources::{RecordSource, ShardGroups, SourceStream, StreamShards};
-use crate::store::{ObjectReader, ObjectStore};
+use crate::sources::{RecordSource, ShardGroups, SourceStream};
+use crate::store::ObjectReader;
 use shard_run::{Checkpoint, ShardRun, save};
-
-/// S3 buckets by name (a memory store in tests).
-pub trait Buckets: Send + Sync {
-    type Store: ObjectStore + ObjectReader + crate::store::CreateNew;
-    fn bucket(&self, name: &str) -> Self::Store;
-}
-
-impl Buckets for aws_sdk_s3::Client {
-    type Store = crate::store::S3Store;
-
-    fn bucket(&self, name: &str) -> Self::Store {
-        crate::store::S3Store::new(self.clone(), name)
-    }
-}
-
-/// Target functions by request.
-pub trait Targets: Send + Sync {
-    type Invoker: Invoker;
-    fn invoker(&self, function_name: &str, qualifier: Option<&str>) -> Self::Invoker;
-}
-
-impl Targets for aws_sdk_lambda::Client {
-    type Invoker = LambdaInvoker;
-
-    fn invoker(&self, function_name: &str, qualifier: Option<&str>) -> Self::Invoker {
-        LambdaInvoker::new(self.clone(), function_name, qualifier.map(str::to_owned))
-    }
-}
-
-/// Target streams by name or ARN.
-pub trait Streams: Send + Sync {
-    type Sink: RecordSink;
-    fn sink(&self, stream: &str) -> Self::Sink;
-
-    /// Where an archive without shard markers asks for its stream's lineage.
-    fn shards(&self) -> Option<&dyn StreamShards> {
-        None
-    }
-}
-
-impl Streams for aws_sdk_kinesis::Client {
-    type Sink = KinesisSink;
-
-    fn sink(&self, stream: &str) -> Self::Sink {
-        KinesisSink::new(self.clone(), stream)
-    }
-
-    fn shards(&self) -> Option<&dyn StreamShards> {
-        Some(self)
-    }
-}
-
-/// SQS DLQs by queue URL.
-pub trait Queues: Send + Sync {
-    type Destination: FailureDestination;
-    fn queue(&self, queue_url: &str) -> Self::Destination;
-}
-
-impl Queues for aws_sdk_sqs::Client {
-    type Destination = SqsFailureDestination;
-
-    fn queue(&self, queue_url: &str) -> Self::Destination {
-        SqsFailureDestination {
-            client: self.clone(),
-            queue_url: queue_url.to_owned(),
-        }
-    }
-}
 
 /// How much of a step's time is left unused before its Lambda deadline: a
 /// piece's invocations (and their retries) must fit in it.

@@ -9,13 +9,13 @@ use crate::model::record::Record;
 use crate::model::seqno::Position;
 use crate::model::window::{StartPosition, StopCondition};
 use crate::pipeline::lineage::lineage_groups;
-use crate::sinks::dlq::{DestinationError, FailureRecord};
-use crate::sinks::kinesis::Entry;
+use crate::sinks::dlq::{DestinationError, FailureDestination, FailureRecord};
 use crate::sinks::kinesis::tests::FakeStream;
+use crate::sinks::kinesis::{Entry, RecordSink};
 use crate::sinks::lambda::DeliveryError;
 use crate::sinks::lambda::invoker::{FunctionIdentity, Invocation, InvokeError};
 use crate::store::PutObject;
-use crate::store::{MemoryStore, StoreError};
+use crate::store::{MemoryStore, ObjectStore, StoreError};
 
 /// One bucket for every name.
 #[derive(Clone, Default)]
